@@ -1,0 +1,45 @@
+"""rtml: a pure-Python, Ray-compatible distributed execution engine for real-time ML.
+
+``import rtml as ray`` runs Ray core programs: remote functions and actors, ObjectRefs,
+``get``/``put``/``wait``/``cancel``, resources and the exception names.
+"""
+
+from rtml import exceptions
+from rtml._api import (
+    available_resources,
+    cancel,
+    cluster_resources,
+    get,
+    get_gpu_ids,
+    get_runtime_context,
+    init,
+    is_initialized,
+    nodes,
+    put,
+    remote,
+    shutdown,
+    wait,
+)
+from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "ObjectRefGenerator",
+    "__version__",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

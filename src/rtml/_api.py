@@ -1,0 +1,347 @@
+"""The public API functions: validate arguments, then hand off to this process's client."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+from typing import Any
+
+from rtml import exceptions as exc
+from rtml._runtime import _context
+from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
+
+_init_lock = threading.RLock()
+_runtime: Any = None
+
+# Keyword arguments Ray's init() takes that change nothing for the embedded runtime.
+_IGNORED_INIT = {
+    "include_dashboard", "dashboard_host", "dashboard_port", "logging_level", "logging_format",
+    "configure_logging", "log_to_driver_level", "job_config", "_temp_dir", "_system_config",
+    "_plasma_directory", "_node_ip_address", "_enable_object_reconstruction", "local_mode",
+    "runtime_env_setup", "storage", "_memory", "_redis_password", "enable_resource_isolation",
+    "labels", "_metrics_export_port", "logging_config", "_tracing_startup_hook",
+}
+
+
+class InitContext(dict):
+    """What ``init()`` returns: a dict of addresses that also works as a context manager."""
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return self.get("webui_url")
+
+    @property
+    def address_info(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __enter__(self) -> InitContext:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    log_to_driver: bool = True,
+    runtime_env: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> InitContext:
+    """Start the embedded single-machine runtime (or return the running one).
+
+    Args:
+        address: must be None for now (connecting to a running cluster comes with the
+            cluster issue).
+        num_cpus: CPUs to schedule on (default: the machine's CPU count); fractional allowed.
+        num_gpus: GPUs to declare (default 0); tasks get device ids via ``get_gpu_ids()``.
+        resources: custom resources, e.g. ``{"sensor": 2}``.
+        object_store_memory: bytes of shared memory for large objects before spilling.
+        namespace: namespace for named actors.
+        ignore_reinit_error: return quietly if already initialized.
+        log_to_driver: print what tasks print here, prefixed with the task name and pid.
+        runtime_env: ``{"env_vars": {...}}`` set in every worker.
+
+    Returns:
+        An InitContext (a dict; also a context manager that shuts down on exit).
+
+    Raises:
+        RuntimeError: already initialized and ``ignore_reinit_error`` is False.
+        ValueError / TypeError: an argument is invalid (the message says which).
+    """
+    from rtml._runtime._options import env_vars_of
+    from rtml._runtime._runtime import Config, Runtime, default_object_store_memory
+    from rtml._scheduler import normalize_request
+
+    global _runtime
+    unknown = set(kwargs) - _IGNORED_INIT
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    with _init_lock:
+        if _runtime is not None or _context.get_client() is not None:
+            if ignore_reinit_error:
+                return _context_info()
+            raise RuntimeError(
+                "rtml.init() was called twice; call rtml.shutdown() first, or pass "
+                "ignore_reinit_error=True")
+        if address is not None and address not in ("local",):
+            raise ConnectionError(
+                f"cannot connect to {address!r}: joining a running rtml cluster is not "
+                "available in this version; call rtml.init() without an address to start an "
+                "embedded runtime")
+        cpus = float(os.cpu_count() or 1) if num_cpus is None else num_cpus
+        normalize_request(cpus, num_gpus or 0, resources)  # validates the numbers
+        if object_store_memory is None:
+            object_store_memory = default_object_store_memory()
+        elif not isinstance(object_store_memory, int) or object_store_memory <= 0:
+            raise ValueError(
+                f"object_store_memory must be a positive int (bytes), got {object_store_memory!r}")
+        config = Config(
+            num_cpus=float(cpus), num_gpus=float(num_gpus or 0),
+            resources=dict(resources or {}), object_store_memory=object_store_memory,
+            namespace=namespace or "default", log_to_driver=log_to_driver,
+            env_vars=env_vars_of(runtime_env) or {},
+        )
+        rt = Runtime(config)
+        rt.start()
+        _runtime = rt
+        return _context_info()
+
+
+def _context_info() -> InitContext:
+    rt = _runtime
+    info = InitContext(
+        node_id=rt.node_id if rt else None,
+        session_name=rt.session if rt else None,
+        webui_url=None,
+        address="local",
+    )
+    return info
+
+
+def _auto_init() -> Any:
+    with _init_lock:
+        client = _context.get_client()
+        if client is None:
+            init()
+            client = _context.get_client()
+        return client
+
+
+def _client() -> Any:
+    client = _context.get_client()
+    if client is None:
+        client = _auto_init()
+    return client
+
+
+def is_initialized() -> bool:
+    """True if this process has a running runtime (always True inside tasks)."""
+    return _context.get_client() is not None
+
+
+def shutdown() -> None:
+    """Stop every process the runtime started and remove its shared memory and temp files."""
+    global _runtime
+    with _init_lock:
+        rt, _runtime = _runtime, None
+        if rt is not None:
+            rt.shutdown()
+
+
+def _as_ref_list(object_refs: Any, fn: str) -> tuple[list[ObjectRef], bool]:
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs], True
+    if isinstance(object_refs, (list, tuple)):
+        for r in object_refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(
+                    f"{fn}() takes an ObjectRef or a list of ObjectRefs; the list holds a "
+                    f"{type(r).__name__} ({r!r:.80})")
+        return list(object_refs), False
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError(
+            f"{fn}() got an ObjectRefGenerator; iterate it (for ref in gen) and {fn}() the refs")
+    raise TypeError(
+        f"{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value(s) of ObjectRef(s), waiting for them to be computed.
+
+    Args:
+        object_refs: an ObjectRef or a list of them (order is kept).
+        timeout: seconds to wait at most (None: no limit).
+
+    Raises:
+        GetTimeoutError: not ready within ``timeout``.
+        TaskError: the task raised; the error is also an instance of the original exception.
+        WorkerCrashedError, TaskCancelledError, ObjectLostError: see their docs.
+    """
+    refs, single = _as_ref_list(object_refs, "get")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    client = _client()
+    if not refs:
+        return []
+    values = client.get(refs, timeout)
+    return values[0] if single else values
+
+
+def put(value: Any, **_ignored: Any) -> ObjectRef:
+    """Store ``value`` in the object store once; returns its ObjectRef."""
+    return _client().put(value)
+
+
+def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Wait until ``num_returns`` of the refs are ready, or ``timeout`` seconds pass.
+
+    Returns:
+        (ready, not_ready), each in the order of ``object_refs``.
+
+    Raises:
+        TypeError: ``object_refs`` is not a list of ObjectRefs.
+        ValueError: duplicates, or ``num_returns`` out of range.
+    """
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(
+            f"wait() takes a list of ObjectRefs, got {type(object_refs).__name__}; "
+            "wrap a single ref in a list: rtml.wait([ref])")
+    refs, _ = _as_ref_list(list(object_refs), "wait")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got duplicate ObjectRefs; pass each ref once")
+    if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(
+            f"num_returns ({num_returns}) is larger than the number of refs ({len(refs)})")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    client = _client()
+    if not refs:
+        return [], []
+    return client.wait(refs, num_returns, timeout)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces ``object_ref``; ``get`` then raises TaskCancelledError.
+
+    A queued task is dropped; a running one is interrupted (``force=True`` kills its worker).
+    """
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
+    _client().cancel(object_ref._id, force, recursive)
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Make a function a remote function (or a class an actor class).
+
+    Use bare (``@rtml.remote``) or with options (``@rtml.remote(num_cpus=0.5)``).
+    """
+    from rtml._runtime._remote_function import RemoteFunction
+
+    def make(obj: Any) -> Any:
+        if inspect.isclass(obj):
+            from rtml._runtime._actor import ActorClass
+
+            return ActorClass(obj, options)
+        if not callable(obj):
+            raise TypeError(f"@remote needs a function or a class, got {type(obj).__name__}")
+        return RemoteFunction(obj, options)
+
+    if len(args) == 1 and not options and (callable(args[0]) or inspect.isclass(args[0])):
+        return make(args[0])
+    if args:
+        raise TypeError("@remote takes only keyword options, e.g. @rtml.remote(num_cpus=2)")
+    return make
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the runtime."""
+    return _client().resources()[0]
+
+
+def available_resources() -> dict[str, float]:
+    """Resources not currently in use."""
+    return _client().resources()[1]
+
+
+def get_gpu_ids() -> list[int]:
+    """GPU ids assigned to the current task or actor (empty in the driver)."""
+    return list(_client().gpu_ids)
+
+
+def nodes() -> list[dict[str, Any]]:
+    """The nodes of the runtime (one for the embedded runtime)."""
+    client = _client()
+    total, _ = client.resources()
+    return [{"NodeID": client.node_id, "Alive": True, "Resources": total,
+             "NodeManagerAddress": "127.0.0.1"}]
+
+
+class RuntimeContext:
+    """Information about the current driver, task or actor (``rtml.get_runtime_context()``)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_job_id(self) -> str:
+        return self._client.job_id
+
+    def get_node_id(self) -> str:
+        return self._client.node_id
+
+    def get_task_id(self) -> str | None:
+        t = self._client.current_task_id
+        return None if t is None else format(t, "x")
+
+    def get_worker_id(self) -> str:
+        return format(self._client.proc, "x")
+
+    def get_actor_id(self) -> str | None:
+        a = self._client.current_actor_id
+        return None if a is None else format(a, "x")
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    @property
+    def task_id(self) -> str | None:
+        return self.get_task_id()
+
+    @property
+    def namespace(self) -> str:
+        return self._client.namespace
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        return {"GPU": float(len(self._client.gpu_ids))} if self._client.gpu_ids else {}
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        return {"GPU": [str(i) for i in self._client.gpu_ids]}
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext(_client())
+
+
+__all__ = [
+    "available_resources", "cancel", "cluster_resources", "get", "get_gpu_ids",
+    "get_runtime_context", "init", "is_initialized", "nodes", "put", "remote", "shutdown",
+    "wait",
+]

@@ -1,0 +1,732 @@
+"""The node manager's core: local scheduler, worker leases, object table, streams.
+
+::
+
+     submit ──▶ WAITING ──deps sealed──▶ QUEUED (per resource shape, FIFO)
+                                          │ lease: idle worker + resources
+                                          ▼
+                                       ASSIGNED ── "exec" ──▶ worker ── "done" ──▶ FINISHED
+                                          │ worker died: retry (QUEUED) or WorkerCrashedError
+                                          │ blocked in get: CPU lent back, pipelined tasks revoked
+
+A lease binds an idle worker to one resource shape; tasks of that shape are pipelined to it (up
+to a depth that shrinks as the function's measured duration grows, so tiny tasks batch and long
+ones never queue behind each other) and the lease ends when the shape's queue is empty.
+
+This class is state and decisions only. Everything it does to the outside world goes through
+``io`` (send a message to a worker, spawn, signal, log) and ``store`` (shared-memory segments),
+so it runs in unit tests with fakes. It is not thread-safe by itself: the shell holds
+``node.lock`` around every call.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from rtml import exceptions as exc
+from rtml._node._objects import ERR, SHM, ObjectTable, Waiter
+from rtml._node._tasks import ASSIGNED, FINISHED, QUEUED, STREAMING, WAITING, TaskRec, TaskSpec
+from rtml._runtime._ids import DRIVER_INDEX, process_of_task, put_id, return_id, task_of, to_hex
+from rtml._scheduler import ResourcePool, shape_key
+
+STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
+
+
+class WorkerRec:
+    __slots__ = ("actor", "alloc", "assigned", "blocked", "fns", "lent", "pid", "requests",
+                 "shape", "started", "state", "wid")
+
+    def __init__(self, wid: int) -> None:
+        self.wid = wid
+        self.pid = 0
+        self.state = STARTING
+        self.alloc: Any = None
+        self.shape: Any = None
+        self.assigned: deque[TaskRec] = deque()
+        self.fns: set[str] = set()
+        self.blocked = 0
+        self.lent = 0
+        self.requests: dict[int, Any] = {}
+        self.actor: Any = None
+        self.started = time.monotonic()
+
+
+class StreamRec:
+    __slots__ = ("dropped_from", "finished", "owner", "produced", "waiters")
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self.produced = 0
+        self.finished = False
+        self.waiters: list[Any] = []
+        self.dropped_from: int | None = None
+
+
+def _error_blob(e: BaseException) -> bytes:
+    return pickle.dumps(e, protocol=5)
+
+
+class Node:
+    """Scheduling and object state of one node (see the module docstring)."""
+
+    def __init__(self, io: Any, store: Any, resources: dict[str, float], session: str) -> None:
+        self.lock = threading.Lock()
+        self.io = io
+        self.store = store
+        self.session = session
+        self.resources = ResourcePool(resources)
+        self.objects = ObjectTable(self._delete_payload)
+        self.tasks: dict[int, TaskRec] = {}
+        self.workers: dict[int, WorkerRec] = {}
+        self.idle: list[WorkerRec] = []
+        self.leased: dict[tuple, list[WorkerRec]] = {}
+        self.ready: dict[tuple, deque[TaskRec]] = {}
+        self.shapes: dict[tuple, dict[str, float]] = {}
+        self.functions: dict[str, bytes] = {}
+        self.fn_time: dict[str, float] = {}
+        self.streams: dict[int, StreamRec] = {}
+        self.held: dict[int, set[int]] = {DRIVER_INDEX: set()}
+        self.next_wid = DRIVER_INDEX + 1
+        self.n_starting = 0
+        self.n_blocked = 0
+        self.events: list[tuple] = []  # lineage/events for the control plane, flushed in batches
+        self.actors: Any = None  # set by the actor manager
+        self.closed = False
+        self.stats = {"submitted": 0, "finished": 0, "retried": 0, "workers_started": 0,
+                      "workers_died": 0}
+        cpus = resources.get("CPU", 1)
+        self.base_workers = max(1, int(cpus))
+
+    # ------------------------------------------------------------------ objects and refs
+    def _delete_payload(self, oid: int, entry: Any) -> None:
+        if entry.kind == SHM and self.store is not None:
+            self.store.delete(oid)
+
+    def _hold(self, proc: int, oid: int) -> None:
+        h = self.held.get(proc)
+        if h is not None:
+            h.add(oid)
+
+    def ref_updates(self, proc: int, acquired: list[int], released: list[int]) -> None:
+        h = self.held.get(proc)
+        objects = self.objects
+        for oid in acquired:
+            if h is not None and oid not in h and objects.add_ref(oid):
+                h.add(oid)
+        for oid in released:
+            if h is None:
+                objects.release(oid)
+            elif oid in h:
+                h.discard(oid)
+                objects.release(oid)
+
+    def register_function(self, fn_id: str, blob: bytes) -> None:
+        self.functions.setdefault(fn_id, blob)
+
+    def put(self, proc: int, task_id: int, kind: int, payload: Any, size: int,
+            contained: list[int]) -> int:
+        oid = put_id(task_id)
+        self.objects.create(oid, proc)
+        self._hold(proc, oid)
+        if kind == SHM:
+            payload = self._adopt_shm(oid, size, payload)
+            if payload is None:
+                self.objects.entries.pop(oid, None)
+                self.held[proc].discard(oid)
+                raise self._full_error(size)
+        self.objects.seal(oid, kind, payload, size, contained)
+        self.events.append(("put", oid, size, proc))
+        return oid
+
+    def _full_error(self, size: int) -> exc.ObjectStoreFullError:
+        cap = getattr(self.store, "capacity", 0) if self.store is not None else 0
+        return exc.ObjectStoreFullError(
+            f"the object store ({cap} bytes) cannot hold an object of {size} bytes even after "
+            "spilling every unpinned object to disk; raise object_store_memory in rtml.init(), "
+            "or drop references to objects you no longer need"
+        )
+
+    def _adopt_shm(self, oid: int, size: int, path: str) -> str | None:
+        """Account for a segment a producer has written; None if the store cannot hold it."""
+        try:
+            real = self.store.create(oid, size)
+            self.store.seal(oid)
+            return real
+        except Exception:
+            try:
+                import os
+
+                os.unlink(path)
+            except OSError:
+                pass
+            return None
+
+    def payload(self, oid: int) -> tuple[int, Any]:
+        """(kind, payload) of a sealed object, restoring spilled shared memory if needed."""
+        e = self.objects.get(oid)
+        if e is None:
+            return ERR, _error_blob(exc.ObjectLostError(
+                to_hex(oid), f"object {to_hex(oid)} was freed or never existed: no reference to it remained "
+                "(keep an ObjectRef alive for as long as you need its value)"))
+        if e.kind == SHM:
+            try:
+                return SHM, self.store.get_path(oid)
+            except Exception as err:
+                return ERR, _error_blob(exc.ObjectLostError(
+                    to_hex(oid), f"object {to_hex(oid)} could not be restored from spill: {err}"))
+        return e.kind, e.payload
+
+    # ------------------------------------------------------------------ submission
+    def submit(self, proc: int, spec: TaskSpec) -> None:
+        t = TaskRec(spec, self, shape_key(spec.resources))
+        tid = spec.task_id
+        self.tasks[tid] = t
+        self.stats["submitted"] += 1
+        objects = self.objects
+        if spec.num_returns == STREAMING:
+            self.streams[tid] = StreamRec(proc)
+        else:
+            for i in range(1, spec.num_returns + 1):
+                oid = return_id(tid, i)
+                objects.create(oid, proc)
+                self._hold(proc, oid)
+        w = self.workers.get(proc)
+        if w is not None and w.assigned:
+            parent = w.assigned[0]
+            t.parent = parent.spec.task_id
+            if parent.children is None:
+                parent.children = []
+            parent.children.append(tid)
+        for c in spec.contained:
+            objects.add_ref(c)
+        if spec.actor_id is not None:
+            self.actors.submit(t)
+            return
+        if not self._pin_deps(t):
+            return
+        if not self.resources.feasible(spec.resources):
+            self._fail(t, exc.TaskUnschedulableError(
+                f"task {spec.name} asks for {spec.resources}, but this node only has "
+                f"{self.resources.totals()} in total, so it could never run; lower the request "
+                "or start rtml with more resources (rtml.init(num_cpus=, num_gpus=, resources=))"))
+            return
+        if t.deps_left == 0 and t.state == WAITING:
+            self._enqueue(t)
+            self.schedule()
+
+    def _pin_deps(self, t: TaskRec) -> bool:
+        """Pin the arguments and wait for the pending ones. False if the task already failed
+        (an argument was freed, or is an error that the task inherits)."""
+        objects = self.objects
+        for d in t.spec.deps:
+            if d not in objects:
+                self._fail(t, exc.ObjectLostError(
+                    to_hex(d), f"argument {to_hex(d)} of task {t.spec.name} was freed before the task ran"),
+                    unpin=False)
+                return False
+        for d in t.spec.deps:
+            objects.add_ref(d)
+        for d in t.spec.deps:
+            e = objects.get(d)
+            if e is not None and e.kind == ERR:
+                self._fail_with_blob(t, e.payload)
+                return False
+            if objects.add_waiter(d, t):
+                t.deps_left += 1
+        return True
+
+    def _dep_sealed(self, t: TaskRec, oid: int) -> None:
+        if t.state != WAITING:
+            return
+        e = self.objects.get(oid)
+        if e is not None and e.kind == ERR:
+            self._fail_with_blob(t, e.payload)
+            return
+        t.deps_left -= 1
+        if t.deps_left == 0:
+            if t.spec.actor_id is not None:
+                self.actors.deps_ready(t)
+            else:
+                self._enqueue(t)
+                self.schedule()
+
+    def _enqueue(self, t: TaskRec, front: bool = False) -> None:
+        t.state = QUEUED
+        q = self.ready.get(t.shape)
+        if q is None:
+            q = self.ready[t.shape] = deque()
+            self.shapes[t.shape] = t.spec.resources
+        if front:
+            q.appendleft(t)
+        else:
+            q.append(t)
+
+    # ------------------------------------------------------------------ scheduling
+    def _depth(self, fn_id: str) -> int:
+        d = self.fn_time.get(fn_id)
+        if d is None:
+            return 2
+        if d < 0.0005:
+            return 32
+        if d < 0.002:
+            return 4
+        return 1
+
+    def _task_worker_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state != DEAD and w.actor is None)
+
+    def schedule(self) -> None:
+        if self.closed:
+            return
+        for key, q in self.ready.items():
+            if not q:
+                continue
+            req = self.shapes[key]
+            resources = self.resources
+            while q and self.idle:
+                alloc = resources.acquire(req)
+                if alloc is None:
+                    break
+                w = self.idle.pop()
+                w.state = LEASED
+                w.alloc = alloc
+                w.shape = key
+                self.leased.setdefault(key, []).append(w)
+                self._assign(w, q.popleft())
+            if q:
+                ws = self.leased.get(key)
+                if ws:
+                    self._pipeline(ws, q)
+            if q and not self.idle:
+                room = resources.room_for(req)
+                cap = 2 * self.base_workers + self.n_blocked
+                want = min(len(q), room) - self.n_starting
+                while want > 0 and self._task_worker_count() < cap:
+                    self.start_worker()
+                    want -= 1
+
+    def _pipeline(self, ws: list[WorkerRec], q: deque[TaskRec]) -> None:
+        while q:
+            depth = self._depth(q[0].spec.fn_id)
+            best = None
+            for w in ws:
+                if w.blocked:
+                    continue
+                n = len(w.assigned)
+                if n < depth and (best is None or n < len(best.assigned)):
+                    best = w
+            if best is None:
+                return
+            self._assign(best, q.popleft())
+
+    def _assign(self, w: WorkerRec, t: TaskRec) -> None:
+        t.state = ASSIGNED
+        t.worker = w
+        t.attempts += 1
+        w.assigned.append(t)
+        spec = t.spec
+        io = self.io
+        if spec.fn_id not in w.fns:
+            io.send(w.wid, ("fn", spec.fn_id, self.functions[spec.fn_id]))
+            w.fns.add(spec.fn_id)
+        deps = [self.payload(d) for d in spec.deps] if spec.deps else None
+        io.send(w.wid, ("exec", spec, deps, w.alloc.gpu_ids if w.alloc else None))
+
+    def _release_lease(self, w: WorkerRec) -> None:
+        if w.alloc is not None:
+            if w.lent:
+                self.resources.reacquire_cpu(w.lent)
+                w.lent = 0
+            self.resources.release(w.alloc)
+            w.alloc = None
+        ws = self.leased.get(w.shape)
+        if ws is not None and w in ws:
+            ws.remove(w)
+        w.shape = None
+
+    def start_worker(self, actor: Any = None) -> WorkerRec:
+        wid = self.next_wid
+        self.next_wid += 1
+        w = WorkerRec(wid)
+        w.actor = actor
+        self.workers[wid] = w
+        self.held[wid] = set()
+        self.n_starting += 1
+        self.stats["workers_started"] += 1
+        self.io.spawn(wid, actor)
+        return w
+
+    # ------------------------------------------------------------------ messages from workers
+    def on_hello(self, wid: int, pid: int) -> None:
+        w = self.workers.get(wid)
+        if w is None or w.state != STARTING:
+            return
+        w.pid = pid
+        self.n_starting -= 1
+        if w.actor is not None:
+            w.state = ACTOR
+            self.actors.worker_ready(w)
+            return
+        w.state = IDLE
+        self.idle.append(w)
+        self.schedule()
+
+    def on_done(self, wid: int, task_id: int, results: list, duration: float,
+                retryable: bool) -> None:
+        w = self.workers.get(wid)
+        t = self.tasks.get(task_id)
+        if w is not None and t is not None and t in w.assigned:
+            w.assigned.remove(t)
+        if t is None or t.state == FINISHED:
+            self._discard_results(results)
+        else:
+            spec = t.spec
+            old = self.fn_time.get(spec.fn_id)
+            self.fn_time[spec.fn_id] = duration if old is None else 0.8 * old + 0.2 * duration
+            if retryable and t.retries_left != 0 and not t.cancelled:
+                self._discard_results(results)
+                if t.retries_left > 0:
+                    t.retries_left -= 1
+                self.stats["retried"] += 1
+                self.events.append(("retry", task_id, "application error"))
+                if spec.actor_id is not None:
+                    self.actors.retry(t)
+                else:
+                    self._enqueue(t, front=True)
+            else:
+                self._finish(t, results)
+        if w is not None and w.state == LEASED and not w.assigned:
+            q = self.ready.get(w.shape)
+            if not q:
+                self._release_lease(w)
+                w.state = IDLE
+                self.idle.append(w)
+        if w is not None and w.state == ACTOR:
+            self.actors.call_done(w, t)
+        self.schedule()
+
+    def _discard_results(self, results: list) -> None:
+        for _oid, kind, payload, _size, _contained in results:
+            if kind == SHM:
+                _unlink(payload)
+
+    def _finish(self, t: TaskRec, results: list) -> None:
+        t.state = FINISHED
+        self.tasks.pop(t.spec.task_id, None)
+        self.stats["finished"] += 1
+        if t.spec.num_returns == STREAMING:  # only an error can come with the final message
+            for _oid, kind, payload, size, contained in results:
+                self._stream_item(t.spec.task_id, kind, payload, size, contained)
+            self._stream_end(t.spec.task_id)
+            self._unpin(t)
+            self.events.append(("finished", t.spec.task_id))
+            return
+        seal = self.objects.seal
+        for oid, kind, payload, size, contained in results:
+            if kind == SHM:
+                adopted = self._adopt_shm(oid, size, payload)
+                if adopted is None:
+                    kind, payload, contained = ERR, _error_blob(self._full_error(size)), ()
+                else:
+                    payload = adopted
+            seal(oid, kind, payload, size, contained)
+        self._unpin(t)
+        self.events.append(("finished", t.spec.task_id))
+
+    def _unpin(self, t: TaskRec) -> None:
+        release = self.objects.release
+        for d in t.spec.deps:
+            release(d)
+        for c in t.spec.contained:
+            release(c)
+
+    def _fail_with_blob(self, t: TaskRec, blob: bytes, unpin: bool = True) -> None:
+        spec = t.spec
+        if t.state == QUEUED:
+            q = self.ready.get(t.shape)
+            if q is not None and t in q:
+                q.remove(t)
+        if t.state == ASSIGNED and t.worker is not None and t in t.worker.assigned:
+            t.worker.assigned.remove(t)
+        t.state = FINISHED
+        self.tasks.pop(spec.task_id, None)
+        if spec.num_returns == STREAMING:
+            self._stream_item(spec.task_id, ERR, blob, 0, ())
+            self._stream_end(spec.task_id)
+        else:
+            for i in range(1, spec.num_returns + 1):
+                self.objects.seal(return_id(spec.task_id, i), ERR, blob, 0, ())
+        if unpin:
+            self._unpin(t)
+        else:
+            for c in spec.contained:
+                self.objects.release(c)
+        self.events.append(("failed", spec.task_id))
+
+    def _fail(self, t: TaskRec, error: BaseException, unpin: bool = True) -> None:
+        self._fail_with_blob(t, _error_blob(error), unpin)
+
+    def on_item(self, task_id: int, index: int, kind: int, payload: Any, size: int,
+                contained: list[int]) -> None:
+        if kind == SHM:
+            adopted = self._adopt_shm(return_id(task_id, index + 1), size, payload)
+            if adopted is None:
+                kind, payload, contained = ERR, _error_blob(self._full_error(size)), []
+            else:
+                payload = adopted
+        self._stream_item(task_id, kind, payload, size, contained)
+
+    def _stream_item(self, task_id: int, kind: int, payload: Any, size: int,
+                     contained: Any) -> None:
+        s = self.streams.get(task_id)
+        oid = return_id(task_id, (s.produced if s else 0) + 1)
+        if s is None:
+            if kind == SHM:
+                _unlink(payload)
+            return
+        t = self.tasks.get(task_id)
+        if t is not None:
+            t.retries_left = 0  # values already streamed out cannot be taken back
+        self.objects.create(oid, s.owner)
+        self._hold(s.owner, oid)
+        s.produced += 1
+        self.objects.seal(oid, kind, payload, size, contained)
+        if s.dropped_from is not None:
+            self._drop_held(s.owner, oid)
+        self._wake_stream(s)
+
+    def _stream_end(self, task_id: int) -> None:
+        s = self.streams.get(task_id)
+        if s is None:
+            return
+        s.finished = True
+        self._wake_stream(s)
+        if s.dropped_from is not None:
+            del self.streams[task_id]
+
+    def _wake_stream(self, s: StreamRec) -> None:
+        if s.waiters:
+            waiters, s.waiters = s.waiters, []
+            for cb in waiters:
+                cb()
+
+    def _drop_held(self, proc: int, oid: int) -> None:
+        h = self.held.get(proc)
+        if h is not None and oid in h:
+            h.discard(oid)
+            self.objects.release(oid)
+
+    def stream_next(self, task_id: int, index: int) -> tuple[bool, int | None]:
+        """(available, object id or None at the end). Not available: register a waiter."""
+        s = self.streams.get(task_id)
+        if s is None:
+            return True, None
+        if index < s.produced:
+            return True, return_id(task_id, index + 1)
+        if s.finished:
+            del self.streams[task_id]
+            return True, None
+        return False, None
+
+    def stream_wait(self, task_id: int, callback: Any) -> None:
+        s = self.streams.get(task_id)
+        if s is None:
+            callback()
+        else:
+            s.waiters.append(callback)
+
+    def stream_drop(self, task_id: int, from_index: int) -> None:
+        s = self.streams.get(task_id)
+        if s is None:
+            return
+        s.dropped_from = from_index
+        for i in range(from_index, s.produced):
+            self._drop_held(s.owner, return_id(task_id, i + 1))
+        if s.finished:
+            del self.streams[task_id]
+
+    # ------------------------------------------------------------------ get / wait
+    def add_get(self, proc: int, ids: list[int], callback: Any) -> Waiter | None:
+        """Register interest in ``ids``; None if all are sealed already (call ``payload``)."""
+        objects = self.objects
+        pending = [o for o in ids if not objects.is_sealed(o) and o in objects]
+        if not pending:
+            return None
+        waiter = Waiter(len(set(pending)), callback)
+        for o in set(pending):
+            objects.add_waiter(o, waiter)
+        self._block(proc)
+        return waiter
+
+    def add_wait(self, proc: int, ids: list[int], num_returns: int, callback: Any,
+                 block: bool = True) -> tuple[list[int], Waiter | None]:
+        objects = self.objects
+        ready = [o for o in ids if objects.is_sealed(o) or o not in objects]
+        if len(ready) >= num_returns or not block:
+            return ready, None
+        waiter = Waiter(num_returns - len(ready), callback)
+        for o in ids:
+            if o in objects and not objects.is_sealed(o):
+                objects.add_waiter(o, waiter)
+        self._block(proc)
+        return ready, waiter
+
+    def remove_waiter(self, proc: int, waiter: Waiter, ids: list[int]) -> None:
+        """A get/wait timed out or was answered: forget it and take back the lent CPU."""
+        if not waiter.done:
+            waiter.done = True
+            for o in set(ids):
+                self.objects.remove_waiter(o, waiter)
+        self._unblock(proc)
+
+    def _block(self, proc: int) -> None:
+        w = self.workers.get(proc)
+        if w is None or w.state == DEAD:
+            return
+        w.blocked += 1
+        if w.blocked > 1:
+            return
+        self.n_blocked += 1
+        if w.state == LEASED and w.alloc is not None:
+            w.lent = self.resources.release_cpu(w.alloc)
+            if len(w.assigned) > 1:
+                revoked = list(w.assigned)[1:]
+                first = w.assigned[0]
+                w.assigned.clear()
+                w.assigned.append(first)
+                for t in reversed(revoked):
+                    t.attempts -= 1
+                    self._enqueue(t, front=True)
+                self.io.send(w.wid, ("revoke", [t.spec.task_id for t in revoked]))
+        self.schedule()
+
+    def _unblock(self, proc: int) -> None:
+        w = self.workers.get(proc)
+        if w is None or w.blocked == 0:
+            return
+        w.blocked -= 1
+        if w.blocked == 0:
+            self.n_blocked -= 1
+            if w.lent:
+                self.resources.reacquire_cpu(w.lent)
+                w.lent = 0
+
+    # ------------------------------------------------------------------ cancellation
+    def cancel(self, oid: int, force: bool, recursive: bool) -> None:
+        tid = task_of(oid)
+        t = self.tasks.get(tid)
+        if t is None or t.state == FINISHED:
+            return
+        if recursive and t.children:
+            for child in list(t.children):
+                self.cancel(return_id(child, 1), force, recursive)
+        err = exc.TaskCancelledError(f"task {t.spec.name} ({to_hex(tid)}) was cancelled")
+        if t.spec.actor_id is not None:
+            self.actors.cancel(t, err, force)
+            return
+        if t.state in (WAITING, QUEUED):
+            self._fail(t, err)
+            return
+        w = t.worker
+        t.cancelled = True
+        if w.assigned and w.assigned[0] is not t:
+            w.assigned.remove(t)
+            self.io.send(w.wid, ("revoke", [tid]))
+            self._fail(t, err)
+        elif force:
+            self.io.kill(w.wid)
+        else:
+            self.io.send(w.wid, ("cancel", tid))
+            self.io.interrupt(w.wid)
+
+    # ------------------------------------------------------------------ failures
+    def on_worker_exit(self, wid: int, how: str) -> None:
+        w = self.workers.get(wid)
+        if w is None or w.state == DEAD:
+            return
+        was = w.state
+        w.state = DEAD
+        self.stats["workers_died"] += 1
+        if was == STARTING:
+            self.n_starting -= 1
+        if w in self.idle:
+            self.idle.remove(w)
+        if w.blocked:
+            self.n_blocked -= 1
+            w.blocked = 0
+        self._release_lease(w)
+        for req in list(w.requests.values()):
+            waiter, ids = req
+            waiter.done = True
+            for o in set(ids):
+                self.objects.remove_waiter(o, waiter)
+        w.requests.clear()
+        for oid in self.held.pop(wid, ()):
+            self.objects.release(oid)
+        tasks = list(w.assigned)
+        w.assigned.clear()
+        del self.workers[wid]
+        if w.actor is not None:
+            self.actors.worker_died(w, tasks, how)
+            self.schedule()
+            return
+        for i, t in enumerate(tasks):
+            if t.state == FINISHED:
+                continue
+            if i > 0:  # never started: run again without using a retry
+                t.attempts -= 1
+                self._enqueue(t, front=True)
+            elif t.cancelled:
+                self._fail(t, exc.TaskCancelledError(
+                    f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was cancelled"))
+            elif t.retries_left != 0:
+                if t.retries_left > 0:
+                    t.retries_left -= 1
+                self.stats["retried"] += 1
+                self.events.append(("retry", t.spec.task_id, how))
+                self._enqueue(t, front=True)
+            else:
+                self._fail(t, exc.WorkerCrashedError(
+                    f"the worker process (pid {w.pid}) running task {t.spec.name} died "
+                    f"unexpectedly ({how}); the task was tried {t.attempts} time(s). Raise "
+                    "max_retries to retry more, and check the task for crashes (segfaults, "
+                    "os._exit, out-of-memory kills)"))
+        self.schedule()
+
+    def shutdown(self) -> None:
+        self.closed = True
+        for w in list(self.workers.values()):
+            self.io.kill(w.wid)
+
+    # ------------------------------------------------------------------ introspection
+    def owner_of(self, oid: int) -> int:
+        return process_of_task(task_of(oid))
+
+    def validate(self) -> None:
+        self.objects.validate()
+        self.resources.validate()
+        for w in self.workers.values():
+            assert w.state != DEAD
+            if w.state == IDLE:
+                assert not w.assigned and w.alloc is None and w in self.idle
+            if w.state == LEASED:
+                assert w.alloc is not None and w in self.leased.get(w.shape, [])
+        for q in self.ready.values():
+            for t in q:
+                assert t.state == QUEUED
+        assert self.n_blocked == sum(1 for w in self.workers.values() if w.blocked)
+        assert self.n_starting == sum(1 for w in self.workers.values() if w.state == STARTING)
+
+
+def _unlink(path: Any) -> None:
+    import os
+
+    try:
+        os.unlink(path)
+    except (OSError, TypeError):
+        pass
+

@@ -1,0 +1,234 @@
+"""The node's I/O shell: worker processes, their channels, and the thread that serves them.
+
+::
+
+    worker ──socketpair──▶ NodeChannel ──▶ selector thread ──(node.lock)──▶ Node.dispatch
+    driver thread ──(node.lock)──▶ Node ──▶ io.send ──▶ NodeChannel queue ──flush──▶ worker
+
+Every call into the Node happens under ``node.lock``; queued messages are flushed by whoever
+holds the lock at the end of its call (never blocking: a socket that is full gets the rest
+written by the selector thread when it becomes writable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from rtml._node._dispatch import dispatch
+from rtml._transport import NodeChannel
+
+
+class NodeShell:
+    """Implements the ``io`` interface the Node expects and runs the selector thread."""
+
+    def __init__(self, session: str, shm_dir: str, env_vars: dict[str, str] | None,
+                 log_to_driver: bool, log_sink: Any) -> None:
+        self.session = session
+        self.shm_dir = shm_dir
+        self.node: Any = None
+        self.channels: dict[int, NodeChannel] = {}
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.dirty: set[NodeChannel] = set()
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._to_register: list[tuple[int, NodeChannel]] = []
+        self._writers: set[NodeChannel] = set()
+        self._stopping = False
+        self.env_vars = dict(env_vars or {})
+        self.log_to_driver = log_to_driver
+        self.log_sink = log_sink
+        self.thread = threading.Thread(target=self._loop, name="rtml-node-io", daemon=True)
+        self.on_idle: list[Any] = []
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # ------------------------------------------------------------------ io interface
+    def send(self, wid: int, msg: Any) -> None:
+        ch = self.channels.get(wid)
+        if ch is not None:
+            ch.queue(msg)
+            self.dirty.add(ch)
+
+    def flush(self) -> None:
+        """Flush queued messages; call with node.lock held."""
+        if not self.dirty:
+            return
+        wake = False
+        for ch in self.dirty:
+            if ch.flush():
+                if ch not in self._writers:
+                    self._writers.add(ch)
+                    wake = True
+        self.dirty.clear()
+        if wake and threading.current_thread() is not self.thread:
+            self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def spawn(self, wid: int, actor: Any) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (parent, child):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        env = dict(os.environ)
+        env.update(self.env_vars)
+        env["RTML_SYS_PATH"] = json.dumps([p for p in sys.path if p])
+        cmd = [sys.executable, "-m", "rtml._worker", str(child.fileno()), str(wid),
+               self.session, self.shm_dir]
+        try:
+            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), env=env,
+                                    stdin=subprocess.DEVNULL, cwd=os.getcwd())
+        finally:
+            child.close()
+        self.procs[wid] = proc
+        ch = NodeChannel(parent)
+        self.channels[wid] = ch
+        self._to_register.append((wid, ch))
+        if threading.current_thread() is not self.thread:
+            self.wake()
+
+    def kill(self, wid: int) -> None:
+        proc = self.procs.get(wid)
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+
+    def interrupt(self, wid: int) -> None:
+        proc = self.procs.get(wid)
+        if proc is not None and proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGUSR1)
+            except OSError:
+                pass
+
+    def log(self, wid: int, stream: str, text: str, name: str) -> None:
+        if not self.log_to_driver:
+            return
+        proc = self.procs.get(wid)
+        pid = proc.pid if proc is not None else "?"
+        self.log_sink(stream, name, pid, text)
+
+    # ------------------------------------------------------------------ the selector thread
+    def _loop(self) -> None:
+        node = self.node
+        sel = self.selector
+        while not self._stopping:
+            try:
+                events = sel.select(0.2)
+            except OSError:
+                if self._stopping:
+                    return
+                raise
+            with node.lock:
+                for key, mask in events:
+                    ch = key.data
+                    if ch is None:
+                        try:
+                            while os.read(self._wake_r, 4096):
+                                pass
+                        except (BlockingIOError, OSError):
+                            pass
+                        continue
+                    wid, ch = ch
+                    if mask & selectors.EVENT_WRITE and ch.flush() is False:
+                        self._writers.discard(ch)
+                    if mask & selectors.EVENT_READ:
+                        msgs = ch.receive()
+                        if msgs is None:
+                            self._close(wid, ch)
+                            continue
+                        for m in msgs:
+                            dispatch(node, self, wid, m)
+                self.flush()
+                self._update_registrations()
+                for fn in self.on_idle:
+                    fn()
+
+    def _update_registrations(self) -> None:
+        sel = self.selector
+        while self._to_register:
+            wid, ch = self._to_register.pop()
+            if not ch.closed:
+                sel.register(ch.sock, selectors.EVENT_READ, (wid, ch))
+        for ch in list(self._writers):
+            if ch.closed:
+                self._writers.discard(ch)
+                continue
+            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if ch.wants_write else 0)
+            try:
+                key = sel.get_key(ch.sock)
+            except (KeyError, ValueError):
+                continue
+            if key.events != want:
+                sel.modify(ch.sock, want, key.data)
+            if not ch.wants_write:
+                self._writers.discard(ch)
+
+    def _close(self, wid: int, ch: NodeChannel) -> None:
+        try:
+            self.selector.unregister(ch.sock)
+        except (KeyError, ValueError):
+            pass
+        ch.close()
+        self.channels.pop(wid, None)
+        self._writers.discard(ch)
+        self.dirty.discard(ch)
+        proc = self.procs.pop(wid, None)
+        how = "connection closed"
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        self.node.on_worker_exit(wid, how)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread, ask workers to exit, kill stragglers, reap every process."""
+        with self.node.lock:
+            self.node.closed = True
+            for wid in list(self.channels):
+                self.send(wid, ("exit",))
+            self.flush()
+        self._stopping = True
+        self.wake()
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+        import time
+
+        deadline = time.monotonic() + timeout
+        for proc in list(self.procs.values()):
+            try:
+                proc.wait(max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        for ch in list(self.channels.values()):
+            ch.close()
+        self.channels.clear()
+        self.selector.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

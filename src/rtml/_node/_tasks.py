@@ -1,0 +1,71 @@
+"""Task specs and task records: what a submitter sends and what the node tracks per task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+WAITING, QUEUED, ASSIGNED, FINISHED = 0, 1, 2, 3
+STREAMING = -1  # num_returns of a generator task whose values stream as they are produced
+
+
+class TaskSpec:
+    """Everything needed to run (and re-run) one task. Immutable once submitted."""
+
+    __slots__ = (
+        "actor_id", "args", "contained", "deps", "env_vars", "fn_id", "max_retries", "name",
+        "num_returns", "owner", "resources", "retry_exceptions", "seq", "task_id",
+    )
+
+    def __init__(
+        self, task_id: int, fn_id: str, name: str, args: bytes, deps: tuple[int, ...],
+        contained: tuple[int, ...], num_returns: int, resources: dict[str, float],
+        max_retries: int, retry_exceptions: Any, owner: int, env_vars: dict[str, str] | None,
+        actor_id: int | None = None, seq: int = 0,
+    ) -> None:
+        self.task_id = task_id
+        self.fn_id = fn_id
+        self.name = name
+        self.args = args
+        self.deps = deps
+        self.contained = contained
+        self.num_returns = num_returns
+        self.resources = resources
+        self.max_retries = max_retries
+        self.retry_exceptions = retry_exceptions
+        self.owner = owner
+        self.env_vars = env_vars
+        self.actor_id = actor_id
+        self.seq = seq
+
+    def __reduce__(self) -> Any:
+        return (TaskSpec, (
+            self.task_id, self.fn_id, self.name, self.args, self.deps, self.contained,
+            self.num_returns, self.resources, self.max_retries, self.retry_exceptions,
+            self.owner, self.env_vars, self.actor_id, self.seq,
+        ))
+
+
+class TaskRec:
+    """The node's record of a submitted task until it finishes."""
+
+    __slots__ = (
+        "attempts", "cancelled", "children", "deps_left", "node", "parent", "retries_left",
+        "shape", "spec", "state", "worker",
+    )
+
+    def __init__(self, spec: TaskSpec, node: Any, shape: tuple) -> None:
+        self.spec = spec
+        self.node = node
+        self.shape = shape
+        self.state = WAITING
+        self.deps_left = 0
+        self.worker: Any = None
+        self.retries_left = spec.max_retries
+        self.cancelled = False
+        self.attempts = 0
+        self.children: list[int] | None = None
+        self.parent: int | None = None
+
+    def on_sealed(self, oid: int) -> None:
+        """A dependency was sealed (as a value or an error)."""
+        self.node._dep_sealed(self, oid)

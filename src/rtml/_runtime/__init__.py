@@ -1,0 +1,1 @@
+"""Per-process core client: object references, task specs, the driver and worker clients."""

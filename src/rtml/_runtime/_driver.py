@@ -1,0 +1,120 @@
+"""The driver's client for the embedded runtime: calls the node in this process.
+
+The node lives in the driver process, so a submit is a function call under ``node.lock``
+followed by one non-blocking write to the chosen worker; results arrive on the node's selector
+thread, which wakes waiting ``get`` calls through a per-call event.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rtml._node._tasks import TaskSpec
+from rtml._runtime._client import CoreClient
+from rtml._runtime._ids import DRIVER_INDEX
+from rtml._runtime._refs import counter
+
+PROC = DRIVER_INDEX
+
+
+class DriverClient(CoreClient):
+    def __init__(self, node: Any, shell: Any, session: str, shm_dir: str, node_id: str,
+                 job_id: str) -> None:
+        super().__init__(PROC, session, shm_dir, node_id, job_id)
+        self.node = node
+        self.shell = shell
+        shell.on_idle.append(self.apply_ref_updates)
+
+    def apply_ref_updates(self) -> None:
+        """Hand this process's ref acquisitions/releases to the node (node.lock held)."""
+        acq, rel = counter.take_updates()
+        if acq or rel:
+            self.node.ref_updates(PROC, acq, rel)
+
+    def _submit(self, spec: TaskSpec, fn_blob: bytes | None) -> None:
+        node = self.node
+        with node.lock:
+            if counter.acquired or counter.released:
+                self.apply_ref_updates()
+            if fn_blob is not None:
+                node.register_function(spec.fn_id, fn_blob)
+            node.submit(PROC, spec)
+            self.shell.flush()
+
+    def _put(self, task_id: int, kind: int, payload: Any, size: int, contained: list) -> None:
+        node = self.node
+        with node.lock:
+            self.apply_ref_updates()
+            node.put(PROC, task_id, kind, payload, size, contained)
+
+    def _fetch(self, ids: list[int], timeout: float | None) -> list[tuple[int, Any]]:
+        node = self.node
+        deadline = self.deadline(timeout)
+        event = threading.Event()
+        with node.lock:
+            self.apply_ref_updates()
+            waiter = node.add_get(PROC, ids, lambda _w: event.set())
+            if waiter is None:
+                return [node.payload(o) for o in ids]
+            self.shell.flush()
+        if not event.wait(None if deadline is None else max(0.0, timeout or 0.0)):
+            with node.lock:
+                if not waiter.done:
+                    node.remove_waiter(PROC, waiter, ids)
+                    raise self.timeout_error(len(ids), timeout)
+        with node.lock:
+            return [node.payload(o) for o in ids]
+
+    def _wait(self, ids: list[int], num_returns: int, timeout: float | None) -> list[int]:
+        node = self.node
+        event = threading.Event()
+        with node.lock:
+            self.apply_ref_updates()
+            ready, waiter = node.add_wait(PROC, ids, num_returns, lambda _w: event.set(),
+                                          block=timeout != 0)
+            if waiter is None:
+                return ready
+        event.wait(timeout)
+        with node.lock:
+            if not waiter.done:
+                node.remove_waiter(PROC, waiter, ids)
+            objects = node.objects
+            return [o for o in ids if objects.is_sealed(o) or o not in objects]
+
+    def cancel(self, oid: int, force: bool, recursive: bool) -> None:
+        with self.node.lock:
+            self.node.cancel(oid, force, recursive)
+            self.shell.flush()
+
+    def stream_next(self, task_id: int, index: int, timeout: float | None) -> int | None:
+        node = self.node
+        deadline = self.deadline(timeout)
+        while True:
+            event = threading.Event()
+            with node.lock:
+                available, oid = node.stream_next(task_id, index)
+                if available:
+                    return oid
+                node.stream_wait(task_id, event.set)
+            import time
+
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0 or not event.wait(remaining):
+                raise self.timeout_error(1, timeout)
+
+    def on_ready(self, oid: int, callback: Any) -> None:
+        """Call ``callback()`` (from any thread, without locks held) once ``oid`` is sealed."""
+        node = self.node
+        with node.lock:
+            waiter = node.add_get(PROC, [oid], lambda _w: callback())
+        if waiter is None:
+            callback()
+
+    def stream_drop(self, task_id: int, index: int) -> None:
+        with self.node.lock:
+            self.node.stream_drop(task_id, index)
+
+    def resources(self) -> tuple[dict[str, float], dict[str, float]]:
+        with self.node.lock:
+            return self.node.resources.totals(), self.node.resources.availability()

@@ -1,0 +1,51 @@
+"""Identifiers for tasks and objects.
+
+A task id is ``(process index << 40) | counter``: unique within a runtime without coordination,
+because the node hands every process (driver or worker) its own index. An object id is
+``(task id << 32) | index``: index 0 is a ``put``, 1..k are a task's return values (or the items a
+streaming generator yields), so the producing task of every object is known from its id alone —
+which is what lineage reconstruction needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+DRIVER_INDEX = 1
+_TASK_SHIFT = 40
+_OBJECT_SHIFT = 32
+
+
+class IdGenerator:
+    """Hands out task ids for one process. Thread-safe (``itertools.count`` is atomic)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self, process_index: int) -> None:
+        self._prefix = process_index << _TASK_SHIFT
+        self._counter = itertools.count(1)
+
+    def next_task_id(self) -> int:
+        return self._prefix | next(self._counter)
+
+
+def return_id(task_id: int, index: int) -> int:
+    """Object id of the ``index``-th (1-based) return value of ``task_id``."""
+    return (task_id << _OBJECT_SHIFT) | index
+
+
+def put_id(task_id: int) -> int:
+    return task_id << _OBJECT_SHIFT
+
+
+def task_of(object_id: int) -> int:
+    return object_id >> _OBJECT_SHIFT
+
+
+def process_of_task(task_id: int) -> int:
+    return task_id >> _TASK_SHIFT
+
+
+def to_hex(ident: int) -> str:
+    return format(ident, "x")
+

@@ -1,0 +1,83 @@
+"""Validation of ``@remote`` / ``.options()`` keyword arguments (Ray's names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rtml._node._tasks import STREAMING
+from rtml._scheduler import normalize_request
+
+TASK_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
+    "name", "runtime_env",
+}
+ACTOR_OPTIONS = {
+    "num_cpus", "num_gpus", "resources", "max_concurrency", "max_restarts", "max_task_retries",
+    "name", "namespace", "get_if_exists", "lifetime", "runtime_env", "concurrency_groups",
+}
+# Accepted for compatibility with Ray programs; they change nothing on one node.
+IGNORED_OPTIONS = {
+    "memory", "object_store_memory", "accelerator_type", "scheduling_strategy",
+    "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "_metadata", "label_selector", "enable_task_events", "max_calls", "_labels",
+    "max_pending_calls", "allow_out_of_order_execution", "_generator_backpressure_num_objects",
+}
+
+
+def check_options(opts: dict[str, Any], allowed: set[str], what: str) -> None:
+    for key in opts:
+        if key not in allowed and key not in IGNORED_OPTIONS:
+            raise ValueError(
+                f"invalid option {key!r} for {what}; valid options are "
+                f"{', '.join(sorted(allowed))}")
+
+
+def env_vars_of(runtime_env: Any) -> dict[str, str] | None:
+    if not runtime_env:
+        return None
+    if not isinstance(runtime_env, dict):
+        raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
+    env = runtime_env.get("env_vars")
+    if env is None:
+        return None
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise TypeError("runtime_env['env_vars'] must be a dict of str to str")
+    return dict(env)
+
+
+class TaskOptions:
+    """Resolved options of a remote function, computed once per options() call."""
+
+    __slots__ = ("env_vars", "max_retries", "name", "num_returns", "raw", "resources",
+                 "retry_exceptions")
+
+    def __init__(self, raw: dict[str, Any], is_generator: bool) -> None:
+        check_options(raw, TASK_OPTIONS, "a remote function")
+        self.raw = raw
+        self.resources = normalize_request(raw.get("num_cpus"), raw.get("num_gpus"),
+                                           raw.get("resources"))
+        nr = raw.get("num_returns")
+        if nr is None:
+            nr = STREAMING if is_generator else 1
+        elif nr in ("streaming", "dynamic"):
+            nr = STREAMING
+        elif not isinstance(nr, int) or isinstance(nr, bool) or nr < 0:
+            raise ValueError(f"num_returns must be a non-negative int or 'streaming', got {nr!r}")
+        self.num_returns = nr
+        mr = raw.get("max_retries", 3)
+        if not isinstance(mr, int) or isinstance(mr, bool) or mr < -1:
+            raise ValueError(f"max_retries must be an int >= -1 (-1: retry forever), got {mr!r}")
+        self.max_retries = mr
+        rx = raw.get("retry_exceptions", False)
+        if isinstance(rx, bool):
+            pass
+        elif isinstance(rx, (list, tuple)) and all(
+                isinstance(c, type) and issubclass(c, BaseException) for c in rx):
+            rx = tuple(rx)
+        else:
+            raise ValueError("retry_exceptions must be a bool or a list of exception classes, "
+                             f"got {rx!r}")
+        self.retry_exceptions = rx
+        self.name = raw.get("name")
+        self.env_vars = env_vars_of(raw.get("runtime_env"))

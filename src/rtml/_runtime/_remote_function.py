@@ -1,0 +1,79 @@
+"""``@rtml.remote`` on a function: the RemoteFunction handle and its ``.options()``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from typing import Any
+
+import cloudpickle
+
+from rtml._runtime import _context
+from rtml._runtime._options import TaskOptions
+
+
+class RemoteFunction:
+    """A function that runs as a task. Call ``.remote(...)`` to get ObjectRefs."""
+
+    def __init__(self, function: Any, options: dict[str, Any], fn_id: str | None = None) -> None:
+        self._function = function
+        self._fn_id = fn_id or uuid.uuid4().hex
+        self._is_generator = inspect.isgeneratorfunction(function)
+        self._default = options
+        self._opts = TaskOptions(options, self._is_generator)
+        self._name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
+        self._blob: bytes | None = None
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self._name} cannot be called directly; use "
+            f"{self._name}.remote(...) to run it as a task (it returns an ObjectRef), or "
+            "call the original function through its __wrapped__ attribute")
+
+    def _get_blob(self) -> bytes:
+        if self._blob is None:
+            self._blob = cloudpickle.dumps(self._function)
+        return self._blob
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit a task; returns an ObjectRef (a list for num_returns>1, a generator of refs
+        for generator functions and num_returns="streaming")."""
+        return self._submit(args, kwargs, self._opts)
+
+    def _submit(self, args: tuple, kwargs: dict, o: TaskOptions) -> Any:
+        client = _context.get_client()
+        if client is None:
+            from rtml._api import _auto_init
+
+            client = _auto_init()
+        return client.submit_task(
+            self._fn_id, self._get_blob, o.name or self._name, args, kwargs, o.num_returns,
+            o.resources, o.max_retries, o.retry_exceptions, o.env_vars)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        """The same function with some options overridden for the calls made through it."""
+        merged = {**self._default, **options}
+        return _BoundOptions(self, TaskOptions(merged, self._is_generator))
+
+    def __reduce__(self) -> Any:
+        return (RemoteFunction, (self._function, self._default, self._fn_id))
+
+    def __repr__(self) -> str:
+        return f"<rtml remote function {self._name}>"
+
+
+class _BoundOptions:
+    __slots__ = ("_fn", "_opts")
+
+    def __init__(self, fn: RemoteFunction, opts: TaskOptions) -> None:
+        self._fn = fn
+        self._opts = opts
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn._submit(args, kwargs, self._opts)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        return _BoundOptions(self._fn, TaskOptions({**self._opts.raw, **options},
+                                                   self._fn._is_generator))

@@ -1,0 +1,200 @@
+"""Length-prefixed frames of pickled message lists over a stream socket.
+
+::
+
+    sender: queue(msg) … queue(msg) ─flush─▶ [u32 length][pickle([msg, msg, …])] ─▶ socket
+    receiver: recv() ─▶ buffer ─▶ every complete frame ─▶ list of messages, in order
+
+Many messages queued before one flush travel as one frame and one write (coalescing); a single
+message is flushed at once, never held back waiting for company. The node side never blocks on
+a write (``NodeChannel``: non-blocking, the remainder waits for the socket to become writable),
+so a node can never deadlock against a worker that is itself blocked writing to the node. Worker
+and driver-client sides use ``BlockingChannel``.
+
+Frames are trusted pickles: channels only ever connect processes of one runtime (socketpairs
+created by the node, or connections that have proven the cluster token first).
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+import time
+from typing import Any
+
+_HEADER = struct.Struct("<I")
+MAX_FRAME = 1 << 31  # frames are bounded; a larger one means a corrupt or hostile peer
+_RECV_SIZE = 1 << 18
+
+
+class FrameError(ConnectionError):
+    """The peer sent something that is not a valid frame; the connection is unusable."""
+
+
+def encode(msgs: list[Any]) -> bytes:
+    payload = pickle.dumps(msgs, protocol=5)
+    return _HEADER.pack(len(payload)) + payload
+
+
+class _Decoder:
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Add received bytes; return the messages of every complete frame, in order."""
+        buf = self._buf
+        buf += data
+        out: list[Any] = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (length,) = _HEADER.unpack_from(buf, pos)
+            if length >= MAX_FRAME:
+                raise FrameError(f"frame of {length} bytes exceeds the limit")
+            end = pos + 4 + length
+            if end > n:
+                break
+            try:
+                out.extend(pickle.loads(memoryview(buf)[pos + 4 : end]))
+            except Exception as exc:
+                raise FrameError(f"undecodable frame: {exc}") from exc
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+
+class NodeChannel:
+    """The node's end of a connection: queue messages, flush without ever blocking."""
+
+    __slots__ = ("_decoder", "_out", "_pending", "closed", "fileno", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self._out: list[Any] = []
+        self._pending = b""
+        self._decoder = _Decoder()
+        self.closed = False
+
+    def queue(self, msg: Any) -> None:
+        self._out.append(msg)
+
+    @property
+    def has_queued(self) -> bool:
+        return bool(self._out)
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self) -> bool:
+        """Send what is queued; return True if bytes remain for when the socket is writable."""
+        if self.closed:
+            self._out.clear()
+            return False
+        if self._out:
+            frame = encode(self._out)
+            self._out = []
+            self._pending = self._pending + frame if self._pending else frame
+        if not self._pending:
+            return False
+        try:
+            sent = self.sock.send(self._pending)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            self._pending = b""
+            return False  # the reader side will see the close
+        self._pending = self._pending[sent:]
+        return bool(self._pending)
+
+    def receive(self) -> list[Any] | None:
+        """Read what is available; return messages, or None if the peer closed."""
+        chunks = []
+        while True:
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                return None
+            if not data:
+                if chunks:
+                    break
+                return None
+            chunks.append(data)
+            if len(data) < _RECV_SIZE:
+                break
+        return self._decoder.feed(b"".join(chunks))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class BlockingChannel:
+    """A worker's (or remote client's) end: blocking sends, receive with optional deadline."""
+
+    __slots__ = ("_decoder", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self._decoder = _Decoder()
+
+    def send(self, msgs: list[Any]) -> None:
+        self.sock.sendall(encode(msgs))
+
+    def receive(self, timeout: float | None = None) -> list[Any]:
+        """Block until at least one message arrives (or ``timeout`` seconds pass: returns [])."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                return []
+            finally:
+                if deadline is not None:
+                    self.sock.settimeout(None)
+            if not data:
+                raise ConnectionError("the node closed the connection")
+            msgs = self._decoder.feed(data)
+            if msgs:
+                return msgs
+
+    def receive_nowait(self) -> list[Any]:
+        """Whatever complete messages are already readable, without blocking."""
+        self.sock.setblocking(False)
+        try:
+            chunks = []
+            while True:
+                try:
+                    data = self.sock.recv(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            return self._decoder.feed(b"".join(chunks)) if chunks else []
+        finally:
+            self.sock.setblocking(True)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

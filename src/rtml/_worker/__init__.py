@@ -1,0 +1,1 @@
+"""Worker processes: the task executor and (later) actor host."""

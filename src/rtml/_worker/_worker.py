@@ -1,0 +1,319 @@
+"""The worker process: receives task assignments, runs them, sends results.
+
+::
+
+    node ──"fn"/"exec"/"revoke"/"cancel"/"reply"──▶ channel ──▶ handle() ──▶ queue of tasks
+                                                                         │
+    node ◀──"done" (+ "refs" first) ◀── encode results ◀── run the function ◀┘
+
+One task runs at a time, in assignment order. Results go back as soon as each task ends.
+Values above the inline threshold are written straight into shared memory by this process,
+so only a path crosses the channel. Output printed by tasks is sent to the driver line by line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import cloudpickle
+
+from rtml import exceptions as exc
+from rtml._node._objects import ERR
+from rtml._node._tasks import STREAMING, TaskSpec
+from rtml._object_store._segments import cleanup_session
+from rtml._runtime import _context, _ids
+from rtml._runtime._payload import DepMarker, decode_value, encode_value
+from rtml._transport import BlockingChannel
+from rtml._worker._client import WorkerClient, cancelled_error
+
+
+class _LogStream:
+    """Replaces sys.stdout/sys.stderr: complete lines go to the driver with the task's name."""
+
+    def __init__(self, worker: Worker, name: str) -> None:
+        self._worker = worker
+        self._name = name
+        self._buf = ""
+        self.encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        if "\n" in self._buf:
+            lines, _, self._buf = self._buf.rpartition("\n")
+            self._worker.send_log(self._name, lines)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buf:
+            text, self._buf = self._buf, ""
+            self._worker.send_log(self._name, text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 1 if self._name == "stdout" else 2
+
+    def writable(self) -> bool:
+        return True
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, wid: int, session: str, shm_dir: str) -> None:
+        self.chan = BlockingChannel(sock)
+        self.wid = wid
+        self.pid = os.getpid()
+        self.session = session
+        self.shm_dir = shm_dir
+        self.send_lock = threading.Lock()
+        self.queue: deque[tuple] = deque()
+        self.blobs: dict[str, bytes] = {}
+        self.fns: dict[str, Any] = {}
+        self.current: TaskSpec | None = None
+        self.cancels: set[int] = set()
+        self.in_user = False
+        self.exiting = False
+        self.client = WorkerClient(self, wid, session, shm_dir)
+        self.actor_host: Any = None
+
+    # ------------------------------------------------------------------ channel
+    def send(self, msgs: list[Any]) -> None:
+        with self.send_lock:
+            rm = self.client.ref_message()
+            if rm is not None:
+                msgs.insert(0, rm)
+            self.chan.send(msgs)
+
+    def send_log(self, stream: str, text: str) -> None:
+        spec = self.current
+        name = spec.name if spec is not None else "worker"
+        prev = self.in_user
+        self.in_user = False
+        try:
+            self.send([("log", stream, text, name)])
+        finally:
+            self.in_user = prev
+
+    def handle(self, m: tuple) -> None:
+        tag = m[0]
+        if tag == "exec":
+            self.queue.append(m)
+        elif tag == "reply":
+            self.client.on_reply(m[1], m[2])
+        elif tag == "fn":
+            self.blobs[m[1]] = m[2]
+        elif tag == "revoke":
+            ids = set(m[1])
+            self.queue = deque(x for x in self.queue if x[1].task_id not in ids)
+        elif tag == "cancel":
+            self.cancels.add(m[1])
+        elif tag == "exit":
+            self.exiting = True
+        elif self.actor_host is not None:
+            self.actor_host.handle(m)
+        else:
+            raise exc.RtmlSystemError(f"worker got unknown message {tag!r}")
+
+    def check_cancelled(self) -> None:
+        spec = self.current
+        if spec is not None and spec.task_id in self.cancels:
+            self.cancels.discard(spec.task_id)
+            raise cancelled_error(spec.name, spec.task_id)
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        # Only drain the channel while user code runs: inside rtml code the reading loop
+        # itself sees the cancel message, and re-entering it here would corrupt its state.
+        if not self.in_user:
+            return
+        self.in_user = False
+        try:
+            for m in self.chan.receive_nowait():
+                self.handle(m)
+        finally:
+            self.in_user = True
+        self.check_cancelled()
+
+    # ------------------------------------------------------------------ execution
+    def function(self, fn_id: str) -> Any:
+        fn = self.fns.get(fn_id)
+        if fn is None:
+            blob = self.blobs.pop(fn_id)
+            fn = self.fns[fn_id] = cloudpickle.loads(blob)
+        return fn
+
+    @staticmethod
+    def unpack_args(spec: TaskSpec, deps: list | None) -> tuple[list, dict]:
+        if not spec.args:
+            return [], {}
+        args, kwargs = cloudpickle.loads(spec.args)
+        if deps:
+            values = [decode_value(k, p) for k, p in deps]
+            for i, v in enumerate(args):
+                if type(v) is DepMarker:
+                    args[i] = values[v.i]
+            for k, v in kwargs.items():
+                if type(v) is DepMarker:
+                    kwargs[k] = values[v.i]
+        return args, kwargs
+
+    def encode_returns(self, spec: TaskSpec, value: Any) -> list[tuple]:
+        n = spec.num_returns
+        tid = spec.task_id
+        if n == 1:
+            values = [value]
+        elif n == 0:
+            return []
+        else:
+            if inspect.isgenerator(value):
+                value = list(value)
+            if not isinstance(value, (list, tuple)) or len(value) != n:
+                got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+                raise ValueError(
+                    f"task {spec.name} was declared with num_returns={n} but returned {got}; "
+                    f"return a tuple or list of exactly {n} values")
+            values = list(value)
+        out = []
+        for i, v in enumerate(values, 1):
+            oid = _ids.return_id(tid, i)
+            kind, payload, size, contained = encode_value(
+                v, oid, self.session, self.shm_dir, f"return value of {spec.name}")
+            out.append((oid, kind, payload, size, contained))
+        return out
+
+    def stream(self, spec: TaskSpec, value: Any) -> None:
+        if not inspect.isgenerator(value) and not hasattr(value, "__iter__"):
+            raise TypeError(f"task {spec.name} uses num_returns='streaming' but returned "
+                            f"{type(value).__name__}, not a generator")
+        for i, v in enumerate(value):
+            oid = _ids.return_id(spec.task_id, i + 1)
+            kind, payload, size, contained = encode_value(
+                v, oid, self.session, self.shm_dir, f"value yielded by {spec.name}")
+            self.send([("item", spec.task_id, i, kind, payload, size, contained)])
+            self.check_cancelled()
+
+    def error_results(self, spec: TaskSpec, blob: bytes) -> list[tuple]:
+        if spec.num_returns == STREAMING:
+            return [(None, ERR, blob, 0, ())]
+        return [(_ids.return_id(spec.task_id, i), ERR, blob, 0, ())
+                for i in range(1, spec.num_returns + 1)]
+
+    @staticmethod
+    def retryable(spec: TaskSpec, error: BaseException) -> bool:
+        rx = spec.retry_exceptions
+        if rx is True:
+            return True
+        if not rx:
+            return False
+        classes = cloudpickle.loads(rx)
+        return isinstance(error, classes)
+
+    def execute(self, spec: TaskSpec, deps: list | None, gpu_ids: list[int] | None) -> None:
+        self.current = spec
+        client = self.client
+        client.current_task_id = spec.task_id
+        retryable = False
+        saved_env: dict[str, str | None] = {}
+        t0 = time.perf_counter()
+        try:
+            if gpu_ids:
+                client.gpu_ids = list(gpu_ids)
+                saved_env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+            if spec.env_vars:
+                for k, v in spec.env_vars.items():
+                    saved_env.setdefault(k, os.environ.get(k))
+                    os.environ[k] = v
+            fn = self.function(spec.fn_id)
+            args, kwargs = self.unpack_args(spec, deps)
+            self.check_cancelled()
+            self.in_user = True
+            try:
+                value = fn(*args, **kwargs)
+                if inspect.iscoroutine(value):
+                    value = asyncio.run(value)
+                del args, kwargs
+                if spec.num_returns == STREAMING:
+                    self.stream(spec, value)
+                    results: list[tuple] = []
+                else:
+                    self.in_user = False
+                    results = self.encode_returns(spec, value)
+                del value
+            finally:
+                self.in_user = False
+        except exc.TaskCancelledError as e:
+            results = self.error_results(spec, cloudpickle.dumps(e))
+        except BaseException as e:  # user code may raise anything, even SystemExit
+            tb = e.__traceback__
+            if tb is not None and tb.tb_next is not None and tb.tb_frame.f_code is _EXEC_CODE:
+                e.__traceback__ = tb.tb_next  # start the remote traceback at the user's code
+            err = exc.TaskError.from_exception(e, spec.name, pid=self.pid,
+                                               task_id=_ids.to_hex(spec.task_id))
+            retryable = self.retryable(spec, e)
+            try:
+                blob = cloudpickle.dumps(err)
+            except Exception as pe:
+                blob = cloudpickle.dumps(exc.TaskError(spec.name, err.traceback_str, exc.RtmlError(
+                    f"{type(e).__name__}: {e} (not picklable: {pe})"), pid=self.pid))
+            results = self.error_results(spec, blob)
+            del e
+        finally:
+            for k, old in saved_env.items():
+                if old is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = old
+            client.gpu_ids = []
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.current = None
+            client.current_task_id = None
+            self.cancels.discard(spec.task_id)
+        duration = time.perf_counter() - t0
+        self.send([("done", spec.task_id, results, duration, retryable)])
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> None:
+        self.send([("hello", self.pid)])
+        while not self.exiting:
+            if self.queue:
+                m = self.queue.popleft()
+                self.execute(m[1], m[2], m[3])
+                continue
+            for m in self.chan.receive():
+                self.handle(m)
+
+
+_EXEC_CODE = Worker.execute.__code__
+
+
+def run_worker(fd: int, wid: int, session: str, shm_dir: str) -> None:
+    sock = socket.socket(fileno=fd)
+    worker = Worker(sock, wid, session, shm_dir)
+    _context.set_client(worker.client)
+    signal.signal(signal.SIGUSR1, worker._on_interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the driver
+    sys.stdout = _LogStream(worker, "stdout")  # type: ignore[assignment]
+    sys.stderr = _LogStream(worker, "stderr")  # type: ignore[assignment]
+    try:
+        worker.run()
+    except (ConnectionError, OSError):
+        # The node is gone (the driver died without shutting down): remove what the session
+        # left in shared memory, since nobody else will.
+        cleanup_session(session, shm_dir)
+        os._exit(0)
+    finally:
+        try:
+            worker.chan.close()
+        except Exception:
+            pass
+    os._exit(0)

@@ -1,0 +1,106 @@
+"""Shared fixtures: a runtime per test module or per test, and a leak check after every test.
+
+The leak check compares against what existed before the first test: once no runtime is
+running, no child process, rtml thread, socket/pipe descriptor or rtml shared-memory segment
+may remain (waiting on that condition with a deadline, never a bare sleep).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import time
+
+import psutil
+import pytest
+
+import rtml
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE}
+
+
+def _threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("rtml")}
+
+
+def _fds() -> set[str]:
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(("socket:", "pipe:")):
+            out.add(f"{fd}:{target}")
+    return out
+
+
+def _segments() -> set[str]:
+    return set(glob.glob("/dev/shm/rtml_*"))
+
+
+def _snapshot() -> dict[str, set]:
+    return {"processes": _children(), "threads": _threads(), "fds": _fds(),
+            "segments": _segments()}
+
+
+_BASELINE: dict[str, set] = {}
+
+
+def wait_for(cond, timeout: float = 10.0, interval: float = 0.01, what: str = "condition"):
+    """Poll ``cond`` until it returns a truthy value or ``timeout`` passes (then fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _baseline():
+    _BASELINE.update(_snapshot())
+    yield
+    rtml.shutdown()
+    _check_leaks("end of session")
+
+
+def _check_leaks(where: str) -> None:
+    def leaks() -> dict[str, set]:
+        now = _snapshot()
+        return {k: now[k] - _BASELINE[k] for k in now if now[k] - _BASELINE[k]}
+
+    deadline = time.monotonic() + 10
+    found = leaks()
+    while found and time.monotonic() < deadline:
+        time.sleep(0.02)
+        found = leaks()
+    assert not found, f"leaked after {where}: {found}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(request):
+    yield
+    if not rtml.is_initialized():
+        _check_leaks(request.node.nodeid)
+
+
+@pytest.fixture(scope="module")
+def shared_runtime():
+    """One runtime for a whole test module (tests that do not break or reconfigure it)."""
+    rtml.init(num_cpus=2)
+    yield
+    rtml.shutdown()
+
+
+@pytest.fixture
+def runtime():
+    """A fresh runtime for one test; pass init arguments with the ``runtime_args`` marker."""
+    yield rtml
+    rtml.shutdown()
