@@ -40,7 +40,13 @@ def _fds() -> set[str]:
 
 
 def _segments() -> set[str]:
-    return set(glob.glob("/dev/shm/rtml_*"))
+    # Only sessions started by this test process: other runs on the machine may be live.
+    from rtml._runtime._runtime import SESSIONS
+
+    out: set[str] = set()
+    for session in SESSIONS:
+        out.update(glob.glob(f"/dev/shm/rtml_{session}_*"))
+    return out
 
 
 def _snapshot() -> dict[str, set]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import mmap
-import multiprocessing
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import threading
 import uuid
@@ -295,26 +295,29 @@ def test_cleanup_and_listing(session: str, spill_dir: str) -> None:
     assert cleanup_session(other) == 1
 
 
-def _child_reader(path: str, ready, go, results) -> None:  # runs in a spawned process
-    pview, (buf,) = map_segment(path)
-    arr = np.frombuffer(buf, np.uint8)
-    results.put((bytes(pview[:2]), bytes(arr[:8]), bool(arr.flags.writeable)))
-    ready.set()
-    go.wait(30)
-    results.put(bytes(arr[:8]))
+_CHILD = """
+import sys
+import numpy as np
+from rtml._object_store._segments import map_segment
+pview, (buf,) = map_segment(sys.argv[1])
+arr = np.frombuffer(buf, np.uint8)
+print(bytes(pview[:2]).hex(), bytes(arr[:8]).hex(), bool(arr.flags.writeable), flush=True)
+sys.stdin.readline()
+print(bytes(arr[:8]).hex(), flush=True)
+"""
 
 
 def test_second_process_reads_same_pages(session: str) -> None:
+    # A plain subprocess (not multiprocessing, whose resource tracker outlives the test).
     path = segment_path(session, "7")
     write_segment(path, *_dumps(np.zeros(1 << 16, np.uint8)))
-    ctx = multiprocessing.get_context("spawn")
-    ready, go, results = ctx.Event(), ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_child_reader, args=(path, ready, go, results))
-    proc.start()
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, path], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
     try:
-        head, first, writeable = results.get(timeout=30)
-        assert head == b"\x80\x05" and first == bytes(8) and writeable is False
-        assert ready.wait(30)
+        head, first, writeable = proc.stdout.readline().split()
+        assert head == "8005" and first == bytes(8).hex() and writeable == "False"
         fd = os.open(path, os.O_RDWR)  # the parent writes through its own mapping...
         try:
             with mmap.mmap(fd, os.fstat(fd).st_size) as mm:
@@ -325,14 +328,14 @@ def test_second_process_reads_same_pages(session: str) -> None:
                     v.release()
         finally:
             os.close(fd)
-        go.set()
-        assert results.get(timeout=30) == b"ABCDEFGH"  # ...and the child sees it: same pages
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == b"ABCDEFGH".hex()  # ...the child sees it
     finally:
-        go.set()
-        proc.join(30)
-        results.close()
-        results.join_thread()
-    assert proc.exitcode == 0
+        proc.stdin.close()
+        proc.wait(30)
+        proc.stdout.close()
+    assert proc.returncode == 0
     remove(path)
 
 

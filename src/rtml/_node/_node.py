@@ -674,6 +674,8 @@ class Node:
             self.actors.worker_died(w, tasks, how)
             self.schedule()
             return
+        if not self.closed and self._task_worker_count() < self.base_workers:
+            self.start_worker()  # keep the pool warm: the next task should not wait for a spawn
         for i, t in enumerate(tasks):
             if t.state == FINISHED:
                 continue

@@ -60,7 +60,7 @@ class Waiter:
 
 
 class ObjectTable:
-    def __init__(self, delete_payload: Callable[[int, ObjEntry], None]) -> None:
+    def __init__(self, delete_payload: Callable[[int, Any], None]) -> None:
         self.entries: dict[int, ObjEntry] = {}
         self._delete_payload = delete_payload
         self.freed_total = 0

@@ -67,10 +67,9 @@ class NodeShell:
             return
         wake = False
         for ch in self.dirty:
-            if ch.flush():
-                if ch not in self._writers:
-                    self._writers.add(ch)
-                    wake = True
+            if ch.flush() and ch not in self._writers:
+                self._writers.add(ch)
+                wake = True
         self.dirty.clear()
         if wake and threading.current_thread() is not self.thread:
             self.wake()

@@ -50,6 +50,16 @@ def _resolver_main() -> None:
         _resolve(fut, ref)
 
 
+def stop_resolver() -> None:
+    """End the resolver thread (at shutdown); a later ``future()`` starts a new one."""
+    global _resolver
+    with _resolver_lock:
+        t, _resolver = _resolver, None
+    if t is not None and t.is_alive():
+        _resolver_q.put((None, None))
+        t.join(5)
+
+
 def ref_future(ref: Any) -> concurrent.futures.Future:
     global _resolver
     fut: concurrent.futures.Future = concurrent.futures.Future()

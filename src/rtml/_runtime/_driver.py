@@ -100,7 +100,7 @@ class DriverClient(CoreClient):
             import time
 
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0 or not event.wait(remaining):
+            if (remaining is not None and remaining <= 0) or not event.wait(remaining):
                 raise self.timeout_error(1, timeout)
 
     def on_ready(self, oid: int, callback: Any) -> None:

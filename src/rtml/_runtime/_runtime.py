@@ -33,6 +33,7 @@ from rtml._runtime._driver import DriverClient
 from rtml._runtime._refs import counter
 
 SHM_DIR = "/dev/shm"
+SESSIONS: list[str] = []  # every session started by this process (for leak checks)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.session = "s" + secrets.token_hex(4)
+        SESSIONS.append(self.session)
         self.node_id = secrets.token_hex(8)
         self.job_id = "01000000"
         self.tmpdir = tempfile.mkdtemp(prefix=f"rtml-{self.session}-")
@@ -110,6 +112,9 @@ class Runtime:
         counter.enabled = False
         if _context.get_client() is self.client:
             _context.set_client(None)
+        from rtml._runtime._async import stop_resolver
+
+        stop_resolver()
         try:
             self.shell.stop()
         finally:

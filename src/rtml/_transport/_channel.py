@@ -115,7 +115,7 @@ class NodeChannel:
 
     def receive(self) -> list[Any] | None:
         """Read what is available; return messages, or None if the peer closed."""
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             try:
                 data = self.sock.recv(_RECV_SIZE)
@@ -180,7 +180,7 @@ class BlockingChannel:
         """Whatever complete messages are already readable, without blocking."""
         self.sock.setblocking(False)
         try:
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 try:
                     data = self.sock.recv(_RECV_SIZE)
