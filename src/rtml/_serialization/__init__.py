@@ -15,8 +15,8 @@ so the node can keep the referenced objects alive as long as the containing valu
 
 from rtml._serialization._serializer import (
     INLINE_THRESHOLD,
-    Serialized,
     SerializationError,
+    Serialized,
     dumps,
     dumps_inline,
     loads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import threading
 from typing import Any
@@ -12,7 +13,7 @@ import cloudpickle
 # Values whose pickle (in-band bytes plus out-of-band buffers) is smaller than this travel inline
 # inside messages; larger ones go to the node's shared-memory store. See
 # docs/decisions/0002-inline-threshold.md for the measurement behind the figure.
-INLINE_THRESHOLD = 100 * 1024
+INLINE_THRESHOLD = int(os.environ.get("RTML_INLINE_THRESHOLD", 100 * 1024))
 
 _tls = threading.local()
 
