@@ -49,7 +49,7 @@ def rollout(path: tuple[int, ...], seed: int) -> float:
 @rtml.remote
 def expand(path: tuple[int, ...], rollouts: int, seed: int) -> list[tuple[float, tuple]]:
     """Evaluate every child of ``path`` with rollouts run as nested tasks."""
-    children = [path + (a,) for a in range(BRANCHING)]
+    children = [(*path, a) for a in range(BRANCHING)]
     refs = {c: [rollout.remote(c, seed * 1000 + 10 * a + k) for k in range(rollouts)]
             for a, c in enumerate(children)}
     return [(sum(rtml.get(r, timeout=60)) / rollouts, c) for c, r in refs.items()]
@@ -107,7 +107,7 @@ def main() -> None:
 def _all_paths(depth: int) -> list[tuple[int, ...]]:
     paths: list[tuple[int, ...]] = [()]
     for _ in range(depth):
-        paths = [p + (a,) for p in paths for a in range(BRANCHING)]
+        paths = [(*p, a) for p in paths for a in range(BRANCHING)]
     return paths
 
 

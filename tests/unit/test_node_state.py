@@ -76,6 +76,13 @@ def spec(fn="f", deps=(), num_returns=1, resources=None, max_retries=3, retry=Fa
                     None, **kw)
 
 
+def make_node(cpus=2.0):
+    n = Node(FakeIO(), FakeStore(), {"CPU": cpus, "GPU": 1.0}, "stest")
+    n.register_function("f", b"blob")
+    n.register_function("g", b"blob")
+    return n
+
+
 @pytest.fixture
 def node():
     io = FakeIO()
@@ -120,7 +127,8 @@ def test_submit_leases_idle_worker_and_sends_function_once(node):
     assert node.objects.get(return_id(a.task_id, 1)).state == READY
 
 
-def test_short_tasks_pipeline_long_tasks_do_not(node):
+def test_short_tasks_pipeline_long_tasks_do_not():
+    node = make_node(cpus=1.0)
     (wid,) = boot(node, 1)
     node.fn_time["f"] = 0.0001  # tiny: pipelined deeply
     node.fn_time["g"] = 0.5  # long: one at a time
@@ -131,9 +139,20 @@ def test_short_tasks_pipeline_long_tasks_do_not(node):
         node.submit(D, spec("g"))
     node.validate()
     w = node.workers[wid]
-    # g tasks do not queue behind the pipelined f tasks; a second worker is started for them
+    # g tasks do not queue behind the pipelined f tasks
     assert len(w.assigned) == 10
+    assert not node.io.take("exec")
+
+
+def test_no_pipelining_while_more_leases_fit(node):
+    (wid,) = boot(node, 1)  # 2 CPUs, one worker up: the second task waits for a new worker
+    node.fn_time["f"] = 0.0001
+    node.submit(D, spec("f"))
+    node.submit(D, spec("f"))
+    assert len(node.io.take("exec")) == 1
     assert len(node.io.spawned) == 2
+    node.on_hello(node.io.spawned[-1], 4242)
+    assert len(node.io.take("exec")) == 1
 
 
 def test_dependencies_wait_then_run_and_errors_propagate(node):
@@ -198,7 +217,8 @@ def test_worker_death_retries_then_fails(node):
     assert node.io.spawned[-1] > w2  # replacements were started
 
 
-def test_blocked_worker_lends_cpu_and_revokes_pipelined_tasks(node):
+def test_blocked_worker_lends_cpu_and_revokes_pipelined_tasks():
+    node = make_node(cpus=1.0)
     (w1,) = boot(node, 1)
     node.fn_time["f"] = 0.0001
     first, second = spec(), spec()
@@ -221,6 +241,7 @@ def test_blocked_worker_lends_cpu_and_revokes_pipelined_tasks(node):
     assert len(node.io.spawned) >= 2
     node.remove_waiter(w1, waiter, [return_id(child.task_id, 1)])
     assert node.n_blocked == 0
+    node.validate()
 
 
 def test_infeasible_request_fails_fast(node):

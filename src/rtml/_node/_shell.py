@@ -44,6 +44,7 @@ class NodeShell:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._to_register: list[tuple[int, NodeChannel]] = []
         self._writers: set[NodeChannel] = set()
+        self._interrupts: list[int] = []
         self._stopping = False
         self.env_vars = dict(env_vars or {})
         self.log_to_driver = log_to_driver
@@ -64,6 +65,8 @@ class NodeShell:
     def flush(self) -> None:
         """Flush queued messages; call with node.lock held."""
         if not self.dirty:
+            if self._interrupts:
+                self._send_interrupts()
             return
         wake = False
         for ch in self.dirty:
@@ -71,6 +74,8 @@ class NodeShell:
                 self._writers.add(ch)
                 wake = True
         self.dirty.clear()
+        if self._interrupts:
+            self._send_interrupts()
         if wake and threading.current_thread() is not self.thread:
             self.wake()
 
@@ -111,12 +116,18 @@ class NodeShell:
                 pass
 
     def interrupt(self, wid: int) -> None:
-        proc = self.procs.get(wid)
-        if proc is not None and proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGUSR1)
-            except OSError:
-                pass
+        # Sent by flush(), after the cancel message that precedes it is written: the worker's
+        # signal handler reads the channel, so the message must already be there.
+        self._interrupts.append(wid)
+
+    def _send_interrupts(self) -> None:
+        while self._interrupts:
+            proc = self.procs.get(self._interrupts.pop())
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGUSR1)
+                except OSError:
+                    pass
 
     def log(self, wid: int, stream: str, text: str, name: str) -> None:
         if not self.log_to_driver:
