@@ -4,7 +4,7 @@
 ``get``/``put``/``wait``/``cancel``, resources and the exception names.
 """
 
-from rtml import exceptions
+from rtml import actor, exceptions, util
 from rtml._api import (
     available_resources,
     cancel,
@@ -20,6 +20,7 @@ from rtml._api import (
     shutdown,
     wait,
 )
+from rtml._runtime._actor import get_actor, kill, method
 from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
 
 __version__ = "0.1.0"
@@ -28,18 +29,23 @@ __all__ = [
     "ObjectRef",
     "ObjectRefGenerator",
     "__version__",
+    "actor",
     "available_resources",
     "cancel",
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",
     "shutdown",
+    "util",
     "wait",
 ]

@@ -7,7 +7,6 @@ import os
 import threading
 from typing import Any
 
-from rtml import exceptions as exc
 from rtml._runtime import _context
 from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
 
@@ -219,6 +218,8 @@ def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float |
             f"wait() takes a list of ObjectRefs, got {type(object_refs).__name__}; "
             "wrap a single ref in a list: rtml.wait([ref])")
     refs, _ = _as_ref_list(list(object_refs), "wait")
+    if not refs:
+        return [], []
     if len(set(refs)) != len(refs):
         raise ValueError("wait() got duplicate ObjectRefs; pass each ref once")
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:

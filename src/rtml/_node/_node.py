@@ -105,6 +105,9 @@ class Node:
     def _delete_payload(self, oid: int, entry: Any) -> None:
         if entry.kind == SHM and self.store is not None:
             self.store.delete(oid)
+        actors = self.actors
+        if actors is not None and oid in actors.handles:  # the last handle to an actor is gone
+            actors.out_of_scope(oid)
 
     def _hold(self, proc: int, oid: int) -> None:
         h = self.held.get(proc)
@@ -245,6 +248,8 @@ class Node:
         e = self.objects.get(oid)
         if e is not None and e.kind == ERR:
             self._fail_with_blob(t, e.payload)
+            if t.spec.actor_id is not None:  # the caller's later calls may go now
+                self.actors.deps_ready(t)
             return
         t.deps_left -= 1
         if t.deps_left == 0:
@@ -279,9 +284,23 @@ class Node:
     def _task_worker_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.state != DEAD and w.actor is None)
 
+    def _reap_leases(self) -> None:
+        """End leases that hold no task while their shape has nothing queued (a task may have
+        been cancelled, revoked or taken by another worker since the lease was made)."""
+        for key, ws in self.leased.items():
+            if not ws or self.ready.get(key):
+                continue
+            for w in [w for w in ws if not w.assigned and not w.blocked]:
+                self._release_lease(w)
+                w.state = IDLE
+                self.idle.append(w)
+
     def schedule(self) -> None:
         if self.closed:
             return
+        self._reap_leases()
+        if self.actors is not None and self.actors.unplaced:
+            self.actors.place_waiting()
         for key, q in self.ready.items():
             if not q:
                 continue
@@ -297,17 +316,20 @@ class Node:
                 w.shape = key
                 self.leased.setdefault(key, []).append(w)
                 self._assign(w, q.popleft())
-            if q:
-                ws = self.leased.get(key)
-                if ws:
-                    self._pipeline(ws, q)
-            if q and not self.idle:
-                room = resources.room_for(req)
-                cap = 2 * self.base_workers + self.n_blocked
-                want = min(len(q), room) - self.n_starting
-                while want > 0 and self._task_worker_count() < cap:
-                    self.start_worker()
-                    want -= 1
+            if not q:
+                continue
+            # More leases fit: start workers for them rather than queue behind busy ones.
+            room = resources.room_for(req)
+            cap = 2 * self.base_workers + self.n_blocked
+            want = min(len(q), room) - self.n_starting
+            while want > 0 and self._task_worker_count() < cap:
+                self.start_worker()
+                want -= 1
+            if room > 0 and self.n_starting > 0:
+                continue  # workers are on their way; pipelining now would serialize the work
+            ws = self.leased.get(key)
+            if ws:
+                self._pipeline(ws, q)
 
     def _pipeline(self, ws: list[WorkerRec], q: deque[TaskRec]) -> None:
         while q:

@@ -118,3 +118,12 @@ class DriverClient(CoreClient):
     def resources(self) -> tuple[dict[str, float], dict[str, float]]:
         with self.node.lock:
             return self.node.resources.totals(), self.node.resources.availability()
+
+    def actor_op(self, op: str, args: tuple) -> tuple[str, Any]:
+        """Create, look up or kill an actor: ("ok", value) or ("err", exception)."""
+        node = self.node
+        with node.lock:
+            self.apply_ref_updates()
+            result = node.actors.op(PROC, op, args)
+            self.shell.flush()
+        return result

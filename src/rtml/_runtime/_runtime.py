@@ -78,7 +78,9 @@ class Runtime:
         spill_dir = os.path.join(self.tmpdir, "spill")
         os.makedirs(spill_dir)
         self.store = NodeObjectStore(self.session, config.object_store_memory, spill_dir, SHM_DIR)
-        self.shell = NodeShell(self.session, SHM_DIR, config.env_vars, config.log_to_driver,
+        worker_env = {**config.env_vars, "RTML_NODE_ID": self.node_id,
+                      "RTML_JOB_ID": self.job_id, "RTML_NAMESPACE": config.namespace}
+        self.shell = NodeShell(self.session, SHM_DIR, worker_env, config.log_to_driver,
                                _print_log)
         resources = {"CPU": config.num_cpus, **config.resources}
         if config.num_gpus:
@@ -87,6 +89,9 @@ class Runtime:
         resources.setdefault("object_store_memory", float(config.object_store_memory))
         self.node = Node(self.shell, self.store, resources, self.session)
         self.shell.node = self.node
+        from rtml._node._actors import ActorManager
+
+        self.node.actors = ActorManager(self.node, config.namespace)
         self.client = DriverClient(self.node, self.shell, self.session, SHM_DIR, self.node_id,
                                    self.job_id)
         self.client.namespace = config.namespace

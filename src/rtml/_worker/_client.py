@@ -10,6 +10,7 @@ wait on per-request events.
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import threading
 import time
@@ -23,12 +24,15 @@ from rtml._runtime._refs import counter
 
 class WorkerClient(CoreClient):
     def __init__(self, worker: Any, wid: int, session: str, shm_dir: str) -> None:
-        super().__init__(wid, session, shm_dir, node_id="node-0", job_id="job-1")
+        super().__init__(wid, session, shm_dir, node_id=os.environ.get("RTML_NODE_ID", ""),
+                         job_id=os.environ.get("RTML_JOB_ID", ""))
+        self.namespace = os.environ.get("RTML_NAMESPACE", "default")
         self.worker = worker
         self._req = itertools.count(1)
         self.replies: dict[int, Any] = {}
         self._reply_cv = threading.Condition()
         self.threaded = False
+        self.callbacks: dict[int, Any] = {}  # threaded mode: request id -> on_ready callback
 
     # ------------------------------------------------------------------ plumbing
     def send(self, *msgs: Any) -> None:
@@ -71,6 +75,10 @@ class WorkerClient(CoreClient):
 
     def on_reply(self, req: int, value: Any) -> None:
         if self.threaded:
+            cb = self.callbacks.pop(req, None)
+            if cb is not None:
+                cb()
+                return
             with self._reply_cv:
                 self.replies[req] = value
                 self._reply_cv.notify_all()
@@ -117,24 +125,27 @@ class WorkerClient(CoreClient):
         return oid
 
     def on_ready(self, oid: int, callback: Any) -> None:
-        """Call ``callback()`` once ``oid`` is sealed (a waiting thread in threaded mode; in a
-        single-threaded task worker the caller simply waits here)."""
+        """Call ``callback()`` once ``oid`` is sealed (from the reading thread in threaded mode;
+        in a single-threaded task worker the caller simply waits here)."""
         if not self.threaded:
             self._fetch([oid], None)
             callback()
             return
 
-        def waiter() -> None:
-            self._fetch([oid], None)
-            callback()
-
-        threading.Thread(target=waiter, name="rtml-on-ready", daemon=True).start()
+        req = next(self._req)  # the reading thread calls back when the reply comes
+        self.callbacks[req] = callback
+        self.send(("wait", req, [oid], 1, True))
 
     def stream_drop(self, task_id: int, index: int) -> None:
         self.send(("stream_drop", task_id, index))
 
     def resources(self) -> tuple[dict[str, float], dict[str, float]]:
         ok, value = self.request(lambda r: ("resources", r))
+        return value
+
+    def actor_op(self, op: str, args: tuple) -> tuple[str, Any]:
+        """Create, look up or kill an actor: ("ok", value) or ("err", exception)."""
+        ok, value = self.request(lambda r: ("actor_op", r, op, args))
         return value
 
     def ref_message(self) -> tuple | None:

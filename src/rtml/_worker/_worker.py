@@ -93,6 +93,13 @@ class Worker:
                 msgs.insert(0, rm)
             self.chan.send(msgs)
 
+    def flush_refs(self) -> None:
+        """Send pending ref releases now (e.g. those of a result, once "done" is sent)."""
+        with self.send_lock:
+            rm = self.client.ref_message()
+            if rm is not None:
+                self.chan.send([rm])
+
     def send_log(self, stream: str, text: str) -> None:
         spec = self.current
         name = spec.name if spec is not None else "worker"
@@ -106,7 +113,10 @@ class Worker:
     def handle(self, m: tuple) -> None:
         tag = m[0]
         if tag == "exec":
-            self.queue.append(m)
+            if self.actor_host is not None and self.actor_host.concurrent:
+                self.actor_host.submit(m)  # threaded or async actor
+            else:
+                self.queue.append(m)
         elif tag == "reply":
             self.client.on_reply(m[1], m[2])
         elif tag == "fn":
@@ -120,6 +130,10 @@ class Worker:
             self.exiting = True
         elif self.actor_host is not None:
             self.actor_host.handle(m)
+        elif tag == "actor_init":
+            from rtml._worker._actor_host import ActorHost
+
+            self.actor_host = ActorHost(self, m)
         else:
             raise exc.RtmlSystemError(f"worker got unknown message {tag!r}")
 
@@ -223,6 +237,7 @@ class Worker:
         retryable = False
         saved_env: dict[str, str | None] = {}
         t0 = time.perf_counter()
+        value = None
         try:
             if gpu_ids:
                 client.gpu_ids = list(gpu_ids)
@@ -247,7 +262,8 @@ class Worker:
                 else:
                     self.in_user = False
                     results = self.encode_returns(spec, value)
-                del value
+                # ``value`` stays alive until "done" is sent: refs inside it (e.g. an actor
+                # handle) must not be released before the node has pinned them for the result.
             finally:
                 self.in_user = False
         except exc.TaskCancelledError as e:
@@ -280,6 +296,9 @@ class Worker:
             self.cancels.discard(spec.task_id)
         duration = time.perf_counter() - t0
         self.send([("done", spec.task_id, results, duration, retryable)])
+        if value is not None:
+            value = None  # the node holds refs inside the result now: release ours
+            self.flush_refs()
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -306,6 +325,8 @@ def run_worker(fd: int, wid: int, session: str, shm_dir: str) -> None:
     sys.stderr = _LogStream(worker, "stderr")  # type: ignore[assignment]
     try:
         worker.run()
+        if worker.actor_host is not None:
+            worker.actor_host.on_exit()  # an actor exiting on purpose runs atexit handlers
     except (ConnectionError, OSError):
         # The node is gone (the driver died without shutting down): remove what the session
         # left in shared memory, since nobody else will.

@@ -1,0 +1,284 @@
+"""The actor side of a worker process: the instance, its methods, and how calls run.
+
+::
+
+    node ──"actor_init"──▶ ActorHost (installs the constructor as the creation's function)
+         ──"exec" (constructor)──▶ Worker.execute ──▶ instance, methods installed,
+                                                       "actor_ready" ──▶ node
+         ──"exec" (calls)──▶ max_concurrency 1: Worker's own queue, one call at a time
+                             threaded (max_concurrency > 1): a thread pool runs execute()
+                             async (any async def method): one event loop runs them all,
+                                                            up to max_concurrency at once
+
+In the threaded and async modes the process's main thread only reads the channel (the
+WorkerClient is switched to ``threaded`` so that nested get/wait calls wait for replies the
+main thread delivers). ``exit_actor()`` and ``__rtml_terminate__`` make the call return None
+and the process exit afterwards (running atexit handlers); the node fails later calls with
+ActorDiedError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import inspect
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+
+from rtml import exceptions as exc
+from rtml._node._tasks import STREAMING, TaskSpec
+from rtml._runtime import _ids
+from rtml._runtime._actor import ActorExitRequest
+from rtml._runtime._payload import encode_value
+from rtml._worker._client import cancelled_error
+
+_EXIT = (ActorExitRequest, exc.AsyncioActorExit)
+_TERMINATE = ("__rtml_terminate__", "__ray_terminate__")
+_READY = ("__rtml_ready__", "__ray_ready__")
+
+
+def _ready() -> bool:
+    return True
+
+
+def _error_blob(e: BaseException, spec: TaskSpec, pid: int) -> bytes:
+    err = exc.TaskError.from_exception(e, spec.name, pid=pid, task_id=_ids.to_hex(spec.task_id))
+    try:
+        return cloudpickle.dumps(err)
+    except Exception as pe:
+        return cloudpickle.dumps(exc.TaskError(spec.name, err.traceback_str, exc.RtmlError(
+            f"{type(e).__name__}: {e} (not picklable: {pe})"), pid=pid))
+
+
+class ActorHost:
+    """Created by the worker on "actor_init"; lives as long as the process."""
+
+    def __init__(self, worker: Any, m: tuple) -> None:
+        _tag, actor_id, fn_id, info = m
+        self.worker = worker
+        self.actor_id: int = actor_id
+        self.fn_id: str = fn_id
+        self.class_name: str = info["class_name"]
+        self.methods: list[str] = info["methods"]
+        self.is_async: bool = info["is_async"]
+        self.max_concurrency: int = info["max_concurrency"]
+        self.concurrent = False  # threaded or async: "exec" goes to submit(), not the queue
+        self.instance: Any = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.sem: asyncio.Semaphore | None = None
+        self.tasks: dict[int, asyncio.Task] = {}
+        self._tls = threading.local()
+        if info.get("env_vars"):
+            os.environ.update(info["env_vars"])
+        worker.fns[fn_id] = self._construct
+        worker.client.current_actor_id = actor_id
+
+    # ------------------------------------------------------------------ messages
+    def handle(self, m: tuple) -> None:
+        tag = m[0]
+        if tag == "actor_cancel":
+            self.worker.cancels.add(m[1])
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self._cancel_task, m[1])
+        else:
+            raise exc.RtmlSystemError(f"actor worker got unknown message {tag!r}")
+
+    def submit(self, m: tuple) -> None:
+        """An "exec" in threaded or async mode (called on the main, reading thread)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._start_task, m)
+        else:
+            assert self.pool is not None
+            self.pool.submit(self._run_threaded, m)
+
+    # ------------------------------------------------------------------ construction
+    def _construct(self, *args: Any, **kwargs: Any) -> None:
+        w = self.worker
+        cls = cloudpickle.loads(w.blobs.pop(self.fn_id))
+        spec = w.current
+        try:
+            instance = cls(*args, **kwargs)
+        except BaseException as e:
+            tb = e.__traceback__
+            if tb is not None:
+                e.__traceback__ = tb.tb_next  # the traceback starts at the user's __init__
+            w.send([("actor_ready", self.actor_id, _error_blob(e, spec, w.pid))])
+            raise
+        self.instance = instance
+        fns = w.fns
+        for name in self.methods:
+            if name in _TERMINATE:
+                fns[name] = self._terminate
+            elif name in _READY:
+                fns[name] = _ready
+            elif self.is_async:
+                fns[name] = getattr(instance, name)  # _run handles exit_actor itself
+            else:
+                fns[name] = self._wrap(getattr(instance, name))
+        if self.is_async:
+            self._start_loop()
+        elif self.max_concurrency > 1:
+            self.pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="rtml-actor")
+            w.client.threaded = True
+            self.concurrent = True
+        w.send([("actor_ready", self.actor_id, None)])
+
+    def _wrap(self, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except _EXIT:
+                self._request_exit(self._current_task(), "exit_actor() was called in "
+                                   f"{getattr(method, '__name__', 'a method')}()")
+                return None
+            except BaseException as e:
+                tb = e.__traceback__
+                if tb is not None:
+                    e.__traceback__ = tb.tb_next  # hide this wrapper from the traceback
+                raise
+
+        return call
+
+    def _current_task(self) -> int | None:
+        tid = getattr(self._tls, "task_id", None)
+        if tid is None and self.worker.current is not None:
+            tid = self.worker.current.task_id
+        return tid
+
+    def _request_exit(self, task_id: int | None, cause: str) -> None:
+        self.worker.send([("actor_exiting", self.actor_id, task_id, cause)])
+        if not self.concurrent:
+            self.worker.exiting = True  # the main loop stops after this call's "done"
+
+    def _terminate(self) -> None:
+        if not self.concurrent:
+            self.worker.exiting = True
+        # threaded/async: the node sends "exit" once this call's "done" has arrived
+
+    def on_exit(self) -> None:
+        """The process is about to exit on purpose: run the user's atexit handlers."""
+        try:
+            atexit._run_exitfuncs()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+    # ------------------------------------------------------------------ threaded mode
+    def _run_threaded(self, m: tuple) -> None:
+        self._tls.task_id = m[1].task_id
+        try:
+            self.worker.execute(m[1], m[2], m[3])
+        except (ConnectionError, OSError):
+            pass  # the node is gone; the main thread sees it and exits
+        finally:
+            self._tls.task_id = None
+
+    # ------------------------------------------------------------------ async mode
+    def _start_loop(self) -> None:
+        loop = self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            self.sem = asyncio.Semaphore(self.max_concurrency)
+            started.set()
+            loop.run_forever()
+
+        threading.Thread(target=main, name="rtml-actor-loop", daemon=True).start()
+        started.wait()
+        self.worker.client.threaded = True
+        self.concurrent = True
+
+    def _start_task(self, m: tuple) -> None:
+        spec = m[1]
+        assert self.loop is not None
+        self.tasks[spec.task_id] = self.loop.create_task(self._run(spec, m[2], m[3]))
+
+    def _cancel_task(self, task_id: int) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None:
+            task.cancel()
+
+    async def _run(self, spec: TaskSpec, deps: list | None, gpu_ids: list[int] | None) -> None:
+        w = self.worker
+        t0 = time.perf_counter()
+        retryable = False
+        value = None
+        try:
+            assert self.sem is not None
+            async with self.sem:
+                if gpu_ids:
+                    w.client.gpu_ids = list(gpu_ids)
+                    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+                if spec.task_id in w.cancels:
+                    raise cancelled_error(spec.name, spec.task_id)
+                fn = w.fns[spec.fn_id]
+                args, kwargs = w.unpack_args(spec, deps)
+                value = fn(*args, **kwargs)
+                del args, kwargs
+                if inspect.isawaitable(value):
+                    value = await value
+                if spec.num_returns == STREAMING:
+                    await self._stream(spec, value)
+                    results: list[tuple] = []
+                else:
+                    results = w.encode_returns(spec, value)
+                # ``value`` stays alive until "done" is sent (refs inside it stay held).
+        except (asyncio.CancelledError, exc.TaskCancelledError):
+            results = w.error_results(spec, cloudpickle.dumps(
+                cancelled_error(spec.name, spec.task_id)))
+        except _EXIT:
+            self._request_exit(spec.task_id, f"exit_actor() was called in {spec.name}()")
+            results = w.encode_returns(spec, None if spec.num_returns == 1 else
+                                       [None] * max(spec.num_returns, 0))
+        except BaseException as e:  # user code may raise anything
+            tb = e.__traceback__
+            if tb is not None and tb.tb_frame.f_code is _RUN_CODE:
+                e.__traceback__ = tb.tb_next
+            retryable = w.retryable(spec, e)
+            results = w.error_results(spec, _error_blob(e, spec, w.pid))
+            del e
+        finally:
+            self.tasks.pop(spec.task_id, None)
+            w.cancels.discard(spec.task_id)
+        try:
+            w.send([("done", spec.task_id, results, time.perf_counter() - t0, retryable)])
+            if value is not None:
+                value = None  # the node holds refs inside the result now: release ours
+                w.flush_refs()
+        except (ConnectionError, OSError):
+            pass
+
+    async def _stream(self, spec: TaskSpec, value: Any) -> None:
+        w = self.worker
+        i = 0
+        if inspect.isasyncgen(value):
+            async for v in value:
+                self._send_item(spec, i, v)
+                i += 1
+            return
+        if not hasattr(value, "__iter__"):
+            raise TypeError(f"method {spec.name} uses num_returns='streaming' but returned "
+                            f"{type(value).__name__}, not a generator")
+        for v in value:
+            self._send_item(spec, i, v)
+            i += 1
+            if spec.task_id in w.cancels:
+                raise cancelled_error(spec.name, spec.task_id)
+
+    def _send_item(self, spec: TaskSpec, i: int, v: Any) -> None:
+        w = self.worker
+        kind, payload, size, contained = encode_value(
+            v, _ids.return_id(spec.task_id, i + 1), w.session, w.shm_dir,
+            f"value yielded by {spec.name}")
+        w.send([("item", spec.task_id, i, kind, payload, size, contained)])
+
+
+_RUN_CODE = ActorHost._run.__code__
