@@ -32,6 +32,7 @@ from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._object_store._segments import cleanup_session
 from rtml._runtime import _context, _ids
 from rtml._runtime._payload import DepMarker, decode_value, encode_value
+from rtml._runtime._refs import counter
 from rtml._transport import BlockingChannel
 from rtml._worker._client import WorkerClient, cancelled_error
 
@@ -296,9 +297,9 @@ class Worker:
             self.cancels.discard(spec.task_id)
         duration = time.perf_counter() - t0
         self.send([("done", spec.task_id, results, duration, retryable)])
-        if value is not None:
-            value = None  # the node holds refs inside the result now: release ours
-            self.flush_refs()
+        # The node holds the refs inside the result now; our releases of them ride with the
+        # next message, or are flushed before the worker goes idle (run()).
+        del value
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -308,6 +309,8 @@ class Worker:
                 m = self.queue.popleft()
                 self.execute(m[1], m[2], m[3])
                 continue
+            if counter.acquired or counter.released:
+                self.flush_refs()  # never sit idle on releases: the node would keep objects
             for m in self.chan.receive():
                 self.handle(m)
 
