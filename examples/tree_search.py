@@ -4,7 +4,9 @@ The driver keeps K node expansions in flight. Each expansion is a task that itse
 rollout task per child (tasks spawn tasks) and waits for them; rollouts simulate random
 playouts whose lengths are heavy-tailed, so expansions finish in no particular order. The driver
 uses ``wait`` to fold in whichever expansion finished first and immediately launches the next
-most promising one: no barriers, no idle workers (requirements R3-R5 of the paper).
+most promising one: no barriers, no idle workers (requirements R3-R5 of the paper). A
+``SearchStats`` actor, whose handle every expansion receives, keeps shared statistics that the
+tasks update as they go.
 
 Run:  python examples/tree_search.py [--budget 200] [--in-flight 8]
 It also runs unchanged with ``import ray as rtml``.
@@ -47,15 +49,36 @@ def rollout(path: tuple[int, ...], seed: int) -> float:
 
 
 @rtml.remote
-def expand(path: tuple[int, ...], rollouts: int, seed: int) -> list[tuple[float, tuple]]:
+class SearchStats:
+    """Shared statistics, updated by the expansion tasks (an actor: state with ordered calls)."""
+
+    def __init__(self) -> None:
+        self.rollouts = 0
+        self.expansions = 0
+        self.best = (-math.inf, ())
+
+    def record(self, rollouts: int, value: float, path: tuple[int, ...]) -> None:
+        self.rollouts += rollouts
+        self.expansions += 1
+        self.best = max(self.best, (value, path))
+
+    def summary(self) -> dict:
+        return {"rollouts": self.rollouts, "expansions": self.expansions, "best": self.best}
+
+
+@rtml.remote
+def expand(path: tuple[int, ...], rollouts: int, seed: int, stats) -> list[tuple[float, tuple]]:
     """Evaluate every child of ``path`` with rollouts run as nested tasks."""
     children = [(*path, a) for a in range(BRANCHING)]
     refs = {c: [rollout.remote(c, seed * 1000 + 10 * a + k) for k in range(rollouts)]
             for a, c in enumerate(children)}
-    return [(sum(rtml.get(r, timeout=60)) / rollouts, c) for c, r in refs.items()]
+    scored = [(sum(rtml.get(r, timeout=60)) / rollouts, c) for c, r in refs.items()]
+    stats.record.remote(len(children) * rollouts, *max(scored))  # fire and forget
+    return scored
 
 
-def search(budget: int, in_flight: int, rollouts: int) -> tuple[float, tuple[int, ...], int]:
+def search(budget: int, in_flight: int, rollouts: int,
+           stats) -> tuple[float, tuple[int, ...], int]:
     frontier: list[tuple[float, tuple[int, ...]]] = [(-0.0, ())]
     pending: dict[rtml.ObjectRef, tuple[int, ...]] = {}
     best = (-math.inf, ())
@@ -63,7 +86,7 @@ def search(budget: int, in_flight: int, rollouts: int) -> tuple[float, tuple[int
     while (frontier or pending) and expanded < budget:
         while frontier and len(pending) < in_flight and launched < budget:
             _, path = heapq.heappop(frontier)
-            pending[expand.remote(path, rollouts, launched)] = path
+            pending[expand.remote(path, rollouts, launched, stats)] = path
             launched += 1
         ready, _ = rtml.wait(list(pending), num_returns=1, timeout=60)
         for ref in ready:
@@ -90,8 +113,10 @@ def main() -> None:
     rtml.init()
     t_init = time.perf_counter() - t0
     t1 = time.perf_counter()
-    value, path, expanded = search(args.budget, args.in_flight, args.rollouts)
+    stats = SearchStats.remote()
+    value, path, expanded = search(args.budget, args.in_flight, args.rollouts, stats)
     elapsed = time.perf_counter() - t1
+    summary = rtml.get(stats.summary.remote(), timeout=60)
     tasks = expanded * (1 + BRANCHING * args.rollouts)
     optimum = max(
         (reward(p), p) for p in _all_paths(DEPTH)
@@ -101,6 +126,9 @@ def main() -> None:
           f"({tasks / elapsed:,.0f} tasks/s, nested tasks and wait-driven scheduling)")
     print(f"best path found {path} reward {value:.3f}; optimum {optimum[1]} "
           f"reward {optimum[0]:.3f}")
+    print(f"stats actor: {summary['expansions']} expansions and {summary['rollouts']} rollouts "
+          f"recorded by the tasks; best rollout estimate {summary['best'][0]:.3f} "
+          f"at {summary['best'][1]}")
     rtml.shutdown()
 
 
