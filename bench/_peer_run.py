@@ -34,7 +34,8 @@ def main(argv: list[str]) -> None:
     fw.start()
     fw.first_result()
     t2 = time.perf_counter()
-    res["import_s"] = t1 - t0
+    # multiprocessing is imported before the clock starts; only third-party imports count.
+    res["import_s"] = None if name in ("mp.Pool", "ProcessPool") else t1 - t0
     res["init_to_first_s"] = t2 - t1
     try:
         for _ in range(20):

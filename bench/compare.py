@@ -33,7 +33,7 @@ MODULE_OF = {"rtml": "rtml", "ray": "ray", "dask": "distributed", "mp.Pool": Non
              "ProcessPool": None}
 FIXED_ROWS = [  # (workload, unit, how to read it from one process's result)
     ("init() to first result", "ms", lambda r: [r["init_to_first_s"] * 1e3]),
-    ("import time", "ms", lambda r: [r["import_s"] * 1e3]),
+    ("import time", "ms", lambda r: [] if r["import_s"] is None else [r["import_s"] * 1e3]),
     ("idle memory, all processes (RSS)", "MB", lambda r: [r["memory"]["rss_mb"]]),
     ("idle memory, all processes (USS)", "MB", lambda r: [r["memory"]["uss_mb"]]),
     ("shutdown()", "ms", lambda r: [r["shutdown_s"] * 1e3]),

@@ -239,3 +239,30 @@ def test_explicit_num_cpus_are_held_for_the_actor_lifetime():
              what="the CPU to come back")
     with pytest.raises(exc.ActorDiedError, match="could never be placed"):
         rtml.get(Counter.options(num_cpus=64).remote().inc.remote(), timeout=T)
+
+
+def test_runtime_env_and_runtime_context_inside_an_actor():
+    @rtml.remote(runtime_env={"env_vars": {"RTML_ACTOR_TEST": "yes"}})
+    class Env:
+        def env(self):
+            return os.environ.get("RTML_ACTOR_TEST")
+
+        def actor_id(self):
+            return rtml.get_runtime_context().get_actor_id()
+
+    e = Env.remote()
+    assert rtml.get([e.env.remote(), e.env.remote()], timeout=T) == ["yes", "yes"]
+    assert rtml.get(e.actor_id.remote(), timeout=T) == e._actor_id.hex()
+
+
+def test_cancel_a_queued_call_lets_the_next_ones_run():
+    gate = Gate.remote()
+    c = Counter.remote()
+    stuck = c.record.remote("stuck", gate.wait.remote())
+    after = c.record.remote("after")
+    rtml.cancel(stuck)
+    with pytest.raises(exc.TaskCancelledError):
+        rtml.get(stuck, timeout=T)
+    assert rtml.get(after, timeout=T) == 1
+    assert rtml.get(c.get_log.remote(), timeout=T) == ["after"]
+    gate.open.remote()

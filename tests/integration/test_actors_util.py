@@ -14,6 +14,11 @@ from rtml.util.queue import Empty, Full, Queue
 T = 20
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _runtime(shared_runtime):
+    yield
+
+
 @rtml.remote
 class Doubler:
     def double(self, x: int) -> int:
@@ -36,7 +41,7 @@ class Gate:
         self.event.set()
 
 
-def test_actor_pool(shared_runtime):
+def test_actor_pool():
     actors = [Doubler.remote(), Doubler.remote()]
     pool = ActorPool(actors)
     assert list(pool.map(lambda a, v: a.double.remote(v), range(6))) == [0, 2, 4, 6, 8, 10]
@@ -67,7 +72,7 @@ def test_actor_pool(shared_runtime):
     assert pool.get_next(timeout=T) == "opened"
 
 
-def test_queue_basics(shared_runtime):
+def test_queue_basics():
     q = Queue(maxsize=2)
     assert q.empty() and not q.full() and q.qsize() == 0
     q.put(1)
@@ -94,7 +99,7 @@ def test_queue_basics(shared_runtime):
     q.shutdown()
 
 
-def test_queue_shared_with_tasks_and_async(shared_runtime):
+def test_queue_shared_with_tasks_and_async():
     q = Queue()
 
     @rtml.remote

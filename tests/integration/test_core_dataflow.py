@@ -7,6 +7,7 @@ levels checks that a worker blocked in ``get`` lends its CPU back instead of dea
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -185,6 +186,35 @@ def test_task_gets_a_ref_produced_by_a_running_sibling(gate_path):
     consumer = get_from_sibling.remote([producer])
     gate.touch()
     assert rtml.get(consumer, timeout=60) == "gate opened (seen by a sibling)"
+
+
+def test_driver_threads_submit_and_get_concurrently():
+    results, errors = {}, []
+
+    def run(i):
+        try:
+            refs = [add.remote(i * 100, j) for j in range(20)]
+            results[i] = rtml.get(refs, timeout=60)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors
+    assert results == {i: [i * 100 + j for j in range(20)] for i in range(4)}
+
+
+def test_resources_queried_inside_a_task():
+    @rtml.remote
+    def resources():
+        return rtml.cluster_resources()["CPU"], rtml.available_resources()["CPU"]
+
+    total, available = rtml.get(resources.remote(), timeout=30)
+    assert total == 2
+    assert available <= 1  # this task holds one CPU
 
 
 def test_large_arguments_by_value():

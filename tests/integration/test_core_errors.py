@@ -7,6 +7,8 @@ After every failure the runtime must still run new tasks (``_still_works``).
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 import uuid
 
@@ -103,8 +105,9 @@ def wait_for_gate(gate, started=None):
 @rtml.remote
 def loop_until_cancelled(started, timeout=5):
     """Sleeps in a loop (wait_for polls) until cancelled, or gives up after ``timeout``."""
-    with open(started, "w") as f:
+    with open(started + ".tmp", "w") as f:
         f.write(str(os.getpid()))
+    os.replace(started + ".tmp", started)  # atomic: the test never reads a half-written pid
     try:
         wait_for(lambda: False, timeout=timeout, what="cancellation")
     except AssertionError:
@@ -235,6 +238,59 @@ def test_crashed_workers_are_replaced(tmp_path):
     _still_works()
 
 
+@pytest.mark.parametrize("how", ["sigkill", "segfault"])
+def test_hard_crashes_are_worker_crashed_errors(how):
+    @rtml.remote(max_retries=0)
+    def die(how):
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        import ctypes
+
+        ctypes.string_at(0)  # SIGSEGV
+
+    with pytest.raises(WorkerCrashedError) as info:
+        rtml.get(die.remote(how), timeout=60)
+    assert "signal" in str(info.value)
+    _still_works()
+
+
+def test_system_exit_in_a_task_is_a_task_error():
+    @rtml.remote(max_retries=0)
+    def exits():
+        sys.exit(3)
+
+    with pytest.raises(TaskError) as info:
+        rtml.get(exits.remote(), timeout=30)
+    assert isinstance(info.value, SystemExit)
+    _still_works()
+
+
+def test_unpicklable_exception_still_reports_its_message():
+    @rtml.remote
+    def raise_holding_a_lock():
+        err = RuntimeError("failed while holding a lock")
+        err.lock = threading.Lock()
+        raise err
+
+    with pytest.raises(TaskError) as info:
+        rtml.get(raise_holding_a_lock.remote(), timeout=30)
+    assert "failed while holding a lock" in str(info.value)
+    assert "raise_holding_a_lock" in str(info.value)
+    _still_works()
+
+
+def test_get_timeout_inside_a_task(gate_path):
+    @rtml.remote
+    def impatient(gate):
+        try:
+            rtml.get(wait_for_gate.remote(gate), timeout=0.2)
+        except rtml.exceptions.GetTimeoutError as e:
+            return type(e).__name__
+        return "no timeout"
+
+    assert rtml.get(impatient.remote(str(gate_path)), timeout=60) == "GetTimeoutError"
+
+
 # ---------------------------------------------------------------------------------- app retries
 
 
@@ -278,18 +334,8 @@ def test_retry_exceptions_list_does_not_retry_other_errors(tmp_path):
 
 def test_cancel_queued_task(gate_path, tmp_path):
     # one task holding both CPUs: the next one can only queue
-    from rtml import _api
-    node = _api._runtime.node
-    with node.lock:
-        print("DIAG avail", node.resources.availability(), [(w.wid, w.state, w.blocked, w.lent, [t.spec.name for t in w.assigned]) for w in node.workers.values()], {k: len(q) for k, q in node.ready.items()})
     busy = wait_for_gate.options(num_cpus=2).remote(str(gate_path), str(tmp_path / "busy"))
-    try:
-        wait_for((tmp_path / "busy").exists, timeout=5, what="the CPUs to be busy")
-    except AssertionError:
-        with node.lock:
-            print("DIAG2 avail", node.resources.availability(), [(w.wid, w.pid, w.state, w.blocked, w.lent, [t.spec.name for t in w.assigned]) for w in node.workers.values()], {k: len(q) for k, q in node.ready.items()}, {hex(k): (t.spec.name, t.state) for k, t in node.tasks.items()})
-        print("DIAG3", rtml.wait([busy], timeout=0))
-        raise
+    wait_for((tmp_path / "busy").exists, timeout=30, what="the CPUs to be busy")
     assert rtml.available_resources()["CPU"] == 0
     queued_marker = tmp_path / "queued-ran"
     queued = wait_for_gate.remote(str(gate_path), str(queued_marker))

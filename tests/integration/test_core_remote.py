@@ -194,6 +194,27 @@ def test_num_returns_streaming_option():
     assert [rtml.get(r, timeout=30) for r in gen] == [0, 1, 2]
 
 
+def test_generator_with_large_items():
+    np = pytest.importorskip("numpy")
+
+    @rtml.remote
+    def big_items():
+        for i in range(3):
+            yield np.full(100_000, i, dtype=np.float64)  # 800 KB each: shared memory
+
+    arrays = [rtml.get(r, timeout=30) for r in big_items.remote()]
+    assert [a.shape for a in arrays] == [(100_000,)] * 3
+    assert [float(a[0]) for a in arrays] == [0.0, 1.0, 2.0]
+
+
+def test_generator_consumed_inside_a_task():
+    @rtml.remote
+    def consume(n):
+        return [rtml.get(r, timeout=30) for r in counting_gen.remote(n)]
+
+    assert rtml.get(consume.remote(4), timeout=60) == [0, 1, 2, 3]
+
+
 def test_empty_generator():
     assert list(counting_gen.remote(0)) == []
 

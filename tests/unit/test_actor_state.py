@@ -220,6 +220,8 @@ def test_names_duplicates_get_if_exists_and_kill_frees_the_name():
     status, err = env.mgr.op(DRIVER_INDEX, "get", ("nope", None))
     assert status == "err" and "nope" in str(err)
     wid = env.start(aid)
+    listed = {a["name"]: a for a in env.mgr.list_actors()}
+    assert listed["svc"]["state"] == ALIVE and listed["svc"]["namespace"] == "ns"
     env.mgr.op(DRIVER_INDEX, "kill", (aid, True))
     assert wid in env.io.killed
     assert env.mgr.op(DRIVER_INDEX, "get", ("svc", None))[0] == "err"
@@ -304,4 +306,21 @@ def test_cancel_queued_call_releases_the_ones_behind_it():
     env.node.cancel(return_id(c1, 1), False, True)
     assert isinstance(env.error_of(c1), exc.TaskCancelledError)
     assert env.io.execs(wid) == ["C.__init__", "c2"]
+    env.validate()
+
+
+def test_kill_with_restart_queues_later_calls_for_the_new_worker():
+    env = Env()
+    _, aid = env.create(max_restarts=1)
+    wid = env.start(aid)
+    c1 = env.call(aid, "c1")
+    env.mgr.op(DRIVER_INDEX, "kill", (aid, False))
+    assert wid in env.io.killed and env.mgr.actors[aid].state == RESTARTING
+    assert isinstance(env.error_of(c1), exc.ActorDiedError)  # in flight, not retried
+    c2 = env.call(aid, "c2")
+    assert env.io.execs(wid) == ["C.__init__", "c1"]  # nothing more to the dying worker
+    env.node.on_worker_exit(wid, "killed by signal 9")  # the old process goes away later
+    wid2 = env.start(aid)
+    assert env.io.execs(wid2) == ["C.__init__", "c2"]
+    env.done(wid2, c2)
     env.validate()

@@ -308,3 +308,22 @@ def test_lease_released_to_other_shapes(node):
     done(node, w, a)
     execs = node.io.take("exec")
     assert [m[1].task_id for _, m in execs] == [g.task_id]
+
+
+def test_done_clears_a_get_the_task_abandoned():
+    # A task cancelled while blocked in get ends without withdrawing the get: the worker
+    # must not stay marked blocked (its CPU lent out) after "done".
+    node = make_node(cpus=1.0)
+    (w1,) = boot(node, 1)
+    parent = spec()
+    node.submit(D, parent)
+    child = spec()
+    node.submit(w1, child)
+    node.io.take()
+    w = node.workers[w1]
+    waiter = node.add_get(w1, [return_id(child.task_id, 1)], lambda _w: None)
+    w.requests[7] = (waiter, [return_id(child.task_id, 1)])
+    assert node.n_blocked == 1
+    done(node, w1, parent)
+    assert node.n_blocked == 0 and not w.requests and w.blocked == 0
+    node.validate()

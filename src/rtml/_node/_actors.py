@@ -92,7 +92,7 @@ class ActorRec:
         i = self.info
         return {"class_name": i.get("class_name"), "methods": list(i["meta"]["methods"]),
                 "is_async": i.get("is_async", False),
-                "max_concurrency": i.get("max_concurrency", 1)}
+                "max_concurrency": i.get("max_concurrency", 1), "env_vars": i.get("env_vars")}
 
 
 class ActorManager:

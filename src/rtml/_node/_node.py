@@ -421,6 +421,11 @@ class Node:
                     self._enqueue(t, front=True)
             else:
                 self._finish(t, results)
+        if w is not None and w.requests and w.actor is None:
+            # A task worker runs one task at a time: whatever it still waited for is moot.
+            for waiter, ids in w.requests.values():
+                self.remove_waiter(wid, waiter, ids)
+            w.requests.clear()
         if w is not None and w.state == LEASED and not w.assigned:
             q = self.ready.get(w.shape)
             if not q:

@@ -212,7 +212,7 @@ class NodeShell:
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         self.node.on_worker_exit(wid, how)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         """Stop the thread, ask workers to exit, kill stragglers, reap every process."""
         with self.node.lock:
             self.node.closed = True

@@ -16,6 +16,12 @@ _TASK_SHIFT = 40
 _OBJECT_SHIFT = 32
 
 
+# One counter per process for its whole life, shared by every runtime it starts: a driver that
+# calls init() again gets fresh ids, so a stale ObjectRef from an earlier session can never
+# name (and release) an object of the current one.
+_process_counter = itertools.count(1)
+
+
 class IdGenerator:
     """Hands out task ids for one process. Thread-safe (``itertools.count`` is atomic)."""
 
@@ -23,7 +29,7 @@ class IdGenerator:
 
     def __init__(self, process_index: int) -> None:
         self._prefix = process_index << _TASK_SHIFT
-        self._counter = itertools.count(1)
+        self._counter = _process_counter
 
     def next_task_id(self) -> int:
         return self._prefix | next(self._counter)

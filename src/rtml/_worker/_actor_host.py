@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +37,7 @@ from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._runtime import _ids
 from rtml._runtime._actor import ActorExitRequest
 from rtml._runtime._payload import encode_value
+from rtml._runtime._refs import counter
 from rtml._worker._client import cancelled_error
 
 _EXIT = (ActorExitRequest, exc.AsyncioActorExit)
@@ -74,6 +76,8 @@ class ActorHost:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sem: asyncio.Semaphore | None = None
         self.tasks: dict[int, asyncio.Task] = {}
+        self.inbox: deque[tuple] = deque()  # async: calls for the loop to start
+        self.scheduled = False
         self._tls = threading.local()
         if info.get("env_vars"):
             os.environ.update(info["env_vars"])
@@ -93,7 +97,11 @@ class ActorHost:
     def submit(self, m: tuple) -> None:
         """An "exec" in threaded or async mode (called on the main, reading thread)."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._start_task, m)
+            # One wake-up of the loop per batch of calls, not one per call.
+            self.inbox.append(m)
+            if not self.scheduled:
+                self.scheduled = True
+                self.loop.call_soon_threadsafe(self._start_tasks)
         else:
             assert self.pool is not None
             self.pool.submit(self._run_threaded, m)
@@ -175,6 +183,10 @@ class ActorHost:
         self._tls.task_id = m[1].task_id
         try:
             self.worker.execute(m[1], m[2], m[3])
+            if counter.acquired or counter.released:
+                # The reading thread may sit in receive() for long: send our releases (e.g.
+                # of refs inside the result, held until "done" went out) now.
+                self.worker.flush_refs()
         except (ConnectionError, OSError):
             pass  # the node is gone; the main thread sees it and exits
         finally:
@@ -196,10 +208,15 @@ class ActorHost:
         self.worker.client.threaded = True
         self.concurrent = True
 
-    def _start_task(self, m: tuple) -> None:
-        spec = m[1]
-        assert self.loop is not None
-        self.tasks[spec.task_id] = self.loop.create_task(self._run(spec, m[2], m[3]))
+    def _start_tasks(self) -> None:
+        self.scheduled = False  # before draining: a call appended from now on wakes us again
+        inbox = self.inbox
+        loop = self.loop
+        assert loop is not None
+        while inbox:
+            m = inbox.popleft()
+            spec = m[1]
+            self.tasks[spec.task_id] = loop.create_task(self._run(spec, m[2], m[3]))
 
     def _cancel_task(self, task_id: int) -> None:
         task = self.tasks.get(task_id)
@@ -230,7 +247,6 @@ class ActorHost:
                     results: list[tuple] = []
                 else:
                     results = w.encode_returns(spec, value)
-                # ``value`` stays alive until "done" is sent (refs inside it stay held).
         except (asyncio.CancelledError, exc.TaskCancelledError):
             results = w.error_results(spec, cloudpickle.dumps(
                 cancelled_error(spec.name, spec.task_id)))
@@ -250,11 +266,11 @@ class ActorHost:
             w.cancels.discard(spec.task_id)
         try:
             w.send([("done", spec.task_id, results, time.perf_counter() - t0, retryable)])
-            if value is not None:
-                value = None  # the node holds refs inside the result now: release ours
+            value = None  # "done" is out: the node holds the refs inside the result now
+            if counter.acquired or counter.released:
                 w.flush_refs()
         except (ConnectionError, OSError):
-            pass
+            pass  # the node is gone; the main thread sees it and exits
 
     async def _stream(self, spec: TaskSpec, value: Any) -> None:
         w = self.worker

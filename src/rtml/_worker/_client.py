@@ -68,7 +68,12 @@ class WorkerClient(CoreClient):
                     return False, None
                 for m in w.chan.receive(remaining):
                     w.handle(m)
-                w.check_cancelled()
+                try:
+                    w.check_cancelled()
+                except BaseException:
+                    # Withdraw the request, or the node keeps this worker marked blocked.
+                    self.send(("unget", req))
+                    raise
             return True, self.replies.pop(req)
         finally:
             w.in_user = prev
