@@ -110,3 +110,11 @@ def runtime():
     """A fresh runtime for one test; pass init arguments with the ``runtime_args`` marker."""
     yield rtml
     rtml.shutdown()
+
+
+@pytest.fixture
+def gate_path(tmp_path):
+    """A file tasks wait for; touched at teardown too, so a failed test frees its workers."""
+    path = tmp_path / "gate"
+    yield path
+    path.touch()

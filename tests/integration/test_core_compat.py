@@ -12,13 +12,6 @@ from conftest import wait_for
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-@pytest.fixture
-def gate_path(tmp_path):
-    """A file tasks wait for; opened at teardown too, so a failed test frees its workers."""
-    path = tmp_path / "gate"
-    yield path
-    path.touch()
-
 
 @ray.remote
 def square(x):

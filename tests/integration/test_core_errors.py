@@ -27,13 +27,6 @@ from rtml.exceptions import (
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-@pytest.fixture
-def gate_path(tmp_path):
-    """A file tasks wait for; opened at teardown too, so a failed test frees its workers."""
-    path = tmp_path / "gate"
-    yield path
-    path.touch()
-
 
 class CustomError(Exception):
     def __init__(self, code, detail):

@@ -21,13 +21,6 @@ np = pytest.importorskip("numpy")
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-@pytest.fixture
-def gate_path(tmp_path):
-    """A file tasks wait for; opened at teardown too, so a failed test frees its workers."""
-    path = tmp_path / "gate"
-    yield path
-    path.touch()
-
 
 MB = 1024 * 1024
 

@@ -13,13 +13,6 @@ from rtml.exceptions import TaskError
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-@pytest.fixture
-def gate_path(tmp_path):
-    """A file tasks wait for; opened at teardown too, so a failed test frees its workers."""
-    path = tmp_path / "gate"
-    yield path
-    path.touch()
-
 
 @rtml.remote
 def bare(x):

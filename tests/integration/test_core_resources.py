@@ -26,13 +26,6 @@ def gpu_runtime():
 pytestmark = pytest.mark.usefixtures("gpu_runtime")
 
 
-@pytest.fixture
-def gate_path(tmp_path):
-    """A file tasks wait for; opened at teardown too, so a failed test frees its workers."""
-    path = tmp_path / "gate"
-    yield path
-    path.touch()
-
 
 def _count(directory: str) -> int:
     return len([n for n in os.listdir(directory) if n.startswith("here-")])
