@@ -217,22 +217,23 @@ def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float |
         raise TypeError(
             f"wait() takes a list of ObjectRefs, got {type(object_refs).__name__}; "
             "wrap a single ref in a list: rtml.wait([ref])")
-    refs, _ = _as_ref_list(list(object_refs), "wait")
-    if not refs:
+    try:
+        ids = [r._id for r in object_refs]  # the fast path; anything else is checked below
+    except AttributeError:
+        _as_ref_list(list(object_refs), "wait")
+        raise
+    if not ids:
         return [], []
-    if len(set(refs)) != len(refs):
+    if len(set(ids)) != len(ids):
         raise ValueError("wait() got duplicate ObjectRefs; pass each ref once")
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
         raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
-    if num_returns > len(refs):
+    if num_returns > len(ids):
         raise ValueError(
-            f"num_returns ({num_returns}) is larger than the number of refs ({len(refs)})")
+            f"num_returns ({num_returns}) is larger than the number of refs ({len(ids)})")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
-    client = _client()
-    if not refs:
-        return [], []
-    return client.wait(refs, num_returns, timeout)
+    return _client().wait(list(object_refs), num_returns, timeout, ids)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

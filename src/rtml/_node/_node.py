@@ -28,7 +28,7 @@ from collections import deque
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR, SHM, ObjectTable, Waiter
+from rtml._node._objects import ERR, PENDING, SHM, ObjectTable, Waiter
 from rtml._node._tasks import ASSIGNED, FINISHED, QUEUED, STREAMING, WAITING, TaskRec, TaskSpec
 from rtml._runtime._ids import DRIVER_INDEX, process_of_task, put_id, return_id, task_of, to_hex
 from rtml._scheduler import ResourcePool, shape_key
@@ -591,10 +591,17 @@ class Node:
 
     def add_wait(self, proc: int, ids: list[int], num_returns: int, callback: Any,
                  block: bool = True) -> tuple[list[int], Waiter | None]:
-        objects = self.objects
-        ready = [o for o in ids if objects.is_sealed(o) or o not in objects]
-        if len(ready) >= num_returns or not block:
+        entries = self.objects.entries
+        ready = []
+        for o in ids:  # in input order, stopping as soon as enough are ready
+            e = entries.get(o)
+            if e is None or e.state != PENDING:
+                ready.append(o)
+                if len(ready) >= num_returns:
+                    return ready, None
+        if not block:
             return ready, None
+        objects = self.objects
         waiter = Waiter(num_returns - len(ready), callback)
         for o in ids:
             if o in objects and not objects.is_sealed(o):

@@ -132,18 +132,24 @@ class CoreClient:
     def get_payloads(self, refs: list[ObjectRef], timeout: float | None) -> list[tuple]:
         return self._fetch([r._id for r in refs], timeout)
 
-    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None
-             ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-        ids = [r._id for r in refs]
-        ready_ids = set(self._wait(ids, num_returns, timeout))
-        ready: list[ObjectRef] = []
-        not_ready: list[ObjectRef] = []
-        for r in refs:
-            if r._id in ready_ids and len(ready) < num_returns:
-                ready.append(r)
-            else:
-                not_ready.append(r)
-        return ready, not_ready
+    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
+             ids: list[int] | None = None) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        """(ready, not_ready) in input order; ``ready`` holds at most ``num_returns`` refs."""
+        if ids is None:
+            ids = [r._id for r in refs]
+        chosen = set(self._wait(ids, num_returns, timeout)[:num_returns])
+        if not chosen:
+            return [], list(refs)
+        positions = []
+        for i, o in enumerate(ids):  # ready ids come first-in-input-order: stop early
+            if o in chosen:
+                positions.append(i)
+                if len(positions) == len(chosen):
+                    break
+        not_ready = list(refs)
+        for i in reversed(positions):
+            del not_ready[i]
+        return [refs[i] for i in positions], not_ready
 
     @staticmethod
     def timeout_error(n: int, timeout: float | None) -> exc.GetTimeoutError:
