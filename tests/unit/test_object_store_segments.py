@@ -234,10 +234,23 @@ def test_write_segment_errors_leave_no_partial_file(
     def boom(*args: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(_segments, "write_layout", boom)
+    monkeypatch.setattr(_segments.os, "pwrite", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_segment(path, b"x" * 100, [b"y" * 1000])
     assert not os.path.exists(path)
+
+
+def test_pwrite_segments_match_the_mapped_layout_byte_for_byte(session: str) -> None:
+    from rtml._object_store._layout import write_layout
+
+    pickle_bytes, bufs = b"p" * 77, [b"a" * 5, b"", b"b" * 130, b"c"]
+    path = segment_path(session, "9")
+    size = write_segment(path, pickle_bytes, bufs)
+    expected = bytearray(size)
+    write_layout(memoryview(expected), pickle_bytes, bufs)
+    with open(path, "rb") as f:
+        assert f.read() == bytes(expected)
+    remove(path)
 
 
 def test_map_segment_errors(session: str, tmp_path: Path) -> None:

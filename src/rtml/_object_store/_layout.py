@@ -109,6 +109,25 @@ def write_layout(dest: memoryview, pickle_bytes: Any, buffers: Sequence[Any]) ->
         pos = off + b.nbytes
 
 
+def layout_pieces(pickle_bytes: Any, buffers: Sequence[Any]) -> tuple[int, list[tuple[int, memoryview]]]:
+    """The same layout as ``write_layout``, as (total size, [(offset, bytes view), ...]).
+
+    For writers that use ``pwrite`` on a file of ``total`` bytes (the gaps read as zeros).
+    """
+    pview = _as_bytes_view(pickle_bytes)
+    bviews = [_as_bytes_view(b) for b in buffers]
+    offsets, total = _offsets(pview.nbytes, [b.nbytes for b in bviews])
+    head = bytearray(_header_len(len(bviews)))
+    _HEADER.pack_into(head, 0, MAGIC, VERSION, len(bviews), pview.nbytes)
+    pos = _HEADER.size
+    for off, b in zip(offsets, bviews, strict=True):
+        _PAIR.pack_into(head, pos, off, b.nbytes)
+        pos += _PAIR.size
+    pieces = [(0, memoryview(bytes(head))), (len(head), pview)]
+    pieces.extend((off, b) for off, b in zip(offsets, bviews, strict=True) if b.nbytes)
+    return total, pieces
+
+
 def read_layout(src: memoryview) -> tuple[memoryview, list[memoryview]]:
     """Zero-copy views of the pickle bytes and each buffer in ``src``.
 
