@@ -1,4 +1,12 @@
-"""How fast can one 800 MB object be written into /dev/shm? (docs/decisions/0003)."""
+"""How fast can one 800 MB object be written into /dev/shm? (docs/decisions/0003).
+
+Compares writing a segment through a mapping with writing it with pwrite, and shows memcpy
+into fresh and warm memory for scale. Run: python bench/segment_writes.py
+"""
+
+from __future__ import annotations
+
+import mmap
 import os
 import pickle
 import sys
@@ -7,23 +15,49 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from rtml._object_store import _segments as S
 
-arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
-bufs=[]; data = pickle.dumps(arr, protocol=5, buffer_callback=bufs.append)
-def w(path):
-    t=time.perf_counter(); S.write_segment(path, data, bufs); t1=time.perf_counter(); os.unlink(path); return t1-t
-for i in range(3): print("write_segment", round(800/1024/w(f"/dev/shm/rtml_sx_{i:x}"),2), "GB/s")
-orig = S._reserve_space
-S._reserve_space = lambda fd, size: os.ftruncate(fd, size)
-for i in range(3): print("ftruncate only", round(800/1024/w(f"/dev/shm/rtml_sx_{i:x}"),2), "GB/s")
-def pwrite(path):
-    t=time.perf_counter()
-    fd=os.open(path, os.O_CREAT|os.O_EXCL|os.O_RDWR, 0o600)
-    mv = memoryview(arr).cast("B")
-    n=0
-    while n < mv.nbytes: n += os.pwrite(fd, mv[n:n+(64<<20)], n)
-    os.close(fd); t1=time.perf_counter(); os.unlink(path); return t1-t
-for i in range(3): print("pwrite", round(800/1024/pwrite(f"/dev/shm/rtml_sx_{i:x}"),2), "GB/s")
-t=time.perf_counter(); b=arr.copy(); print("memcpy fresh", round(800/1024/(time.perf_counter()-t),2))
-t=time.perf_counter(); b[:]=arr; print("memcpy warm", round(800/1024/(time.perf_counter()-t),2))
+from rtml._object_store._layout import layout_size, write_layout
+from rtml._object_store._segments import write_segment
+
+GB = 1 << 30
+
+
+def mapped_write(path: str, data: bytes, bufs: list) -> None:
+    size = layout_size(len(data), [b.raw().nbytes for b in bufs])
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        with mmap.mmap(fd, size) as mm:
+            view = memoryview(mm)
+            write_layout(view, data, bufs)
+            view.release()
+    finally:
+        os.close(fd)
+
+
+def rate(fn, path: str, data: bytes, bufs: list, nbytes: int) -> float:
+    t = time.perf_counter()
+    fn(path, data, bufs)
+    elapsed = time.perf_counter() - t
+    os.unlink(path)
+    return nbytes / GB / elapsed
+
+
+def main() -> None:
+    arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
+    bufs: list = []
+    data = pickle.dumps(arr, protocol=5, buffer_callback=bufs.append)
+    path = f"/dev/shm/rtml_bench{os.getpid():x}_1"
+    for name, fn in (("mmap + copy", mapped_write), ("pwrite (write_segment)", write_segment)):
+        rates = [rate(fn, path, data, bufs, arr.nbytes) for _ in range(3)]
+        print(f"{name:24s} " + "  ".join(f"{r:.2f}" for r in rates) + " GB/s")
+    t = time.perf_counter()
+    fresh = arr.copy()
+    print(f"{'memcpy, fresh memory':24s} {arr.nbytes / GB / (time.perf_counter() - t):.2f} GB/s")
+    t = time.perf_counter()
+    fresh[:] = arr
+    print(f"{'memcpy, warm memory':24s} {arr.nbytes / GB / (time.perf_counter() - t):.2f} GB/s")
+
+
+if __name__ == "__main__":
+    main()
