@@ -73,10 +73,20 @@ class ResourcePool:
         self.available = dict(self.total)
         ngpu = self.total.get("GPU", 0) // _SCALE
         self.gpu_free = [_SCALE] * ngpu  # per device, fixed point
+        self._fx_cache: dict[tuple, tuple[tuple[str, int], ...]] = {}
+
+    def _fixed(self, req: Mapping[str, float]) -> tuple[tuple[str, int], ...]:
+        # Requests come from a few resource shapes reused by every task: convert each once.
+        key = tuple(req.items())
+        fx = self._fx_cache.get(key)
+        if fx is None:
+            fx = self._fx_cache[key] = tuple((k, _fx(v)) for k, v in key)
+        return fx
 
     def feasible(self, req: Mapping[str, float]) -> bool:
         """Could this request ever be satisfied on this node (against totals)?"""
-        return all(self.total.get(k, 0) >= _fx(v) for k, v in req.items())
+        total = self.total
+        return all(total.get(k, 0) >= v for k, v in self._fixed(req))
 
     def missing(self, req: Mapping[str, float]) -> dict[str, float]:
         return {
@@ -85,8 +95,8 @@ class ResourcePool:
 
     def fits(self, req: Mapping[str, float]) -> bool:
         av = self.available
-        for k, v in req.items():
-            if av.get(k, 0) < _fx(v):
+        for k, v in self._fixed(req):
+            if av.get(k, 0) < v:
                 return False
         if "GPU" in req:
             return self._pick_gpus(_fx(req["GPU"])) is not None
@@ -95,10 +105,10 @@ class ResourcePool:
     def room_for(self, req: Mapping[str, float]) -> int:
         """How many more leases of this shape fit now (a large number for empty requests)."""
         room = 1 << 30
-        for k, v in req.items():
-            need = _fx(v)
+        av = self.available
+        for k, need in self._fixed(req):
             if need:
-                room = min(room, max(self.available.get(k, 0), 0) // need)
+                room = min(room, max(av.get(k, 0), 0) // need)
         return room
 
     def _pick_gpus(self, amount: int) -> dict[int, int] | None:
@@ -118,7 +128,7 @@ class ResourcePool:
         """Take the request if it fits now; None otherwise."""
         if not self.fits(req):
             return None
-        amounts = {k: _fx(v) for k, v in req.items()}
+        amounts = dict(self._fixed(req))
         for k, v in amounts.items():
             self.available[k] -= v
         alloc = Allocation(amounts)
