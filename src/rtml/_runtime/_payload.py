@@ -12,6 +12,11 @@ from rtml._object_store._segments import read_value, segment_path, write_segment
 from rtml._serialization import INLINE_THRESHOLD, dumps
 
 
+# Where this node's store spills objects (set by the runtime in the driver, from the
+# environment in workers); a reader that finds a segment moved looks there.
+spill_dir: str | None = os.environ.get("RTML_SPILL_DIR")
+
+
 class DepMarker:
     """Stands for the i-th top-level ObjectRef argument; the worker swaps in its value."""
 
@@ -40,12 +45,19 @@ def decode_value(kind: int, payload: Any) -> Any:
     if kind == INLINE:
         return pickle.loads(payload)
     if kind == SHM:
-        try:
-            return read_value(payload)
-        except FileNotFoundError:
-            raise exc.ObjectLostError(
-                "", f"the shared-memory segment {os.path.basename(payload)} is gone (the runtime "
-                "was shut down, or the object was freed)") from None
+        # Between the node naming the segment and this read, the store may have spilled it to
+        # disk (or restored it again): look in both places a few times before giving up.
+        name = os.path.basename(payload)
+        places = [payload] + ([os.path.join(spill_dir, name)] if spill_dir else [])
+        for _ in range(3):
+            for path in places:
+                try:
+                    return read_value(path)
+                except FileNotFoundError:
+                    continue
+        raise exc.ObjectLostError(
+            "", f"the shared-memory segment {name} is gone (the runtime was shut down, or "
+            "the object was freed)")
     raise_error(payload)
     raise AssertionError("unreachable")
 

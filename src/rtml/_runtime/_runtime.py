@@ -28,7 +28,7 @@ from rtml._node._node import Node
 from rtml._node._shell import NodeShell
 from rtml._object_store._segments import cleanup_session
 from rtml._object_store._store import NodeObjectStore
-from rtml._runtime import _context
+from rtml._runtime import _context, _payload
 from rtml._runtime._driver import DriverClient
 from rtml._runtime._refs import counter
 
@@ -79,7 +79,9 @@ class Runtime:
         os.makedirs(spill_dir)
         self.store = NodeObjectStore(self.session, config.object_store_memory, spill_dir, SHM_DIR)
         worker_env = {**config.env_vars, "RTML_NODE_ID": self.node_id,
-                      "RTML_JOB_ID": self.job_id, "RTML_NAMESPACE": config.namespace}
+                      "RTML_JOB_ID": self.job_id, "RTML_NAMESPACE": config.namespace,
+                      "RTML_SPILL_DIR": spill_dir}
+        _payload.spill_dir = spill_dir
         self.shell = NodeShell(self.session, SHM_DIR, worker_env, config.log_to_driver,
                                _print_log)
         resources = {"CPU": config.num_cpus, **config.resources}
