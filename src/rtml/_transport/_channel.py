@@ -25,7 +25,7 @@ from typing import Any
 
 _HEADER = struct.Struct("<I")
 MAX_FRAME = 1 << 31  # frames are bounded; a larger one means a corrupt or hostile peer
-_RECV_SIZE = 1 << 18
+_RECV_SIZE = 1 << 16  # larger reads make glibc mmap/munmap a fresh buffer per call (0001)
 
 
 class FrameError(ConnectionError):
