@@ -18,9 +18,14 @@ ROUNDS = 4
 MB = 1024 * 1024
 
 
-def timeit(fn: Callable[[], Any], duration: float, multiplier: float = 1.0) -> list[float]:
+def timeit(fn: Callable[[], Any], duration: float, multiplier: float = 1.0,
+           budget: float | None = None) -> list[float]:
     """Per-round rates: warm-up min(1, duration/4) s, then 4 rounds of duration/4 s each,
-    repeating ``fn`` in steps of warm-up calls // 10 + 1 (Ray's ray_microbenchmark_helpers)."""
+    repeating ``fn`` in steps of warm-up calls // 10 + 1 (Ray's ray_microbenchmark_helpers).
+
+    ``budget``: when one call alone outlasts a round (so each round is a single call), run
+    only as many rounds as fit in ``budget`` seconds, at least 2 (keeps a 27 s-per-call
+    workload from taking minutes; the sample count is visible in the JSON)."""
     warmup = min(1.0, duration / ROUNDS)
     rt = duration / ROUNDS
     start = time.perf_counter()
@@ -31,8 +36,12 @@ def timeit(fn: Callable[[], Any], duration: float, multiplier: float = 1.0) -> l
         if time.perf_counter() - start >= warmup:
             break
     step = count // 10 + 1
+    rounds = ROUNDS
+    per_call = (time.perf_counter() - start) / count
+    if budget is not None and per_call > rt:
+        rounds = max(2, min(ROUNDS, int(budget / per_call)))
     rates = []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         start = time.perf_counter()
         n = 0
         while time.perf_counter() - start < rt:

@@ -146,7 +146,7 @@ def main() -> int:
             "cpu_count": os.cpu_count(), "num_cpus": args.num_cpus, "rounds": args.rounds,
             "duration_per_workload_s": args.duration, "started_unix": started,
             "wall_s": round(time.time() - started, 1), "loadavg_end": os.getloadavg(),
-            "versions": versions(frameworks)}
+            "versions": versions(frameworks), "rtml_git_commit": git_commit()}
     json_path = os.path.join(args.out_dir, "compare.json")
     write_json_atomic(json_path, {"meta": meta, "rows": rows, "ratios": ratio_doc})
     png = os.path.join(args.out_dir, "compare.png")
@@ -160,6 +160,14 @@ def main() -> int:
               "--out-dir", args.out_dir]
         return subprocess.call(rl)
     return 0
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, cwd=HERE, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def versions(frameworks: list[str]) -> dict[str, str]:

@@ -20,7 +20,6 @@ median over rounds is reported. Results: bench/results/transport.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing as mp
 import os
 import pickle
@@ -39,10 +38,11 @@ sys.path.insert(0, HERE)
 from _report import write_json_atomic  # noqa: E402
 
 HDR = struct.Struct("<I")
-# Bytes asked of each read. rtml's channel reads 256 KiB at a time (_RECV_SIZE); above
-# glibc's mmap threshold (128 KiB) every such read allocates and frees fresh pages, which
-# costs more than the transport itself, so candidates are compared at 64 KiB and the
-# 256 KiB socketpair is a separate row. Set by --recv-size.
+# Bytes asked of each read. rtml's channel reads 256 KiB at a time (_RECV_SIZE); while glibc's
+# mmap threshold is at its default (128 KiB) every such read maps and unmaps fresh pages, which
+# costs more than the transport itself, so candidates are compared at 64 KiB and the 256 KiB
+# socketpair is a separate row (its fork-child ends have never raised the threshold). Set by
+# --recv-size; with 256 KiB for all, earlier candidates may raise the threshold (see 0001).
 RECV = [1 << 16]
 MSG = ("done", 0x2000000000100000001, 1, b"\x01" * 24)  # ~70 bytes pickled, like a "done"
 STOP = "stop"
@@ -285,110 +285,6 @@ def measure(ep: Any, args: argparse.Namespace) -> dict:
             "rtt_p99_us": trips[int(0.99 * (len(trips) - 1))] * 1e6, "msgs_per_s": rate}
 
 
-# asyncio streams: both ends are asyncio (the echo runs the same batching logic).
-def _loop_factory(kind: str) -> Any:
-    if kind == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
-
-
-async def _aecho(sock: socket.socket) -> None:
-    reader, writer = await asyncio.open_connection(sock=sock)
-    dec = Decoder()
-    while True:
-        data = await reader.read(RECV[0])
-        if not data:
-            break
-        msgs = dec.feed(data)
-        if STOP in msgs:
-            break
-        if msgs:
-            writer.write(encode(msgs))
-            await writer.drain()
-    writer.close()
-
-
-async def _amain(sock: socket.socket, args: argparse.Namespace) -> dict:
-    reader, writer = await asyncio.open_connection(sock=sock)
-    dec, frame = Decoder(), encode([MSG])
-
-    async def rtt(n: int) -> list[float]:
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            writer.write(frame)
-            await writer.drain()
-            while not dec.feed(await reader.read(RECV[0])):
-                pass
-            out.append(time.perf_counter() - t)
-        return out
-
-    async def pushed(duration: float) -> float:
-        sent = got = 0
-        space = asyncio.Semaphore(args.window)
-        caught_up = asyncio.Event()
-
-        async def read_side() -> None:
-            nonlocal got
-            while True:
-                k = len(dec.feed(await reader.read(RECV[0])))
-                got += k
-                for _ in range(k):
-                    space.release()
-                if got >= sent:
-                    caught_up.set()
-
-        t0 = time.perf_counter()
-        rd = asyncio.ensure_future(read_side())
-        while time.perf_counter() - t0 < duration:
-            for _ in range(32):
-                await space.acquire()
-                writer.write(frame)
-                sent += 1
-            await writer.drain()
-        while got < sent:
-            caught_up.clear()
-            if got < sent:
-                await caught_up.wait()
-        elapsed = time.perf_counter() - t0
-        rd.cancel()
-        try:
-            await rd
-        except asyncio.CancelledError:
-            pass
-        return got / elapsed
-
-    await rtt(200)
-    trips = sorted(await rtt(args.pings))
-    await pushed(0.1)
-    rate = await pushed(args.duration)
-    writer.write(encode([STOP]))
-    await writer.drain()
-    writer.close()
-    return {"rtt_median_us": statistics.median(trips) * 1e6,
-            "rtt_p99_us": trips[int(0.99 * (len(trips) - 1))] * 1e6, "msgs_per_s": rate}
-
-
-def run_asyncio(kind: str, args: argparse.Namespace) -> dict:
-    a, b = socket.socketpair()
-
-    def child() -> None:
-        loop = _loop_factory(kind)()
-        loop.run_until_complete(_aecho(b))
-        os._exit(0)
-
-    proc = _fork(child)
-    b.close()
-    loop = _loop_factory(kind)()
-    try:
-        return loop.run_until_complete(_amain(a, args))
-    finally:
-        loop.close()
-        proc.join(10)
-
-
 def candidates() -> dict[str, Any]:
     out: dict[str, Any] = {
         "os.pipe pair": lambda a: run_sync(pair_pipe, a),
@@ -403,6 +299,8 @@ def candidates() -> dict[str, Any]:
         out["pyzmq PAIR ipc://"] = run_zmq
     except ImportError:
         print("pyzmq not installed: skipped (bash bench/setup_peers.sh)")
+    from _transport_asyncio import run_asyncio
+
     out["asyncio streams (socketpair)"] = lambda a: run_asyncio("asyncio", a)
     try:
         import uvloop  # noqa: F401

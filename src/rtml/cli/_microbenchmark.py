@@ -167,6 +167,19 @@ EXTRA_ROWS: list[Any] = list(_process_rows.ROWS)
 ALL_NAMES = [n for n, _ in RAY_ROWS] + [n for n, _ in EXTRA_ROWS]
 
 
+def _git_commit() -> str | None:
+    """The checkout's commit, if rtml runs from a git work tree (read-only query)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False,
+                             cwd=os.path.dirname(os.path.abspath(rtml.__file__)))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
 def selected(name: str, filters: tuple[str, ...]) -> bool:
     """Ray's TESTS_TO_RUN semantics: a substring of the row name; several filters: any."""
     return not filters or any(f in name for f in filters)
@@ -227,6 +240,7 @@ def run(duration: float = 2.0, filters: tuple[str, ...] = (), json_path: str | N
     if json_path:
         meta = {
             "tool": "rtml microbenchmark", "rtml_version": rtml.__version__,
+            "git_commit": _git_commit(),
             "python": platform.python_version(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "num_cpus": cpus, "duration_per_row_s": duration,
             "tiny_tasks": tiny_tasks, "filters": list(filters), "started_unix": started,
