@@ -344,7 +344,6 @@ class ActorManager:
             rec.restarts_left -= 1
         rec.num_restarts += 1
         rec.state = RESTARTING
-        node.events.append(("actor_restart", rec.actor_id, how))
         retry: list[TaskRec] = []
         for t in tasks:
             if t.state == FINISHED:
@@ -484,7 +483,6 @@ class ActorManager:
         rec.state = DEAD
         rec.cause = cause
         rec.error_blob = pickle.dumps(self._died_error(rec, cause), protocol=5)
-        node.events.append(("actor_dead", rec.actor_id))
         if rec.worker is not None:
             tasks = list(rec.worker.assigned) + list(tasks or ())
         self._fail_all(rec, tasks or [])

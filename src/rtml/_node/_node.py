@@ -93,7 +93,6 @@ class Node:
         self.next_wid = DRIVER_INDEX + 1
         self.n_starting = 0
         self.n_blocked = 0
-        self.events: list[tuple] = []  # lineage/events for the control plane, flushed in batches
         self.actors: Any = None  # set by the actor manager
         self.closed = False
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "workers_started": 0,
@@ -142,7 +141,6 @@ class Node:
                 self.held[proc].discard(oid)
                 raise self._full_error(size)
         self.objects.seal(oid, kind, payload, size, contained)
-        self.events.append(("put", oid, size, proc))
         return oid
 
     def _full_error(self, size: int) -> exc.ObjectStoreFullError:
@@ -414,7 +412,6 @@ class Node:
                 if t.retries_left > 0:
                     t.retries_left -= 1
                 self.stats["retried"] += 1
-                self.events.append(("retry", task_id, "application error"))
                 if spec.actor_id is not None:
                     self.actors.retry(t)
                 else:
@@ -450,7 +447,6 @@ class Node:
                 self._stream_item(t.spec.task_id, kind, payload, size, contained)
             self._stream_end(t.spec.task_id)
             self._unpin(t)
-            self.events.append(("finished", t.spec.task_id))
             return
         seal = self.objects.seal
         for oid, kind, payload, size, contained in results:
@@ -462,7 +458,6 @@ class Node:
                     payload = adopted
             seal(oid, kind, payload, size, contained)
         self._unpin(t)
-        self.events.append(("finished", t.spec.task_id))
 
     def _unpin(self, t: TaskRec) -> None:
         release = self.objects.release
@@ -492,7 +487,6 @@ class Node:
         else:
             for c in spec.contained:
                 self.objects.release(c)
-        self.events.append(("failed", spec.task_id))
 
     def _fail(self, t: TaskRec, error: BaseException, unpin: bool = True) -> None:
         self._fail_with_blob(t, _error_blob(error), unpin)
@@ -723,7 +717,6 @@ class Node:
                 if t.retries_left > 0:
                     t.retries_left -= 1
                 self.stats["retried"] += 1
-                self.events.append(("retry", t.spec.task_id, how))
                 self._enqueue(t, front=True)
             else:
                 self._fail(t, exc.WorkerCrashedError(
