@@ -11,7 +11,6 @@ from rtml._node._objects import ERR, INLINE, SHM
 from rtml._object_store._segments import read_value, segment_path, write_segment
 from rtml._serialization import INLINE_THRESHOLD, dumps
 
-
 # Where this node's store spills objects (set by the runtime in the driver, from the
 # environment in workers); a reader that finds a segment moved looks there.
 spill_dir: str | None = os.environ.get("RTML_SPILL_DIR")
