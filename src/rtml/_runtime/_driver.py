@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from rtml._node._objects import PENDING
 from rtml._node._tasks import TaskSpec
 from rtml._runtime._client import CoreClient
 from rtml._runtime._ids import DRIVER_INDEX
@@ -51,9 +52,17 @@ class DriverClient(CoreClient):
     def _fetch(self, ids: list[int], timeout: float | None) -> list[tuple[int, Any]]:
         node = self.node
         deadline = self.deadline(timeout)
-        event = threading.Event()
         with node.lock:
-            self.apply_ref_updates()
+            if counter.acquired or counter.released:
+                self.apply_ref_updates()
+            entries = node.objects.entries
+            for o in ids:
+                e = entries.get(o)
+                if e is not None and e.state == PENDING:
+                    break
+            else:  # everything is ready (the common case for get after wait): no event needed
+                return [node.payload(o) for o in ids]
+            event = threading.Event()
             waiter = node.add_get(PROC, ids, lambda _w: event.set())
             if waiter is None:
                 return [node.payload(o) for o in ids]

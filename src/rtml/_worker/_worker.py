@@ -82,6 +82,7 @@ class Worker:
         self.current: TaskSpec | None = None
         self.cancels: set[int] = set()
         self.in_user = False
+        self.interrupt_pending = False
         self.exiting = False
         self.client = WorkerClient(self, wid, session, shm_dir)
         self.actor_host: Any = None
@@ -147,8 +148,15 @@ class Worker:
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         # Only drain the channel while user code runs: inside rtml code the reading loop
         # itself sees the cancel message, and re-entering it here would corrupt its state.
+        # A signal that lands just before user code starts is remembered and taken there.
         if not self.in_user:
+            self.interrupt_pending = True
             return
+        self.take_interrupt()
+
+    def take_interrupt(self) -> None:
+        """Read what the node sent (a cancel, typically) and raise if it cancels this task."""
+        self.interrupt_pending = False
         self.in_user = False
         try:
             for m in self.chan.receive_nowait():
@@ -253,6 +261,8 @@ class Worker:
             self.check_cancelled()
             self.in_user = True
             try:
+                if self.interrupt_pending:  # signalled between the check above and here
+                    self.take_interrupt()
                 value = fn(*args, **kwargs)
                 if inspect.iscoroutine(value):
                     value = asyncio.run(value)
@@ -295,6 +305,7 @@ class Worker:
             self.current = None
             client.current_task_id = None
             self.cancels.discard(spec.task_id)
+            self.interrupt_pending = False
         duration = time.perf_counter() - t0
         self.send([("done", spec.task_id, results, duration, retryable)])
         # The node holds the refs inside the result now; our releases of them ride with the
