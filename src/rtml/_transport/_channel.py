@@ -38,18 +38,37 @@ def encode(msgs: list[Any]) -> bytes:
 
 
 class _Decoder:
-    __slots__ = ("_buf",)
+    """Frames from a byte stream. Reads land in one reused buffer (``recv_into``); complete
+    frames are decoded straight from it, and only a partial frame's bytes are kept."""
+
+    __slots__ = ("_buf", "_rbuf", "_rview")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = bytearray()  # bytes of an incomplete frame, carried to the next read
+        self._rbuf = bytearray(_RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
+
+    def read_from(self, sock: socket.socket) -> int:
+        """One ``recv_into`` the reused buffer; returns the byte count (0: peer closed)."""
+        n = sock.recv_into(self._rview)
+        if n and self._buf:
+            self._buf += self._rview[:n]
+        return n
+
+    def take(self, n: int) -> list[Any]:
+        """Messages of every complete frame, after a ``read_from`` that returned ``n``."""
+        if self._buf:
+            return self._frames(self._buf, len(self._buf), carry=True)
+        return self._frames(self._rview, n, carry=False)
 
     def feed(self, data: bytes) -> list[Any]:
         """Add received bytes; return the messages of every complete frame, in order."""
-        buf = self._buf
-        buf += data
+        self._buf += data
+        return self._frames(self._buf, len(self._buf), carry=True)
+
+    def _frames(self, buf: Any, n: int, carry: bool) -> list[Any]:
         out: list[Any] = []
         pos = 0
-        n = len(buf)
         while n - pos >= 4:
             (length,) = _HEADER.unpack_from(buf, pos)
             if length >= MAX_FRAME:
@@ -58,12 +77,15 @@ class _Decoder:
             if end > n:
                 break
             try:
-                out.extend(pickle.loads(memoryview(buf)[pos + 4 : end]))
+                out.extend(pickle.loads(buf[pos + 4 : end]))
             except Exception as exc:
                 raise FrameError(f"undecodable frame: {exc}") from exc
             pos = end
-        if pos:
-            del buf[:pos]
+        if carry:
+            if pos:
+                del self._buf[:pos]
+        elif pos < n:
+            self._buf += buf[pos:n]  # keep the incomplete frame for the next read
         return out
 
 
@@ -115,22 +137,25 @@ class NodeChannel:
 
     def receive(self) -> list[Any] | None:
         """Read what is available; return messages, or None if the peer closed."""
-        chunks: list[bytes] = []
+        dec = self._decoder
+        out: list[Any] = []
+        got = False
         while True:
             try:
-                data = self.sock.recv(_RECV_SIZE)
+                n = dec.read_from(self.sock)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 return None
-            if not data:
-                if chunks:
+            if not n:
+                if got:
                     break
                 return None
-            chunks.append(data)
-            if len(data) < _RECV_SIZE:
+            got = True
+            out.extend(dec.take(n))
+            if n < _RECV_SIZE:
                 break
-        return self._decoder.feed(b"".join(chunks))
+        return out
 
     def close(self) -> None:
         if not self.closed:
@@ -164,15 +189,15 @@ class BlockingChannel:
                     return []
                 self.sock.settimeout(remaining)
             try:
-                data = self.sock.recv(_RECV_SIZE)
+                n = self._decoder.read_from(self.sock)
             except TimeoutError:
                 return []
             finally:
                 if deadline is not None:
                     self.sock.settimeout(None)
-            if not data:
+            if not n:
                 raise ConnectionError("the node closed the connection")
-            msgs = self._decoder.feed(data)
+            msgs = self._decoder.take(n)
             if msgs:
                 return msgs
 
