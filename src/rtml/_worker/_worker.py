@@ -83,6 +83,9 @@ class Worker:
         self.cancels: set[int] = set()
         self.in_user = False
         self.interrupt_pending = False
+        self.held: list[tuple] = []  # finished results waiting to ride with the next frame
+        self.held_since = 0.0
+        self.fn_time: dict[str, float] = {}  # per function: moving average of run time (s)
         self.exiting = False
         self.client = WorkerClient(self, wid, session, shm_dir)
         self.actor_host: Any = None
@@ -93,7 +96,33 @@ class Worker:
             rm = self.client.ref_message()
             if rm is not None:
                 msgs.insert(0, rm)
+            if self.held:  # held results (each after its own ref updates) go first, so the
+                msgs[:0] = self.held  # node sees exactly the order of sending at once
+                self.held = []
             self.chan.send(msgs)
+
+    def finish(self, msg: tuple, fn_id: str, duration: float) -> None:
+        """Send a task's result, or carry it with the next frame when tiny tasks follow.
+
+        A result is held only while the next queued task's function is known to take under
+        100 µs, for at most 64 results and 1 ms: the driver then wakes and decodes once per
+        batch instead of once per task. A result with nothing (or anything slower) queued
+        behind it leaves at once.
+        """
+        old = self.fn_time.get(fn_id)
+        self.fn_time[fn_id] = duration if old is None else 0.8 * old + 0.2 * duration
+        if self.queue and self.actor_host is None and len(self.held) < 64:
+            now = time.perf_counter()
+            est = self.fn_time.get(self.queue[0][1].fn_id)
+            if est is not None and est < 0.0001 and (not self.held or now - self.held_since < 0.001):
+                if not self.held:
+                    self.held_since = now
+                rm = self.client.ref_message()  # updates made so far precede this result
+                if rm is not None:
+                    self.held.append(rm)
+                self.held.append(msg)
+                return
+        self.send([msg])
 
     def flush_refs(self) -> None:
         """Send pending ref releases now (e.g. those of a result, once "done" is sent)."""
@@ -307,7 +336,7 @@ class Worker:
             self.cancels.discard(spec.task_id)
             self.interrupt_pending = False
         duration = time.perf_counter() - t0
-        self.send([("done", spec.task_id, results, duration, retryable)])
+        self.finish(("done", spec.task_id, results, duration, retryable), spec.fn_id, duration)
         # The node holds the refs inside the result now; our releases of them ride with the
         # next message, or are flushed before the worker goes idle (run()).
         del value
@@ -320,6 +349,8 @@ class Worker:
                 m = self.queue.popleft()
                 self.execute(m[1], m[2], m[3])
                 continue
+            if self.held:
+                self.send([])  # never sit idle on held results
             if counter.acquired or counter.released:
                 self.flush_refs()  # never sit idle on releases: the node would keep objects
             for m in self.chan.receive():
