@@ -33,11 +33,11 @@ def test_gpu_ids_whole_and_fractional():
     pool.validate()
 
 
-def test_feasible_room_and_missing():
+def test_feasible_and_room():
     pool = ResourcePool({"CPU": 2.0, "sensor": 1.0})
     assert pool.feasible({"CPU": 1.0, "sensor": 1.0})
     assert not pool.feasible({"CPU": 3.0})
-    assert pool.missing({"CPU": 1.0, "camera": 1.0}) == {"camera": 1.0}
+    assert not pool.feasible({"CPU": 1.0, "camera": 1.0})
     assert pool.room_for({"CPU": 0.5}) == 4
     assert pool.room_for({}) > 1000
 

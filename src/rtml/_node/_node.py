@@ -30,7 +30,7 @@ from typing import Any
 from rtml import exceptions as exc
 from rtml._node._objects import ERR, PENDING, SHM, ObjectTable, Waiter
 from rtml._node._tasks import ASSIGNED, FINISHED, QUEUED, STREAMING, WAITING, TaskRec, TaskSpec
-from rtml._runtime._ids import DRIVER_INDEX, process_of_task, put_id, return_id, task_of, to_hex
+from rtml._runtime._ids import DRIVER_INDEX, put_id, return_id, task_of, to_hex
 from rtml._scheduler import ResourcePool, shape_key
 
 STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
@@ -732,9 +732,6 @@ class Node:
             self.io.kill(w.wid)
 
     # ------------------------------------------------------------------ introspection
-    def owner_of(self, oid: int) -> int:
-        return process_of_task(task_of(oid))
-
     def validate(self) -> None:
         self.objects.validate()
         self.resources.validate()
@@ -758,4 +755,3 @@ def _unlink(path: Any) -> None:
         os.unlink(path)
     except (OSError, TypeError):
         pass
-

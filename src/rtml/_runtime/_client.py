@@ -20,7 +20,6 @@ from typing import Any
 import cloudpickle
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR
 from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._runtime import _ids
 from rtml._runtime._payload import DepMarker, decode_value, encode_value
@@ -178,7 +177,3 @@ class CoreClient:
 
     def _wait(self, ids: list[int], num_returns: int, timeout: float | None) -> list[int]:
         raise NotImplementedError
-
-
-def is_error_payload(kind: int) -> bool:
-    return kind == ERR

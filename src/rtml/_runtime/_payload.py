@@ -7,7 +7,7 @@ import pickle
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR, INLINE, SHM
+from rtml._node._objects import INLINE, SHM
 from rtml._object_store._segments import read_value, segment_path, write_segment
 from rtml._serialization import INLINE_THRESHOLD, dumps
 
@@ -70,7 +70,3 @@ def load_error(payload: bytes) -> BaseException:
 
 def raise_error(payload: bytes) -> None:
     raise load_error(payload)
-
-
-def is_error(kind: int) -> bool:
-    return kind == ERR

@@ -88,11 +88,6 @@ class ResourcePool:
         total = self.total
         return all(total.get(k, 0) >= v for k, v in self._fixed(req))
 
-    def missing(self, req: Mapping[str, float]) -> dict[str, float]:
-        return {
-            k: v for k, v in req.items() if self.total.get(k, 0) < _fx(v)
-        }
-
     def fits(self, req: Mapping[str, float]) -> bool:
         av = self.available
         for k, v in self._fixed(req):

@@ -18,7 +18,6 @@ from rtml._serialization._serializer import (
     SerializationError,
     Serialized,
     dumps,
-    dumps_inline,
     loads,
 )
 
@@ -27,6 +26,5 @@ __all__ = [
     "SerializationError",
     "Serialized",
     "dumps",
-    "dumps_inline",
     "loads",
 ]

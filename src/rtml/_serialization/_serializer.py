@@ -88,12 +88,6 @@ def dumps(value: Any, what: str = "value") -> Serialized:
     return Serialized(data, buffers, contained)
 
 
-def dumps_inline(value: Any, what: str = "value") -> tuple[bytes, list[int]]:
-    """Pickle ``value`` in band (for values known to be small, e.g. task arguments)."""
-    s = dumps(value, what)
-    return s.inline_bytes(), s.contained
-
-
 def loads(data: Any, buffers: Any = None) -> Any:
     """Unpickle bytes (and optional out-of-band buffer views)."""
     if buffers:
