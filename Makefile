@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench compare
+.PHONY: setup demo test lint bench compare redis-server
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,12 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/mypy
 
-test: lint
+# The control plane's Redis backend is tested against a real redis-server (started by the
+# tests on free ports; no system service is started).
+redis-server:
+	command -v redis-server >/dev/null || (apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq redis-server)
+
+test: lint redis-server
 	$(PY) -m pytest -q
 
 bench: setup

@@ -41,9 +41,10 @@ class _Decoder:
     """Frames from a byte stream. Reads land in one reused buffer (``recv_into``); complete
     frames are decoded straight from it, and only a partial frame's bytes are kept."""
 
-    __slots__ = ("_buf", "_rbuf", "_rview")
+    __slots__ = ("_buf", "_max", "_rbuf", "_rview")
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._max = max_frame
         self._buf = bytearray()  # bytes of an incomplete frame, carried to the next read
         self._rbuf = bytearray(_RECV_SIZE)
         self._rview = memoryview(self._rbuf)
@@ -71,8 +72,8 @@ class _Decoder:
         pos = 0
         while n - pos >= 4:
             (length,) = _HEADER.unpack_from(buf, pos)
-            if length >= MAX_FRAME:
-                raise FrameError(f"frame of {length} bytes exceeds the limit")
+            if length >= self._max:
+                raise FrameError(f"frame of {length} bytes exceeds the limit of {self._max}")
             end = pos + 4 + length
             if end > n:
                 break
@@ -94,13 +95,13 @@ class NodeChannel:
 
     __slots__ = ("_decoder", "_out", "_pending", "closed", "fileno", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fileno = sock.fileno()
         self._out: list[Any] = []
         self._pending = b""
-        self._decoder = _Decoder()
+        self._decoder = _Decoder(max_frame)
         self.closed = False
 
     def queue(self, msg: Any) -> None:
@@ -171,10 +172,10 @@ class BlockingChannel:
 
     __slots__ = ("_decoder", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME) -> None:
         sock.setblocking(True)
         self.sock = sock
-        self._decoder = _Decoder()
+        self._decoder = _Decoder(max_frame)
 
     def send(self, msgs: list[Any]) -> None:
         self.sock.sendall(encode(msgs))
