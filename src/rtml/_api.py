@@ -17,7 +17,7 @@ _runtime: Any = None
 _IGNORED_INIT = {
     "include_dashboard", "dashboard_host", "dashboard_port", "logging_level", "logging_format",
     "configure_logging", "log_to_driver_level", "job_config", "_temp_dir", "_system_config",
-    "_plasma_directory", "_node_ip_address", "_enable_object_reconstruction", "local_mode",
+    "_plasma_directory", "_node_ip_address", "_enable_object_reconstruction",
     "runtime_env_setup", "storage", "_memory", "_redis_password", "enable_resource_isolation",
     "labels", "_metrics_export_port", "logging_config", "_tracing_startup_hook",
 }
@@ -55,13 +55,17 @@ def init(
     ignore_reinit_error: bool = False,
     log_to_driver: bool = True,
     runtime_env: dict[str, Any] | None = None,
+    local_mode: bool = False,
     **kwargs: Any,
 ) -> InitContext:
-    """Start the embedded single-machine runtime (or return the running one).
+    """Start an embedded runtime, or join a running cluster (``address=``) as a new job.
 
     Args:
-        address: must be None for now (connecting to a running cluster comes with the
-            cluster issue).
+        address: ``"HOST:PORT"`` of a running cluster's control plane (as ``rtml start
+            --head`` prints) to join it as a new job; ``"auto"`` for the cluster this user
+            started last on this machine; ``"local"`` or None (and no ``$RTML_ADDRESS``) to
+            start an embedded runtime. The cluster's token is found in this user's token
+            file on the same machine, else in ``$RTML_TOKEN``.
         num_cpus: CPUs to schedule on (default: the machine's CPU count); fractional allowed.
         num_gpus: GPUs to declare (default 0); tasks get device ids via ``get_gpu_ids()``.
         resources: custom resources, e.g. ``{"sensor": 2}``.
@@ -70,6 +74,10 @@ def init(
         ignore_reinit_error: return quietly if already initialized.
         log_to_driver: print what tasks print here, prefixed with the task name and pid.
         runtime_env: ``{"env_vars": {...}}`` set in every worker.
+        local_mode: run every task and actor call in this process, one at a time, when it is
+            submitted (no workers), so breakpoints and debuggers work inside tasks; same API
+            and errors. Ignores ``$RTML_ADDRESS``; see ``rtml._runtime._local`` for what
+            differs.
 
     Returns:
         An InitContext (a dict; also a context manager that shuts down on exit).
@@ -78,8 +86,9 @@ def init(
         RuntimeError: already initialized and ``ignore_reinit_error`` is False.
         ValueError / TypeError: an argument is invalid (the message says which).
     """
+    from rtml._node._build import default_object_store_memory
     from rtml._runtime._options import env_vars_of
-    from rtml._runtime._runtime import Config, Runtime, default_object_store_memory
+    from rtml._runtime._runtime import Config, Runtime
     from rtml._scheduler import normalize_request
 
     global _runtime
@@ -93,11 +102,16 @@ def init(
             raise RuntimeError(
                 "rtml.init() was called twice; call rtml.shutdown() first, or pass "
                 "ignore_reinit_error=True")
-        if address is not None and address not in ("local",):
-            raise ConnectionError(
-                f"cannot connect to {address!r}: joining a running rtml cluster is not "
-                "available in this version; call rtml.init() without an address to start an "
-                "embedded runtime")
+        if local_mode and address not in (None, "local"):
+            raise ValueError(
+                f"local_mode=True runs everything in this process; it cannot join the cluster "
+                f"at {address!r} (drop address=, or drop local_mode=True)")
+        if address is None and not local_mode:
+            address = os.environ.get("RTML_ADDRESS") or None
+        if address is not None and address != "local":
+            return _connect(address, namespace, log_to_driver, env_vars_of(runtime_env),
+                            num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                            object_store_memory=object_store_memory)
         cpus = float(os.cpu_count() or 1) if num_cpus is None else num_cpus
         normalize_request(cpus, num_gpus or 0, resources)  # validates the numbers
         if object_store_memory is None:
@@ -111,10 +125,34 @@ def init(
             namespace=namespace or "default", log_to_driver=log_to_driver,
             env_vars=env_vars_of(runtime_env) or {},
         )
-        rt = Runtime(config)
+        if local_mode:
+            from rtml._runtime._local import LocalRuntime
+
+            rt: Any = LocalRuntime(config)
+        else:
+            rt = Runtime(config)
         rt.start()
         _runtime = rt
         return _context_info()
+
+
+def _connect(address: str, namespace: str | None, log_to_driver: bool,
+             env_vars: dict[str, str] | None, **node_options: Any) -> InitContext:
+    """Join a running cluster as a new job (``_init_lock`` held)."""
+    from rtml._runtime._remote import RemoteRuntime
+
+    global _runtime
+    given = sorted(k for k, v in node_options.items() if v is not None)
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} cannot be given when connecting to a running cluster (they "
+            "describe a node); pass them to `rtml start` instead")
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a string like 'HOST:PORT' or 'auto', got {address!r}")
+    rt = RemoteRuntime(address, None, namespace, log_to_driver, env_vars)
+    rt.start()
+    _runtime = rt
+    return _context_info()
 
 
 def _context_info() -> InitContext:
@@ -123,7 +161,7 @@ def _context_info() -> InitContext:
         node_id=rt.node_id if rt else None,
         session_name=rt.session if rt else None,
         webui_url=None,
-        address="local",
+        address=getattr(rt, "address", "local"),
     )
     return info
 
@@ -285,11 +323,9 @@ def get_gpu_ids() -> list[int]:
 
 
 def nodes() -> list[dict[str, Any]]:
-    """The nodes of the runtime (one for the embedded runtime)."""
-    client = _client()
-    total, _ = client.resources()
-    return [{"NodeID": client.node_id, "Alive": True, "Resources": total,
-             "NodeManagerAddress": "127.0.0.1"}]
+    """The nodes of the runtime (one for the embedded runtime), alive or dead, with Ray's keys
+    (``NodeID``, ``Alive``, ``Resources``, ``NodeManagerAddress``, ``Labels``...)."""
+    return _client().nodes()
 
 
 class RuntimeContext:

@@ -9,6 +9,7 @@ import pickle
 from typing import Any
 
 from rtml import exceptions as exc
+from rtml._node._objects import Waiter
 
 
 def dispatch(node: Any, shell: Any, wid: int, m: tuple) -> None:
@@ -58,23 +59,25 @@ def _put(node: Any, shell: Any, wid: int, m: tuple) -> None:
 
 def _get(node: Any, shell: Any, wid: int, m: tuple) -> None:
     _tag, req, ids = m
-    w = node.workers.get(wid)
+    w = node.workers.get(wid) or node.clients.get(wid)
 
-    def answer(_waiter: Any) -> None:
-        if w is not None and w.requests.pop(req, None) is not None:
+    def attempt(fired: Any = None) -> None:
+        if fired is not None and w is not None and w.requests.pop(req, None) is not None:
             node._unblock(wid)
-        shell.send(wid, ("reply", req, [node.payload(o) for o in ids]))
+        # (In a cluster an object may have been sealed as REMOTE meanwhile: add_get then
+        # pulls it here and waits again.)
+        waiter = node.add_get(wid, ids, attempt)
+        if waiter is None:
+            shell.send(wid, ("reply", req, [node.payload(o) for o in ids]))
+        elif w is not None:
+            w.requests[req] = (waiter, ids)
 
-    waiter = node.add_get(wid, ids, answer)
-    if waiter is None:
-        shell.send(wid, ("reply", req, [node.payload(o) for o in ids]))
-    elif w is not None:
-        w.requests[req] = (waiter, ids)
+    attempt()
 
 
 def _wait(node: Any, shell: Any, wid: int, m: tuple) -> None:
     _tag, req, ids, num_returns, block = m
-    w = node.workers.get(wid)
+    w = node.workers.get(wid) or node.clients.get(wid)
     objects = node.objects
 
     def sealed() -> list[int]:
@@ -93,7 +96,7 @@ def _wait(node: Any, shell: Any, wid: int, m: tuple) -> None:
 
 
 def _unget(node: Any, shell: Any, wid: int, m: tuple) -> None:
-    w = node.workers.get(wid)
+    w = node.workers.get(wid) or node.clients.get(wid)
     if w is None:
         return
     r = w.requests.pop(m[1], None)
@@ -123,11 +126,78 @@ def _stream_drop(node: Any, shell: Any, wid: int, m: tuple) -> None:
 
 
 def _log(node: Any, shell: Any, wid: int, m: tuple) -> None:
-    shell.log(wid, m[1], m[2], m[3])
+    shell.log(wid, m[1], m[2], m[3], m[4])
+
+
+def _client_hello(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    c = node.clients.get(wid)
+    if c is None:
+        raise exc.RtmlSystemError(f"process {wid} is not a client connection")
+    c.info = dict(m[2])
+    shell.send(wid, ("reply", m[1], {**shell.node_info, "proc": wid}))
+
+
+def resources_of(node: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """(total, available) of the whole runtime: this node, or every live node of its cluster."""
+    total, avail = node.resources.totals(), node.resources.availability()
+    cluster = node.cluster
+    if cluster is None:
+        return total, avail
+    total, avail = dict(total), dict(avail)
+    for v in cluster.view.values():
+        if v.alive and v.node_id != cluster.node_id:
+            for k, x in v.totals.items():
+                total[k] = total.get(k, 0.0) + x
+            for k, x in v.available.items():
+                avail[k] = avail.get(k, 0.0) + max(0.0, x)
+    return total, avail
+
+
+def nodes_of(node: Any, node_id: str) -> list[dict[str, Any]]:
+    """``rtml.nodes()``: Ray's fields for each node (alive or dead) of the runtime."""
+    cluster = node.cluster
+    if cluster is None:
+        return [{"NodeID": node_id, "Alive": True, "Resources": node.resources.totals(),
+                 "NodeManagerAddress": "127.0.0.1", "Labels": {}}]
+    out = []
+    for v in sorted(cluster.view.values(), key=lambda v: v.index):
+        host, _, port = v.address.rpartition(":")
+        out.append({"NodeID": v.node_id, "Alive": v.alive, "Resources": dict(v.totals),
+                    "NodeManagerAddress": host, "NodeManagerPort": int(port or 0),
+                    "Labels": dict(v.labels), "Index": v.index})
+    return out
 
 
 def _resources(node: Any, shell: Any, wid: int, m: tuple) -> None:
-    shell.send(wid, ("reply", m[1], (node.resources.totals(), node.resources.availability())))
+    shell.send(wid, ("reply", m[1], resources_of(node)))
+
+
+def _nodes(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    shell.send(wid, ("reply", m[1], nodes_of(node, shell.node_info.get("node_id", ""))))
+
+
+def _fetch(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    """A peer node asks for objects: the reply waits until each is sealed (never pulling a
+    remote one here first) and says where the bytes are; see ClusterState.fetch_value."""
+    _tag, req, ids = m
+    cluster = node.cluster
+    objects = node.objects
+
+    def answer(_waiter: Any = None) -> None:
+        shell.send(wid, ("reply", req, [cluster.fetch_value(o) for o in ids]))
+
+    pending = {o for o in ids if o in objects and not objects.is_sealed(o)}
+    if not pending:
+        answer()
+        return
+    waiter = Waiter(len(pending), answer)
+    for o in pending:
+        objects.add_waiter(o, waiter)
+
+
+def _pull(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    _tag, req, oid, offset, length = m
+    shell.send(wid, ("reply", req, node.cluster.serve_pull(oid, offset, length)))
 
 
 _HANDLERS = {
@@ -145,4 +215,8 @@ _HANDLERS = {
     "stream_drop": _stream_drop,
     "log": _log,
     "resources": _resources,
+    "client_hello": _client_hello,
+    "nodes": _nodes,
+    "fetch": _fetch,
+    "pull": _pull,
 }

@@ -28,8 +28,17 @@ from collections import deque
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR, PENDING, SHM, ObjectTable, Waiter
-from rtml._node._tasks import ASSIGNED, FINISHED, QUEUED, STREAMING, WAITING, TaskRec, TaskSpec
+from rtml._node._objects import ERR, PENDING, REMOTE, SHM, ObjectTable, Waiter
+from rtml._node._tasks import (
+    ASSIGNED,
+    FINISHED,
+    FORWARDED,
+    QUEUED,
+    STREAMING,
+    WAITING,
+    TaskRec,
+    TaskSpec,
+)
 from rtml._runtime._ids import DRIVER_INDEX, put_id, return_id, task_of, to_hex
 from rtml._scheduler import ResourcePool, shape_key
 
@@ -53,6 +62,18 @@ class WorkerRec:
         self.requests: dict[int, Any] = {}
         self.actor: Any = None
         self.started = time.monotonic()
+
+
+class ClientRec:
+    """A process served over a network connection rather than spawned here: a cluster driver.
+    It holds refs and waits on objects like a worker, but is never leased nor lends CPU."""
+
+    __slots__ = ("info", "requests", "wid")
+
+    def __init__(self, wid: int) -> None:
+        self.wid = wid
+        self.requests: dict[int, Any] = {}
+        self.info: dict[str, Any] = {}
 
 
 class StreamRec:
@@ -82,6 +103,7 @@ class Node:
         self.objects = ObjectTable(self._delete_payload)
         self.tasks: dict[int, TaskRec] = {}
         self.workers: dict[int, WorkerRec] = {}
+        self.clients: dict[int, ClientRec] = {}
         self.idle: list[WorkerRec] = []
         self.leased: dict[tuple, list[WorkerRec]] = {}
         self.ready: dict[tuple, deque[TaskRec]] = {}
@@ -94,6 +116,7 @@ class Node:
         self.n_starting = 0
         self.n_blocked = 0
         self.actors: Any = None  # set by the actor manager
+        self.cluster: Any = None  # a cluster node's ClusterState (_cluster.py); None embedded
         self.closed = False
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "workers_started": 0,
                       "workers_died": 0}
@@ -104,6 +127,8 @@ class Node:
     def _delete_payload(self, oid: int, entry: Any) -> None:
         if entry.kind == SHM and self.store is not None:
             self.store.delete(oid)
+        if self.cluster is not None:
+            self.cluster.on_free(oid, entry)
         actors = self.actors
         if actors is not None and oid in actors.handles:  # the last handle to an actor is gone
             actors.out_of_scope(oid)
@@ -116,7 +141,10 @@ class Node:
     def ref_updates(self, proc: int, acquired: list[int], released: list[int]) -> None:
         h = self.held.get(proc)
         objects = self.objects
+        cluster = self.cluster
         for oid in acquired:
+            if cluster is not None and oid not in objects:
+                cluster.adopt(oid)  # owned by another node: borrow it from there
             if h is not None and oid not in h and objects.add_ref(oid):
                 h.add(oid)
         for oid in released:
@@ -173,6 +201,8 @@ class Node:
             return ERR, _error_blob(exc.ObjectLostError(
                 to_hex(oid), f"object {to_hex(oid)} was freed or never existed: no reference to it remained "
                 "(keep an ObjectRef alive for as long as you need its value)"))
+        if e.kind == REMOTE:
+            return REMOTE, e.payload
         if e.kind == SHM:
             try:
                 return SHM, self.store.get_path(oid)
@@ -202,12 +232,22 @@ class Node:
             if parent.children is None:
                 parent.children = []
             parent.children.append(tid)
+        cluster = self.cluster
+        if cluster is not None:
+            t.local_only = cluster.is_peer(proc)
+            for c in spec.contained:
+                if c not in objects:
+                    cluster.adopt(c)
         for c in spec.contained:
             objects.add_ref(c)
         if spec.actor_id is not None:
             self.actors.submit(t)
             return
         if not self._pin_deps(t):
+            return
+        if cluster is not None and not t.local_only:
+            if t.deps_left == 0 and t.state == WAITING:
+                self._ready(t)
             return
         if not self.resources.feasible(spec.resources):
             self._fail(t, exc.TaskUnschedulableError(
@@ -223,6 +263,12 @@ class Node:
         """Pin the arguments and wait for the pending ones. False if the task already failed
         (an argument was freed, or is an error that the task inherits)."""
         objects = self.objects
+        cluster = self.cluster
+        if cluster is not None:
+            for d in t.spec.deps:
+                if d not in objects:
+                    cluster.adopt(d)
+                cluster.localize(d)
         for d in t.spec.deps:
             if d not in objects:
                 self._fail(t, exc.ObjectLostError(
@@ -254,8 +300,42 @@ class Node:
             if t.spec.actor_id is not None:
                 self.actors.deps_ready(t)
             else:
-                self._enqueue(t)
-                self.schedule()
+                self._ready(t)
+
+    def _fetch_deps(self, t: TaskRec) -> bool:
+        """Cluster: inputs that were sealed on another node are pulled here before the task
+        runs here (True: it waits for them again)."""
+        objects = self.objects
+        for d in t.spec.deps:
+            e = objects.get(d)
+            if e is not None and e.kind == REMOTE:  # (PENDING: already being pulled)
+                self.cluster.localize(d)
+                if objects.add_waiter(d, t):
+                    t.deps_left += 1
+        return t.deps_left > 0
+
+    def _ready(self, t: TaskRec) -> None:
+        """A task's inputs are all sealed: run it here, or (cluster) where placement says."""
+        cluster = self.cluster
+        if cluster is not None and not t.local_only:
+            try:
+                target = cluster.place(t)
+            except exc.TaskUnschedulableError as e:
+                self._fail(t, e)
+                return
+            if target is not None:
+                if target:  # else parked until a node that fits it joins
+                    cluster.forward(t, target)
+                return
+        elif cluster is not None and not self.resources.feasible(t.spec.resources):
+            self._fail(t, exc.TaskUnschedulableError(
+                f"task {t.spec.name} asks for {t.spec.resources}, but the node it was sent to "
+                f"only has {self.resources.totals()}"))
+            return
+        if cluster is not None and self._fetch_deps(t):
+            return
+        self._enqueue(t)
+        self.schedule()
 
     def _enqueue(self, t: TaskRec, front: bool = False) -> None:
         t.state = QUEUED
@@ -379,6 +459,28 @@ class Node:
         self.stats["workers_started"] += 1
         self.io.spawn(wid, actor)
         return w
+
+    def add_client(self) -> ClientRec:
+        c = ClientRec(self.next_wid)
+        self.next_wid += 1
+        self.clients[c.wid] = c
+        self.held[c.wid] = set()
+        return c
+
+    def remove_client(self, wid: int) -> None:
+        """A client disconnected: drop its waits and release every ref it held (its actors end
+        with their last handle, as when a driver exits)."""
+        c = self.clients.pop(wid, None)
+        if c is None:
+            return
+        for waiter, ids in c.requests.values():
+            waiter.done = True
+            for o in set(ids):
+                self.objects.remove_waiter(o, waiter)
+        c.requests.clear()
+        for oid in self.held.pop(wid, ()):
+            self.objects.release(oid)
+        self.schedule()
 
     # ------------------------------------------------------------------ messages from workers
     def on_hello(self, wid: int, pid: int) -> None:
@@ -574,6 +676,10 @@ class Node:
     def add_get(self, proc: int, ids: list[int], callback: Any) -> Waiter | None:
         """Register interest in ``ids``; None if all are sealed already (call ``payload``)."""
         objects = self.objects
+        cluster = self.cluster
+        if cluster is not None:
+            for o in ids:
+                cluster.localize(o)
         pending = [o for o in ids if not objects.is_sealed(o) and o in objects]
         if not pending:
             return None
@@ -659,6 +765,9 @@ class Node:
         if t.state in (WAITING, QUEUED):
             self._fail(t, err)
             return
+        if t.state == FORWARDED:
+            self.cluster.cancel(t, oid, force, recursive)
+            return
         w = t.worker
         t.cancelled = True
         if w.assigned and w.assigned[0] is not t:
@@ -673,6 +782,9 @@ class Node:
 
     # ------------------------------------------------------------------ failures
     def on_worker_exit(self, wid: int, how: str) -> None:
+        if wid in self.clients:
+            self.remove_client(wid)
+            return
         w = self.workers.get(wid)
         if w is None or w.state == DEAD:
             return

@@ -21,6 +21,7 @@ from typing import Any
 
 PENDING, READY, ERROR = 0, 1, 2
 INLINE, SHM, ERR = 0, 1, 2  # payload kinds: pickled bytes, shared-memory path, pickled error
+REMOTE = 3  # cluster: the value is on another node, payload = (node id, size or None)
 
 
 class ObjEntry:
@@ -128,11 +129,15 @@ class ObjectTable:
         e.payload = payload
         e.size = size
         if contained:
-            e.contained = tuple(contained)
-            for c in e.contained:
+            # Only what is here is held (and released when this is freed): in a cluster the
+            # others are owned elsewhere, and whoever holds this value's source keeps them.
+            held = []
+            for c in contained:
                 ce = self.entries.get(c)
                 if ce is not None:
                     ce.refs += 1
+                    held.append(c)
+            e.contained = tuple(held)
         waiters = e.waiters
         e.waiters = None
         if e.dropped or e.refs <= 0:

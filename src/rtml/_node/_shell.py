@@ -20,10 +20,11 @@ import socket
 import subprocess
 import sys
 import threading
+import traceback
 from typing import Any
 
 from rtml._node._dispatch import dispatch
-from rtml._transport import NodeChannel
+from rtml._transport import FrameError, NodeChannel
 
 
 class NodeShell:
@@ -51,6 +52,12 @@ class NodeShell:
         self.log_sink = log_sink
         self.thread = threading.Thread(target=self._loop, name="rtml-node-io", daemon=True)
         self.on_idle: list[Any] = []
+        self.node_info: dict[str, Any] = {}  # what a client learns at "client_hello"
+        self.on_client_log: Any = None  # cluster node: routes worker output to drivers
+        self.token: bytes | None = None  # cluster node: for links to other nodes
+        self.link_frame = 1 << 30
+        self._next_link = -1  # links to other nodes get negative channel ids
+        self._link_backlog: dict[int, list[Any]] = {}  # messages sent while connecting
 
     def start(self) -> None:
         self.thread.start()
@@ -61,6 +68,63 @@ class NodeShell:
         if ch is not None:
             ch.queue(msg)
             self.dirty.add(ch)
+        elif wid < 0:
+            backlog = self._link_backlog.get(wid)
+            if backlog is not None:
+                backlog.append(msg)
+
+    # ------------------------------------------------------------------ links to other nodes
+    def open_link(self, node_id: str, address: str, hello: dict[str, Any]) -> int:
+        """Connect (on a thread) to another node as its client; returns the channel id that
+        ``send`` takes at once (messages wait until the connection is up)."""
+        wid = self._next_link
+        self._next_link -= 1
+        self._link_backlog[wid] = [("client_hello", 0, hello)]
+        threading.Thread(target=self._connect_link, args=(wid, address), daemon=True,
+                         name="rtml-node-link").start()
+        return wid
+
+    def _connect_link(self, wid: int, address: str) -> None:
+        from rtml._transport._auth import connect
+
+        try:
+            assert self.token is not None
+            sock = connect(address, self.token)
+        except (ConnectionError, OSError) as e:
+            print(f"rtml node: cannot reach node at {address}: {e}", file=sys.stderr)
+            with self.node.lock:
+                self._link_backlog.pop(wid, None)
+                self.node.cluster.on_link_closed(wid)
+                self.flush()
+            return
+        ch = NodeChannel(sock, self.link_frame)
+        with self.node.lock:
+            backlog = self._link_backlog.pop(wid, None)
+            if backlog is None or self._stopping:  # closed meanwhile
+                ch.close()
+                return
+            self.channels[wid] = ch
+            for m in backlog:
+                ch.queue(m)
+            self.dirty.add(ch)
+            self._to_register.append((wid, ch))
+            self.flush()
+        self.wake()
+
+    def close_link(self, wid: int) -> None:
+        """Drop a link (its node is dead); the selector thread sees the close."""
+        self._link_backlog.pop(wid, None)
+        ch = self.channels.get(wid)
+        if ch is not None:
+            try:
+                ch.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def log_remote(self, args: tuple) -> None:
+        """Worker output another node forwarded: to this node's drivers of that job."""
+        if self.on_client_log is not None:
+            self.on_client_log(*args)
 
     def flush(self) -> None:
         """Flush queued messages; call with node.lock held."""
@@ -107,6 +171,16 @@ class NodeShell:
         if threading.current_thread() is not self.thread:
             self.wake()
 
+    def attach(self, sock: socket.socket, max_frame: int) -> int:
+        """Serve an authenticated connection (a cluster driver) as a client process."""
+        ch = NodeChannel(sock, max_frame)
+        with self.node.lock:
+            wid = self.node.add_client().wid
+            self.channels[wid] = ch
+            self._to_register.append((wid, ch))
+        self.wake()
+        return wid
+
     def kill(self, wid: int) -> None:
         proc = self.procs.get(wid)
         if proc is not None and proc.poll() is None:
@@ -129,12 +203,12 @@ class NodeShell:
                 except OSError:
                     pass
 
-    def log(self, wid: int, stream: str, text: str, name: str) -> None:
+    def log(self, wid: int, stream: str, text: str, name: str, job: str | None) -> None:
         if not self.log_to_driver:
             return
         proc = self.procs.get(wid)
         pid = proc.pid if proc is not None else "?"
-        self.log_sink(stream, name, pid, text)
+        self.log_sink(stream, name, pid, text, job)
 
     # ------------------------------------------------------------------ the selector thread
     def _loop(self) -> None:
@@ -161,12 +235,25 @@ class NodeShell:
                     if mask & selectors.EVENT_WRITE and ch.flush() is False:
                         self._writers.discard(ch)
                     if mask & selectors.EVENT_READ:
-                        msgs = ch.receive()
+                        try:
+                            msgs = ch.receive()
+                        except FrameError as e:  # a broken or hostile peer: drop only it
+                            print(f"rtml node: closing connection {wid}: {e}", file=sys.stderr)
+                            msgs = None
                         if msgs is None:
                             self._close(wid, ch)
                             continue
-                        for m in msgs:
-                            dispatch(node, self, wid, m)
+                        try:
+                            if wid < 0:
+                                for m in msgs:
+                                    node.cluster.on_link_message(wid, m)
+                            else:
+                                for m in msgs:
+                                    dispatch(node, self, wid, m)
+                        except Exception:  # a malformed message: drop that peer, not the node
+                            print(f"rtml node: closing connection {wid} after a bad message:\n"
+                                  f"{traceback.format_exc()}", file=sys.stderr)
+                            self._close(wid, ch)
                 self.flush()
                 self._update_registrations()
                 for fn in self.on_idle:
@@ -201,6 +288,9 @@ class NodeShell:
         self.channels.pop(wid, None)
         self._writers.discard(ch)
         self.dirty.discard(ch)
+        if wid < 0:
+            self.node.cluster.on_link_closed(wid)
+            return
         proc = self.procs.pop(wid, None)
         how = "connection closed"
         if proc is not None:
@@ -217,7 +307,8 @@ class NodeShell:
         with self.node.lock:
             self.node.closed = True
             for wid in list(self.channels):
-                self.send(wid, ("exit",))
+                if wid > 0:  # workers and drivers; not our links to other nodes
+                    self.send(wid, ("exit",))
             self.flush()
         self._stopping = True
         self.wake()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 WAITING, QUEUED, ASSIGNED, FINISHED = 0, 1, 2, 3
+FORWARDED = 4  # cluster: sent to another node to run; its results come back from there
 STREAMING = -1  # num_returns of a generator task whose values stream as they are produced
 
 
@@ -12,15 +13,17 @@ class TaskSpec:
     """Everything needed to run (and re-run) one task. Immutable once submitted."""
 
     __slots__ = (
-        "actor_id", "args", "contained", "deps", "env_vars", "fn_id", "max_retries", "name",
-        "num_returns", "owner", "resources", "retry_exceptions", "seq", "task_id",
+        "actor_id", "args", "contained", "deps", "env_vars", "fn_id", "job", "max_retries",
+        "name", "num_returns", "owner", "resources", "retry_exceptions", "seq", "strategy",
+        "task_id",
     )
 
     def __init__(
         self, task_id: int, fn_id: str, name: str, args: bytes, deps: tuple[int, ...],
         contained: tuple[int, ...], num_returns: int, resources: dict[str, float],
         max_retries: int, retry_exceptions: Any, owner: int, env_vars: dict[str, str] | None,
-        actor_id: int | None = None, seq: int = 0,
+        actor_id: int | None = None, seq: int = 0, job: tuple[str, str] | None = None,
+        strategy: Any = None,
     ) -> None:
         self.task_id = task_id
         self.fn_id = fn_id
@@ -36,12 +39,14 @@ class TaskSpec:
         self.env_vars = env_vars
         self.actor_id = actor_id
         self.seq = seq
+        self.job = job  # (job id, namespace) of a cluster driver's work; None when embedded
+        self.strategy = strategy  # None, "SPREAD" or ("node", node id, soft): see _placement
 
     def __reduce__(self) -> Any:
         return (TaskSpec, (
             self.task_id, self.fn_id, self.name, self.args, self.deps, self.contained,
             self.num_returns, self.resources, self.max_retries, self.retry_exceptions,
-            self.owner, self.env_vars, self.actor_id, self.seq,
+            self.owner, self.env_vars, self.actor_id, self.seq, self.job, self.strategy,
         ))
 
 
@@ -49,8 +54,8 @@ class TaskRec:
     """The node's record of a submitted task until it finishes."""
 
     __slots__ = (
-        "attempts", "cancelled", "children", "deps_left", "node", "parent", "retries_left",
-        "shape", "spec", "state", "worker",
+        "attempts", "cancelled", "children", "deps_left", "local_only", "node", "parent",
+        "remote", "retries_left", "shape", "spec", "state", "worker",
     )
 
     def __init__(self, spec: TaskSpec, node: Any, shape: tuple) -> None:
@@ -65,6 +70,8 @@ class TaskRec:
         self.attempts = 0
         self.children: list[int] | None = None
         self.parent: int | None = None
+        self.remote: str | None = None  # FORWARDED: the node running it
+        self.local_only = False  # forwarded here by another node: never forwarded again
 
     def on_sealed(self, oid: int) -> None:
         """A dependency was sealed (as a value or an error)."""

@@ -28,6 +28,7 @@ from rtml._runtime._ids import return_id, to_hex
 from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of
 from rtml._runtime._refs import ObjectRef
 from rtml._scheduler import normalize_request
+from rtml._scheduler._strategy import normalize_strategy
 
 # Methods every actor has, besides its class's own.
 SPECIAL_METHODS = ("__rtml_terminate__", "__ray_terminate__", "__rtml_ready__", "__ray_ready__")
@@ -97,7 +98,7 @@ class ActorOptions:
     """Resolved options of an actor class, computed once per options() call."""
 
     __slots__ = ("detached", "env_vars", "get_if_exists", "max_concurrency", "max_restarts",
-                 "max_task_retries", "name", "namespace", "raw", "resources")
+                 "max_task_retries", "name", "namespace", "raw", "resources", "strategy")
 
     def __init__(self, raw: dict[str, Any], is_async: bool) -> None:
         check_options(raw, ACTOR_OPTIONS, "an actor class")
@@ -128,6 +129,7 @@ class ActorOptions:
             raise ValueError(f"lifetime must be 'detached', 'non_detached' or None, got "
                              f"{lifetime!r}")
         self.detached = lifetime == "detached"
+        self.strategy = normalize_strategy(raw.get("scheduling_strategy"))
         self.env_vars = env_vars_of(raw.get("runtime_env"))
 
 
@@ -178,18 +180,23 @@ class ActorClass:
 
     def _create(self, args: tuple, kwargs: dict, o: ActorOptions) -> ActorHandle:
         client = _client()
+        register = getattr(client, "register_class", None)
+        if register is not None:  # local mode: instances are of the class itself, not a copy
+            register(self._fn_id, self._cls)
         name = self.__name__
         blob, deps, contained, keep = client.pack_args(f"{name}.__init__", args, kwargs)
         task_id = client.ids.next_task_id()
+        env_vars = {**client.job_env, **(o.env_vars or {})} if client.job_env else o.env_vars
         spec = TaskSpec(task_id, self._fn_id, f"{name}.__init__", blob, deps, contained, 1,
-                        o.resources, 0, False, client.proc, o.env_vars, actor_id=task_id)
+                        o.resources, 0, False, client.proc, env_vars, actor_id=task_id,
+                        job=client.job, strategy=o.strategy)
         fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
         meta = {"class_name": name, "methods": self._methods,
                 "max_task_retries": o.max_task_retries, "is_async": self._is_async}
         info = {"class_name": name, "name": o.name, "namespace": o.namespace,
                 "get_if_exists": o.get_if_exists, "detached": o.detached,
                 "max_restarts": o.max_restarts, "max_concurrency": o.max_concurrency,
-                "is_async": self._is_async, "env_vars": o.env_vars, "meta": meta}
+                "is_async": self._is_async, "env_vars": env_vars, "meta": meta}
         kind, aid, existing = _op("create", (spec, fn_blob, info))
         client.registered_fns.add(self._fn_id)
         del keep

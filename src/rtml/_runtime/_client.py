@@ -44,6 +44,8 @@ class CoreClient:
         self.current_actor_id: int | None = None
         self.gpu_ids: list[int] = []
         self.namespace = "default"
+        self.job: tuple[str, str] | None = None  # (job id, namespace) when in a cluster
+        self.job_env: dict[str, str] | None = None  # a cluster driver's runtime_env env_vars
 
     # ------------------------------------------------------------------ tasks
     def pack_args(self, name: str, args: tuple, kwargs: dict) -> tuple[bytes, tuple, tuple, list]:
@@ -83,13 +85,16 @@ class CoreClient:
     def submit_task(self, fn_id: str, blob_fn: Any, name: str, args: tuple, kwargs: dict,
                     num_returns: int, resources: dict, max_retries: int,
                     retry_exceptions: Any, env_vars: dict | None,
-                    actor_id: int | None = None) -> Any:
+                    actor_id: int | None = None, strategy: Any = None) -> Any:
         blob, deps, contained, keep = self.pack_args(name, args, kwargs)
         task_id = self.ids.next_task_id()
+        if self.job_env:  # workers are shared by the jobs of a cluster: env rides with tasks
+            env_vars = {**self.job_env, **(env_vars or {})}
         if retry_exceptions not in (True, False):
             retry_exceptions = cloudpickle.dumps(tuple(retry_exceptions))
         spec = TaskSpec(task_id, fn_id, name, blob, deps, contained, num_returns, resources,
-                        max_retries, retry_exceptions, self.proc, env_vars, actor_id)
+                        max_retries, retry_exceptions, self.proc, env_vars, actor_id,
+                        job=self.job, strategy=strategy)
         fn_blob = None
         if fn_id not in self.registered_fns and blob_fn is not None:
             fn_blob = blob_fn()

@@ -128,6 +128,12 @@ class DriverClient(CoreClient):
         with self.node.lock:
             return self.node.resources.totals(), self.node.resources.availability()
 
+    def nodes(self) -> list[dict[str, Any]]:
+        from rtml._node._dispatch import nodes_of
+
+        with self.node.lock:
+            return nodes_of(self.node, self.node_id)
+
     def actor_op(self, op: str, args: tuple) -> tuple[str, Any]:
         """Create, look up or kill an actor: ("ok", value) or ("err", exception)."""
         node = self.node

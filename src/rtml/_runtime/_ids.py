@@ -1,7 +1,9 @@
 """Identifiers for tasks and objects.
 
 A task id is ``(process index << 40) | counter``: unique within a runtime without coordination,
-because the node hands every process (driver or worker) its own index. An object id is
+because the node hands every process (driver or worker) its own index. In a cluster a process
+index is ``(node index << 20) | local index``, so ids are unique across nodes and the node that
+owns an object (where its submitter or putter lives) is known from the id too. An object id is
 ``(task id << 32) | index``: index 0 is a ``put``, 1..k are a task's return values (or the items a
 streaming generator yields), so the producing task of every object is known from its id alone —
 which is what lineage reconstruction needs.
@@ -14,6 +16,8 @@ import itertools
 DRIVER_INDEX = 1
 _TASK_SHIFT = 40
 _OBJECT_SHIFT = 32
+NODE_SHIFT = 20  # process index = (node index << NODE_SHIFT) | local index
+_OWNER_SHIFT = _OBJECT_SHIFT + _TASK_SHIFT + NODE_SHIFT
 
 
 # One counter per process for its whole life, shared by every runtime it starts: a driver that
@@ -50,6 +54,15 @@ def task_of(object_id: int) -> int:
 
 def process_of_task(task_id: int) -> int:
     return task_id >> _TASK_SHIFT
+
+
+def node_of_object(object_id: int) -> int:
+    """Index of the node that owns ``object_id`` (0: the embedded runtime's only node)."""
+    return object_id >> _OWNER_SHIFT
+
+
+def node_of_process(proc: int) -> int:
+    return proc >> NODE_SHIFT
 
 
 def to_hex(ident: int) -> str:

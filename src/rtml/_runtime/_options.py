@@ -6,19 +6,20 @@ from typing import Any
 
 from rtml._node._tasks import STREAMING
 from rtml._scheduler import normalize_request
+from rtml._scheduler._strategy import normalize_strategy
 
 TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
-    "name", "runtime_env",
+    "name", "runtime_env", "scheduling_strategy",
 }
 ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "max_concurrency", "max_restarts", "max_task_retries",
     "name", "namespace", "get_if_exists", "lifetime", "runtime_env", "concurrency_groups",
+    "scheduling_strategy",
 }
 # Accepted for compatibility with Ray programs; they change nothing on one node.
 IGNORED_OPTIONS = {
-    "memory", "object_store_memory", "accelerator_type", "scheduling_strategy",
-    "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "memory", "object_store_memory", "accelerator_type", "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
     "_metadata", "label_selector", "enable_task_events", "max_calls", "_labels",
     "max_pending_calls", "allow_out_of_order_execution", "_generator_backpressure_num_objects",
 }
@@ -50,7 +51,7 @@ class TaskOptions:
     """Resolved options of a remote function, computed once per options() call."""
 
     __slots__ = ("env_vars", "max_retries", "name", "num_returns", "raw", "resources",
-                 "retry_exceptions")
+                 "retry_exceptions", "strategy")
 
     def __init__(self, raw: dict[str, Any], is_generator: bool) -> None:
         check_options(raw, TASK_OPTIONS, "a remote function")
@@ -81,3 +82,4 @@ class TaskOptions:
         self.retry_exceptions = rx
         self.name = raw.get("name")
         self.env_vars = env_vars_of(raw.get("runtime_env"))
+        self.strategy = normalize_strategy(raw.get("scheduling_strategy"))

@@ -50,7 +50,7 @@ class RemoteFunction:
             client = _auto_init()
         return client.submit_task(
             self._fn_id, self._get_blob, o.name or self._name, args, kwargs, o.num_returns,
-            o.resources, o.max_retries, o.retry_exceptions, o.env_vars)
+            o.resources, o.max_retries, o.retry_exceptions, o.env_vars, strategy=o.strategy)
 
     def options(self, **options: Any) -> _BoundOptions:
         """The same function with some options overridden for the calls made through it."""

@@ -13,26 +13,16 @@
 from __future__ import annotations
 
 import atexit
-import os
-import secrets
-import shutil
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
-from rtml._node._node import Node
-from rtml._node._shell import NodeShell
-from rtml._object_store._segments import cleanup_session
-from rtml._object_store._store import NodeObjectStore
+from rtml._node._build import SHM_DIR, build_node, node_resources
 from rtml._runtime import _context, _payload
 from rtml._runtime._driver import DriverClient
 from rtml._runtime._refs import counter
 
-SHM_DIR = "/dev/shm"
 SESSIONS: list[str] = []  # every session started by this process (for leak checks)
 
 
@@ -47,17 +37,7 @@ class Config:
     env_vars: dict[str, str] = field(default_factory=dict)
 
 
-def default_object_store_memory() -> int:
-    """30% of memory (as Ray), bounded by what /dev/shm can hold."""
-    total = psutil.virtual_memory().total
-    try:
-        shm = shutil.disk_usage(SHM_DIR).free
-    except OSError:
-        shm = total
-    return int(min(total * 0.3, shm * 0.9))
-
-
-def _print_log(stream: str, name: str, pid: Any, text: str) -> None:
+def print_log(stream: str, name: str, pid: Any, text: str, job: str | None = None) -> None:
     out = sys.stderr if stream == "stderr" else sys.stdout
     prefix = f"({name} pid={pid}) "
     try:
@@ -70,30 +50,19 @@ def _print_log(stream: str, name: str, pid: Any, text: str) -> None:
 class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.session = "s" + secrets.token_hex(4)
-        SESSIONS.append(self.session)
-        self.node_id = secrets.token_hex(8)
         self.job_id = "01000000"
-        self.tmpdir = tempfile.mkdtemp(prefix=f"rtml-{self.session}-")
-        spill_dir = os.path.join(self.tmpdir, "spill")
-        os.makedirs(spill_dir)
-        self.store = NodeObjectStore(self.session, config.object_store_memory, spill_dir, SHM_DIR)
-        worker_env = {**config.env_vars, "RTML_NODE_ID": self.node_id,
-                      "RTML_JOB_ID": self.job_id, "RTML_NAMESPACE": config.namespace,
-                      "RTML_SPILL_DIR": spill_dir}
-        _payload.spill_dir = spill_dir
-        self.shell = NodeShell(self.session, SHM_DIR, worker_env, config.log_to_driver,
-                               _print_log)
-        resources = {"CPU": config.num_cpus, **config.resources}
-        if config.num_gpus:
-            resources["GPU"] = config.num_gpus
-        resources.setdefault("memory", float(psutil.virtual_memory().available))
-        resources.setdefault("object_store_memory", float(config.object_store_memory))
-        self.node = Node(self.shell, self.store, resources, self.session)
-        self.shell.node = self.node
-        from rtml._node._actors import ActorManager
-
-        self.node.actors = ActorManager(self.node, config.namespace)
+        resources = node_resources(config.num_cpus, config.num_gpus, config.resources,
+                                   config.object_store_memory)
+        worker_env = {**config.env_vars, "RTML_JOB_ID": self.job_id}
+        self.parts = build_node(resources, config.object_store_memory, config.namespace,
+                                worker_env, config.log_to_driver, print_log)
+        self.session = self.parts.session
+        SESSIONS.append(self.session)
+        self.node_id = self.parts.node_id
+        self.node = self.parts.node
+        self.store = self.parts.store
+        self.shell = self.parts.shell
+        _payload.spill_dir = self.parts.spill_dir
         self.client = DriverClient(self.node, self.shell, self.session, SHM_DIR, self.node_id,
                                    self.job_id)
         self.client.namespace = config.namespace
@@ -103,11 +72,7 @@ class Runtime:
     def start(self) -> None:
         counter.reset()
         counter.enabled = True
-        self.shell.start()
-        with self.node.lock:
-            for _ in range(self.node.base_workers):
-                self.node.start_worker()
-            self.shell.flush()
+        self.parts.start()
         _context.set_client(self.client)
         atexit.register(self.shutdown)
 
@@ -123,10 +88,7 @@ class Runtime:
 
         stop_resolver()
         try:
-            self.shell.stop()
+            self.parts.stop()
         finally:
-            self.store.shutdown()
-            cleanup_session(self.session, SHM_DIR)
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
             counter.reset()
             atexit.unregister(self.shutdown)

@@ -33,6 +33,7 @@ class WorkerClient(CoreClient):
         self._reply_cv = threading.Condition()
         self.threaded = False
         self.callbacks: dict[int, Any] = {}  # threaded mode: request id -> on_ready callback
+        self.lost: BaseException | None = None  # threaded mode: the connection is gone
 
     # ------------------------------------------------------------------ plumbing
     def send(self, *msgs: Any) -> None:
@@ -50,6 +51,8 @@ class WorkerClient(CoreClient):
         if self.threaded:
             with self._reply_cv:
                 while req not in self.replies:
+                    if self.lost is not None:
+                        raise self.lost
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
@@ -77,6 +80,15 @@ class WorkerClient(CoreClient):
             return True, self.replies.pop(req)
         finally:
             w.in_user = prev
+
+    def on_lost(self, error: BaseException) -> None:
+        """Threaded mode: the connection broke; every waiting and later request raises."""
+        with self._reply_cv:
+            self.lost = error
+            self._reply_cv.notify_all()
+        callbacks, self.callbacks = self.callbacks, {}
+        for cb in callbacks.values():
+            cb()  # each sees the error when it asks for its value
 
     def on_reply(self, req: int, value: Any) -> None:
         if self.threaded:
@@ -146,6 +158,10 @@ class WorkerClient(CoreClient):
 
     def resources(self) -> tuple[dict[str, float], dict[str, float]]:
         ok, value = self.request(lambda r: ("resources", r))
+        return value
+
+    def nodes(self) -> list[dict[str, Any]]:
+        ok, value = self.request(lambda r: ("nodes", r))
         return value
 
     def actor_op(self, op: str, args: tuple) -> tuple[str, Any]:

@@ -134,10 +134,11 @@ class Worker:
     def send_log(self, stream: str, text: str) -> None:
         spec = self.current
         name = spec.name if spec is not None else "worker"
+        job = self.client.job
         prev = self.in_user
         self.in_user = False
         try:
-            self.send([("log", stream, text, name)])
+            self.send([("log", stream, text, name, job and job[0])])
         finally:
             self.in_user = prev
 
@@ -272,6 +273,9 @@ class Worker:
         self.current = spec
         client = self.client
         client.current_task_id = spec.task_id
+        if spec.job is not None and spec.job != client.job:  # work of a cluster driver's job
+            client.job = spec.job
+            client.job_id, client.namespace = spec.job
         retryable = False
         saved_env: dict[str, str | None] = {}
         t0 = time.perf_counter()

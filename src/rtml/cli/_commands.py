@@ -40,3 +40,13 @@ def microbenchmark(filters: tuple[str, ...], duration: float, json_path: str | N
                                  num_cpus=num_cpus, tiny_tasks=tiny_tasks,
                                  row_timeout=row_timeout)
     raise SystemExit(status)
+
+
+def _register() -> None:
+    from rtml.cli._cluster import start, status, stop
+
+    for command in (start, stop, status):
+        cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,189 @@
+"""A node manager in its own process: what ``rtml start`` runs on every machine of a cluster.
+
+::
+
+    driver ──TCP──▶ accept thread ──handshake thread (token)──▶ NodeShell.attach ──▶ Node
+                                                                  (a client process, like a
+                                                                   worker that never runs tasks)
+    Node + NodeShell + object store + workers: the same node the embedded runtime runs
+    heartbeat thread ──every 0.5 s──▶ control plane: available resources, queue length
+    worker output ──▶ the drivers of the job that printed it (and the node's log files)
+
+Nothing reaches the node's ``pickle.loads`` before the peer proved it holds the cluster token.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from rtml import exceptions as exc
+from rtml._node._build import NodeParts, build_node
+from rtml._node._cluster import ClusterState
+from rtml._transport._auth import AuthError, serve_handshake
+
+MAX_CLIENT_FRAME = 1 << 30  # a driver may send inline values up to the inline threshold only
+HEARTBEAT_S = 0.5
+
+
+class NodeServer:
+    """One cluster node: its parts, a listener for drivers, registration and heartbeats."""
+
+    def __init__(self, resources: dict[str, float], object_store_memory: int, token: bytes,
+                 gcs: Any, host: str = "127.0.0.1", port: int = 0, is_head: bool = False,
+                 labels: dict[str, str] | None = None) -> None:
+        self.token = token
+        self.gcs = gcs
+        self.is_head = is_head
+        self.labels = dict(labels or {})
+        self.listener = socket.create_server((host, port), reuse_port=False)
+        self.listener.settimeout(0.2)
+        self.host = host
+        self.port = self.listener.getsockname()[1]
+        self.address = f"{host}:{self.port}"
+        self.parts: NodeParts = build_node(resources, object_store_memory, "default", {},
+                                           True, self._route_log)
+        self.node = self.parts.node
+        self.shell = self.parts.shell
+        self.shell.token = token
+        self.shell.on_client_log = self._route_log_local
+        self.node_index = 0
+        self.shell.node_info = {
+            "node_id": self.parts.node_id, "session": self.parts.session,
+            "shm_dir": "/dev/shm", "spill_dir": self.parts.spill_dir, "address": self.address,
+        }
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        info = {"address": self.address, "host": self.host, "pid": os.getpid(),
+                "resources": self.node.resources.totals(), "labels": self.labels,
+                "is_head": self.is_head, "session": self.parts.session}
+        rec = self.gcs.register_node(self.parts.node_id, info)
+        self.node_index = rec.index
+        self.node.cluster = ClusterState(self.node, self.parts.node_id, rec.index)
+        self.gcs.subscribe("nodes", self._on_node_change)
+        self._refresh_view()
+        self.parts.start()
+        for target, name in ((self._accept_loop, "rtml-node-accept"),
+                             (self._heartbeat_loop, "rtml-node-heartbeat")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(2)
+        try:  # leave the cluster now rather than when heartbeats are missed
+            self.gcs.node_dead(self.parts.node_id, "stopped")
+        except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:
+            print(f"rtml node: could not tell the control plane it stops: {e}", file=sys.stderr)
+        self.listener.close()
+        self.parts.stop()
+
+    # ------------------------------------------------------------------ connections
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, peer = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._admit, args=(sock, peer), name="rtml-node-auth",
+                             daemon=True).start()
+
+    def _admit(self, sock: socket.socket, peer: Any) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            serve_handshake(sock, self.token)
+        except AuthError as e:
+            print(f"rtml node: refused connection from {peer}: {e}", file=sys.stderr)
+            sock.close()
+            return
+        if self._stop.is_set():
+            sock.close()
+            return
+        self.shell.attach(sock, MAX_CLIENT_FRAME)
+
+    def _route_log(self, stream: str, name: str, pid: Any, text: str, job: str | None) -> None:
+        """Worker output goes to the connected drivers of the job that printed it (all drivers
+        for output printed outside any job's task), and to the other nodes, which pass it to
+        their drivers of that job; called on the selector thread."""
+        msg = ("log", stream, name, pid, text, job)
+        for wid, c in self.node.clients.items():
+            info = c.info
+            if info.get("kind") == "node" or (info.get("log_to_driver", True) and (job is None or info.get("job_id") == job)):
+                self.shell.send(wid, msg)
+
+    def _route_log_local(self, stream: str, name: str, pid: Any, text: str,
+                         job: str | None) -> None:
+        msg = ("log", stream, name, pid, text, job)
+        for wid, c in self.node.clients.items():
+            info = c.info
+            if info.get("kind") != "node" and info.get("log_to_driver", True) and (
+                    job is None or info.get("job_id") == job):
+                self.shell.send(wid, msg)
+
+    # ------------------------------------------------------------------ heartbeats
+    def load(self) -> dict[str, Any]:
+        node = self.node
+        with node.lock:
+            queued = sum(len(q) for q in node.ready.values())
+            waiting = len(node.tasks) - queued
+            return {"available": node.resources.availability(), "queued": queued,
+                    "tasks": waiting + queued, "workers": len(node.workers),
+                    "clients": len(node.clients)}
+
+    def _on_node_change(self, message: Any) -> None:
+        """A node joined, changed or died (pushed by the control plane; reader thread)."""
+        _kind, rec = message
+        with self.node.lock:
+            self.node.cluster.update_view([rec])
+            self.shell.flush()
+
+    def _refresh_view(self) -> None:
+        nodes = self.gcs.list_nodes()
+        with self.node.lock:
+            self.node.cluster.update_view(nodes)
+            self.shell.flush()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                load = self.load()
+                self.gcs.heartbeat(self.parts.node_id, load["available"], load)
+                self._refresh_view()
+            except (ConnectionError, TimeoutError, OSError) as e:
+                print(f"rtml node: heartbeat failed: {e}", file=sys.stderr)
+
+
+def serve(server: NodeServer, ready_fd: int | None) -> None:
+    """Run until SIGTERM/SIGINT; report the port on ``ready_fd`` once serving."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    msg = f"RTML_NODE_READY {server.port} {server.parts.node_id}\n".encode()
+    if ready_fd is not None:
+        os.write(ready_fd, msg)
+        os.close(ready_fd)
+    else:
+        sys.stdout.write(msg.decode())
+        sys.stdout.flush()
+    while not stop.wait(0.5):
+        pass
+    t0 = time.monotonic()
+    server.stop()
+    print(f"rtml node: stopped in {time.monotonic() - t0:.2f}s", file=sys.stderr)

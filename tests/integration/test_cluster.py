@@ -1,0 +1,253 @@
+"""A local multi-node cluster: placement across nodes, objects pulled between node stores,
+spillback, scheduling strategies, worker output, refused peers, nodes joining and leaving."""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import rtml
+from conftest import wait_for
+from rtml import exceptions as exc
+from rtml.testing import Cluster
+from rtml.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        c.add_node(num_cpus=1, resources={"side": 2})
+        c.connect()
+        yield c
+    finally:
+        c.shutdown()
+
+
+def head_id(c: Cluster) -> str:
+    assert c.head_node is not None
+    return c.head_node.node_id
+
+
+def side_id(c: Cluster) -> str:
+    return c.worker_nodes[0].node_id
+
+
+@rtml.remote
+def where(x=None):
+    return rtml.get_runtime_context().get_node_id()
+
+
+@rtml.remote
+def ones(n):
+    return np.ones(n, dtype=np.float64)
+
+
+@rtml.remote
+def total(a):
+    return float(a.sum()), rtml.get_runtime_context().get_node_id()
+
+
+def test_nodes_and_resources(cluster):
+    nodes = rtml.nodes()
+    assert {n["NodeID"] for n in nodes if n["Alive"]} == {head_id(cluster), side_id(cluster)}
+    res = rtml.cluster_resources()
+    assert res["CPU"] == 2 and res["side"] == 2
+    assert rtml.get_runtime_context().get_node_id() == head_id(cluster)
+
+
+def test_custom_resource_places_on_the_node_that_has_it(cluster):
+    assert rtml.get(where.options(resources={"side": 1}).remote(), timeout=30) == side_id(cluster)
+
+
+def test_large_result_made_on_another_node_is_pulled_to_the_driver(cluster):
+    ref = ones.options(resources={"side": 1}).remote(2_000_000)  # 16 MB: two chunks
+    a = rtml.get(ref, timeout=30)
+    assert a.shape == (2_000_000,) and a.sum() == 2_000_000
+
+
+def test_large_value_put_by_the_driver_is_read_on_another_node(cluster):
+    ref = rtml.put(np.arange(1_000_000, dtype=np.float64))
+    s, node = rtml.get(total.options(resources={"side": 1}).remote(ref), timeout=30)
+    assert s == float(np.arange(1_000_000).sum()) and node == side_id(cluster)
+
+
+def test_object_on_one_node_feeds_tasks_on_both(cluster):
+    ref = ones.options(resources={"side": 1}).remote(500_000)
+    here = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
+    there = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
+    a = total.options(scheduling_strategy=here).remote(ref)
+    b = total.options(scheduling_strategy=there).remote(ref)
+    assert rtml.get([a, b], timeout=30) == [(500_000.0, head_id(cluster)),
+                                             (500_000.0, side_id(cluster))]
+
+
+def test_many_readers_of_one_remote_object(cluster):
+    ref = ones.options(resources={"side": 1}).remote(300_000)
+    here = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
+    refs = [total.options(scheduling_strategy=here).remote(ref) for _ in range(6)]
+    assert {r[0] for r in rtml.get(refs, timeout=30)} == {300_000.0}
+
+
+def test_spillback_when_the_local_node_is_busy(cluster):
+    @rtml.remote(num_cpus=1)
+    def slow():
+        time.sleep(0.3)
+        return rtml.get_runtime_context().get_node_id()
+
+    nodes = rtml.get([slow.remote() for _ in range(6)], timeout=60)
+    assert set(nodes) == {head_id(cluster), side_id(cluster)}
+
+
+def test_spread(cluster):
+    refs = [where.options(scheduling_strategy="SPREAD").remote() for _ in range(8)]
+    assert set(rtml.get(refs, timeout=30)) == {head_id(cluster), side_id(cluster)}
+
+
+def test_node_affinity(cluster):
+    hard = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
+    assert rtml.get(where.options(scheduling_strategy=hard).remote(), timeout=30) == \
+        side_id(cluster)
+    bogus = NodeAffinitySchedulingStrategy("feedfacefeedface", soft=False)
+    with pytest.raises(exc.TaskUnschedulableError, match="feedfacefeedface"):
+        rtml.get(where.options(scheduling_strategy=bogus).remote(), timeout=30)
+    soft = NodeAffinitySchedulingStrategy("feedfacefeedface", soft=True)
+    assert rtml.get(where.options(scheduling_strategy=soft).remote(), timeout=30) in \
+        {head_id(cluster), side_id(cluster)}
+    with pytest.raises(ValueError, match="scheduling_strategy"):
+        where.options(scheduling_strategy="EVERYWHERE")
+
+
+def test_nested_tasks_and_refs_inside_values_cross_nodes(cluster):
+    @rtml.remote(resources={"side": 1})
+    def outer():
+        inner = [ones.remote(200_000), rtml.put(np.full(10, 7.0))]
+        return inner  # refs owned by the side node, inside a value
+
+    a_ref, b_ref = rtml.get(outer.remote(), timeout=30)
+    assert rtml.get(a_ref, timeout=30).sum() == 200_000
+    assert rtml.get(b_ref, timeout=30).tolist() == [7.0] * 10
+    s, _node = rtml.get(total.remote(a_ref), timeout=30)
+    assert s == 200_000.0
+
+
+def test_errors_cross_nodes(cluster):
+    @rtml.remote(resources={"side": 1})
+    def boom():
+        raise KeyError("over there")
+
+    with pytest.raises(KeyError, match="over there"):
+        rtml.get(boom.remote(), timeout=30)
+
+
+def test_output_of_a_task_on_another_node_reaches_the_driver(cluster, capfd):
+    @rtml.remote(resources={"side": 1})
+    def speak():
+        print("hello from the side node")
+        return 1
+
+    assert rtml.get(speak.remote(), timeout=30) == 1
+    wait_for(lambda: "hello from the side node" in capfd.readouterr().out, 10,
+             what="the output line")
+
+
+def test_objects_are_freed_on_the_node_that_stores_them(cluster):
+    from rtml._control._client import ControlClient
+
+    with ControlClient(cluster.address, cluster.token) as gcs:
+        session = gcs.get_node(side_id(cluster)).extra["session"]
+
+    def segments():
+        return glob.glob(f"/dev/shm/rtml_{session}_*")
+
+    ref = ones.options(resources={"side": 1}).remote(400_000)
+    assert rtml.wait([ref], timeout=30)[0]  # finished; wait() does not pull it here
+    wait_for(lambda: segments(), 10, what="the object in the side node's store")
+    del ref
+    wait_for(lambda: not segments(), 10, what="the side node's store to free it")
+
+
+def test_cancel_a_task_running_on_another_node(cluster):
+    @rtml.remote(resources={"side": 1})
+    def forever():
+        while True:
+            time.sleep(0.01)
+
+    ref = forever.remote()
+    time.sleep(0.3)
+    rtml.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        rtml.get(ref, timeout=30)
+
+
+def test_infeasible_task_waits_for_a_node_that_fits(cluster):
+    ref = where.options(resources={"late": 1}).remote()
+    ready, _ = rtml.wait([ref], timeout=0.5)
+    assert not ready
+    node = cluster.add_node(num_cpus=1, resources={"late": 1})
+    try:
+        assert rtml.get(ref, timeout=30) == node.node_id
+    finally:
+        cluster.remove_node(node)
+    wait_for(lambda: not [n for n in rtml.nodes() if n["NodeID"] == node.node_id
+                          and n["Alive"]], 15, what="the removed node to be marked dead")
+
+
+def test_a_second_driver_joins_the_running_cluster(cluster, tmp_path):
+    script = tmp_path / "driver2.py"
+    script.write_text(textwrap.dedent(f"""
+        import rtml
+        rtml.init(address={cluster.address!r}, namespace="second")
+
+        @rtml.remote
+        def double(x):
+            return 2 * x
+
+        print("RESULT", sum(rtml.get([double.remote(i) for i in range(50)], timeout=30)))
+        print("NODES", len([n for n in rtml.nodes() if n["Alive"]]))
+        rtml.shutdown()
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert "RESULT 2450" in out.stdout and "NODES 2" in out.stdout
+    assert rtml.get(where.remote(), timeout=30)  # this driver is unaffected
+
+
+def test_a_peer_without_the_token_is_refused(cluster):
+    from rtml._transport._auth import AuthError, connect
+
+    with pytest.raises(AuthError):
+        connect(cluster.address, b"x" * 32, timeout=5)
+    node_address = cluster.head_node.address
+    with pytest.raises(AuthError):
+        connect(node_address, b"y" * 32, timeout=5)
+    host, port = node_address.rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    raw.sendall(b"GET / HTTP/1.1\r\n\r\n" * 10)  # garbage instead of a handshake
+    raw.close()
+    assert rtml.get(where.remote(), timeout=30) == head_id(cluster)
+
+
+def test_a_garbage_frame_after_authenticating_closes_only_that_connection(cluster):
+    from rtml._transport._auth import connect
+
+    sock = connect(cluster.head_node.address, cluster.token)
+    sock.sendall(struct.pack("<I", 12) + b"not a pickle")
+    sock.settimeout(10)
+    assert sock.recv(1) == b""  # the node hung up on us
+    sock.close()
+    sock = connect(cluster.head_node.address, cluster.token)
+    sock.sendall(struct.pack("<I", 1 << 30 | 5))  # an oversized frame header
+    assert sock.recv(1) == b""
+    sock.close()
+    assert rtml.get(where.remote(), timeout=30) == head_id(cluster)
