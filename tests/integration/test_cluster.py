@@ -251,3 +251,85 @@ def test_a_garbage_frame_after_authenticating_closes_only_that_connection(cluste
     assert sock.recv(1) == b""
     sock.close()
     assert rtml.get(where.remote(), timeout=30) == head_id(cluster)
+
+
+@rtml.remote
+class Counter:
+    def __init__(self, start=0):
+        self.n = start
+
+    def add(self, k=1):
+        self.n += k
+        return self.n
+
+    def node(self):
+        return rtml.get_runtime_context().get_node_id()
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_actor_placed_on_another_node_by_resources(cluster):
+    a = Counter.options(resources={"side": 1}).remote(10)
+    assert rtml.get(a.node.remote(), timeout=30) == side_id(cluster)
+    assert [rtml.get(a.add.remote(), timeout=30) for _ in range(3)] == [11, 12, 13]
+    refs = [a.add.remote(2) for _ in range(20)]  # ordered, pipelined across the link
+    assert rtml.get(refs, timeout=30) == list(range(15, 55, 2))
+
+
+def test_actor_handles_work_from_every_node(cluster):
+    a = Counter.options(resources={"side": 1}).remote()
+    b = Counter.remote(100)  # on the head, where this driver is
+    assert rtml.get(b.node.remote(), timeout=30) == head_id(cluster)
+
+    @rtml.remote
+    def use(x, y):
+        return rtml.get(x.add.remote(5)), rtml.get(y.add.remote(1))
+
+    there = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
+    here = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
+    assert rtml.get(use.options(scheduling_strategy=there).remote(a, b), timeout=30) == (5, 101)
+    assert rtml.get(use.options(scheduling_strategy=here).remote(a, b), timeout=30) == (10, 102)
+
+
+def test_named_actor_is_found_from_another_node_and_unique_in_the_cluster(cluster):
+    there = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
+    c = Counter.options(name="cluster-wide", scheduling_strategy=there).remote(7)
+    assert rtml.get(c.node.remote(), timeout=30) == side_id(cluster)
+
+    @rtml.remote
+    def bump(ns):
+        return rtml.get(rtml.get_actor("cluster-wide", namespace=ns).add.remote())
+
+    ns = rtml.get_runtime_context().namespace
+    assert rtml.get(bump.remote(ns), timeout=30) == 8
+    assert rtml.get(rtml.get_actor("cluster-wide").add.remote(), timeout=30) == 9
+    with pytest.raises(ValueError, match="already exists"):
+        Counter.options(name="cluster-wide").remote()
+    same = Counter.options(name="cluster-wide", get_if_exists=True).remote()
+    assert rtml.get(same.add.remote(), timeout=30) == 10
+    rtml.kill(c)
+    with pytest.raises(exc.ActorDiedError):
+        rtml.get(c.add.remote(), timeout=30)
+    wait_for(lambda: _no_actor_named("cluster-wide"), 10, what="the name to be freed")
+    again = Counter.options(name="cluster-wide").remote(1)  # the name is free again
+    assert rtml.get(again.add.remote(), timeout=30) == 2
+    rtml.kill(again)
+
+
+def _no_actor_named(name: str) -> bool:
+    try:
+        rtml.get_actor(name)
+    except ValueError:
+        return True
+    return False
+
+
+def test_remote_actor_ends_with_its_last_handle(cluster):
+    import psutil
+
+    a = Counter.options(resources={"side": 1}).remote()
+    pid = rtml.get(a.pid.remote(), timeout=30)
+    assert psutil.pid_exists(pid)
+    del a
+    wait_for(lambda: not psutil.pid_exists(pid), 15, what="the actor's process to exit")

@@ -152,7 +152,8 @@ class ActorManager:
                 "namespace=...) or get_actor(name, namespace=...)), or it may have died")
         return aid, self.actors[aid].meta()
 
-    def op_kill(self, proc: int, actor_id: int, no_restart: bool) -> None:
+    def op_kill(self, proc: int, actor_id: int, no_restart: bool,
+                node: str | None = None) -> None:
         rec = self.actors.get(actor_id)
         if rec is None or rec.state == DEAD:
             return
@@ -174,6 +175,10 @@ class ActorManager:
         tag = m[0]
         if tag == "actor_op":
             _tag, req, op, args = m
+            cluster = self.node.cluster
+            if cluster is not None and not cluster.is_peer(wid) and \
+                    cluster.actor_op(wid, req, op, args):
+                return  # answered by the cluster (maybe later)
             self.node.io.send(wid, ("reply", req, self.op(wid, op, args)))
         elif tag == "actor_ready":
             self._on_ready(wid, m[1], m[2])
@@ -497,6 +502,8 @@ class ActorManager:
         if rec.pinned_handle:
             rec.pinned_handle = False
             node.objects.release(rec.handle_oid)
+        if node.cluster is not None:
+            node.cluster.actor_died(rec.actor_id, cause)
 
     def _fail_all(self, rec: ActorRec, tasks: list[TaskRec]) -> None:
         node = self.node

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,9 @@ class ClusterState:
         self.remote_held: dict[int, str] = {}  # oid -> node holding it (or borrowed from) for us
         self.pulls: dict[int, Pull] = {}
         self.infeasible: list[TaskRec] = []  # no live node fits them yet: wait for one
+        self.gcs: Any = None  # the control-plane client (set by the node server)
+        # Control-plane requests made for actors run here, never on the selector thread.
+        self.gcs_pool = ThreadPoolExecutor(1, thread_name_prefix="rtml-node-gcs")
         self.spread_turn = 0
         self.stats = {"forwarded": 0, "pulled_bytes": 0, "pulls": 0, "served_bytes": 0}
         node.next_wid = max(node.next_wid, (index << NODE_SHIFT) | 2)
@@ -263,7 +267,11 @@ class ClusterState:
         if vals is None:  # the node running it is gone
             if t.state != FORWARDED:
                 return
-            if t.retries_left != 0 and not t.cancelled:
+            if t.spec.actor_id is not None:
+                node._fail(t, exc.ActorDiedError(
+                    f"the node running the actor ({ln.node_id}) is gone",
+                    actor_id=to_hex(t.spec.actor_id)))
+            elif t.retries_left != 0 and not t.cancelled:
                 if t.retries_left > 0:
                     t.retries_left -= 1
                 node.stats["retried"] += 1
@@ -282,20 +290,27 @@ class ClusterState:
         t.state = FINISHED
         node.tasks.pop(t.spec.task_id, None)
         node.stats["finished"] += 1
-        seal = node.objects.seal
+        self._seal_returned(ln, vals)
+        node._unpin(t)
+
+    def _seal_returned(self, ln: Link, vals: list, keep: bool = False) -> None:
+        """Seal what a peer computed for us: small values here (the peer's copy released at
+        once, unless refs inside it must stay alive there, or ``keep``: an actor's handle
+        object, whose entry there keeps the actor alive), large ones as REMOTE (kept there
+        for us until our entry is freed)."""
+        seal = self.node.objects.seal
         done = []
         for oid, kind, payload, size, contained in vals:
+            if kind in (INLINE, ERR) and not contained and not keep:
+                seal(oid, kind, payload, size, ())
+                done.append(oid)
+                continue
+            self.remote_held[oid] = ln.node_id  # before sealing: a dropped entry frees at once
             if kind in (INLINE, ERR):
                 seal(oid, kind, payload, size, contained)
-                if contained:
-                    self.remote_held[oid] = ln.node_id  # the refs inside stay alive there
-                else:
-                    done.append(oid)
-            else:  # in a store over there: it stays there until we let go
+            else:
                 seal(oid, REMOTE, payload, size, ())
-                self.remote_held[oid] = ln.node_id
         self._release(ln, done)
-        node._unpin(t)
 
     def _release(self, ln: Link, oids: list[int]) -> None:
         if oids:
@@ -477,3 +492,158 @@ class ClusterState:
             except OSError:
                 pass
             self.node.store.abort(oid)
+
+    # ------------------------------------------------------------------ actors
+    def actor_op(self, proc: int, req: int, op: str, args: tuple) -> bool:
+        """An actor operation from a local process, if it concerns other nodes (True: handled,
+        the reply is sent here, maybe later); False: the local manager answers it."""
+        actors = self.node.actors
+        if op == "create":
+            self._create_actor(proc, req, *args)
+            return True
+        if op == "get":
+            name, namespace = args
+            if (namespace or actors.namespace, name) in actors.names:
+                return False
+            self._gcs(lambda g: g.lookup_actor(namespace or actors.namespace, name),
+                      lambda rec, err: self._reply(proc, req, *self._found(rec, err, name,
+                                                                          namespace)))
+            return True
+        if op == "kill":
+            aid, no_restart, home = (*args, None)[:3]
+            if aid in actors.actors or home in (None, self.node_id):
+                return False
+            ln = self.link(home)
+            self._request(ln, lambda r: ("actor_op", r, "kill", args),
+                          lambda value: self._reply(proc, req, *(value or ("ok", None))))
+            return True
+        return False
+
+    def _found(self, rec: Any, err: Any, name: str, namespace: str | None) -> tuple[str, Any]:
+        if err is not None:
+            return "err", exc.RtmlSystemError(f"the control plane failed to look up: {err}")
+        if rec is None or rec.state == "DEAD":
+            return "err", ValueError(
+                f"there is no live actor named {name!r} in namespace {namespace!r}; create it "
+                f"with Cls.options(name={name!r}).remote(), or check the namespace")
+        return "ok", (rec.actor_id, {**rec.extra.get("meta", {}), "node": rec.node_id})
+
+    def _reply(self, proc: int, req: int, status: str, value: Any) -> None:
+        self.node.io.send(proc, ("reply", req, (status, value)))
+
+    def _gcs(self, call: Any, then: Any) -> None:
+        """Run ``call(gcs)`` off this thread; ``then(value, error)`` runs back under the lock."""
+        io = self.node.io
+
+        def done(fut: Any) -> None:
+            try:
+                value, err = fut.result(), None
+            except Exception as e:
+                value, err = None, e
+            io.call_soon(lambda: then(value, err))
+
+        fut = self.gcs_pool.submit(call, self.gcs)
+        fut.add_done_callback(done)
+
+    def _create_actor(self, proc: int, req: int, spec: Any, blob: bytes | None,
+                      info: dict[str, Any]) -> None:
+        node = self.node
+        aid = spec.task_id
+        ns = info.get("namespace") or node.actors.namespace
+        if blob is not None:
+            node.register_function(spec.fn_id, blob)
+        record = {"namespace": ns, "name": info.get("name"),
+                  "job_id": int(spec.job[0], 16) if spec.job else None,
+                  "class_name": info.get("class_name", ""), "detached": info.get("detached"),
+                  "max_restarts": info.get("max_restarts", 0), "meta": info.get("meta", {})}
+
+        def registered(_rec: Any, err: Any) -> None:
+            if err is None:
+                self._place_actor(proc, req, spec, info)
+            elif not isinstance(err, ValueError) or not info.get("get_if_exists"):
+                self._reply(proc, req, "err", err if isinstance(err, ValueError) else
+                            exc.RtmlSystemError(f"the control plane failed: {err}"))
+            else:  # the name is taken and the caller wants that actor
+                self._gcs(lambda g: g.lookup_actor(ns, info["name"]),
+                          lambda rec, e: self._existing(proc, req, rec, e, info["name"], ns))
+
+        self._gcs(lambda g: g.register_actor(aid, dict(record)), registered)
+
+    def _existing(self, proc: int, req: int, rec: Any, err: Any, name: str, ns: str) -> None:
+        status, value = self._found(rec, err, name, ns)
+        self._reply(proc, req, status, ("existing", *value) if status == "ok" else value)
+
+    def _place_actor(self, proc: int, req: int, spec: Any, info: dict[str, Any]) -> None:
+        node = self.node
+        aid = spec.task_id
+        self._local_view()
+        try:
+            home = place(spec.resources, spec.strategy, self.node_id, self.view, {}, None,
+                         self.spread_turn)
+        except exc.TaskUnschedulableError as e:
+            why = str(e)
+            self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=why), lambda *_: None)
+            self._reply(proc, req, "err", e)
+            return
+        if spec.strategy == "SPREAD":
+            self.spread_turn += 1
+        self._gcs(lambda g: g.update_actor(aid, "ALIVE", node_id=home), lambda *_: None)
+        if home == self.node_id:
+            status, value = node.actors.op(proc, "create", (spec, None, info))
+            if status == "ok" and value[0] == "created":
+                value = ("created", aid, {"node": self.node_id})
+            self._reply(proc, req, status, value)
+            return
+        # Runs on ``home``: it holds the handle object for us, as for a forwarded task.
+        ln = self.link(home)
+        handle = return_id(aid, 1)
+        objects = node.objects
+        objects.create(handle, proc)
+        node._hold(proc, handle)
+        pins = [*spec.deps, *spec.contained]
+        for d in pins:
+            if d not in objects:
+                self.adopt(d)
+            objects.add_ref(d)
+        blob = None
+        if spec.fn_id not in ln.sent_fns:
+            blob = node.functions.get(spec.fn_id)
+            ln.sent_fns.add(spec.fn_id)
+
+        def unpin() -> None:
+            for d in pins:
+                objects.release(d)
+
+        def fetched(vals: list | None) -> None:
+            if vals is None:
+                objects.seal(handle, ERR, _lost(handle, f"node {home} died"), 0, ())
+            else:
+                self._seal_returned(ln, vals, keep=True)
+            unpin()
+
+        def created(value: Any) -> None:
+            if value is None:
+                value = ("err", exc.NodeDiedError(f"node {home} died while creating the actor"))
+            status, result = value
+            if status == "ok" and result[0] == "created":
+                self._reply(proc, req, "ok", ("created", aid, {"node": home}))
+                self._request(ln, lambda r: ("fetch", r, [handle]), fetched)
+                return
+            self._reply(proc, req, status, result)
+            objects.seal(handle, ERR, pickle.dumps(
+                result if status == "err" else exc.RtmlSystemError("actor not created")), 0, ())
+            unpin()
+
+        self._request(ln, lambda r: ("actor_op", r, "create", (spec, blob, info)), created)
+
+    def actor_elsewhere(self, spec: Any) -> str | None:
+        """The node a method call must go to, if its actor does not live here."""
+        where = spec.strategy
+        if (isinstance(where, tuple) and where[0] == "actor" and where[1] != self.node_id
+                and spec.actor_id not in self.node.actors.actors):
+            return where[1]
+        return None
+
+    def actor_died(self, actor_id: int, cause: Any) -> None:
+        self._gcs(lambda g: g.update_actor(actor_id, "DEAD", death_cause=str(cause)[:2000]),
+                  lambda *_: None)

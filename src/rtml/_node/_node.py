@@ -241,6 +241,11 @@ class Node:
         for c in spec.contained:
             objects.add_ref(c)
         if spec.actor_id is not None:
+            home = cluster.actor_elsewhere(spec) if cluster is not None else None
+            if home is not None:  # the actor lives on another node: its calls go there
+                if self._pin_deps(t):
+                    cluster.forward(t, home)
+                return
             self.actors.submit(t)
             return
         if not self._pin_deps(t):

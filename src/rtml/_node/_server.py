@@ -68,6 +68,7 @@ class NodeServer:
         rec = self.gcs.register_node(self.parts.node_id, info)
         self.node_index = rec.index
         self.node.cluster = ClusterState(self.node, self.parts.node_id, rec.index)
+        self.node.cluster.gcs = self.gcs
         self.gcs.subscribe("nodes", self._on_node_change)
         self._refresh_view()
         self.parts.start()
@@ -87,6 +88,8 @@ class NodeServer:
             print(f"rtml node: could not tell the control plane it stops: {e}", file=sys.stderr)
         self.listener.close()
         self.parts.stop()
+        if self.node.cluster is not None:
+            self.node.cluster.gcs_pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ connections
     def _accept_loop(self) -> None:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections import deque
 from typing import Any
 
 from rtml._node._dispatch import dispatch
@@ -58,6 +59,7 @@ class NodeShell:
         self.link_frame = 1 << 30
         self._next_link = -1  # links to other nodes get negative channel ids
         self._link_backlog: dict[int, list[Any]] = {}  # messages sent while connecting
+        self._soon: deque[Any] = deque()  # callables to run on the selector thread
 
     def start(self) -> None:
         self.thread.start()
@@ -120,6 +122,12 @@ class NodeShell:
                 ch.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def call_soon(self, fn: Any) -> None:
+        """Run ``fn()`` on the selector thread under node.lock (from any thread, e.g. the
+        completion of a control-plane request)."""
+        self._soon.append(fn)
+        self.wake()
 
     def log_remote(self, args: tuple) -> None:
         """Worker output another node forwarded: to this node's drivers of that job."""
@@ -254,6 +262,8 @@ class NodeShell:
                             print(f"rtml node: closing connection {wid} after a bad message:\n"
                                   f"{traceback.format_exc()}", file=sys.stderr)
                             self._close(wid, ch)
+                while self._soon:
+                    self._soon.popleft()()
                 self.flush()
                 self._update_registrations()
                 for fn in self.on_idle:

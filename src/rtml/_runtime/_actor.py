@@ -193,7 +193,7 @@ class ActorClass:
         fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
         meta = {"class_name": name, "methods": self._methods,
                 "max_task_retries": o.max_task_retries, "is_async": self._is_async}
-        info = {"class_name": name, "name": o.name, "namespace": o.namespace,
+        info = {"class_name": name, "name": o.name, "namespace": o.namespace or client.namespace,
                 "get_if_exists": o.get_if_exists, "detached": o.detached,
                 "max_restarts": o.max_restarts, "max_concurrency": o.max_concurrency,
                 "is_async": self._is_async, "env_vars": env_vars, "meta": meta}
@@ -202,6 +202,8 @@ class ActorClass:
         del keep
         if kind == "existing":
             return ActorHandle(aid, existing, ObjectRef(return_id(aid, 1), _registered=False))
+        if existing:  # in a cluster: the node the actor lives on
+            meta = {**meta, **existing}
         return ActorHandle(aid, meta, ObjectRef(return_id(aid, 1)))
 
     def __reduce__(self) -> Any:
@@ -278,9 +280,11 @@ class ActorHandle:
               retry_exceptions: Any, max_task_retries: int | None) -> Any:
         meta = self._meta
         retries = meta["max_task_retries"] if max_task_retries is None else max_task_retries
+        home = meta.get("node")
         return _client().submit_task(
             method, None, f"{meta['class_name']}.{method}", args, kwargs, num_returns, {},
-            retries, retry_exceptions, None, self._aid)
+            retries, retry_exceptions, None, self._aid,
+            strategy=None if home is None else ("actor", home))
 
     def __reduce__(self) -> Any:
         return (ActorHandle, (self._aid, self._meta, self._ref))
@@ -354,7 +358,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
-    aid, meta = _op("get", (name, namespace))
+    aid, meta = _op("get", (name, namespace or _client().namespace))
     return ActorHandle(aid, meta, ObjectRef(return_id(aid, 1), _registered=False))
 
 
@@ -368,7 +372,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}; to stop a "
                         "task, use rtml.cancel(ref)")
-    _op("kill", (actor._aid, bool(no_restart)))
+    _op("kill", (actor._aid, bool(no_restart), actor._meta.get("node")))
 
 
 def method(*args: Any, **options: Any) -> Any:

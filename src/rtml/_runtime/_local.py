@@ -733,7 +733,7 @@ class LocalClient(CoreClient):
                     "namespace=...) or get_actor(name, namespace=...)), or it may have died")
             return aid, self._actors[aid].info["meta"]
 
-    def _kill_actor(self, actor_id: int, no_restart: bool) -> None:
+    def _kill_actor(self, actor_id: int, no_restart: bool, node: str | None = None) -> None:
         with self._lock:
             rec = self._actors.get(actor_id)
         if rec is None or rec.state == _DEAD:
