@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench compare redis-server
+.PHONY: setup demo test lint bench compare redis-server chromium
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,12 @@ lint: setup
 redis-server:
 	command -v redis-server >/dev/null || (apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq redis-server)
 
-test: lint redis-server
+# The dashboard's end-to-end test drives Debian's chromium through playwright (which never
+# downloads a browser of its own here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: lint redis-server chromium
 	$(PY) -m pytest -q
 
 bench: setup

@@ -18,6 +18,7 @@ from rtml._api import (
     put,
     remote,
     shutdown,
+    timeline,
     wait,
 )
 from rtml._runtime._actor import get_actor, kill, method
@@ -46,6 +47,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "util",
     "wait",
 ]

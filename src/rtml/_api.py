@@ -15,7 +15,7 @@ _runtime: Any = None
 
 # Keyword arguments Ray's init() takes that change nothing for the embedded runtime.
 _IGNORED_INIT = {
-    "include_dashboard", "dashboard_host", "dashboard_port", "logging_level", "logging_format",
+    "logging_level", "logging_format",
     "configure_logging", "log_to_driver_level", "job_config", "_temp_dir", "_system_config",
     "_plasma_directory", "_node_ip_address", "_enable_object_reconstruction",
     "runtime_env_setup", "storage", "_memory", "_redis_password", "enable_resource_isolation",
@@ -56,6 +56,9 @@ def init(
     log_to_driver: bool = True,
     runtime_env: dict[str, Any] | None = None,
     local_mode: bool = False,
+    include_dashboard: bool | None = None,
+    dashboard_host: str = "127.0.0.1",
+    dashboard_port: int | None = None,
     **kwargs: Any,
 ) -> InitContext:
     """Start an embedded runtime, or join a running cluster (``address=``) as a new job.
@@ -78,6 +81,10 @@ def init(
             submitted (no workers), so breakpoints and debuggers work inside tasks; same API
             and errors. Ignores ``$RTML_ADDRESS``; see ``rtml._runtime._local`` for what
             differs.
+        include_dashboard: serve the read-only web dashboard (default on; the returned
+            context's ``dashboard_url`` says where). A cluster's is served by its head node.
+        dashboard_host: address it binds (127.0.0.1: this machine only).
+        dashboard_port: its port (default 8265 if free, else any free port).
 
     Returns:
         An InitContext (a dict; also a context manager that shuts down on exit).
@@ -125,6 +132,9 @@ def init(
             namespace=namespace or "default", log_to_driver=log_to_driver,
             env_vars=env_vars_of(runtime_env) or {},
         )
+        config.include_dashboard = include_dashboard is not False
+        config.dashboard_host = dashboard_host
+        config.dashboard_port = dashboard_port
         if local_mode:
             from rtml._runtime._local import LocalRuntime
 
@@ -155,12 +165,19 @@ def _connect(address: str, namespace: str | None, log_to_driver: bool,
     return _context_info()
 
 
+def _dashboard_url(rt: Any) -> str | None:
+    dash = getattr(rt, "dashboard", None)
+    if dash is not None:
+        return dash.url
+    return getattr(rt, "dashboard_url", None)  # a cluster's, served by its head node
+
+
 def _context_info() -> InitContext:
     rt = _runtime
     info = InitContext(
         node_id=rt.node_id if rt else None,
         session_name=rt.session if rt else None,
-        webui_url=None,
+        webui_url=_dashboard_url(rt),
         address=getattr(rt, "address", "local"),
     )
     return info
@@ -378,8 +395,40 @@ def get_runtime_context() -> RuntimeContext:
     return RuntimeContext(_client())
 
 
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """The task timeline in the Chrome trace event format, as ``ray.timeline``: a row per
+    worker (grouped by node), a slice per task execution, arrows from each task whose result a
+    task took to that task. Open the file in https://ui.perfetto.dev or chrome://tracing.
+
+    Args:
+        filename: write the trace there (JSON object form, ``{"traceEvents": [...], ...}``)
+            and return None; if None, return the trace events instead.
+
+    Returns:
+        The list of trace events if ``filename`` is None, else None.
+
+    Raises:
+        RuntimeError: rtml is not initialized, or runs in local mode (no task events).
+        OSError: ``filename`` cannot be written.
+    """
+    from rtml._observability._sources import current_source
+    from rtml._observability._timeline import dump_trace, trace_of_source
+
+    if _runtime is None:
+        raise RuntimeError("rtml.timeline() needs a running rtml: call rtml.init() first")
+    source = current_source()
+    try:
+        trace = trace_of_source(source)
+    finally:
+        source.close()
+    if filename is None:
+        return list(trace["traceEvents"])
+    dump_trace(trace, os.fspath(filename))
+    return None
+
+
 __all__ = [
     "available_resources", "cancel", "cluster_resources", "get", "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "nodes", "put", "remote", "shutdown",
-    "wait",
+    "timeline", "wait",
 ]

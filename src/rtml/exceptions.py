@@ -237,10 +237,15 @@ class TaskError(RtmlError):
     def as_instanceof_cause(self) -> TaskError:
         """Return a copy that is an instance of both ``TaskError`` and the cause's class.
 
-        Returns ``self`` if there is no cause, the cause is a ``TaskError``, or its class can't
-        be combined with ``TaskError`` (final class, layout or metaclass conflict).
+        A task that failed because a task it waited for failed has that task's ``TaskError`` as
+        its cause: the class combined is then the innermost original one, so that
+        ``except ZeroDivisionError`` catches an error raised two tasks down (as in Ray), while
+        the message keeps every task's traceback. Returns ``self`` if there is no cause, or its
+        class can't be combined with ``TaskError`` (final class, layout or metaclass conflict).
         """
         cause = self.cause
+        while isinstance(cause, TaskError) and isinstance(cause.cause, BaseException):
+            cause = cause.cause
         if not isinstance(cause, BaseException) or isinstance(self, type(cause)):
             return self
         dual_cls = _dual_class(type(cause))

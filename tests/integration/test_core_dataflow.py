@@ -217,3 +217,12 @@ def test_large_arguments_by_value():
     assert np.array_equal(out, arr + 1)
     big_str = "x" * 300_000
     assert rtml.get(add.remote(big_str, b="y"), timeout=30) == big_str + "y"
+
+
+def test_tasks_queued_behind_a_long_task_move_to_other_workers(gate_path):
+    """Tiny tasks pipelined to a worker whose task turns out never to end are taken back and
+    run elsewhere (a worker of the two CPUs is free or about to be)."""
+    blocker = wait_for_file.remote(str(gate_path))
+    assert rtml.get([identity.remote(i) for i in range(6)], timeout=30) == list(range(6))
+    gate_path.touch()
+    assert rtml.get(blocker, timeout=30) == "gate opened"

@@ -610,14 +610,23 @@ def test_dual_degrades_when_cause_class_cannot_be_subclassed():
         None,
         Exception("plain"),
         ex.RtmlError("root"),
-        ex.TaskError("inner", "", ValueError("v")),
-        ex.TaskError("inner", "", ValueError("v")).as_instanceof_cause(),
     ],
-    ids=["none", "exception", "rtml-error", "task-error", "dual-task-error"],
+    ids=["none", "exception", "rtml-error"],
 )
 def test_dual_returns_self_when_nothing_to_add(cause):
     te = ex.TaskError("outer", "", cause)
     assert te.as_instanceof_cause() is te
+
+
+@pytest.mark.parametrize("dual_inner", [False, True], ids=["task-error", "dual-task-error"])
+def test_a_task_failed_by_a_failed_task_is_an_instance_of_the_innermost_cause(dual_inner):
+    inner = ex.TaskError("inner", "inner tb", ValueError("v"))
+    if dual_inner:
+        inner = inner.as_instanceof_cause()
+    outer = ex.TaskError("outer", "outer tb", inner).as_instanceof_cause()
+    assert isinstance(outer, ValueError) and isinstance(outer, ex.TaskError)
+    assert outer.cause is inner  # the chain of tasks stays in the error
+    assert pickle.loads(pickle.dumps(outer)).cause.function_name == "inner"
 
 
 def test_as_instanceof_cause_on_a_dual_is_idempotent():

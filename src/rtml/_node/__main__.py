@@ -27,6 +27,8 @@ def main() -> None:
     p.add_argument("--labels", default="{}")
     p.add_argument("--object-store-memory", type=int, default=None)
     p.add_argument("--head", action="store_true")
+    p.add_argument("--dashboard-port", type=int, default=0,
+                   help="head only: 0 = 8265 if free else any free port; -1 = no dashboard")
     p.add_argument("--ready-fd", type=int, default=None)
     a = p.parse_args()
 
@@ -45,7 +47,8 @@ def main() -> None:
     resources = node_resources(cpus, a.num_gpus, json.loads(a.resources), store)
     gcs = ControlClient(a.gcs, token)
     server = NodeServer(resources, store, token, gcs, host=a.host, port=a.port,
-                        is_head=a.head, labels=json.loads(a.labels))
+                        is_head=a.head, labels=json.loads(a.labels), gcs_address=a.gcs,
+                        dashboard_port=a.dashboard_port)
     try:
         serve(server, a.ready_fd)
     finally:

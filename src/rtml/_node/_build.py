@@ -84,7 +84,10 @@ def build_node(resources: dict[str, float], object_store_memory: int, namespace:
     store = NodeObjectStore(session, object_store_memory, spill_dir, SHM_DIR)
     env = {**worker_env, "RTML_NODE_ID": node_id, "RTML_SPILL_DIR": spill_dir}
     env.setdefault("RTML_NAMESPACE", namespace)
+    log_dir = env["RTML_LOG_DIR"] = os.path.join(tmpdir, "logs")
+    os.makedirs(log_dir)
     shell = NodeShell(session, SHM_DIR, env, log_to_driver, log_sink)
+    shell.log_dir = log_dir
     node = Node(shell, store, resources, session)
     shell.node = node
     node.actors = ActorManager(node, namespace)

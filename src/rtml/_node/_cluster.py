@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 from rtml import exceptions as exc
 from rtml._node._objects import ERR, INLINE, PENDING, READY, REMOTE, SHM
 from rtml._node._tasks import FINISHED, FORWARDED, STREAMING, WAITING, TaskRec
+from rtml._observability._recorder import FORWARDED as FORWARDED_EV
 from rtml._runtime._ids import NODE_SHIFT, node_of_object, return_id, to_hex
 from rtml._scheduler._placement import NodeView, place
 
@@ -241,6 +243,10 @@ class ClusterState:
         t.state = FORWARDED
         t.remote = target
         t.attempts += 1
+        if node.events is not None:
+            now = time.time()
+            node.events.append((FORWARDED_EV, t, t.attempts, now, now, None, 0, None,
+                                {"to_node": target}))
         self.forwarded[spec.task_id] = t
         self.stats["forwarded"] += 1
         blob = None

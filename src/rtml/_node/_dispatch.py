@@ -195,6 +195,29 @@ def _fetch(node: Any, shell: Any, wid: int, m: tuple) -> None:
         objects.add_waiter(o, waiter)
 
 
+def _state(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    """An observer asks for live state: ("state", req, kind) with kind in READERS."""
+    from rtml._observability._node_state import READERS
+
+    _tag, req, kind = m
+    node_id = shell.node_info.get("node_id", "")
+    if kind == "logs":
+        from rtml._observability._sources import log_files
+
+        value: Any = log_files(shell.log_dir, node_id)
+    else:
+        reader = READERS.get(kind)
+        value = None if reader is None else reader(node, node_id)
+    shell.send(wid, ("reply", req, value))
+
+
+def _read_log(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    from rtml._observability._sources import read_log_file
+
+    _tag, req, pid, tail = m
+    shell.send(wid, ("reply", req, read_log_file(shell.log_dir, pid, tail)))
+
+
 def _pull(node: Any, shell: Any, wid: int, m: tuple) -> None:
     _tag, req, oid, offset, length = m
     shell.send(wid, ("reply", req, node.cluster.serve_pull(oid, offset, length)))
@@ -219,4 +242,6 @@ _HANDLERS = {
     "nodes": _nodes,
     "fetch": _fetch,
     "pull": _pull,
+    "state": _state,
+    "read_log": _read_log,
 }

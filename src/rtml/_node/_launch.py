@@ -100,7 +100,7 @@ def start_node(gcs_address: str, token: bytes, *, head: bool = False, host: str 
                resources: dict[str, float] | None = None,
                object_store_memory: int | None = None, labels: dict[str, str] | None = None,
                log_path: str | None = None, detach: bool = False,
-               timeout: float = READY_TIMEOUT_S) -> Started:
+               timeout: float = READY_TIMEOUT_S, dashboard_port: int = 0) -> Started:
     args = ["rtml._node", "--gcs", gcs_address, "--host", host, "--port", str(port),
             "--num-gpus", str(num_gpus), "--resources", json.dumps(resources or {}),
             "--labels", json.dumps(labels or {})]
@@ -109,7 +109,7 @@ def start_node(gcs_address: str, token: bytes, *, head: bool = False, host: str 
     if object_store_memory is not None:
         args += ["--object-store-memory", str(int(object_store_memory))]
     if head:
-        args.append("--head")
+        args += ["--head", "--dashboard-port", str(dashboard_port)]
     proc, words = _spawn(args, token, log_path, detach, timeout)
     # "RTML_NODE_READY <port> <node id>"
     return Started(proc, int(words[1]), node_id=words[2], log_path=log_path)

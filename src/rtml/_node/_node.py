@@ -39,10 +39,13 @@ from rtml._node._tasks import (
     TaskRec,
     TaskSpec,
 )
+from rtml._observability._recorder import FAILED, RETRIED
+from rtml._observability._recorder import FINISHED as FINISHED_EV
 from rtml._runtime._ids import DRIVER_INDEX, put_id, return_id, task_of, to_hex
 from rtml._scheduler import ResourcePool, shape_key
 
 STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
+STALL_S = 0.05  # a task of unknown length running this long takes back what queued behind it
 
 
 class WorkerRec:
@@ -117,6 +120,9 @@ class Node:
         self.n_blocked = 0
         self.actors: Any = None  # set by the actor manager
         self.cluster: Any = None  # a cluster node's ClusterState (_cluster.py); None embedded
+        # Task events (_observability/_recorder.py): a list the runtime's flusher drains, or
+        # None when nothing collects them.
+        self.events: list[tuple] | None = None
         self.closed = False
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "workers_started": 0,
                       "workers_died": 0}
@@ -302,6 +308,7 @@ class Node:
             return
         t.deps_left -= 1
         if t.deps_left == 0:
+            t.ready = time.time()
             if t.spec.actor_id is not None:
                 self.actors.deps_ready(t)
             else:
@@ -415,6 +422,7 @@ class Node:
                 self._pipeline(ws, q)
 
     def _pipeline(self, ws: list[WorkerRec], q: deque[TaskRec]) -> None:
+        now = time.time()
         while q:
             depth = self._depth(q[0].spec.fn_id)
             best = None
@@ -422,14 +430,41 @@ class Node:
                 if w.blocked:
                     continue
                 n = len(w.assigned)
-                if n < depth and (best is None or n < len(best.assigned)):
+                if n < depth and (best is None or n < len(best.assigned)) and not (
+                        n and self._stalled(w.assigned[0], now)):
                     best = w
             if best is None:
                 return
             self._assign(best, q.popleft())
 
+    def _stalled(self, head: TaskRec, now: float) -> bool:
+        """Has a worker's current task run so much longer than expected that tasks queued
+        behind it should go elsewhere (it may never end)?"""
+        est = self.fn_time.get(head.spec.fn_id)
+        return now - head.scheduled > (STALL_S if est is None else max(STALL_S, 4 * est))
+
+    def check_stalls(self) -> None:
+        """Take back tasks pipelined behind a task that has run far longer than its function
+        usually does (called by the shell a few times a second)."""
+        now = time.time()
+        moved = False
+        for ws in self.leased.values():
+            for w in ws:
+                if len(w.assigned) > 1 and not w.blocked and self._stalled(w.assigned[0], now):
+                    first, *revoked = w.assigned
+                    w.assigned.clear()
+                    w.assigned.append(first)
+                    for t in reversed(revoked):
+                        t.attempts -= 1
+                        self._enqueue(t, front=True)
+                    self.io.send(w.wid, ("revoke", [t.spec.task_id for t in revoked]))
+                    moved = True
+        if moved:
+            self.schedule()
+
     def _assign(self, w: WorkerRec, t: TaskRec) -> None:
         t.state = ASSIGNED
+        t.scheduled = time.time()
         t.worker = w
         t.attempts += 1
         w.assigned.append(t)
@@ -514,7 +549,18 @@ class Node:
             spec = t.spec
             old = self.fn_time.get(spec.fn_id)
             self.fn_time[spec.fn_id] = duration if old is None else 0.8 * old + 0.2 * duration
-            if retryable and t.retries_left != 0 and not t.cancelled:
+            retry = retryable and t.retries_left != 0 and not t.cancelled
+            ev = self.events
+            if ev is not None:
+                blob = None
+                for r in results:
+                    if r[1] == ERR:
+                        blob = r[2]
+                        break
+                state = RETRIED if retry else FAILED if blob is not None else FINISHED_EV
+                ev.append((state, t, t.attempts, t.scheduled, time.time(), duration,
+                           w.pid if w is not None else 0, blob))
+            if retry:
                 self._discard_results(results)
                 if t.retries_left > 0:
                     t.retries_left -= 1
@@ -581,6 +627,10 @@ class Node:
                 q.remove(t)
         if t.state == ASSIGNED and t.worker is not None and t in t.worker.assigned:
             t.worker.assigned.remove(t)
+        if self.events is not None:
+            w = t.worker
+            self.events.append((FAILED, t, t.attempts, t.scheduled, time.time(), None,
+                                w.pid if w is not None else 0, blob))
         t.state = FINISHED
         self.tasks.pop(spec.task_id, None)
         if spec.num_returns == STREAMING:
@@ -685,12 +735,16 @@ class Node:
         if cluster is not None:
             for o in ids:
                 cluster.localize(o)
-        pending = [o for o in ids if not objects.is_sealed(o) and o in objects]
+        entries = objects.entries
+        pending = {}  # one per object, however often ``ids`` names it
+        for o in ids:
+            e = entries.get(o)
+            if e is not None and e.state == PENDING:
+                pending[o] = e
         if not pending:
             return None
-        waiter = Waiter(len(set(pending)), callback)
-        for o in set(pending):
-            objects.add_waiter(o, waiter)
+        waiter = Waiter(len(pending), callback)
+        objects.add_waiter_to(pending.values(), waiter)
         self._block(proc)
         return waiter
 
@@ -698,19 +752,19 @@ class Node:
                  block: bool = True) -> tuple[list[int], Waiter | None]:
         entries = self.objects.entries
         ready = []
+        pending = []
         for o in ids:  # in input order, stopping as soon as enough are ready
             e = entries.get(o)
             if e is None or e.state != PENDING:
                 ready.append(o)
                 if len(ready) >= num_returns:
                     return ready, None
+            else:
+                pending.append(e)
         if not block:
             return ready, None
-        objects = self.objects
         waiter = Waiter(num_returns - len(ready), callback)
-        for o in ids:
-            if o in objects and not objects.is_sealed(o):
-                objects.add_waiter(o, waiter)
+        self.objects.add_waiter_to(pending, waiter)
         self._block(proc)
         return ready, waiter
 
@@ -834,6 +888,10 @@ class Node:
                 if t.retries_left > 0:
                     t.retries_left -= 1
                 self.stats["retried"] += 1
+                if self.events is not None:
+                    self.events.append((RETRIED, t, t.attempts, t.scheduled, time.time(), None,
+                                        w.pid, _error_blob(exc.WorkerCrashedError(
+                                            f"the worker (pid {w.pid}) died ({how})"))))
                 self._enqueue(t, front=True)
             else:
                 self._fail(t, exc.WorkerCrashedError(

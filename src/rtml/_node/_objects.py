@@ -16,7 +16,7 @@ contains it. Pure state: the shared-memory store is reached through ``delete_pay
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 PENDING, READY, ERROR = 0, 1, 2
@@ -158,6 +158,25 @@ class ObjectTable:
         else:
             e.waiters.append(waiter)
         return True
+
+    @staticmethod
+    def add_waiter_to(entries: Iterable[ObjEntry], waiter: Any) -> None:
+        """Register ``waiter`` on pending ``entries`` (looked up by the caller).
+
+        A waiter that fired stays on the other objects it watched until those are sealed (its
+        ``on_sealed`` then does nothing); such waiters are pruned here whenever a list reaches
+        a power of two, so an object that is waited on over and over (``wait`` in a loop on a
+        shrinking list) keeps a short list.
+        """
+        for e in entries:
+            ws = e.waiters
+            if ws is None:
+                e.waiters = [waiter]
+                continue
+            ws.append(waiter)
+            n = len(ws)
+            if n >= 8 and not n & (n - 1):
+                ws[:] = [w for w in ws if type(w) is not Waiter or not w.done]
 
     def remove_waiter(self, oid: int, waiter: Any) -> None:
         e = self.entries.get(oid)

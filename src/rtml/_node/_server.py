@@ -36,9 +36,13 @@ class NodeServer:
 
     def __init__(self, resources: dict[str, float], object_store_memory: int, token: bytes,
                  gcs: Any, host: str = "127.0.0.1", port: int = 0, is_head: bool = False,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, gcs_address: str = "",
+                 dashboard_port: int = 0) -> None:
         self.token = token
         self.gcs = gcs
+        self.gcs_address = gcs_address
+        self.dashboard_port = dashboard_port  # 0: 8265 if free, else any; -1: no dashboard
+        self.dashboard: Any = None
         self.is_head = is_head
         self.labels = dict(labels or {})
         self.listener = socket.create_server((host, port), reuse_port=False)
@@ -59,12 +63,24 @@ class NodeServer:
         }
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._events: Any = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         info = {"address": self.address, "host": self.host, "pid": os.getpid(),
                 "resources": self.node.resources.totals(), "labels": self.labels,
                 "is_head": self.is_head, "session": self.parts.session}
+        if self.is_head and self.dashboard_port != -1:
+            from rtml._observability._sources import ClusterSource
+            from rtml.dashboard import start_dashboard
+
+            gcs_address, token = self.gcs_address, self.token
+            loopback = self.host.startswith("127.") or self.host in ("localhost", "::1")
+            self.dashboard = start_dashboard(
+                lambda: ClusterSource(gcs_address, token), self.host,
+                None if self.dashboard_port == 0 else self.dashboard_port,
+                token=None if loopback else token)
+            info["dashboard_url"] = self.dashboard.url
         rec = self.gcs.register_node(self.parts.node_id, info)
         self.node_index = rec.index
         self.node.cluster = ClusterState(self.node, self.parts.node_id, rec.index)
@@ -72,6 +88,11 @@ class NodeServer:
         self.gcs.subscribe("nodes", self._on_node_change)
         self._refresh_view()
         self.parts.start()
+        from rtml._observability._flusher import EventFlusher, events_enabled
+
+        if events_enabled():
+            self._events = EventFlusher(self.node, self.parts.node_id, self.gcs.add_events,
+                                        as_dicts=True).start()
         for target, name in ((self._accept_loop, "rtml-node-accept"),
                              (self._heartbeat_loop, "rtml-node-heartbeat")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -82,6 +103,10 @@ class NodeServer:
         self._stop.set()
         for t in self._threads:
             t.join(2)
+        if self._events is not None:
+            self._events.stop()
+        if self.dashboard is not None:
+            self.dashboard.stop()
         try:  # leave the cluster now rather than when heartbeats are missed
             self.gcs.node_dead(self.parts.node_id, "stopped")
         except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from typing import Any
@@ -60,6 +61,8 @@ class NodeShell:
         self._next_link = -1  # links to other nodes get negative channel ids
         self._link_backlog: dict[int, list[Any]] = {}  # messages sent while connecting
         self._soon: deque[Any] = deque()  # callables to run on the selector thread
+        self.log_dir = ""  # per-worker log files go here (set by build_node)
+        self._log_files: dict[int, Any] = {}
 
     def start(self) -> None:
         self.thread.start()
@@ -212,16 +215,30 @@ class NodeShell:
                     pass
 
     def log(self, wid: int, stream: str, text: str, name: str, job: str | None) -> None:
-        if not self.log_to_driver:
-            return
         proc = self.procs.get(wid)
         pid = proc.pid if proc is not None else "?"
-        self.log_sink(stream, name, pid, text, job)
+        if self.log_dir:  # kept per worker, for `rtml logs` and the dashboard
+            f = self._log_files.get(wid)
+            if f is None:
+                try:
+                    f = self._log_files[wid] = open(  # noqa: SIM115 - closed with the worker
+                        os.path.join(self.log_dir, f"worker-{pid}.log"), "a", buffering=1)
+                except OSError:
+                    f = None
+            if f is not None:
+                mark = "[stderr] " if stream == "stderr" else ""
+                try:
+                    f.write("".join(f"{mark}({name}) {line}\n" for line in text.split("\n")))
+                except (OSError, ValueError):
+                    pass
+        if self.log_to_driver:
+            self.log_sink(stream, name, pid, text, job)
 
     # ------------------------------------------------------------------ the selector thread
     def _loop(self) -> None:
         node = self.node
         sel = self.selector
+        last_stall_check = 0.0
         while not self._stopping:
             try:
                 events = sel.select(0.2)
@@ -264,6 +281,10 @@ class NodeShell:
                             self._close(wid, ch)
                 while self._soon:
                     self._soon.popleft()()
+                now = time.monotonic()
+                if now - last_stall_check > 0.05:
+                    last_stall_check = now
+                    node.check_stalls()
                 self.flush()
                 self._update_registrations()
                 for fn in self.on_idle:
@@ -301,6 +322,9 @@ class NodeShell:
         if wid < 0:
             self.node.cluster.on_link_closed(wid)
             return
+        f = self._log_files.pop(wid, None)
+        if f is not None:
+            f.close()
         proc = self.procs.pop(wid, None)
         how = "connection closed"
         if proc is not None:
@@ -337,6 +361,9 @@ class NodeShell:
         for ch in list(self.channels.values()):
             ch.close()
         self.channels.clear()
+        for f in self._log_files.values():
+            f.close()
+        self._log_files.clear()
         self.selector.close()
         for fd in (self._wake_r, self._wake_w):
             try:

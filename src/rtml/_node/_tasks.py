@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 WAITING, QUEUED, ASSIGNED, FINISHED = 0, 1, 2, 3
@@ -14,8 +15,8 @@ class TaskSpec:
 
     __slots__ = (
         "actor_id", "args", "contained", "deps", "env_vars", "fn_id", "job", "max_retries",
-        "name", "num_returns", "owner", "resources", "retry_exceptions", "seq", "strategy",
-        "task_id",
+        "name", "num_returns", "owner", "parent", "resources", "retry_exceptions", "seq",
+        "strategy", "task_id",
     )
 
     def __init__(
@@ -23,7 +24,7 @@ class TaskSpec:
         contained: tuple[int, ...], num_returns: int, resources: dict[str, float],
         max_retries: int, retry_exceptions: Any, owner: int, env_vars: dict[str, str] | None,
         actor_id: int | None = None, seq: int = 0, job: tuple[str, str] | None = None,
-        strategy: Any = None,
+        strategy: Any = None, parent: int | None = None,
     ) -> None:
         self.task_id = task_id
         self.fn_id = fn_id
@@ -41,12 +42,14 @@ class TaskSpec:
         self.seq = seq
         self.job = job  # (job id, namespace) of a cluster driver's work; None when embedded
         self.strategy = strategy  # None, "SPREAD" or ("node", node id, soft): see _placement
+        self.parent = parent  # the task that submitted it (for the timeline and listings)
 
     def __reduce__(self) -> Any:
         return (TaskSpec, (
             self.task_id, self.fn_id, self.name, self.args, self.deps, self.contained,
             self.num_returns, self.resources, self.max_retries, self.retry_exceptions,
             self.owner, self.env_vars, self.actor_id, self.seq, self.job, self.strategy,
+            self.parent,
         ))
 
 
@@ -55,7 +58,8 @@ class TaskRec:
 
     __slots__ = (
         "attempts", "cancelled", "children", "deps_left", "local_only", "node", "parent",
-        "remote", "retries_left", "shape", "spec", "state", "worker",
+        "ready", "remote", "retries_left", "scheduled", "shape", "spec", "state", "submitted",
+        "worker",
     )
 
     def __init__(self, spec: TaskSpec, node: Any, shape: tuple) -> None:
@@ -72,6 +76,9 @@ class TaskRec:
         self.parent: int | None = None
         self.remote: str | None = None  # FORWARDED: the node running it
         self.local_only = False  # forwarded here by another node: never forwarded again
+        self.submitted = time.time()  # lifecycle timestamps, for task events
+        self.ready = 0.0
+        self.scheduled = 0.0
 
     def on_sealed(self, oid: int) -> None:
         """A dependency was sealed (as a value or an error)."""

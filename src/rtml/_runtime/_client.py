@@ -14,6 +14,7 @@ Subclasses implement the transport half: ``_submit``, ``_put``, ``_fetch``, ``_w
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -40,6 +41,7 @@ class CoreClient:
         self.job_id = job_id
         self.ids = _ids.IdGenerator(proc)
         self.registered_fns: set[str] = set()
+        self._fn_lock = threading.Lock()
         self.current_task_id: int | None = None
         self.current_actor_id: int | None = None
         self.gpu_ids: list[int] = []
@@ -94,12 +96,18 @@ class CoreClient:
             retry_exceptions = cloudpickle.dumps(tuple(retry_exceptions))
         spec = TaskSpec(task_id, fn_id, name, blob, deps, contained, num_returns, resources,
                         max_retries, retry_exceptions, self.proc, env_vars, actor_id,
-                        job=self.job, strategy=strategy)
-        fn_blob = None
+                        job=self.job, strategy=strategy, parent=self.current_task_id)
         if fn_id not in self.registered_fns and blob_fn is not None:
-            fn_blob = blob_fn()
-            self.registered_fns.add(fn_id)
-        self._submit(spec, fn_blob)
+            # The first submission carries the function. Threads of one process (a threaded
+            # actor, a driver's threads) must not send a later call before it: marking the
+            # function sent only after sending it, under a lock, keeps that order.
+            with self._fn_lock:
+                if fn_id not in self.registered_fns:
+                    self._submit(spec, blob_fn())
+                    self.registered_fns.add(fn_id)
+                    del keep
+                    return self.refs_for(task_id, num_returns)
+        self._submit(spec, None)
         del keep
         return self.refs_for(task_id, num_returns)
 

@@ -2,11 +2,12 @@
 
 The node lives in the driver process, so a submit is a function call under ``node.lock``
 followed by one non-blocking write to the chosen worker; results arrive on the node's selector
-thread, which wakes waiting ``get`` calls through a per-call event.
+thread, which wakes a waiting ``get`` or ``wait`` by releasing the lock it blocks on.
 """
 
 from __future__ import annotations
 
+import _thread
 import threading
 from typing import Any
 
@@ -17,6 +18,19 @@ from rtml._runtime._ids import DRIVER_INDEX
 from rtml._runtime._refs import counter
 
 PROC = DRIVER_INDEX
+
+
+def _closed_gate() -> Any:
+    """A lock held by nobody in particular: ``acquire`` blocks until the waiter opens it.
+    Cheaper than a ``threading.Event`` (no Condition), which matters for a wait per ref."""
+    gate = _thread.allocate_lock()
+    gate.acquire()
+    return gate
+
+
+def _opener(gate: Any) -> Any:
+    release = gate.release
+    return lambda _waiter: release()
 
 
 class DriverClient(CoreClient):
@@ -36,7 +50,7 @@ class DriverClient(CoreClient):
     def _submit(self, spec: TaskSpec, fn_blob: bytes | None) -> None:
         node = self.node
         with node.lock:
-            if counter.acquired or counter.released:
+            if counter.dropped_log or counter.created_log or counter.pending:  # counter.dirty
                 self.apply_ref_updates()
             if fn_blob is not None:
                 node.register_function(spec.fn_id, fn_blob)
@@ -53,21 +67,21 @@ class DriverClient(CoreClient):
         node = self.node
         deadline = self.deadline(timeout)
         with node.lock:
-            if counter.acquired or counter.released:
+            if counter.dropped_log or counter.created_log or counter.pending:  # counter.dirty
                 self.apply_ref_updates()
             entries = node.objects.entries
             for o in ids:
                 e = entries.get(o)
                 if e is not None and e.state == PENDING:
                     break
-            else:  # everything is ready (the common case for get after wait): no event needed
+            else:  # everything is ready (the common case for get after wait): no gate needed
                 return [node.payload(o) for o in ids]
-            event = threading.Event()
-            waiter = node.add_get(PROC, ids, lambda _w: event.set())
+            gate = _closed_gate()
+            waiter = node.add_get(PROC, ids, _opener(gate))
             if waiter is None:
                 return [node.payload(o) for o in ids]
             self.shell.flush()
-        if not event.wait(None if deadline is None else max(0.0, timeout or 0.0)):
+        if not gate.acquire(True, -1 if deadline is None else max(0.0, timeout or 0.0)):
             with node.lock:
                 if not waiter.done:
                     node.remove_waiter(PROC, waiter, ids)
@@ -77,19 +91,27 @@ class DriverClient(CoreClient):
 
     def _wait(self, ids: list[int], num_returns: int, timeout: float | None) -> list[int]:
         node = self.node
-        event = threading.Event()
+        gate = _closed_gate()
         with node.lock:
-            self.apply_ref_updates()
-            ready, waiter = node.add_wait(PROC, ids, num_returns, lambda _w: event.set(),
+            if counter.dropped_log or counter.created_log or counter.pending:  # counter.dirty
+                self.apply_ref_updates()
+            ready, waiter = node.add_wait(PROC, ids, num_returns, _opener(gate),
                                           block=timeout != 0)
             if waiter is None:
                 return ready
-        event.wait(timeout)
+        gate.acquire(True, -1 if timeout is None else timeout)
         with node.lock:
             if not waiter.done:
                 node.remove_waiter(PROC, waiter, ids)
-            objects = node.objects
-            return [o for o in ids if objects.is_sealed(o) or o not in objects]
+            entries = node.objects.entries
+            ready = []
+            for o in ids:  # in input order; the caller keeps only the first num_returns
+                e = entries.get(o)
+                if e is None or e.state != PENDING:
+                    ready.append(o)
+                    if len(ready) >= num_returns:
+                        break
+            return ready
 
     def cancel(self, oid: int, force: bool, recursive: bool) -> None:
         with self.node.lock:

@@ -175,7 +175,10 @@ class RemoteRuntime:
         try:
             self.job_id = format(self.gcs.next_job_id(), "08x")
             self.namespace = namespace or f"anon-{self.job_id}"
-            node = _pick_node(self.gcs.list_nodes())
+            nodes = self.gcs.list_nodes()
+            node = _pick_node(nodes)
+            self.dashboard_url = next((n.extra.get("dashboard_url") for n in nodes
+                                       if n.alive and n.extra.get("is_head")), None)
             self.node_address = node.address
             sock = connect(self.node_address, self.token, timeout)
             self.conn = _Connection(sock)

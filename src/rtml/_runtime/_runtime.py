@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtml._node._build import SHM_DIR, build_node, node_resources
+from rtml._observability._flusher import start_event_log
 from rtml._runtime import _context, _payload
 from rtml._runtime._driver import DriverClient
 from rtml._runtime._refs import counter
@@ -35,6 +36,9 @@ class Config:
     namespace: str
     log_to_driver: bool
     env_vars: dict[str, str] = field(default_factory=dict)
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int | None = None  # None: 8265 if free, else any free port
 
 
 def print_log(stream: str, name: str, pid: Any, text: str, job: str | None = None) -> None:
@@ -66,6 +70,8 @@ class Runtime:
         self.client = DriverClient(self.node, self.shell, self.session, SHM_DIR, self.node_id,
                                    self.job_id)
         self.client.namespace = config.namespace
+        self.event_log, self._events = start_event_log(self.node, self.node_id, self.job_id)
+        self.dashboard: Any = None
         self._stopped = False
         self._lock = threading.Lock()
 
@@ -73,6 +79,14 @@ class Runtime:
         counter.reset()
         counter.enabled = True
         self.parts.start()
+        c = self.config
+        if c.include_dashboard:
+            from rtml._observability._sources import LocalSource
+            from rtml.dashboard import start_dashboard
+
+            # Binds now (the URL is known at once); the web stack loads on the first visit.
+            self.dashboard = start_dashboard(lambda: LocalSource(self), c.dashboard_host,
+                                             c.dashboard_port)
         _context.set_client(self.client)
         atexit.register(self.shutdown)
 
@@ -88,6 +102,9 @@ class Runtime:
 
         stop_resolver()
         try:
+            if self.dashboard is not None:
+                self.dashboard.stop()
+            self._events.stop()
             self.parts.stop()
         finally:
             counter.reset()

@@ -31,7 +31,9 @@ class Serialized:
         self.data = data
         self.buffers = buffers
         self.contained = contained
-        self.size = len(data) + sum(b.raw().nbytes for b in buffers)
+        self.size = len(data)
+        if buffers:  # (no generator for the common case of none: this runs once per value)
+            self.size += sum(b.raw().nbytes for b in buffers)
 
     def inline_bytes(self) -> bytes:
         """The value as one in-band pickle (buffers folded in), for inline transport."""

@@ -93,14 +93,15 @@ class _Decoder:
 class NodeChannel:
     """The node's end of a connection: queue messages, flush without ever blocking."""
 
-    __slots__ = ("_decoder", "_out", "_pending", "closed", "fileno", "sock")
+    __slots__ = ("_decoder", "_out", "_pending", "_sent", "closed", "fileno", "sock")
 
     def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fileno = sock.fileno()
         self._out: list[Any] = []
-        self._pending = b""
+        self._pending: list[bytes] = []  # frames not fully written, oldest first
+        self._sent = 0  # bytes of _pending[0] already written
         self._decoder = _Decoder(max_frame)
         self.closed = False
 
@@ -116,25 +117,34 @@ class NodeChannel:
         return bool(self._pending)
 
     def flush(self) -> bool:
-        """Send what is queued; return True if bytes remain for when the socket is writable."""
+        """Send what is queued; return True if bytes remain for when the socket is writable.
+
+        A partly written frame is resumed from an offset (never re-sliced: a large reply, such
+        as a chunk of an object being pulled, would otherwise be copied once per send)."""
         if self.closed:
             self._out.clear()
             return False
+        pending = self._pending
         if self._out:
-            frame = encode(self._out)
+            pending.append(encode(self._out))
             self._out = []
-            self._pending = self._pending + frame if self._pending else frame
-        if not self._pending:
-            return False
-        try:
-            sent = self.sock.send(self._pending)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            self._pending = b""
-            return False  # the reader side will see the close
-        self._pending = self._pending[sent:]
-        return bool(self._pending)
+        sock = self.sock
+        while pending:
+            head = pending[0]
+            try:
+                sent = sock.send(memoryview(head)[self._sent:] if self._sent else head)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                pending.clear()
+                self._sent = 0
+                return False  # the reader side will see the close
+            self._sent += sent
+            if self._sent < len(head):
+                return True
+            pending.pop(0)
+            self._sent = 0
+        return False
 
     def receive(self) -> list[Any] | None:
         """Read what is available; return messages, or None if the peer closed."""

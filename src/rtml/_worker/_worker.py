@@ -364,12 +364,32 @@ class Worker:
 _EXEC_CODE = Worker.execute.__code__
 
 
+def _register_stack_dump() -> None:
+    """SIGUSR2 writes every thread's Python stack to ``stack-<pid>.txt`` in the node's log
+    directory (what ``rtml stack`` reads when py-spy is not available)."""
+    import faulthandler
+
+    log_dir = os.environ.get("RTML_LOG_DIR")
+    if not log_dir:
+        return
+    try:
+        f = open(os.path.join(log_dir, f"stack-{os.getpid()}.txt"), "w")  # noqa: SIM115
+    except OSError:
+        return
+    faulthandler.register(signal.SIGUSR2, file=f, all_threads=True)
+    _STACK_FILE.append(f)  # kept open for the life of the process
+
+
+_STACK_FILE: list[Any] = []
+
+
 def run_worker(fd: int, wid: int, session: str, shm_dir: str) -> None:
     sock = socket.socket(fileno=fd)
     worker = Worker(sock, wid, session, shm_dir)
     _context.set_client(worker.client)
     signal.signal(signal.SIGUSR1, worker._on_interrupt)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the driver
+    _register_stack_dump()
     sys.stdout = _LogStream(worker, "stdout")  # type: ignore[assignment]
     sys.stderr = _LogStream(worker, "stderr")  # type: ignore[assignment]
     try:

@@ -76,9 +76,12 @@ def _json_option(text: str | None, what: str) -> dict[str, Any]:
 @click.option("--redis", default=None, metavar="HOST:PORT[,...]",
               help="Keep the control plane's tables in these redis-servers (durable).")
 @click.option("--token", default=None, help="The cluster token (hex); new for a new head.")
+@click.option("--dashboard-port", type=int, default=0, show_default=True,
+              help="Head only: the dashboard's port (0: 8265 if free, else any; -1: none).")
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float, resources: str | None, labels: str | None,
-          object_store_memory: int | None, redis: str | None, token: str | None) -> None:
+          object_store_memory: int | None, redis: str | None, token: str | None,
+          dashboard_port: int) -> None:
     """Start a head (--head) or join a node to a cluster (--address HOST:PORT)."""
     from rtml._node._launch import start_control_plane, start_node
 
@@ -98,12 +101,14 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
         started.append({"kind": "control", "pid": cp.proc.pid, "address": gcs})
         _save_started(started)
         node = start_node(gcs, secret, head=True, host=host, log_path=_log_path("node"),
-                          detach=True, **node_args)
+                          detach=True, dashboard_port=dashboard_port, **node_args)
         started.append({"kind": "node", "pid": node.proc.pid, "address": gcs})
         _save_started(started)
         with open(_state_file(_CURRENT), "w") as f:
             f.write(gcs)
+        dash = _dashboard_of(gcs, secret)
         click.echo(f"rtml cluster started; control plane at {gcs}, head node {node.node_id}.\n"
+                   f"{'  Dashboard: ' + dash + chr(10) if dash else ''}"
                    f"\n  Connect a driver on this machine:  rtml.init(address=\"{gcs}\")"
                    f"  (or address=\"auto\")\n"
                    f"  Join a node:                       rtml start --address {gcs}\n"
@@ -121,6 +126,17 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
     started.append({"kind": "node", "pid": node.proc.pid, "address": address})
     _save_started(started)
     click.echo(f"rtml node {node.node_id} joined the cluster at {address}.")
+
+
+def _dashboard_of(gcs: str, token: bytes) -> str | None:
+    from rtml._control._client import ControlClient
+
+    try:
+        with ControlClient(gcs, token) as c:
+            return next((n.extra.get("dashboard_url") for n in c.list_nodes()
+                         if n.alive and n.extra.get("is_head")), None)
+    except (ConnectionError, TimeoutError):
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -44,8 +44,13 @@ def microbenchmark(filters: tuple[str, ...], duration: float, json_path: str | N
 
 def _register() -> None:
     from rtml.cli._cluster import start, status, stop
+    from rtml.cli._debug import logs, stack
 
-    for command in (start, stop, status):
+    for command in (start, stop, status, logs, stack):
+        cli.add_command(command)
+    from rtml.cli._state import COMMANDS
+
+    for command in COMMANDS:
         cli.add_command(command)
 
 

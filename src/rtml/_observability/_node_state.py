@@ -1,0 +1,120 @@
+"""Read a node's live state as records (see ``_source.py`` for their keys).
+
+Called with ``node.lock`` held: from the embedded runtime's source directly, and from the
+node's "state" request (a cluster node answering an observer).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rtml._node._objects import ERR, INLINE, PENDING, REMOTE, SHM
+from rtml._node._tasks import ASSIGNED, FORWARDED, QUEUED, WAITING
+from rtml._object_store._state import Location
+from rtml._runtime._ids import task_of, to_hex
+
+_TASK_STATE = {WAITING: "PENDING_ARGS", QUEUED: "PENDING_SCHEDULING", ASSIGNED: "RUNNING",
+               FORWARDED: "FORWARDED"}
+
+
+def live_tasks(node: Any, node_id: str) -> list[dict[str, Any]]:
+    out = []
+    for t in list(node.tasks.values()):
+        spec = t.spec
+        w = t.worker
+        out.append({
+            "task_id": to_hex(spec.task_id), "name": spec.name,
+            "state": _TASK_STATE.get(t.state, "PENDING_SCHEDULING"), "node_id": node_id,
+            "worker_pid": w.pid if w is not None and t.state == ASSIGNED else None,
+            "actor_id": to_hex(spec.actor_id) if spec.actor_id is not None else None,
+            "job_id": spec.job[0] if spec.job else "", "attempt": t.attempts,
+            "submitted": t.submitted,
+        })
+    return out
+
+
+def _holders(node: Any) -> dict[int, list[str]]:
+    """Who holds each object: processes (by pid), tasks pinning it, peer nodes."""
+    names: dict[int, str] = {}
+    for w in node.workers.values():
+        names[w.wid] = f"worker pid {w.pid}"
+    for c in node.clients.values():
+        kind = c.info.get("kind")
+        names[c.wid] = (f"node {c.info.get('node_id', '?')}" if kind == "node"
+                        else f"driver pid {c.info.get('pid', '?')}")
+    names.setdefault(1, "driver")
+    out: dict[int, list[str]] = {}
+    for proc, oids in node.held.items():
+        who = names.get(proc, f"process {proc:x}")
+        for oid in oids:
+            out.setdefault(oid, []).append(who)
+    for t in node.tasks.values():
+        for d in t.spec.deps:
+            out.setdefault(d, []).append(f"task {to_hex(t.spec.task_id)}")
+    return out
+
+
+def objects(node: Any, node_id: str) -> list[dict[str, Any]]:
+    holders = _holders(node)
+    store = node.store
+    out = []
+    for oid, e in list(node.objects.entries.items()):
+        if e.state == PENDING:
+            where = "PENDING"
+        elif e.kind == SHM:
+            where = "SHARED_MEMORY"
+            try:
+                if store is not None and store._state.location(oid) is Location.DISK:
+                    where = "SPILLED"
+            except (KeyError, AttributeError):
+                pass
+        elif e.kind == REMOTE:
+            where = "REMOTE"
+        elif e.kind == ERR:
+            where = "ERROR"
+        else:
+            where = "INLINE" if e.kind == INLINE else "?"
+        size = e.size or (len(e.payload) if isinstance(e.payload, (bytes, bytearray)) else 0)
+        producer = task_of(oid)
+        out.append({
+            "object_id": to_hex(oid), "size": size, "where": where, "node_id": node_id,
+            "ref_count": e.refs, "holders": holders.get(oid, []),
+            "task_id": to_hex(producer) if oid & 0xFFFFFFFF else "",
+        })
+    return out
+
+
+def workers(node: Any, node_id: str) -> list[dict[str, Any]]:
+    log_dir = getattr(node.io, "log_dir", "")
+    out = []
+    for w in list(node.workers.values()):
+        out.append({
+            "stack_file": os.path.join(log_dir, f"stack-{w.pid}.txt") if log_dir else "",
+            "worker_id": to_hex(w.wid), "pid": w.pid, "node_id": node_id,
+            "state": str(w.state).upper(),
+            "actor_id": to_hex(w.actor.actor_id) if w.actor is not None else None,
+            "tasks": [to_hex(t.spec.task_id) for t in w.assigned], "blocked": bool(w.blocked),
+        })
+    return out
+
+
+def actors(node: Any, node_id: str) -> list[dict[str, Any]]:
+    if node.actors is None:
+        return []
+    out = []
+    for r in list(node.actors.actors.values()):
+        out.append({
+            "actor_id": to_hex(r.actor_id), "class_name": r.name,
+            "name": r.key[1] if r.key else None, "namespace": r.key[0] if r.key else None,
+            "state": "PENDING" if r.state in ("DEPENDENCIES_UNREADY", "PENDING_CREATION")
+            else r.state,
+            "node_id": node_id, "pid": r.worker.pid if r.worker is not None else None,
+            "num_restarts": r.num_restarts,
+            "death_cause": None if r.cause is None else str(r.cause)[:2000],
+            "job_id": r.spec.job[0] if r.spec.job else "",
+        })
+    return out
+
+
+READERS = {"live_tasks": live_tasks, "objects": objects, "workers": workers, "actors": actors}

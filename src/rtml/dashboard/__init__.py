@@ -1,0 +1,10 @@
+"""The read-only web dashboard: nodes, tasks, actors, objects, a live timeline, logs, failures.
+
+``start_dashboard(source_factory)`` serves it (the head node and ``rtml.init()`` call it);
+importing this package costs only the standard library: Starlette and uvicorn are imported by
+the server's thread.
+"""
+
+from rtml.dashboard._server import DashboardHandle, start_dashboard
+
+__all__ = ["DashboardHandle", "start_dashboard"]
