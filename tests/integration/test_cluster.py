@@ -91,11 +91,47 @@ def test_object_on_one_node_feeds_tasks_on_both(cluster):
                                              (500_000.0, side_id(cluster))]
 
 
-def test_many_readers_of_one_remote_object(cluster):
+def _head_load(cluster) -> dict:
+    from rtml._control._client import ControlClient
+
+    with ControlClient(cluster.address, cluster.token) as gcs:
+        return gcs.get_node(head_id(cluster)).load
+
+
+def _settled(cluster, key: str) -> int:
+    """The head's counter once two heartbeats (0.5 s apart) agree on it."""
+    last = [None]
+
+    def same():
+        v = _head_load(cluster).get(key, 0)
+        ok, last[0] = v == last[0], v
+        if not ok:
+            time.sleep(0.6)
+        return ok
+
+    wait_for(same, 15, what=f"the head's {key} to settle")
+    return last[0]
+
+
+def test_many_readers_of_one_remote_object_pull_it_once(cluster):
     ref = ones.options(resources={"side": 1}).remote(300_000)
+    assert rtml.wait([ref], timeout=30)[0]
+    before = _settled(cluster, "pulls")
     here = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
     refs = [total.options(scheduling_strategy=here).remote(ref) for _ in range(6)]
     assert {r[0] for r in rtml.get(refs, timeout=30)} == {300_000.0}
+    wait_for(lambda: _head_load(cluster)["pulls"] == before + 1, 10,
+             what="exactly one pull of the object to the head")
+
+
+def test_default_placement_runs_a_task_where_its_large_input_is(cluster):
+    there = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
+    ref = ones.options(scheduling_strategy=there).remote(2_000_000)  # 16 MB on the side node
+    assert rtml.wait([ref], timeout=30)[0]
+    before = _settled(cluster, "pulled_bytes")
+    s, node = rtml.get(total.remote(ref), timeout=30)
+    assert s == 2_000_000.0 and node == side_id(cluster)
+    assert _settled(cluster, "pulled_bytes") == before  # nothing moved
 
 
 def test_spillback_when_the_local_node_is_busy(cluster):

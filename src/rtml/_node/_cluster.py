@@ -196,7 +196,7 @@ class ClusterState:
         if ln is None:
             return
         tag = m[0]
-        if tag == "reply":
+        if tag == "reply" or tag == "raw":
             cb = ln.callbacks.pop(m[1], None)
             if cb is not None:
                 cb(m[2])
@@ -263,8 +263,8 @@ class ClusterState:
         v = self.view.get(node_id)
         if v is not None:
             v.queued = max(0, v.queued - sign)
-            for k, amount in resources.items():
-                v.available[k] = v.available.get(k, 0.0) + sign * amount
+            for k, amount in resources.items():  # (a heartbeat may have counted it already)
+                v.available[k] = min(v.totals.get(k, 0.0), v.available.get(k, 0.0) + sign * amount)
 
     def _returned(self, t: TaskRec, ln: Link, vals: list | None) -> None:
         node = self.node

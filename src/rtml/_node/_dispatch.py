@@ -220,7 +220,11 @@ def _read_log(node: Any, shell: Any, wid: int, m: tuple) -> None:
 
 def _pull(node: Any, shell: Any, wid: int, m: tuple) -> None:
     _tag, req, oid, offset, length = m
-    shell.send(wid, ("reply", req, node.cluster.serve_pull(oid, offset, length)))
+    data = node.cluster.serve_pull(oid, offset, length)
+    if data is None:
+        shell.send(wid, ("reply", req, None))
+    else:
+        shell.send_raw(wid, req, data)
 
 
 _HANDLERS = {

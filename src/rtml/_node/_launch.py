@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
         proc = subprocess.Popen(
             [sys.executable, "-m", *args, "--ready-fd", str(w)], pass_fds=(w,), env=env,
             stdin=subprocess.DEVNULL, stdout=out, stderr=out if log_path else None,
-            start_new_session=detach)
+            start_new_session=detach, preexec_fn=None if detach else _end_with_parent)
     finally:
         os.close(w)
         if log_path is not None:
@@ -69,6 +70,17 @@ def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
     finally:
         os.close(r)
     return proc, buf.decode().split()
+
+
+def _end_with_parent() -> None:
+    """In the child (Linux): get SIGTERM when the process that started it dies, so a test
+    cluster whose driver is killed does not linger (its nodes clean up on SIGTERM)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _tail(log_path: str | None) -> str:

@@ -249,14 +249,15 @@ class Node:
         if spec.actor_id is not None:
             home = cluster.actor_elsewhere(spec) if cluster is not None else None
             if home is not None:  # the actor lives on another node: its calls go there
-                if self._pin_deps(t):
+                if self._pin_deps(t, localize=False):  # the actor's node pulls them
                     cluster.forward(t, home)
                 return
             self.actors.submit(t)
             return
-        if not self._pin_deps(t):
+        # Inputs on other nodes are not pulled yet: placement may send the task to them.
+        if not self._pin_deps(t, localize=False):
             return
-        if cluster is not None and not t.local_only:
+        if cluster is not None:  # placement (or, forwarded here, feasibility) and input pulls
             if t.deps_left == 0 and t.state == WAITING:
                 self._ready(t)
             return
@@ -270,16 +271,18 @@ class Node:
             self._enqueue(t)
             self.schedule()
 
-    def _pin_deps(self, t: TaskRec) -> bool:
+    def _pin_deps(self, t: TaskRec, localize: bool = True) -> bool:
         """Pin the arguments and wait for the pending ones. False if the task already failed
-        (an argument was freed, or is an error that the task inherits)."""
+        (an argument was freed, or is an error that the task inherits). In a cluster, inputs
+        held by other nodes are pulled here first when ``localize`` (the task runs here)."""
         objects = self.objects
         cluster = self.cluster
         if cluster is not None:
             for d in t.spec.deps:
                 if d not in objects:
                     cluster.adopt(d)
-                cluster.localize(d)
+                if localize:
+                    cluster.localize(d)
         for d in t.spec.deps:
             if d not in objects:
                 self._fail(t, exc.ObjectLostError(

@@ -166,9 +166,12 @@ class NodeServer:
         with node.lock:
             queued = sum(len(q) for q in node.ready.values())
             waiting = len(node.tasks) - queued
-            return {"available": node.resources.availability(), "queued": queued,
+            load = {"available": node.resources.availability(), "queued": queued,
                     "tasks": waiting + queued, "workers": len(node.workers),
                     "clients": len(node.clients)}
+            if node.cluster is not None:
+                load.update(node.cluster.stats)  # forwarded, pulls, pulled/served bytes
+            return load
 
     def _on_node_change(self, message: Any) -> None:
         """A node joined, changed or died (pushed by the control plane; reader thread)."""

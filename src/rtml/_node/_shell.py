@@ -78,6 +78,13 @@ class NodeShell:
             if backlog is not None:
                 backlog.append(msg)
 
+    def send_raw(self, wid: int, req: int, data: bytes) -> None:
+        """Answer request ``req`` with bytes sent as they are (object chunks for a pull)."""
+        ch = self.channels.get(wid)
+        if ch is not None:
+            ch.queue_raw(req, data)
+            self.dirty.add(ch)
+
     # ------------------------------------------------------------------ links to other nodes
     def open_link(self, node_id: str, address: str, hello: dict[str, Any]) -> int:
         """Connect (on a thread) to another node as its client; returns the channel id that

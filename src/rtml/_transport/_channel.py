@@ -24,8 +24,11 @@ import time
 from typing import Any
 
 _HEADER = struct.Struct("<I")
-MAX_FRAME = 1 << 31  # frames are bounded; a larger one means a corrupt or hostile peer
+_REQ = struct.Struct("<Q")
+RAW = 1 << 31  # header flag: a raw frame, [u64 request id][bytes], decoded as ("raw", id, bytes)
+MAX_FRAME = RAW - 1  # frames are bounded; a larger one means a corrupt or hostile peer
 _RECV_SIZE = 1 << 16  # larger reads make glibc mmap/munmap a fresh buffer per call (0001)
+_BIG = 1 << 18  # raw frames above this are received into a buffer of their own
 
 
 class FrameError(ConnectionError):
@@ -37,20 +40,36 @@ def encode(msgs: list[Any]) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
+def raw_header(req: int, size: int) -> bytes:
+    """Header of a raw frame carrying ``size`` bytes that answer request ``req`` (the bytes
+    follow as they are: no pickling, no copy into the frame)."""
+    return _HEADER.pack(RAW | (_REQ.size + size)) + _REQ.pack(req)
+
+
 class _Decoder:
     """Frames from a byte stream. Reads land in one reused buffer (``recv_into``); complete
     frames are decoded straight from it, and only a partial frame's bytes are kept."""
 
-    __slots__ = ("_buf", "_max", "_rbuf", "_rview")
+    __slots__ = ("_big", "_big_filled", "_big_req", "_buf", "_max", "_rbuf", "_rview")
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._max = max_frame
         self._buf = bytearray()  # bytes of an incomplete frame, carried to the next read
         self._rbuf = bytearray(_RECV_SIZE)
         self._rview = memoryview(self._rbuf)
+        # A large raw frame (an object chunk) is received straight into its own buffer.
+        self._big: bytearray | None = None
+        self._big_filled = 0
+        self._big_req = 0
 
     def read_from(self, sock: socket.socket) -> int:
-        """One ``recv_into`` the reused buffer; returns the byte count (0: peer closed)."""
+        """One ``recv_into`` the reused buffer (or the large frame being received); returns
+        the byte count (0: peer closed)."""
+        big = self._big
+        if big is not None:
+            n = sock.recv_into(memoryview(big)[self._big_filled:])
+            self._big_filled += n
+            return n
         n = sock.recv_into(self._rview)
         if n and self._buf:
             self._buf += self._rview[:n]
@@ -58,6 +77,12 @@ class _Decoder:
 
     def take(self, n: int) -> list[Any]:
         """Messages of every complete frame, after a ``read_from`` that returned ``n``."""
+        big = self._big
+        if big is not None:
+            if self._big_filled < len(big):
+                return []
+            self._big = None
+            return [("raw", self._big_req, big)]
         if self._buf:
             return self._frames(self._buf, len(self._buf), carry=True)
         return self._frames(self._rview, n, carry=False)
@@ -71,12 +96,23 @@ class _Decoder:
         out: list[Any] = []
         pos = 0
         while n - pos >= 4:
-            (length,) = _HEADER.unpack_from(buf, pos)
+            (word,) = _HEADER.unpack_from(buf, pos)
+            length = word & MAX_FRAME
             if length >= self._max:
                 raise FrameError(f"frame of {length} bytes exceeds the limit of {self._max}")
             end = pos + 4 + length
             if end > n:
+                if word & RAW and length > _BIG and n - pos >= 4 + _REQ.size:
+                    self._start_big(buf, pos, n, length, carry)
+                    return out
                 break
+            if word & RAW:
+                if length < _REQ.size:
+                    raise FrameError("raw frame too short")
+                (req,) = _REQ.unpack_from(buf, pos + 4)
+                out.append(("raw", req, bytes(buf[pos + 4 + _REQ.size : end])))
+                pos = end
+                continue
             try:
                 out.extend(pickle.loads(buf[pos + 4 : end]))
             except Exception as exc:
@@ -88,6 +124,18 @@ class _Decoder:
         elif pos < n:
             self._buf += buf[pos:n]  # keep the incomplete frame for the next read
         return out
+
+    def _start_big(self, buf: Any, pos: int, n: int, length: int, carry: bool) -> None:
+        """An incomplete large raw frame: what arrived of it moves into a buffer of its own
+        size, and the following reads land there directly (no 64 KiB steps, no copies)."""
+        (self._big_req,) = _REQ.unpack_from(buf, pos + 4)
+        body = pos + 4 + _REQ.size
+        big = self._big = bytearray(length - _REQ.size)
+        have = n - body
+        big[:have] = buf[body:n]
+        self._big_filled = have
+        if carry:
+            del self._buf[:n]
 
 
 class NodeChannel:
@@ -107,6 +155,15 @@ class NodeChannel:
 
     def queue(self, msg: Any) -> None:
         self._out.append(msg)
+
+    def queue_raw(self, req: int, data: bytes) -> None:
+        """Queue a raw frame (after the messages queued before it)."""
+        if self._out:
+            self._pending.append(encode(self._out))
+            self._out = []
+        self._pending.append(raw_header(req, len(data)))
+        if data:
+            self._pending.append(data)
 
     @property
     def has_queued(self) -> bool:
@@ -129,6 +186,8 @@ class NodeChannel:
             pending.append(encode(self._out))
             self._out = []
         sock = self.sock
+        if not pending:
+            return False
         while pending:
             head = pending[0]
             try:
