@@ -454,13 +454,7 @@ class Node:
         for ws in self.leased.values():
             for w in ws:
                 if len(w.assigned) > 1 and not w.blocked and self._stalled(w.assigned[0], now):
-                    first, *revoked = w.assigned
-                    w.assigned.clear()
-                    w.assigned.append(first)
-                    for t in reversed(revoked):
-                        t.attempts -= 1
-                        self._enqueue(t, front=True)
-                    self.io.send(w.wid, ("revoke", [t.spec.task_id for t in revoked]))
+                    self._revoke_pipelined(w)
                     moved = True
         if moved:
             self.schedule()
@@ -790,15 +784,18 @@ class Node:
         if w.state == LEASED and w.alloc is not None:
             w.lent = self.resources.release_cpu(w.alloc)
             if len(w.assigned) > 1:
-                revoked = list(w.assigned)[1:]
-                first = w.assigned[0]
-                w.assigned.clear()
-                w.assigned.append(first)
-                for t in reversed(revoked):
-                    t.attempts -= 1
-                    self._enqueue(t, front=True)
-                self.io.send(w.wid, ("revoke", [t.spec.task_id for t in revoked]))
+                self._revoke_pipelined(w)
         self.schedule()
+
+    def _revoke_pipelined(self, w: WorkerRec) -> None:
+        """Take back the tasks queued behind a worker's current one (to run elsewhere)."""
+        first, *revoked = w.assigned
+        w.assigned.clear()
+        w.assigned.append(first)
+        for t in reversed(revoked):
+            t.attempts -= 1
+            self._enqueue(t, front=True)
+        self.io.send(w.wid, ("revoke", [t.spec.task_id for t in revoked]))
 
     def _unblock(self, proc: int) -> None:
         w = self.workers.get(proc)

@@ -38,7 +38,6 @@ it is named or detached.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import bdb
 import contextlib
 import inspect
@@ -55,13 +54,13 @@ from rtml import exceptions as exc
 from rtml._node._build import node_resources
 from rtml._node._objects import ERR, INLINE
 from rtml._node._tasks import STREAMING, TaskSpec
-from rtml._runtime import _context
 from rtml._runtime._actor import SPECIAL_METHODS, ActorExitRequest
 from rtml._runtime._client import CoreClient
 from rtml._runtime._ids import DRIVER_INDEX, return_id, to_hex
-from rtml._runtime._payload import DepMarker, decode_value
+from rtml._runtime._payload import DepMarker, decode_value, split_returns
 from rtml._runtime._refs import ObjectRef, counter
 from rtml._runtime._remote_function import RemoteFunction
+from rtml._runtime._session import Session
 from rtml._scheduler import ResourcePool
 from rtml._serialization import INLINE_THRESHOLD, dumps
 
@@ -597,17 +596,7 @@ class LocalClient(CoreClient):
         n = call.num_returns
         if n == STREAMING or n == 0:
             return []
-        if n == 1:
-            values = [value]
-        else:
-            if inspect.isgenerator(value):
-                value = list(value)
-            if not isinstance(value, (list, tuple)) or len(value) != n:
-                got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
-                raise ValueError(
-                    f"task {call.name} was declared with num_returns={n} but returned {got}; "
-                    f"return a tuple or list of exactly {n} values")
-            values = list(value)
+        values = split_returns(value, n, call.name)
         return [self._encode(v, f"return value of {call.name}") for v in values]
 
     @staticmethod
@@ -813,10 +802,11 @@ class LocalClient(CoreClient):
             self._release_instance(rec)
 
 
-class LocalRuntime:
+class LocalRuntime(Session):
     """What ``rtml.init(local_mode=True)`` starts: a LocalClient and nothing else."""
 
     def __init__(self, config: Any) -> None:
+        super().__init__()
         self.config = config
         self.session = "l" + secrets.token_hex(4)
         self.node_id = secrets.token_hex(8)
@@ -825,28 +815,6 @@ class LocalRuntime:
                                    config.object_store_memory)
         self.client = LocalClient(self.session, self.node_id, self.job_id, config.namespace,
                                   resources, config.env_vars)
-        self._stopped = False
-        self._lock = threading.Lock()
 
-    def start(self) -> None:
-        """Make the LocalClient this process's client."""
-        counter.reset()
-        counter.enabled = True
-        _context.set_client(self.client)
-        atexit.register(self.shutdown)
-
-    def shutdown(self) -> None:
-        """Drop every object and actor; idempotent."""
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        counter.enabled = False
-        if _context.get_client() is self.client:
-            _context.set_client(None)
-        from rtml._runtime._async import stop_resolver
-
-        stop_resolver()
-        self.client.close()
-        counter.reset()
-        atexit.unregister(self.shutdown)
+    def _stop_parts(self) -> None:
+        self.client.close()  # drops every object and actor

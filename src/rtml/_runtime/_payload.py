@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 from typing import Any
@@ -70,3 +71,21 @@ def load_error(payload: bytes) -> BaseException:
 
 def raise_error(payload: bytes) -> None:
     raise load_error(payload)
+
+
+def split_returns(value: Any, n: int, name: str) -> list[Any]:
+    """The ``n`` return values of a task declared with ``num_returns=n`` (n >= 1).
+
+    Raises:
+        ValueError: it did not return exactly ``n`` values (the message says what to return).
+    """
+    if n == 1:
+        return [value]
+    if inspect.isgenerator(value):
+        value = list(value)
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+        raise ValueError(
+            f"task {name} was declared with num_returns={n} but returned {got}; "
+            f"return a tuple or list of exactly {n} values")
+    return list(value)

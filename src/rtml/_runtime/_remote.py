@@ -14,7 +14,6 @@ values go through the node's shared memory directly (the driver runs on the node
 
 from __future__ import annotations
 
-import atexit
 import os
 import selectors
 import socket
@@ -23,8 +22,9 @@ import time
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._runtime import _context, _payload
+from rtml._runtime import _payload
 from rtml._runtime._refs import counter
+from rtml._runtime._session import Session
 from rtml._transport import BlockingChannel
 from rtml._transport._auth import connect, find_token, state_dir
 from rtml._worker._client import WorkerClient
@@ -159,7 +159,7 @@ class RemoteClient(WorkerClient):
         self.threaded = True
 
 
-class RemoteRuntime:
+class RemoteRuntime(Session):
     """Same surface as the embedded Runtime (start, shutdown, client, session, node_id)."""
 
     def __init__(self, address: str, token: str | bytes | None, namespace: str | None,
@@ -169,9 +169,9 @@ class RemoteRuntime:
 
         self.address = resolve_address(address)
         self.token = find_token(self.address, token)
+        super().__init__()
         self.gcs = ControlClient(self.address, self.token, timeout=timeout)
-        self._stopped = False
-        self._lock = threading.Lock()
+        conn: _Connection | None = None
         try:
             self.job_id = format(self.gcs.next_job_id(), "08x")
             self.namespace = namespace or f"anon-{self.job_id}"
@@ -180,12 +180,13 @@ class RemoteRuntime:
             self.dashboard_url = next((n.extra.get("dashboard_url") for n in nodes
                                        if n.alive and n.extra.get("is_head")), None)
             self.node_address = node.address
-            sock = connect(self.node_address, self.token, timeout)
-            self.conn = _Connection(sock)
+            conn = self.conn = _Connection(connect(self.node_address, self.token, timeout))
             hello = {"pid": os.getpid(), "job_id": self.job_id, "namespace": self.namespace,
                      "log_to_driver": log_to_driver}
-            info = self.conn.request_sync(("client_hello", 0, hello), timeout)
+            info = conn.request_sync(("client_hello", 0, hello), timeout)
         except BaseException:
+            if conn is not None:
+                conn.chan.close()
             self.gcs.close()
             raise
         self.node_info = info
@@ -201,25 +202,11 @@ class RemoteRuntime:
             "driver_pid": os.getpid(), "namespace": self.namespace, "node": self.node_id,
             "start_time": time.time()})
 
-    def start(self) -> None:
-        counter.reset()
-        counter.enabled = True
+    def _start_parts(self) -> None:
         _payload.spill_dir = self.node_info["spill_dir"]
         self.conn.thread.start()
-        _context.set_client(self.client)
-        atexit.register(self.shutdown)
 
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        counter.enabled = False
-        if _context.get_client() is self.client:
-            _context.set_client(None)
-        from rtml._runtime._async import stop_resolver
-
-        stop_resolver()
+    def _stop_parts(self) -> None:
         try:
             self.conn.close()  # the node releases every ref this driver held
             try:
@@ -228,5 +215,3 @@ class RemoteRuntime:
                 pass
         finally:
             self.gcs.close()
-            counter.reset()
-            atexit.unregister(self.shutdown)

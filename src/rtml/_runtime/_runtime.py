@@ -12,17 +12,15 @@
 
 from __future__ import annotations
 
-import atexit
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from rtml._node._build import SHM_DIR, build_node, node_resources
 from rtml._observability._flusher import start_event_log
-from rtml._runtime import _context, _payload
+from rtml._runtime import _payload
 from rtml._runtime._driver import DriverClient
-from rtml._runtime._refs import counter
+from rtml._runtime._session import Session
 
 SESSIONS: list[str] = []  # every session started by this process (for leak checks)
 
@@ -51,8 +49,9 @@ def print_log(stream: str, name: str, pid: Any, text: str, job: str | None = Non
         pass
 
 
-class Runtime:
+class Runtime(Session):
     def __init__(self, config: Config) -> None:
+        super().__init__()
         self.config = config
         self.job_id = "01000000"
         resources = node_resources(config.num_cpus, config.num_gpus, config.resources,
@@ -72,12 +71,8 @@ class Runtime:
         self.client.namespace = config.namespace
         self.event_log, self._events = start_event_log(self.node, self.node_id, self.job_id)
         self.dashboard: Any = None
-        self._stopped = False
-        self._lock = threading.Lock()
 
-    def start(self) -> None:
-        counter.reset()
-        counter.enabled = True
+    def _start_parts(self) -> None:
         self.parts.start()
         c = self.config
         if c.include_dashboard:
@@ -87,25 +82,9 @@ class Runtime:
             # Binds now (the URL is known at once); the web stack loads on the first visit.
             self.dashboard = start_dashboard(lambda: LocalSource(self), c.dashboard_host,
                                              c.dashboard_port)
-        _context.set_client(self.client)
-        atexit.register(self.shutdown)
 
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        counter.enabled = False
-        if _context.get_client() is self.client:
-            _context.set_client(None)
-        from rtml._runtime._async import stop_resolver
-
-        stop_resolver()
-        try:
-            if self.dashboard is not None:
-                self.dashboard.stop()
-            self._events.stop()
-            self.parts.stop()
-        finally:
-            counter.reset()
-            atexit.unregister(self.shutdown)
+    def _stop_parts(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
+        self._events.stop()
+        self.parts.stop()

@@ -31,7 +31,7 @@ from rtml._node._objects import ERR
 from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._object_store._segments import cleanup_session
 from rtml._runtime import _context, _ids
-from rtml._runtime._payload import DepMarker, decode_value, encode_value
+from rtml._runtime._payload import DepMarker, decode_value, encode_value, split_returns
 from rtml._runtime._refs import counter
 from rtml._transport import BlockingChannel
 from rtml._worker._client import WorkerClient, cancelled_error
@@ -221,19 +221,9 @@ class Worker:
     def encode_returns(self, spec: TaskSpec, value: Any) -> list[tuple]:
         n = spec.num_returns
         tid = spec.task_id
-        if n == 1:
-            values = [value]
-        elif n == 0:
+        if n == 0:
             return []
-        else:
-            if inspect.isgenerator(value):
-                value = list(value)
-            if not isinstance(value, (list, tuple)) or len(value) != n:
-                got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
-                raise ValueError(
-                    f"task {spec.name} was declared with num_returns={n} but returned {got}; "
-                    f"return a tuple or list of exactly {n} values")
-            values = list(value)
+        values = split_returns(value, n, spec.name)
         out = []
         for i, v in enumerate(values, 1):
             oid = _ids.return_id(tid, i)
