@@ -369,3 +369,21 @@ def test_remote_actor_ends_with_its_last_handle(cluster):
     assert psutil.pid_exists(pid)
     del a
     wait_for(lambda: not psutil.pid_exists(pid), 15, what="the actor's process to exit")
+
+
+def test_lineage_and_locations_reach_the_control_plane_and_are_released(cluster):
+    from rtml._control._client import ControlClient
+
+    there = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
+    ref = ones.options(scheduling_strategy=there).remote(300_000)
+    assert rtml.wait([ref], timeout=30)[0]
+    oid, tid = ref._id, ref._id >> 32
+    with ControlClient(cluster.address, cluster.token) as gcs:
+        task = wait_for(lambda: gcs.get_task(tid), 10, what="the task's lineage")
+        assert task is not None
+        locs = wait_for(lambda: gcs.get_locations(oid), 10, what="the object's location")
+        assert side_id(cluster) in locs[1]
+        del ref
+        wait_for(lambda: gcs.get_task(tid) is None, 10, what="the lineage to be released")
+        wait_for(lambda: not (gcs.get_locations(oid) or (0, ()))[1], 10,
+                 what="the location to be removed")

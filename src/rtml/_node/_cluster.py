@@ -33,7 +33,7 @@ from rtml import exceptions as exc
 from rtml._node._objects import ERR, INLINE, PENDING, READY, REMOTE, SHM
 from rtml._node._tasks import FINISHED, FORWARDED, STREAMING, WAITING, TaskRec
 from rtml._observability._recorder import FORWARDED as FORWARDED_EV
-from rtml._runtime._ids import NODE_SHIFT, node_of_object, return_id, to_hex
+from rtml._runtime._ids import NODE_SHIFT, node_of_object, return_id, task_of, to_hex
 from rtml._scheduler._placement import NodeView, place
 
 PARKED = ""  # place(): the task waits in ``infeasible`` for a node that fits it
@@ -83,6 +83,14 @@ class ClusterState:
         self.remote_held: dict[int, str] = {}  # oid -> node holding it (or borrowed from) for us
         self.pulls: dict[int, Pull] = {}
         self.infeasible: list[TaskRec] = []  # no live node fits them yet: wait for one
+        # For the control plane, sent in batches by the node server (off the task path): the
+        # lineage of tasks owned here while any of their results lives, and where large
+        # objects are stored.
+        self.lineage_live: dict[int, int] = {}  # task id -> its results still referenced
+        self.lineage_add: list[Any] = []
+        self.lineage_drop: list[int] = []
+        self.locations_add: list[tuple[int, int]] = []
+        self.locations_drop: list[int] = []
         self.gcs: Any = None  # the control-plane client (set by the node server)
         # Control-plane requests made for actors run here, never on the selector thread.
         self.gcs_pool = ThreadPoolExecutor(1, thread_name_prefix="rtml-node-gcs")
@@ -437,6 +445,7 @@ class ClusterState:
                 node.store.delete(p.oid)
                 return
             node.objects.seal(p.oid, SHM, p.path, p.size, p.contained)
+            self.stored(p.oid, p.size)
             src = self.remote_held.pop(p.oid, None)  # we have our own copy now
             if src is not None and src != self.owner_of(p.oid):
                 ln = self.links.get(src)
@@ -485,7 +494,35 @@ class ClusterState:
             return (oid, REMOTE, e.payload, e.size, ())
         return (oid, e.kind, e.payload, e.size, e.contained)
 
+    # ------------------------------------------------------------------ control-plane records
+    def record_lineage(self, t: TaskRec) -> None:
+        spec = t.spec
+        n = spec.num_returns
+        if n > 0:  # (streams and num_returns=0 leave nothing to rebuild)
+            self.lineage_live[spec.task_id] = n
+            self.lineage_add.append(spec)
+
+    def stored(self, oid: int, size: int) -> None:
+        self.locations_add.append((oid, size))
+
+    def take_records(self) -> tuple[list[Any], list[int], list[tuple[int, int]], list[int]]:
+        """What to send to the control plane since the last call (called under the lock)."""
+        out = (self.lineage_add, self.lineage_drop, self.locations_add, self.locations_drop)
+        self.lineage_add, self.lineage_drop = [], []
+        self.locations_add, self.locations_drop = [], []
+        return out
+
     def on_free(self, oid: int, entry: Any) -> None:
+        tid = task_of(oid)
+        left = self.lineage_live.get(tid)
+        if left is not None and oid & 0xFFFFFFFF:
+            if left <= 1:
+                del self.lineage_live[tid]
+                self.lineage_drop.append(tid)
+            else:
+                self.lineage_live[tid] = left - 1
+        if entry.kind == SHM:
+            self.locations_drop.append(oid)
         src = self.remote_held.pop(oid, None)
         if src is not None:
             ln = self.links.get(src)

@@ -40,7 +40,6 @@ from rtml._node._tasks import (
     TaskSpec,
 )
 from rtml._observability._recorder import FAILED, RETRIED
-from rtml._observability._recorder import FINISHED as FINISHED_EV
 from rtml._runtime._ids import DRIVER_INDEX, put_id, return_id, task_of, to_hex
 from rtml._scheduler import ResourcePool, shape_key
 
@@ -122,7 +121,7 @@ class Node:
         self.cluster: Any = None  # a cluster node's ClusterState (_cluster.py); None embedded
         # Task events (_observability/_recorder.py): a list the runtime's flusher drains, or
         # None when nothing collects them.
-        self.events: list[tuple] | None = None
+        self.events: list[Any] | None = None
         self.closed = False
         self.stats = {"submitted": 0, "finished": 0, "retried": 0, "workers_started": 0,
                       "workers_died": 0}
@@ -190,6 +189,8 @@ class Node:
         try:
             real = self.store.create(oid, size)
             self.store.seal(oid)
+            if self.cluster is not None:
+                self.cluster.stored(oid, size)
             return real
         except Exception:
             try:
@@ -241,6 +242,8 @@ class Node:
         cluster = self.cluster
         if cluster is not None:
             t.local_only = cluster.is_peer(proc)
+            if not t.local_only:
+                cluster.record_lineage(t)
             for c in spec.contained:
                 if c not in objects:
                     cluster.adopt(c)
@@ -554,9 +557,14 @@ class Node:
                     if r[1] == ERR:
                         blob = r[2]
                         break
-                state = RETRIED if retry else FAILED if blob is not None else FINISHED_EV
-                ev.append((state, t, t.attempts, t.scheduled, time.time(), duration,
-                           w.pid if w is not None else 0, blob))
+                if retry or blob is not None:
+                    ev.append((RETRIED if retry else FAILED, t, t.attempts, t.scheduled,
+                               time.time(), duration, w.pid if w is not None else 0, blob))
+                else:  # the common case: the record is its final TaskRec (no tuple)
+                    t.ended = time.time()
+                    t.duration = duration
+                    t.pid = w.pid if w is not None else 0
+                    ev.append(t)
             if retry:
                 self._discard_results(results)
                 if t.retries_left > 0:

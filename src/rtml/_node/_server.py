@@ -15,6 +15,7 @@ Nothing reaches the node's ``pickle.loads`` before the peer proved it holds the 
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -180,6 +181,27 @@ class NodeServer:
             self.node.cluster.update_view([rec])
             self.shell.flush()
 
+    def _send_records(self) -> None:
+        """Lineage of the tasks owned here and locations of large objects, in batches (what
+        lineage reconstruction and `rtml memory` read from the control plane)."""
+        cluster = self.node.cluster
+        with self.node.lock:
+            add, drop, stored, freed = cluster.take_records()
+        node_id = self.parts.node_id
+        gcs = self.gcs
+        try:
+            if add:
+                gcs.add_tasks([(s.task_id, pickle.dumps(s, protocol=5), s.owner) for s in add])
+            if drop:
+                gcs.remove_tasks(drop)
+            if stored:
+                gcs.add_locations([(oid, node_id, size, cluster.owner_of(oid))
+                                   for oid, size in stored])
+            for oid in freed:
+                gcs.remove_location(oid, node_id)
+        except (ValueError, exc.RtmlError) as e:  # never let a bad record stop heartbeats
+            print(f"rtml node: the control plane refused a record: {e}", file=sys.stderr)
+
     def _refresh_view(self) -> None:
         nodes = self.gcs.list_nodes()
         with self.node.lock:
@@ -192,6 +214,7 @@ class NodeServer:
                 load = self.load()
                 self.gcs.heartbeat(self.parts.node_id, load["available"], load)
                 self._refresh_view()
+                self._send_records()
             except (ConnectionError, TimeoutError, OSError) as e:
                 print(f"rtml node: heartbeat failed: {e}", file=sys.stderr)
 

@@ -2,8 +2,9 @@
 
 ::
 
-    Node (under its lock) ── node.events.append((state, TaskRec, attempt, scheduled, end,
-                                                 duration, worker pid, error blob))
+    Node (under its lock) ── node.events.append(TaskRec)   (finished: times set on it)
+                          ── node.events.append((state, TaskRec, attempt, scheduled, end,
+                                                 duration, worker pid, error blob))  (others)
     flusher (every FLUSH_S, off the lock) ── compact() ──▶ flat tuples of numbers and strings
         ├─ embedded runtime: CompactEventLog in the driver (bounded; TaskEvents built on query)
         └─ cluster node: event dicts (to_dict) sent to the control plane's EventLog
@@ -35,15 +36,23 @@ FLUSH_S = 0.25
 #                 scheduled, duration, actor_id, parent, deps, error blob, extra)
 
 
-def compact(records: list[tuple], default_job: str = "") -> list[tuple]:
-    """Flat tuples (numbers, strings, bytes) from what the node recorded."""
-    out = []
-    for state, t, attempt, scheduled, end, duration, pid, blob, *more in records:
+def compact(records: list[Any], default_job: str = "") -> list[tuple]:
+    """Flat tuples (numbers, strings, bytes) from what the node recorded: a tuple, or for a
+    task that finished normally its final TaskRec (``ended``, ``duration``, ``pid`` set)."""
+    out: list[tuple] = []
+    append = out.append
+    for r in records:
+        if type(r) is tuple:
+            state, t, attempt, scheduled, end, duration, pid, blob = r[:8]
+            more = r[8] if len(r) > 8 else None
+        else:
+            t = r
+            state, attempt, scheduled, end, duration, pid, blob, more = (
+                FINISHED, t.attempts, t.scheduled, t.ended, t.duration, t.pid, None, None)
         spec = t.spec
-        out.append((state, spec.task_id, attempt, end, pid, spec.name,
-                    spec.job[0] if spec.job else default_job, t.submitted, t.ready, scheduled,
-                    duration, spec.actor_id, t.parent or spec.parent, spec.deps, blob,
-                    more[0] if more else None))
+        append((state, spec.task_id, attempt, end, pid, spec.name,
+                spec.job[0] if spec.job else default_job, t.submitted, t.ready, scheduled,
+                duration, spec.actor_id, t.parent or spec.parent, spec.deps, blob, more))
     return out
 
 
