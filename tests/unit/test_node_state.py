@@ -234,8 +234,11 @@ def test_blocked_worker_lends_cpu_and_revokes_pipelined_tasks():
     waiter = node.add_get(w1, [return_id(child.task_id, 1)], lambda _w: None)
     assert waiter is not None
     revoked = node.io.take("revoke")
-    # everything pipelined behind the blocked task goes back to the queue (the child too)
+    # everything pipelined behind the blocked task is asked back (the child too), and goes
+    # back to the queue once the worker says it had not started it
     assert revoked and revoked[0][1][1] == [second.task_id, child.task_id]
+    node.on_revoked(w1, [second.task_id, child.task_id])
+    assert list(w.assigned) == [node.tasks[first.task_id]]
     assert node.n_blocked == 1
     # the CPU was lent back, so another worker is being started for the queued work
     assert len(node.io.spawned) >= 2
@@ -326,4 +329,30 @@ def test_done_clears_a_get_the_task_abandoned():
     assert node.n_blocked == 1
     done(node, w1, parent)
     assert node.n_blocked == 0 and not w.requests and w.blocked == 0
+    node.validate()
+
+
+def test_a_revoked_task_the_worker_already_ran_is_not_run_twice():
+    """The stall check asks a busy worker for its queued tasks back; one it has already run
+    (its result still on the way) stays its own, finishes once, and unpins its inputs once."""
+    node = make_node(cpus=1.0)
+    (w1,) = boot(node, 1)
+    node.fn_time["f"] = 0.0001
+    dep = node.put(D, ids.next_task_id(), 0, pickle.dumps(1), 10, [])
+    first, second, third = spec(), spec(deps=(dep,)), spec()
+    for s in (first, second, third):
+        node.submit(D, s)
+    node.io.take()
+    w = node.workers[w1]
+    assert len(w.assigned) == 3
+    refs_before = node.objects.get(dep).refs
+    node._revoke_pipelined(w)
+    node._revoke_pipelined(w)  # one revoke at a time per worker
+    assert len(node.io.take("revoke")) == 1
+    node.on_done(w1, first.task_id, [(return_id(first.task_id, 1), 0, b"x", 1, ())], 0.0, False)
+    node.on_done(w1, second.task_id, [(return_id(second.task_id, 1), 0, b"y", 1, ())], 0.0,
+                 False)
+    node.on_revoked(w1, [third.task_id])  # "second" had already run
+    assert node.objects.get(dep).refs == refs_before - 1  # released once, by its one run
+    assert second.task_id not in node.tasks and third.task_id in node.tasks
     node.validate()

@@ -27,6 +27,10 @@ def _done(node: Any, shell: Any, wid: int, m: tuple) -> None:
     node.on_done(wid, m[1], m[2], m[3], m[4])
 
 
+def _revoked(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    node.on_revoked(wid, m[1])
+
+
 def _refs(node: Any, shell: Any, wid: int, m: tuple) -> None:
     node.ref_updates(wid, m[1], m[2])
 
@@ -230,6 +234,7 @@ def _pull(node: Any, shell: Any, wid: int, m: tuple) -> None:
 _HANDLERS = {
     "done": _done,
     "refs": _refs,
+    "revoked": _revoked,
     "submit": _submit,
     "hello": _hello,
     "item": _item,

@@ -49,7 +49,7 @@ STALL_S = 0.05  # a task of unknown length running this long takes back what que
 
 class WorkerRec:
     __slots__ = ("actor", "alloc", "assigned", "blocked", "fns", "lent", "pid", "requests",
-                 "shape", "started", "state", "wid")
+                 "revoking", "shape", "started", "state", "wid")
 
     def __init__(self, wid: int) -> None:
         self.wid = wid
@@ -64,6 +64,7 @@ class WorkerRec:
         self.requests: dict[int, Any] = {}
         self.actor: Any = None
         self.started = time.monotonic()
+        self.revoking = False  # a "revoke" is out; its answer says which tasks came back
 
 
 class ClientRec:
@@ -796,14 +797,29 @@ class Node:
         self.schedule()
 
     def _revoke_pipelined(self, w: WorkerRec) -> None:
-        """Take back the tasks queued behind a worker's current one (to run elsewhere)."""
-        first, *revoked = w.assigned
-        w.assigned.clear()
-        w.assigned.append(first)
-        for t in reversed(revoked):
+        """Ask a worker to give back the tasks queued behind its current one (to run them
+        elsewhere). Only those it answers it had not started come back (``on_revoked``): one
+        it already ran, with its result still on the way, must not run twice."""
+        if not w.revoking:
+            w.revoking = True
+            self.io.send(w.wid, ("revoke", [t.spec.task_id for t in list(w.assigned)[1:]],
+                                 True))
+            self.io.interrupt(w.wid)  # a worker deep in a long task answers from its handler
+
+    def on_revoked(self, wid: int, dropped: list[int]) -> None:
+        w = self.workers.get(wid)
+        if w is None:
+            return
+        w.revoking = False
+        ids = set(dropped)
+        back = [t for t in w.assigned if t.spec.task_id in ids and t is not w.assigned[0]]
+        for t in back:
+            w.assigned.remove(t)
+        for t in reversed(back):
             t.attempts -= 1
             self._enqueue(t, front=True)
-        self.io.send(w.wid, ("revoke", [t.spec.task_id for t in revoked]))
+        if back:
+            self.schedule()
 
     def _unblock(self, proc: int) -> None:
         w = self.workers.get(proc)

@@ -76,6 +76,7 @@ class Worker:
         self.session = session
         self.shm_dir = shm_dir
         self.send_lock = threading.Lock()
+        self.deferred: list[tuple] = []  # answers made while a send was in progress
         self.queue: deque[tuple] = deque()
         self.blobs: dict[str, bytes] = {}
         self.fns: dict[str, Any] = {}
@@ -100,6 +101,20 @@ class Worker:
                 msgs[:0] = self.held  # node sees exactly the order of sending at once
                 self.held = []
             self.chan.send(msgs)
+            if self.deferred:
+                deferred, self.deferred = self.deferred, []
+                self.chan.send(deferred)
+
+    def send_soon(self, msg: tuple) -> None:
+        """Send ``msg`` now, or right after the send in progress (safe in a signal handler that
+        interrupted a send: the channel lock is never waited for here)."""
+        if self.send_lock.acquire(blocking=False):
+            try:
+                self.chan.send([msg])
+            finally:
+                self.send_lock.release()
+        else:
+            self.deferred.append(msg)
 
     def finish(self, msg: tuple, fn_id: str, duration: float) -> None:
         """Send a task's result, or carry it with the next frame when tiny tasks follow.
@@ -155,7 +170,10 @@ class Worker:
             self.blobs[m[1]] = m[2]
         elif tag == "revoke":
             ids = set(m[1])
+            dropped = [x[1].task_id for x in self.queue if x[1].task_id in ids]
             self.queue = deque(x for x in self.queue if x[1].task_id not in ids)
+            if len(m) > 2:  # the node waits to hear which ones it may run elsewhere (this may
+                self.send_soon(("revoked", dropped))  # run in the interrupt handler)
         elif tag == "cancel":
             self.cancels.add(m[1])
         elif tag == "exit":
