@@ -1,8 +1,19 @@
 """Utilities (as ``ray.util``): ``ActorPool``, ``queue.Queue``, ``progress`` /
 ``progress_get`` to watch many refs finish, and ``state`` to list tasks, actors and objects."""
 
-from rtml.util import queue, state
+from typing import Any
+
+from rtml.util import queue
 from rtml.util.actor_pool import ActorPool
 from rtml.util.progress import progress, progress_get
 
 __all__ = ["ActorPool", "progress", "progress_get", "queue", "state"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``state`` loads the listing code only when used: every worker imports rtml at start.
+    if name == "state":
+        import rtml.util.state as state
+
+        return state
+    raise AttributeError(f"module 'rtml.util' has no attribute {name!r}")
