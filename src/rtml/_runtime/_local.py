@@ -57,7 +57,7 @@ from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._runtime._actor import SPECIAL_METHODS, ActorExitRequest
 from rtml._runtime._client import CoreClient
 from rtml._runtime._ids import DRIVER_INDEX, return_id, to_hex
-from rtml._runtime._payload import DepMarker, decode_value, split_returns
+from rtml._runtime._payload import decode_value, fill_deps, split_returns
 from rtml._runtime._refs import ObjectRef, counter
 from rtml._runtime._remote_function import RemoteFunction
 from rtml._runtime._session import Session
@@ -481,13 +481,7 @@ class LocalClient(CoreClient):
             return [], {}
         args, kwargs = pickle.loads(blob)
         if payloads:
-            values = [self._decode(k, p) for k, p in payloads]
-            for i, v in enumerate(args):
-                if type(v) is DepMarker:
-                    args[i] = values[v.i]
-            for k, v in kwargs.items():
-                if type(v) is DepMarker:
-                    kwargs[k] = values[v.i]
+            fill_deps(args, kwargs, [self._decode(k, p) for k, p in payloads])
         return args, kwargs
 
     @contextlib.contextmanager

@@ -89,3 +89,14 @@ def split_returns(value: Any, n: int, name: str) -> list[Any]:
             f"task {name} was declared with num_returns={n} but returned {got}; "
             f"return a tuple or list of exactly {n} values")
     return list(value)
+
+
+def fill_deps(args: list, kwargs: dict, values: list) -> None:
+    """Put the resolved values of a task's top-level ref arguments in place of their
+    ``DepMarker``s (in ``args`` and ``kwargs``, in place)."""
+    for i, v in enumerate(args):
+        if type(v) is DepMarker:
+            args[i] = values[v.i]
+    for k, v in kwargs.items():
+        if type(v) is DepMarker:
+            kwargs[k] = values[v.i]

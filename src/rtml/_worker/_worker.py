@@ -31,7 +31,7 @@ from rtml._node._objects import ERR
 from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._object_store._segments import cleanup_session
 from rtml._runtime import _context, _ids
-from rtml._runtime._payload import DepMarker, decode_value, encode_value, split_returns
+from rtml._runtime._payload import decode_value, encode_value, fill_deps, split_returns
 from rtml._runtime._refs import counter
 from rtml._transport import BlockingChannel
 from rtml._worker._client import WorkerClient, cancelled_error
@@ -227,13 +227,7 @@ class Worker:
             return [], {}
         args, kwargs = cloudpickle.loads(spec.args)
         if deps:
-            values = [decode_value(k, p) for k, p in deps]
-            for i, v in enumerate(args):
-                if type(v) is DepMarker:
-                    args[i] = values[v.i]
-            for k, v in kwargs.items():
-                if type(v) is DepMarker:
-                    kwargs[k] = values[v.i]
+            fill_deps(args, kwargs, [decode_value(k, p) for k, p in deps])
         return args, kwargs
 
     def encode_returns(self, spec: TaskSpec, value: Any) -> list[tuple]:
