@@ -203,6 +203,8 @@ class ActorManager:
             self.node.io.send(wid, ("exit",))
             return
         rec.state = ALIVE
+        if rec.num_restarts and self.node.cluster is not None:
+            self.node.cluster.actor_state(rec.actor_id, ALIVE)
         self._pump(rec)
         self._maybe_exit(rec)
 
@@ -225,6 +227,17 @@ class ActorManager:
             node._fail_with_blob(t, rec.error_blob, unpin=False)
             return
         if not node._pin_deps(t):
+            return
+        self.enqueue(t)
+
+    def enqueue(self, t: TaskRec) -> None:
+        """Queue a call whose arguments are pinned (held elsewhere while its actor restarted
+        on this node, or just submitted)."""
+        spec = t.spec
+        rec = self.actors.get(spec.actor_id)  # type: ignore[arg-type]
+        if rec is None or rec.state == DEAD:
+            self.node._fail_with_blob(t, rec.error_blob if rec is not None else pickle.dumps(
+                exc.ActorDiedError("the actor is gone", actor_id=to_hex(spec.actor_id or 0))))
             return
         q = rec.queues.get(spec.owner)
         if q is None:
@@ -349,6 +362,8 @@ class ActorManager:
             rec.restarts_left -= 1
         rec.num_restarts += 1
         rec.state = RESTARTING
+        if node.cluster is not None:  # (counted there with restarts on other nodes)
+            node.cluster.actor_state(rec.actor_id, RESTARTING)
         retry: list[TaskRec] = []
         for t in tasks:
             if t.state == FINISHED:

@@ -30,15 +30,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtml import exceptions as exc
+from rtml._node._lineage import Lineage, is_put
 from rtml._node._objects import ERR, INLINE, PENDING, READY, REMOTE, SHM
 from rtml._node._tasks import FINISHED, FORWARDED, STREAMING, WAITING, TaskRec
 from rtml._observability._recorder import FORWARDED as FORWARDED_EV
-from rtml._runtime._ids import NODE_SHIFT, node_of_object, return_id, task_of, to_hex
+from rtml._runtime._ids import (
+    NODE_SHIFT,
+    node_of_object,
+    return_id,
+    task_of,
+    to_hex,
+)
+from rtml._scheduler import shape_key
 from rtml._scheduler._placement import NodeView, place
 
 PARKED = ""  # place(): the task waits in ``infeasible`` for a node that fits it
 CHUNK = 8 << 20  # bytes per pull request
 PULL_WINDOW = 4  # pull requests in flight per object
+REFETCH_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0)
+ACTOR_POLL_S = 0.2  # how often calls waiting for a restarting actor ask where it is
+ACTOR_RESTART_WAIT_S = 60.0  # ... and for how long before they fail
+
+
+def _blob(error: BaseException) -> bytes:
+    return pickle.dumps(error, protocol=5)
 
 
 def _lost(oid: int, why: str) -> bytes:
@@ -70,6 +85,19 @@ class Pull:
     contained: tuple[int, ...] = ()
 
 
+@dataclass
+class OwnedActor:
+    """An actor created from this node that lives on another one: restarted from here (on a
+    live node) if that node dies and it has restarts left."""
+
+    spec: Any
+    info: dict[str, Any]
+    proc: int
+    home: str
+    pins: list[int]
+    restarting: bool = False
+
+
 class ClusterState:
     def __init__(self, node: Any, node_id: str, index: int) -> None:
         self.node = node
@@ -86,16 +114,28 @@ class ClusterState:
         # For the control plane, sent in batches by the node server (off the task path): the
         # lineage of tasks owned here while any of their results lives, and where large
         # objects are stored.
-        self.lineage_live: dict[int, int] = {}  # task id -> its results still referenced
+        self.lineage = Lineage()
         self.lineage_add: list[Any] = []
-        self.lineage_drop: list[int] = []
         self.locations_add: list[tuple[int, int]] = []
         self.locations_drop: list[int] = []
         self.gcs: Any = None  # the control-plane client (set by the node server)
         # Control-plane requests made for actors run here, never on the selector thread.
         self.gcs_pool = ThreadPoolExecutor(1, thread_name_prefix="rtml-node-gcs")
         self.spread_turn = 0
-        self.stats = {"forwarded": 0, "pulled_bytes": 0, "pulls": 0, "served_bytes": 0}
+        # Fault tolerance: objects a borrower asks its owner for again (the owner may be
+        # rebuilding them), callbacks due later (run by ``tick``), actors created from here on
+        # other nodes, where actors live now, and calls waiting for an actor to come back.
+        self.refetch: dict[int, int] = {}
+        self.rebuilding: dict[int, Any] = {}  # task id -> spec, to resubmit (see ``lost``)
+        self.timers: list[tuple[float, Any]] = []
+        self.owned_actors: dict[int, OwnedActor] = {}
+        self.actor_home: dict[int, str] = {}
+        self.parked: dict[int, list[TaskRec]] = {}
+        self.parked_at: dict[int, float] = {}
+        self.polled_at: dict[int, float] = {}
+        self.polling: set[int] = set()
+        self.stats = {"forwarded": 0, "pulled_bytes": 0, "pulls": 0, "served_bytes": 0,
+                      "reconstructed": 0, "actors_restarted": 0}
         node.next_wid = max(node.next_wid, (index << NODE_SHIFT) | 2)
 
     # ------------------------------------------------------------------ membership
@@ -188,7 +228,8 @@ class ClusterState:
             if v is None:
                 raise exc.RtmlSystemError(f"unknown node {node_id}")
             wid = self.node.io.open_link(node_id, v.address,
-                                         {"kind": "node", "node_id": self.node_id})
+                                         {"kind": "node", "node_id": self.node_id,
+                                          "index": self.index})
             ln = self.links[node_id] = Link(node_id, v.address, wid)
             self.link_of_wid[wid] = ln
         return ln
@@ -216,6 +257,11 @@ class ClusterState:
         if ln is None:
             return
         self.links.pop(ln.node_id, None)
+        # A node's connection breaks when its process dies: treat it as dead now rather than
+        # when the control plane misses its heartbeats (nothing more is placed there).
+        v = self.view.get(ln.node_id)
+        if v is not None and v.alive:
+            v.alive = False
         self._peer_lost(ln.node_id, f"the connection to node {ln.node_id} closed", ln)
 
     def on_node_dead(self, node_id: str) -> None:
@@ -225,9 +271,18 @@ class ClusterState:
             self.node.io.close_link(ln.wid)
         self._peer_lost(node_id, f"node {node_id} died", ln)
 
+    def _alive(self, node_id: str | None) -> bool:
+        if node_id is None:
+            return False
+        if node_id == self.node_id:
+            return True
+        v = self.view.get(node_id)
+        return v is not None and v.alive
+
     def _peer_lost(self, node_id: str, why: str, ln: Link | None) -> None:
         """Everything we waited for from that node fails (tasks retry elsewhere); objects we
-        held there are lost."""
+        held there are lost (rebuilt when read, see ``lost``); actors created from here that
+        lived there restart elsewhere."""
         if ln is not None:
             callbacks, ln.callbacks = ln.callbacks, {}
             for cb in callbacks.values():
@@ -238,10 +293,13 @@ class ClusterState:
                 del self.remote_held[oid]
                 e = node.objects.get(oid)
                 if e is not None and e.kind == REMOTE and e.state != PENDING:
-                    e.payload = (None, e.payload[1])  # lost: a reader gets ObjectLostError
+                    e.payload = (None, e.payload[1])  # lost: a reader rebuilds it or fails
         for p in list(self.pulls.values()):
             if p.source == node_id:
                 self._pull_failed(p, why)
+        for oa in list(self.owned_actors.values()):
+            if oa.home == node_id and not oa.restarting:
+                self._restart_actor(oa, why)
 
     # ------------------------------------------------------------------ forwarding
     def forward(self, t: TaskRec, target: str) -> None:
@@ -282,9 +340,19 @@ class ClusterState:
             if t.state != FORWARDED:
                 return
             if t.spec.actor_id is not None:
-                node._fail(t, exc.ActorDiedError(
-                    f"the node running the actor ({ln.node_id}) is gone",
-                    actor_id=to_hex(t.spec.actor_id)))
+                if t.retries_left != 0 and not t.cancelled:  # re-sent once the actor is back
+                    if t.retries_left > 0:
+                        t.retries_left -= 1
+                    node.stats["retried"] += 1
+                    t.state = WAITING
+                    t.remote = None
+                    self._park(t)
+                else:
+                    node._fail(t, exc.ActorDiedError(
+                        f"the node running the actor ({ln.node_id}) died while the call "
+                        f"{t.spec.name}() was in flight; the call was not retried (pass "
+                        "max_task_retries=N, or -1, to the actor to re-send in-flight calls "
+                        "to its restarted instance)", actor_id=to_hex(t.spec.actor_id)))
             elif t.retries_left != 0 and not t.cancelled:
                 if t.retries_left > 0:
                     t.retries_left -= 1
@@ -365,37 +433,150 @@ class ClusterState:
             return
         where = e.payload[0]
         e.state = PENDING
-        if where is None or (where not in self.links and where not in self.view):
-            self._seal_lost(oid, f"object {to_hex(oid)} was on a node that is gone")
-            return
-        if where == self.node_id:
-            self._seal_lost(oid, f"object {to_hex(oid)} is not in this node's store")
+        if where == self.node_id or not self._alive(where):
+            self.lost(oid, f"object {to_hex(oid)} was on node {where}, which is gone")
             return
         self._request(self.link(where), lambda r: ("fetch", r, [oid]),
                       lambda vals: self._fetched(oid, where, vals and vals[0]))
-
-    def _seal_lost(self, oid: int, why: str) -> None:
-        self.node.objects.seal(oid, ERR, _lost(oid, why), 0, ())
 
     def _fetched(self, oid: int, source: str, val: tuple | None) -> None:
         e = self.node.objects.get(oid)
         if e is None or e.state != PENDING:
             return
         if val is None:
-            self._seal_lost(oid, f"object {to_hex(oid)} was on node {source}, which is gone")
+            self.lost(oid, f"object {to_hex(oid)} was on node {source}, which is gone")
             return
         _oid, kind, payload, size, contained = val
         if kind in (INLINE, ERR):
+            self.refetch.pop(oid, None)
             self.node.objects.seal(oid, kind, payload, size, contained)
             return
         at = payload[0]  # REMOTE/SHM over there: (node holding the bytes, size)
-        if at is None:
-            self._seal_lost(oid, f"object {to_hex(oid)} was on a node that is gone")
-            return
-        if at == self.node_id:
-            self._seal_lost(oid, f"object {to_hex(oid)} should be here but is not")
+        if at is None or at == self.node_id or not self._alive(at):
+            self.lost(oid, f"object {to_hex(oid)} was on node {at}, which is gone")
             return
         self._start_pull(oid, at, payload[1], tuple(contained))
+
+    # ------------------------------------------------------------------ lost objects
+    def is_lost(self, e: Any) -> bool:
+        """Is a sealed entry's only copy on a node that is gone?"""
+        return e.kind == REMOTE and e.state != PENDING and (
+            e.payload[0] is None or not self._alive(e.payload[0]))
+
+    def check_lost(self, oid: int) -> None:
+        """Before answering a peer about an object owned here: rebuild it if it was lost."""
+        e = self.node.objects.get(oid)
+        if e is not None and node_of_object(oid) == self.index and self.is_lost(e):
+            where = e.payload[0]
+            e.state = PENDING
+            self.lost(oid, f"object {to_hex(oid)} was on node {where}, which is gone")
+
+    def lost(self, oid: int, why: str) -> None:
+        """Every copy of a PENDING-marked object is gone: rebuild it if possible (the owner
+        re-runs the task that made it; a borrower asks the owner again), else seal the error."""
+        err = self._rebuild(oid, why)
+        if err is not None:
+            self.refetch.pop(oid, None)
+            self.node.objects.seal(oid, ERR, _blob(err), 0, ())
+        # Tasks to re-run are queued rather than resubmitted recursively: a chain of lost
+        # results is as long as the lineage, far deeper than Python's recursion limit.
+        while self.rebuilding:
+            tid = next(iter(self.rebuilding))
+            self._resubmit(self.rebuilding.pop(tid))
+
+    def _rebuild(self, oid: int, why: str) -> BaseException | None:
+        """Start re-creating ``oid``; the error to seal it with if it cannot be."""
+        hexid = to_hex(oid)
+        owner_index = node_of_object(oid)
+        if owner_index != self.index:
+            owner = self.by_index.get(owner_index)
+            if owner is None or not self._alive(owner):
+                return exc.OwnerDiedError(hexid, f"{why}, and the node that owns it ({owner}) "
+                                          "died too: only its owner can rebuild an object")
+            n = self.refetch.get(oid, 0)
+            if n >= len(REFETCH_DELAYS):
+                return exc.ObjectLostError(hexid, f"{why}; its owner ({owner}) could not "
+                                           f"provide it again after {n} tries")
+            self.refetch[oid] = n + 1
+            self.timers.append((time.monotonic() + REFETCH_DELAYS[n],
+                                lambda: self._refetch(oid, owner)))
+            return None
+        if is_put(oid):
+            return exc.ObjectLostError(hexid, f"{why}; it was made by rtml.put(), which cannot "
+                                       "be recomputed (a put value lives as long as its node)")
+        tid = task_of(oid)
+        if tid in self.node.tasks or tid in self.rebuilding:
+            return None  # its task runs (again) already: its result will seal it
+        spec = self.lineage.specs.get(tid)
+        if spec is None:
+            return exc.ObjectReconstructionFailedLineageEvictedError(
+                hexid, f"{why}; it cannot be recomputed: actor calls, streamed items and tasks "
+                "submitted by other nodes are not kept in this node's lineage")
+        if not self.lineage.spend_retry(tid):
+            return exc.ObjectReconstructionFailedMaxAttemptsExceededError(
+                hexid, f"{why}; recomputing it would re-run {spec.name}, which has no retries "
+                f"left (max_retries={spec.max_retries}); raise max_retries to allow it")
+        self.rebuilding[tid] = spec  # resubmitted by ``lost``
+        return None
+
+    def _refetch(self, oid: int, owner: str) -> None:
+        e = self.node.objects.get(oid)
+        if e is None or e.state != PENDING:
+            return
+        if not self._alive(owner):
+            self.lost(oid, f"object {to_hex(oid)} could not be read")
+            return
+        self._request(self.link(owner), lambda r: ("fetch", r, [oid]),
+                      lambda vals: self._fetched(oid, owner, vals and vals[0]))
+
+    def _reset(self, oid: int) -> bool:
+        """Mark a lost entry pending again (its task is about to re-run); False if it is not
+        lost."""
+        e = self.node.objects.get(oid)
+        if e is None or not self.is_lost(e):
+            return False
+        e.state = PENDING
+        e.kind = INLINE
+        e.payload = None
+        self.remote_held.pop(oid, None)
+        return True
+
+    def _resubmit(self, spec: Any) -> None:
+        """Run a finished task again to re-create its lost results; inputs freed or lost since
+        are marked pending and their own tasks queued to re-run (``lost`` drains the queue)."""
+        node = self.node
+        objects = node.objects
+        tid = spec.task_id
+        t = TaskRec(spec, node, shape_key(spec.resources))
+        node.tasks[tid] = t
+        node.stats["submitted"] += 1
+        self.stats["reconstructed"] += 1
+        for i in range(1, spec.num_returns + 1):
+            oid = return_id(tid, i)
+            e = objects.get(oid)
+            if e is not None and e.state != PENDING and self.is_lost(e):
+                self._reset(oid)
+        temp = []
+        for d in (*spec.deps, *spec.contained):
+            e = objects.get(d)
+            if e is None:
+                if node_of_object(d) != self.index:
+                    self.adopt(d)  # borrowed: its owner still has it, or reading it fails
+                    continue
+                objects.create(d, 0)  # (one ref until it is pinned below)
+                temp.append(d)
+                self.lineage.return_created(d)
+            elif not self._reset(d):
+                continue
+            err = self._rebuild(d, f"object {to_hex(d)}, an input of {spec.name}, was lost")
+            if err is not None:
+                objects.seal(d, ERR, _blob(err), 0, ())
+        for c in spec.contained:
+            objects.add_ref(c)
+        if node._pin_deps(t, localize=False) and t.deps_left == 0 and t.state == WAITING:
+            node._ready(t)
+        for d in temp:
+            objects.release(d)
 
     # ------------------------------------------------------------------ pulls
     def _start_pull(self, oid: int, source: str, size: int, contained: tuple) -> None:
@@ -445,6 +626,7 @@ class ClusterState:
                 node.store.delete(p.oid)
                 return
             node.objects.seal(p.oid, SHM, p.path, p.size, p.contained)
+            self.refetch.pop(p.oid, None)
             self.stored(p.oid, p.size)
             src = self.remote_held.pop(p.oid, None)  # we have our own copy now
             if src is not None and src != self.owner_of(p.oid):
@@ -463,7 +645,9 @@ class ClusterState:
         except OSError:
             pass
         self.node.store.abort(p.oid)
-        self._seal_lost(p.oid, f"object {to_hex(p.oid)} could not be pulled: {why}")
+        e = self.node.objects.get(p.oid)
+        if e is not None and e.state == PENDING:
+            self.lost(p.oid, f"object {to_hex(p.oid)} could not be pulled: {why}")
 
     def serve_pull(self, oid: int, offset: int, length: int) -> bytes | None:
         """Bytes of a local object for a peer's pull (None: not here)."""
@@ -496,10 +680,13 @@ class ClusterState:
 
     # ------------------------------------------------------------------ control-plane records
     def record_lineage(self, t: TaskRec) -> None:
+        """Keep what rebuilds a task's results (normal tasks only: actor calls are not re-run
+        to rebuild values, streams and num_returns=0 leave nothing to rebuild)."""
         spec = t.spec
-        n = spec.num_returns
-        if n > 0:  # (streams and num_returns=0 leave nothing to rebuild)
-            self.lineage_live[spec.task_id] = n
+        if spec.num_returns > 0 and spec.actor_id is None:
+            objects = self.node.objects
+            for d in self.lineage.record(spec, lambda o: node_of_object(o) == self.index):
+                objects.add_ref(d)
             self.lineage_add.append(spec)
 
     def stored(self, oid: int, size: int) -> None:
@@ -507,20 +694,20 @@ class ClusterState:
 
     def take_records(self) -> tuple[list[Any], list[int], list[tuple[int, int]], list[int]]:
         """What to send to the control plane since the last call (called under the lock)."""
-        out = (self.lineage_add, self.lineage_drop, self.locations_add, self.locations_drop)
-        self.lineage_add, self.lineage_drop = [], []
+        out = (self.lineage_add, self.lineage.take_dropped(), self.locations_add,
+               self.locations_drop)
+        self.lineage_add = []
         self.locations_add, self.locations_drop = [], []
         return out
 
     def on_free(self, oid: int, entry: Any) -> None:
-        tid = task_of(oid)
-        left = self.lineage_live.get(tid)
-        if left is not None and oid & 0xFFFFFFFF:
-            if left <= 1:
-                del self.lineage_live[tid]
-                self.lineage_drop.append(tid)
-            else:
-                self.lineage_live[tid] = left - 1
+        objects = self.node.objects
+        for pinned in self.lineage.return_freed(oid):
+            objects.release(pinned)
+        self.refetch.pop(oid, None)
+        oa = self.owned_actors.get(task_of(oid))
+        if oa is not None and oid == return_id(oa.spec.task_id, 1):  # every handle is gone
+            self._drop_owned(oa.spec.task_id)
         if entry.kind == SHM:
             self.locations_drop.append(oid)
         src = self.remote_held.pop(oid, None)
@@ -554,6 +741,7 @@ class ClusterState:
             return True
         if op == "kill":
             aid, no_restart, home = (*args, None)[:3]
+            home = self.actor_home.get(aid, home)
             if aid in actors.actors or home in (None, self.node_id):
                 return False
             ln = self.link(home)
@@ -598,7 +786,8 @@ class ClusterState:
         record = {"namespace": ns, "name": info.get("name"),
                   "job_id": int(spec.job[0], 16) if spec.job else None,
                   "class_name": info.get("class_name", ""), "detached": info.get("detached"),
-                  "max_restarts": info.get("max_restarts", 0), "meta": info.get("meta", {})}
+                  "max_restarts": info.get("max_restarts", 0), "meta": info.get("meta", {}),
+                  "owner": self.node_id}
 
         def registered(_rec: Any, err: Any) -> None:
             if err is None:
@@ -638,7 +827,6 @@ class ClusterState:
             self._reply(proc, req, status, value)
             return
         # Runs on ``home``: it holds the handle object for us, as for a forwarded task.
-        ln = self.link(home)
         handle = return_id(aid, 1)
         objects = node.objects
         objects.create(handle, proc)
@@ -648,44 +836,271 @@ class ClusterState:
             if d not in objects:
                 self.adopt(d)
             objects.add_ref(d)
+        oa = OwnedActor(spec, info, proc, home, pins)
+
+        def created(status: str, result: Any) -> None:
+            if status == "ok":
+                self._reply(proc, req, "ok", ("created", aid, {"node": home}))
+            else:
+                self._reply(proc, req, status, result)
+
+        self._create_remote(oa, info, created)
+
+    def _create_remote(self, oa: OwnedActor, info: dict[str, Any], then: Any) -> None:
+        """Create ``oa``'s actor on ``oa.home`` and fetch its handle object from there (kept
+        there for us, which keeps the actor alive). The actor stays in ``owned_actors`` (a
+        restartable one with its constructor's arguments pinned) to be restarted, or declared
+        dead, if that node dies; ``then(status, value)`` gets the creation's answer."""
+        node = self.node
+        objects = node.objects
+        spec = oa.spec
+        aid = spec.task_id
+        home = oa.home
+        handle = return_id(aid, 1)
+        restartable = info.get("max_restarts", 0) != 0
+        ln = self.link(home)
         blob = None
         if spec.fn_id not in ln.sent_fns:
             blob = node.functions.get(spec.fn_id)
             ln.sent_fns.add(spec.fn_id)
-
-        def unpin() -> None:
-            for d in pins:
-                objects.release(d)
+        self.actor_home[aid] = home
 
         def fetched(vals: list | None) -> None:
-            if vals is None:
-                objects.seal(handle, ERR, _lost(handle, f"node {home} died"), 0, ())
-            else:
+            if vals is not None:
                 self._seal_returned(ln, vals, keep=True)
-            unpin()
+            elif aid not in self.owned_actors:  # (else restarted: fetched from the new home)
+                objects.seal(handle, ERR, _lost(handle, f"node {home} died"), 0, ())
+            if not restartable:
+                self._unpin(oa)
 
         def created(value: Any) -> None:
             if value is None:
                 value = ("err", exc.NodeDiedError(f"node {home} died while creating the actor"))
             status, result = value
             if status == "ok" and result[0] == "created":
-                self._reply(proc, req, "ok", ("created", aid, {"node": home}))
+                self.owned_actors[aid] = oa
                 self._request(ln, lambda r: ("fetch", r, [handle]), fetched)
+                then("ok", result)
                 return
-            self._reply(proc, req, status, result)
+            then(status, result)
             objects.seal(handle, ERR, pickle.dumps(
                 result if status == "err" else exc.RtmlSystemError("actor not created")), 0, ())
-            unpin()
+            self._drop_owned(aid)
+            self._unpin(oa)
 
         self._request(ln, lambda r: ("actor_op", r, "create", (spec, blob, info)), created)
 
+    def _unpin(self, oa: OwnedActor) -> None:
+        pins, oa.pins = oa.pins, []
+        for d in pins:
+            self.node.objects.release(d)
+
+    def _drop_owned(self, aid: int) -> None:
+        oa = self.owned_actors.pop(aid, None)
+        if oa is not None:
+            self._unpin(oa)
+            handle = return_id(aid, 1)
+            e = self.node.objects.get(handle)
+            if e is not None and e.state == PENDING:
+                self.node.objects.seal(handle, ERR, _lost(handle, "the actor died"), 0, ())
+
+    # ------------------------------------------------------------------ actor restarts
+    def _restart_actor(self, oa: OwnedActor, why: str) -> None:
+        """The node of an actor created from here died: re-create it on a live node if it has
+        restarts left (counted in the control plane, with those its node made itself)."""
+        aid = oa.spec.task_id
+        oa.restarting = True
+        limit = oa.info.get("max_restarts", 0)
+
+        def dead(cause: str) -> None:
+            self._drop_owned(aid)
+            self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause[:2000]),
+                      lambda *_: self._fail_parked(aid, cause))
+
+        def counted(rec: Any, err: Any) -> None:
+            if self.owned_actors.get(aid) is not oa:
+                return
+            if err is not None or rec is None:
+                dead(f"its node {oa.home} died and the control plane could not restart it "
+                     f"({err or 'no record'})")
+                return
+            if rec.state == "DEAD":
+                self._drop_owned(aid)
+                self._fail_parked(aid, rec.death_cause or "it died")
+                return
+            if limit != -1 and rec.num_restarts >= limit:
+                dead(f"its node {oa.home} died ({why}) and it had no restarts left "
+                     f"(max_restarts={limit}, restarted {rec.num_restarts} time(s))")
+                return
+            self._gcs(lambda g: g.update_actor(aid, "RESTARTING"),
+                      lambda rec2, err2: self._replace_actor(oa, rec2, err2, why))
+
+        self._gcs(lambda g: g.get_actor(aid), counted)
+
+    def _replace_actor(self, oa: OwnedActor, rec: Any, err: Any, why: str) -> None:
+        node = self.node
+        spec = oa.spec
+        aid = spec.task_id
+        if self.owned_actors.get(aid) is not oa:
+            return
+        handle = return_id(aid, 1)
+        e = node.objects.get(handle)
+        if err is not None or rec is None or e is None:
+            self._drop_owned(aid)
+            cause = f"its node {oa.home} died ({why}) and it could not be restarted"
+            self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
+                      lambda *_: self._fail_parked(aid, cause))
+            return
+        limit = oa.info.get("max_restarts", 0)
+        info = {**oa.info, "max_restarts": -1 if limit == -1 else max(0, limit - rec.num_restarts),
+                "get_if_exists": False}
+        strategy = spec.strategy
+        if isinstance(strategy, tuple) and not self._alive(strategy[1]):
+            strategy = None  # (a hard affinity to the dead node would never place it again)
+        self._local_view()
+        try:
+            home = place(spec.resources, strategy, self.node_id, self.view, {}, None,
+                         self.spread_turn)
+        except exc.TaskUnschedulableError as u:
+            self._drop_owned(aid)
+            cause = f"its node {oa.home} died and no live node can host it: {u}"
+            self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
+                      lambda *_: self._fail_parked(aid, cause))
+            return
+        self.stats["actors_restarted"] += 1
+        self._reset(handle)
+        if e.state != PENDING:  # (sealed as an error meanwhile: nothing to fetch it into)
+            e.state, e.kind, e.payload = PENDING, INLINE, None
+        self._gcs(lambda g: g.update_actor(aid, "ALIVE", node_id=home), lambda *_: None)
+        if home == self.node_id:  # here: the local actor manager runs and restarts it now
+            self._drop_owned(aid)
+            self.actor_home[aid] = home
+            status, value = node.actors.op(0, "create", (spec, None, info))
+            if status != "ok":
+                node.objects.seal(handle, ERR, _blob(value), 0, ())
+                self._fail_parked(aid, str(value))
+                return
+            self._release_parked(aid, home)
+            return
+        oa.home = home
+        oa.restarting = False
+
+        def created(status: str, value: Any) -> None:
+            if status == "ok":
+                self._release_parked(aid, home)
+            else:
+                self._fail_parked(aid, f"its restart on node {home} failed: {value}")
+
+        self._create_remote(oa, info, created)
+
+    # ------------------------------------------------------------------ calls to actors elsewhere
     def actor_elsewhere(self, spec: Any) -> str | None:
         """The node a method call must go to, if its actor does not live here."""
         where = spec.strategy
-        if (isinstance(where, tuple) and where[0] == "actor" and where[1] != self.node_id
-                and spec.actor_id not in self.node.actors.actors):
-            return where[1]
-        return None
+        if not (isinstance(where, tuple) and where[0] == "actor"):
+            return None
+        aid = spec.actor_id
+        rec = self.node.actors.actors.get(aid)
+        if rec is not None and (rec.state != "DEAD" or aid not in self.actor_home):
+            return None
+        home = self.actor_home.get(aid, where[1])
+        return None if home == self.node_id else home
+
+    def send_call(self, t: TaskRec, home: str) -> None:
+        """Forward a method call to its actor's node, or hold it while the actor restarts."""
+        if t.spec.actor_id in self.parked or not self._alive(home):
+            self._park(t)
+        else:
+            self.forward(t, home)
+
+    def _park(self, t: TaskRec) -> None:
+        aid: int = t.spec.actor_id or 0
+        t.state = WAITING
+        if aid not in self.parked:
+            self.parked[aid] = []
+            self.parked_at[aid] = time.monotonic()
+        self.parked[aid].append(t)
+
+    def unpark(self, t: TaskRec) -> bool:
+        calls = self.parked.get(t.spec.actor_id or 0)
+        if calls is not None and t in calls:
+            calls.remove(t)
+            return True
+        return False
+
+    def _release_parked(self, aid: int, home: str) -> None:
+        calls = self.parked.pop(aid, [])
+        self.parked_at.pop(aid, None)
+        self.polled_at.pop(aid, None)
+        self.actor_home[aid] = home
+        for t in calls:
+            if t.state != WAITING or t.cancelled:
+                continue
+            if home == self.node_id:
+                self.node.actors.enqueue(t)
+            else:
+                self.forward(t, home)
+
+    def _fail_parked(self, aid: int, cause: str) -> None:
+        calls = self.parked.pop(aid, [])
+        self.parked_at.pop(aid, None)
+        self.polled_at.pop(aid, None)
+        if not calls:
+            return
+        err = exc.ActorDiedError(f"the actor died: {cause}", actor_id=to_hex(aid))
+        for t in calls:
+            if t.state == WAITING:
+                self.node._fail(t, err)
+
+    def _poll_parked(self, now: float) -> None:
+        """Ask the control plane where actors with waiting calls live now."""
+        for aid in list(self.parked):
+            if aid in self.polling or now - self.polled_at.get(aid, 0.0) < ACTOR_POLL_S:
+                continue
+            self.polling.add(aid)
+            self.polled_at[aid] = now
+            self._gcs(lambda g, aid=aid: g.get_actor(aid),
+                      lambda rec, err, aid=aid: self._polled(aid, rec, err))
+
+    def _polled(self, aid: int, rec: Any, err: Any) -> None:
+        self.polling.discard(aid)
+        if aid not in self.parked:
+            return
+        if err is None:
+            if rec is None:
+                self._fail_parked(aid, "the control plane has no record of it")
+                return
+            if rec.state == "DEAD":
+                self._fail_parked(aid, rec.death_cause or "it was killed")
+                return
+            if rec.state == "ALIVE" and self._alive(rec.node_id):
+                self._release_parked(aid, rec.node_id)
+                return
+            owner = rec.extra.get("owner")
+            if not self._alive(rec.node_id) and owner is not None and not self._alive(owner):
+                self._fail_parked(aid, f"its node {rec.node_id} died, and so did the node "
+                                  f"{owner} that created it, which restarts it")
+                return
+        if time.monotonic() - self.parked_at.get(aid, 0.0) > ACTOR_RESTART_WAIT_S:
+            self._fail_parked(aid, f"it did not come back within {ACTOR_RESTART_WAIT_S:.0f} s "
+                              "after its node died")
+
+    def tick(self) -> None:
+        """Timers: objects to ask their owner for again, calls waiting for an actor."""
+        if self.timers:
+            now = time.monotonic()
+            due = [fn for at, fn in self.timers if at <= now]
+            if due:
+                self.timers = [(at, fn) for at, fn in self.timers if at > now]
+                for fn in due:
+                    fn()
+        if self.parked:
+            self._poll_parked(time.monotonic())
+
+    def actor_state(self, actor_id: int, state: str) -> None:
+        """A local restart of an actor living here (counted by the control plane)."""
+        node_id = self.node_id
+        self._gcs(lambda g: g.update_actor(actor_id, state, node_id=node_id), lambda *_: None)
 
     def actor_died(self, actor_id: int, cause: Any) -> None:
         self._gcs(lambda g: g.update_actor(actor_id, "DEAD", death_cause=str(cause)[:2000]),

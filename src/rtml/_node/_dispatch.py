@@ -190,6 +190,9 @@ def _fetch(node: Any, shell: Any, wid: int, m: tuple) -> None:
     def answer(_waiter: Any = None) -> None:
         shell.send(wid, ("reply", req, [cluster.fetch_value(o) for o in ids]))
 
+    for o in ids:  # owned here and lost with a dead node: rebuilt, answered when done
+        cluster.check_lost(o)
+
     pending = {o for o in ids if o in objects and not objects.is_sealed(o)}
     if not pending:
         answer()

@@ -40,7 +40,14 @@ from rtml._node._tasks import (
     TaskSpec,
 )
 from rtml._observability._recorder import FAILED, RETRIED
-from rtml._runtime._ids import DRIVER_INDEX, put_id, return_id, task_of, to_hex
+from rtml._runtime._ids import (
+    DRIVER_INDEX,
+    node_of_process,
+    put_id,
+    return_id,
+    task_of,
+    to_hex,
+)
 from rtml._scheduler import ResourcePool, shape_key
 
 STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
@@ -254,7 +261,7 @@ class Node:
             home = cluster.actor_elsewhere(spec) if cluster is not None else None
             if home is not None:  # the actor lives on another node: its calls go there
                 if self._pin_deps(t, localize=False):  # the actor's node pulls them
-                    cluster.forward(t, home)
+                    cluster.send_call(t, home)
                 return
             self.actors.submit(t)
             return
@@ -453,6 +460,8 @@ class Node:
     def check_stalls(self) -> None:
         """Take back tasks pipelined behind a task that has run far longer than its function
         usually does (called by the shell a few times a second)."""
+        if self.cluster is not None:
+            self.cluster.tick()
         now = time.time()
         moved = False
         for ws in self.leased.values():
@@ -519,9 +528,32 @@ class Node:
             for o in set(ids):
                 self.objects.remove_waiter(o, waiter)
         c.requests.clear()
+        self._reap_orphans(c)
         for oid in self.held.pop(wid, ()):
             self.objects.release(oid)
         self.schedule()
+
+    def _reap_orphans(self, c: ClientRec) -> None:
+        """A driver (or a peer node) is gone: nobody can read the results of the tasks it
+        submitted here, so they are cancelled (running ones killed, with the tasks they
+        submitted), and its actors that are not detached are killed, freeing their resources."""
+        if c.info.get("kind") == "node":
+            index = c.info.get("index")
+            if index is None:
+                return
+            orphan = [t for t in self.tasks.values()
+                      if node_of_process(t.spec.owner) == index and t.state != FINISHED]
+        else:
+            orphan = [t for t in self.tasks.values()
+                      if t.spec.owner == c.wid and t.state != FINISHED]
+            actors = self.actors
+            if actors is not None:
+                for rec in list(actors.actors.values()):
+                    if rec.spec.owner == c.wid and not rec.info.get("detached"):
+                        actors.op_kill(c.wid, rec.actor_id, True)
+        for t in orphan:
+            if t.state != FINISHED and t.spec.actor_id is None:
+                self.cancel(return_id(t.spec.task_id, 1), True, True)
 
     # ------------------------------------------------------------------ messages from workers
     def on_hello(self, wid: int, pid: int) -> None:
@@ -843,6 +875,9 @@ class Node:
                 self.cancel(return_id(child, 1), force, recursive)
         err = exc.TaskCancelledError(f"task {t.spec.name} ({to_hex(tid)}) was cancelled")
         if t.spec.actor_id is not None:
+            if self.cluster is not None and self.cluster.unpark(t):  # waiting for a restart
+                self._fail(t, err)
+                return
             self.actors.cancel(t, err, force)
             return
         if t.state in (WAITING, QUEUED):
