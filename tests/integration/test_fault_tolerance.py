@@ -239,3 +239,37 @@ def test_dead_driver_takes_its_tasks_and_actors(cluster):
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_workers_and_segments_of_a_killed_node_go_with_it(cluster, tmp_path):
+    import glob
+
+    import psutil
+
+    from rtml._control._client import ControlClient
+
+    victim = cluster.worker_nodes[0]
+    started = tmp_path / "started"
+
+    @rtml.remote
+    def hang(path):
+        open(path, "a").close()
+        import time
+
+        time.sleep(600)
+
+    ref = produce.options(scheduling_strategy=on(victim, soft=False)).remote(N, 1)
+    assert rtml.wait([ref], timeout=30)[0]
+    hang.options(scheduling_strategy=on(victim, soft=False), max_retries=0).remote(str(started))
+    wait_for(started.exists, timeout=30, what="the task to start")
+    with ControlClient(cluster.address, cluster.token) as gcs:
+        session = next(n.extra["session"] for n in gcs.list_nodes()
+                       if n.node_id == victim.node_id)
+    segments = f"/dev/shm/rtml_{session}_*"
+    assert glob.glob(segments)
+    workers = psutil.Process(victim.pid).children()
+    assert workers
+    kill(cluster, victim)
+    wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
+                             for w in workers), timeout=10, what="the node's workers to exit")
+    wait_for(lambda: not glob.glob(segments), timeout=10, what="the node's segments to go")

@@ -5,6 +5,26 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
+
+ORPHAN_CHECK_S = 0.5
+
+
+def _exit_with_node(session: str, shm_dir: str) -> None:
+    """A worker never outlives its node: if the node process dies (SIGKILL, OOM), the worker
+    is re-parented. It then removes the node's shared-memory segments, which nobody else
+    would (the other workers race it harmlessly), and exits, even in the middle of a task."""
+    parent = os.getppid()
+    while True:
+        time.sleep(ORPHAN_CHECK_S)
+        if os.getppid() != parent:
+            try:
+                from rtml._object_store._segments import cleanup_session
+
+                cleanup_session(session, shm_dir)
+            finally:
+                os._exit(70)
 
 
 def main() -> None:
@@ -13,6 +33,8 @@ def main() -> None:
     for p in reversed(extra):
         if p not in sys.path:
             sys.path.insert(0, p)
+    threading.Thread(target=_exit_with_node, args=(session, shm_dir), daemon=True,
+                     name="rtml-orphan-check").start()
     from rtml._worker._worker import run_worker
 
     run_worker(fd, wid, session, shm_dir)
