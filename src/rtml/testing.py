@@ -91,6 +91,20 @@ class Cluster:
         self.address = f"127.0.0.1:{cp.port}"
         _auth.write_token(self.address, self.token)
 
+    def restart_control_plane(self, kill: bool = True) -> None:
+        """Stop the control plane (SIGKILL, or SIGTERM with ``kill=False``) and start a new
+        one on the same port with the same Redis and token, as after a crash. Nodes and
+        drivers reconnect by themselves; on Redis nothing is lost, in memory everything is
+        (nodes register again, with the indices they had)."""
+        assert self.control_plane is not None
+        old = self.control_plane
+        if kill:
+            old.proc.kill()
+            old.proc.wait()
+        else:
+            stop_process(old.proc)
+        self.start_control_plane(port=old.port)
+
     # ------------------------------------------------------------------ nodes
     def add_node(self, wait: bool = True, **node_args: Any) -> NodeHandle:
         """Start a node process (the first one is the head).

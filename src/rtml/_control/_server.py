@@ -16,6 +16,11 @@ connection and flushed once per loop turn without ever blocking. A connection th
 oversized, undecodable or malformed frame is closed alone; a subscriber that disconnects is
 dropped. SIGTERM and SIGINT stop the loop, close every connection and the storage, and exit 0.
 
+Restarts: on Redis, a new server rebuilds every table from storage; nodes recorded ALIVE get a
+fresh grace period of ``--heartbeat-timeout`` seconds from its start (the first tick runs before
+serving) and are declared dead as usual if they do not heartbeat within it. Clients reconnect
+by themselves (``_client.py``). In memory nothing survives, and the server says so at start.
+
 Usage::
 
     python -m rtml._control --port 0 (--token-hex HEX | --token-file F | $RTML_TOKEN)
@@ -138,6 +143,7 @@ class ControlServer:
         self._wake_w.close()
 
     def serve_forever(self) -> None:
+        self._tick()  # nodes recovered from storage: their grace period starts now
         next_tick = time.monotonic() + self._interval
         while not self._stopping:
             for key, mask in self._sel.select(max(0.0, next_tick - time.monotonic())):
@@ -255,10 +261,10 @@ class ControlServer:
         except Exception:  # e.g. Redis unreachable: keep serving, try again next tick
             log(f"periodic check failed:\n{traceback.format_exc()}")
             return
-        for _, channel, message in deliveries:
-            if channel == "nodes" and message[0] == "node_dead":
-                log(f"node {message[1].node_id} (index {message[1].index}) is dead: "
-                    f"{message[1].death_cause}")
+        dead = {msg[1].index: msg[1] for _, channel, msg in deliveries  # (one per subscriber)
+                if channel == "nodes" and msg[0] == "node_dead"}
+        for rec in dead.values():
+            log(f"node {rec.node_id} (index {rec.index}) is dead: {rec.death_cause}")
         self._deliver(deliveries)
 
     def _flush(self) -> None:
@@ -338,9 +344,20 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    where = f"Redis {args.redis}" if args.redis else (
-        "memory (not durable: the cluster's state is lost if this process exits)")
-    log(f"listening on {server.address}, tables in {where}")
+    from rtml._node._launch import end_with_parent
+
+    end_with_parent()
+    if args.redis:
+        log(f"listening on {server.address}, tables in Redis {args.redis}")
+        alive = plane.nodes.records(alive_only=True)
+        if alive:
+            log(f"recovered {len(alive)} live node(s) from Redis; each has "
+                f"{plane.heartbeat_timeout:g} s to send a heartbeat before it is declared dead")
+    else:
+        log(f"listening on {server.address}, tables in memory: NOT DURABLE, the cluster's "
+            "state (nodes, jobs, actors, lineage, object locations, kv) does not survive a "
+            "restart of this process; give --redis HOST:PORT for a control plane that can "
+            "restart")
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{server.port}\n".encode())
         os.close(args.ready_fd)

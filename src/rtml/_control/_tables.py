@@ -100,7 +100,11 @@ class Counters:
         return self._values.get(name, 0)
 
     def next(self, name: str) -> int:
-        n = self._values.get(name, 0) + 1
+        return self.raise_to(name, self._values.get(name, 0) + 1)
+
+    def raise_to(self, name: str, n: int) -> int:
+        """Make ``name`` at least ``n`` (a number handed out elsewhere); returns it."""
+        n = max(n, self._values.get(name, 0))
         self._storage.put(self.TABLE, name, str(n).encode())  # persisted before it is used
         self._values[name] = n
         return n
@@ -148,7 +152,10 @@ class NodeTable:
 
         Args:
             info: ``address`` (str), ``resources`` (name -> amount), optional ``labels``
-                (str -> str); other keys are kept in ``extra``.
+                (str -> str), optional ``index``: the index a node had before this control
+                plane lost its state (memory backend restarted), kept for a new incarnation
+                if no other incarnation has it (the node's ids embed it); other keys are kept
+                in ``extra``.
         Returns:
             The record and whether it is a new incarnation.
         """
@@ -157,6 +164,7 @@ class NodeTable:
         address = _check_str(info.pop("address", None), "node address")
         resources = _check_amounts(info.pop("resources", {}), "node resources")
         labels = _check_dict(info.pop("labels", None) or {}, "node labels")
+        was = info.pop("index", None)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise ValueError(f"node labels must map str to str, got {labels!r}")
         cur = self.get(node_id)
@@ -165,7 +173,12 @@ class NodeTable:
                           last_heartbeat=now)
             self._store(rec)
             return rec, False
-        index = self._counters.next("node_index")
+        if isinstance(was, int) and not isinstance(was, bool) and was > 0 and (
+                was not in self._rows):
+            index = was
+            self._counters.raise_to("node_index", was)
+        else:
+            index = self._counters.next("node_index")
         rec = NodeInfo(node_id, index, address, resources, labels, ALIVE,
                        available=dict(resources), last_heartbeat=now, extra=info)
         self._store(rec)

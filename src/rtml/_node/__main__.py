@@ -31,6 +31,9 @@ def main() -> None:
                    help="head only: 0 = 8265 if free else any free port; -1 = no dashboard")
     p.add_argument("--ready-fd", type=int, default=None)
     a = p.parse_args()
+    from rtml._node._launch import end_with_parent
+
+    end_with_parent()
 
     from rtml._control._client import ControlClient
     from rtml._node._build import default_object_store_memory, node_resources

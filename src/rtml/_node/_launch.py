@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,8 @@ def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
     env = dict(os.environ)
     env[TOKEN_ENV] = token.hex()
     env["RTML_SYS_PATH"] = json.dumps([p for p in sys.path if p])
+    if not detach:
+        env[END_WITH_ENV] = str(os.getpid())
     out: Any = subprocess.DEVNULL
     if log_path is not None:
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -43,7 +46,7 @@ def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
         proc = subprocess.Popen(
             [sys.executable, "-m", *args, "--ready-fd", str(w)], pass_fds=(w,), env=env,
             stdin=subprocess.DEVNULL, stdout=out, stderr=out if log_path else None,
-            start_new_session=detach, preexec_fn=None if detach else _end_with_parent)
+            start_new_session=detach)
     finally:
         os.close(w)
         if log_path is not None:
@@ -72,15 +75,27 @@ def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
     return proc, buf.decode().split()
 
 
-def _end_with_parent() -> None:
-    """In the child (Linux): get SIGTERM when the process that started it dies, so a test
-    cluster whose driver is killed does not linger (its nodes clean up on SIGTERM)."""
-    try:
-        import ctypes
+END_WITH_ENV = "RTML_END_WITH_PID"
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def end_with_parent() -> None:
+    """In a node or control-plane process started (not detached) by ``_spawn``: SIGTERM
+    ourselves when the process that started us dies, so a test cluster whose driver is killed
+    does not linger (they clean up on SIGTERM). A watch on the parent pid rather than
+    PR_SET_PDEATHSIG, which fires when the *thread* that spawned the child ends."""
+    pid = os.environ.pop(END_WITH_ENV, None)
+    if not pid:
+        return
+    parent = int(pid)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="rtml-end-with-parent", daemon=True).start()
 
 
 def _tail(log_path: str | None) -> str:

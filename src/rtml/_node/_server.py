@@ -6,10 +6,19 @@
                                                                   (a client process, like a
                                                                    worker that never runs tasks)
     Node + NodeShell + object store + workers: the same node the embedded runtime runs
-    heartbeat thread ──every 0.5 s──▶ control plane: available resources, queue length
+    heartbeat thread ──every 0.5 s──▶ control plane: available resources, queue length,
+                                      then lineage and object locations (batched)
     worker output ──▶ the drivers of the job that printed it (and the node's log files)
 
 Nothing reaches the node's ``pickle.loads`` before the peer proved it holds the cluster token.
+
+The control plane may restart under a running node: the task path never waits on it (only the
+heartbeat thread, the event flusher and ``cluster.gcs_pool`` talk to it). While it is away the
+client reconnects by itself, the heartbeat thread skips its rounds and lineage and locations
+stay queued in the node (a batch the control plane did not take goes back to the queue). Once
+reconnected the node heartbeats at once and reads the node list again (deaths and joins
+published meanwhile were missed); if the control plane no longer knows it (the in-memory
+backend restarted) it registers again under the same index, and says the state is lost.
 """
 
 from __future__ import annotations
@@ -24,12 +33,15 @@ import time
 from typing import Any
 
 from rtml import exceptions as exc
+from rtml._control._client import CONNECTION
 from rtml._node._build import NodeParts, build_node
 from rtml._node._cluster import ClusterState
 from rtml._transport._auth import AuthError, serve_handshake
 
 MAX_CLIENT_FRAME = 1 << 30  # a driver may send inline values up to the inline threshold only
 HEARTBEAT_S = 0.5
+EVENT_BACKLOG = 100_000  # task events kept while the control plane is away (oldest dropped)
+STOP_CALL_S = 2.0  # calls made while stopping never wait longer for the control plane
 
 
 class NodeServer:
@@ -63,8 +75,14 @@ class NodeServer:
             "shm_dir": "/dev/shm", "spill_dir": self.parts.spill_dir, "address": self.address,
         }
         self._stop = threading.Event()
+        self._kick = threading.Event()  # wakes the heartbeat thread: reconnected, or stopping
         self._threads: list[threading.Thread] = []
         self._events: Any = None
+        self._event_backlog: list[dict[str, Any]] = []
+        self._unsent: tuple[list[Any], ...] = ([], [], [], [])  # records not yet taken
+        self._info: dict[str, Any] = {}
+        self._trouble = False  # a heartbeat problem was printed (not again until it clears)
+        self._declared_dead = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -82,17 +100,19 @@ class NodeServer:
                 None if self.dashboard_port == 0 else self.dashboard_port,
                 token=None if loopback else token)
             info["dashboard_url"] = self.dashboard.url
+        self._info = info
         rec = self.gcs.register_node(self.parts.node_id, info)
         self.node_index = rec.index
         self.node.cluster = ClusterState(self.node, self.parts.node_id, rec.index)
         self.node.cluster.gcs = self.gcs
         self.gcs.subscribe("nodes", self._on_node_change)
+        self.gcs.subscribe(CONNECTION, self._on_connection)
         self._refresh_view()
         self.parts.start()
         from rtml._observability._flusher import EventFlusher, events_enabled
 
         if events_enabled():
-            self._events = EventFlusher(self.node, self.parts.node_id, self.gcs.add_events,
+            self._events = EventFlusher(self.node, self.parts.node_id, self._send_events,
                                         as_dicts=True).start()
         for target, name in ((self._accept_loop, "rtml-node-accept"),
                              (self._heartbeat_loop, "rtml-node-heartbeat")):
@@ -102,6 +122,7 @@ class NodeServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         for t in self._threads:
             t.join(2)
         if self._events is not None:
@@ -109,7 +130,9 @@ class NodeServer:
         if self.dashboard is not None:
             self.dashboard.stop()
         try:  # leave the cluster now rather than when heartbeats are missed
-            self.gcs.node_dead(self.parts.node_id, "stopped")
+            if not self.gcs.connected:
+                raise ConnectionError(f"the control plane at {self.gcs.address} is unreachable")
+            self.gcs.call("node_dead", self.parts.node_id, "stopped", timeout=STOP_CALL_S)
         except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:
             print(f"rtml node: could not tell the control plane it stops: {e}", file=sys.stderr)
         self.listener.close()
@@ -181,26 +204,62 @@ class NodeServer:
             self.node.cluster.update_view([rec])
             self.shell.flush()
 
+    def _on_connection(self, message: Any) -> None:
+        """The control-plane connection was lost or is back (reader thread: just note it)."""
+        kind, detail = message
+        if kind == "disconnected":  # the one line an outage prints
+            print(f"rtml node: {detail}; reconnecting in the background, tasks keep running",
+                  file=sys.stderr, flush=True)
+        self._kick.set()  # back: heartbeat and read the node list now, not in 0.5 s
+
     def _send_records(self) -> None:
         """Lineage of the tasks owned here and locations of large objects, in batches (what
-        lineage reconstruction and `rtml memory` read from the control plane)."""
+        lineage reconstruction and `rtml memory` read from the control plane). A batch the
+        control plane did not take is kept, and sent (in order) before newer records.
+
+        Raises:
+            ConnectionError, TimeoutError, RtmlSystemError: not all were taken (the rest is
+                kept for the next round).
+        """
         cluster = self.node.cluster
         with self.node.lock:
-            add, drop, stored, freed = cluster.take_records()
+            fresh = cluster.take_records()  # lineage add, lineage drop, stored, freed
+        for kept, new in zip(self._unsent, fresh, strict=True):
+            kept.extend(new)
         node_id = self.parts.node_id
         gcs = self.gcs
-        try:
-            if add:
-                gcs.add_tasks([(s.task_id, pickle.dumps(s, protocol=5), s.owner) for s in add])
-            if drop:
-                gcs.remove_tasks(drop)
-            if stored:
-                gcs.add_locations([(oid, node_id, size, cluster.owner_of(oid))
-                                   for oid, size in stored])
-            for oid in freed:
-                gcs.remove_location(oid, node_id)
-        except (ValueError, exc.RtmlError) as e:  # never let a bad record stop heartbeats
-            print(f"rtml node: the control plane refused a record: {e}", file=sys.stderr)
+        senders = (
+            lambda add: gcs.add_tasks([(s.task_id, pickle.dumps(s, protocol=5), s.owner)
+                                       for s in add]),
+            gcs.remove_tasks,
+            lambda stored: gcs.add_locations([(oid, node_id, size, cluster.owner_of(oid))
+                                              for oid, size in stored]),
+            lambda freed: [gcs.remove_location(oid, node_id) for oid in freed],
+        )
+        for batch, send in zip(self._unsent, senders, strict=True):
+            if not batch:
+                continue
+            try:
+                send(batch)
+            except ValueError as e:  # refused: never let a bad record stop the others
+                print(f"rtml node: the control plane refused a record: {e}", file=sys.stderr)
+            batch.clear()  # (any other error leaves it, and those after it, for next time)
+
+    def _send_events(self, batch: list[dict[str, Any]]) -> None:
+        """The event flusher's sink: events wait (bounded) while the control plane is away."""
+        backlog = self._event_backlog
+        backlog.extend(batch)
+        del backlog[:-EVENT_BACKLOG]
+        if not self.gcs.connected:
+            return
+        try:  # (short: stopping flushes once more, and must not wait long)
+            self.gcs.call("add_events", backlog, timeout=STOP_CALL_S)
+        except (ConnectionError, TimeoutError):
+            return  # lost meanwhile: sent with the next batch
+        except Exception:
+            backlog.clear()  # refused: the flusher reports them dropped
+            raise
+        backlog.clear()
 
     def _refresh_view(self) -> None:
         nodes = self.gcs.list_nodes()
@@ -208,15 +267,48 @@ class NodeServer:
             self.node.cluster.update_view(nodes)
             self.shell.flush()
 
+    def _heartbeat(self) -> None:
+        load = self.load()
+        if self.gcs.heartbeat(self.parts.node_id, load["available"], load):
+            return
+        rec = self.gcs.get_node(self.parts.node_id)
+        if rec is None:  # a control plane that lost its state: join it again, same index
+            print(f"rtml node: the control plane at {self.gcs.address} restarted without its "
+                  "state (the in-memory backend does not survive a restart; start it with "
+                  "--redis HOST:PORT for one that does): registering this node again; jobs, "
+                  "actors, lineage and object locations recorded before are lost",
+                  file=sys.stderr, flush=True)
+            rec = self.gcs.register_node(self.parts.node_id,
+                                         {**self._info, "index": self.node_index})
+            if rec.index != self.node_index:
+                print(f"rtml node: registered again with index {rec.index}, not "
+                      f"{self.node_index} (taken by a node that joined first); ids made here "
+                      "may be taken for that node's", file=sys.stderr, flush=True)
+        elif not rec.alive and not self._declared_dead:
+            self._declared_dead = True
+            print(f"rtml node: the control plane declared this node dead ({rec.death_cause}); "
+                  "the cluster no longer uses it: stop it and start a new one",
+                  file=sys.stderr, flush=True)
+
     def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while True:
+            self._kick.wait(HEARTBEAT_S)
+            self._kick.clear()
+            if self._stop.is_set():
+                return
+            if not self.gcs.connected:
+                continue  # the client reconnects by itself; records wait in the node
             try:
-                load = self.load()
-                self.gcs.heartbeat(self.parts.node_id, load["available"], load)
+                self._heartbeat()
                 self._refresh_view()
                 self._send_records()
-            except (ConnectionError, TimeoutError, OSError) as e:
-                print(f"rtml node: heartbeat failed: {e}", file=sys.stderr)
+            except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:
+                lost = isinstance(e, ConnectionError) and not self.gcs.connected
+                if not lost and not self._trouble:  # (an outage was reported already)
+                    print(f"rtml node: heartbeat failed: {e}", file=sys.stderr, flush=True)
+                self._trouble = True
+            else:
+                self._trouble = False
 
 
 def serve(server: NodeServer, ready_fd: int | None) -> None:

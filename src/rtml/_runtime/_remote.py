@@ -10,6 +10,10 @@
 The driver is a client process of its node, like a worker that never runs tasks: the node owns
 its objects, counts its references and releases them all when the connection closes. Large
 values go through the node's shared memory directly (the driver runs on the node's machine).
+
+The control plane is needed only at ``init`` and ``shutdown``: its client reconnects by itself
+if the control plane restarts, ``init`` waits for it (up to ``timeout`` per request) and
+``shutdown`` waits at most ``FINISH_JOB_S``; tasks never go through it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from rtml._worker._client import WorkerClient
 
 MAX_FRAME = 1 << 30
 REF_FLUSH_S = 0.1  # ref releases made while the driver is otherwise idle reach the node by then
+FINISH_JOB_S = 1.0  # shutdown waits this long at most for the control plane (it may be away)
 CURRENT = "current_cluster"
 
 
@@ -209,9 +214,9 @@ class RemoteRuntime(Session):
     def _stop_parts(self) -> None:
         try:
             self.conn.close()  # the node releases every ref this driver held
-            try:
-                self.gcs.finish_job(int(self.job_id, 16))
-            except (ConnectionError, TimeoutError, exc.RtmlError):
-                pass
+            try:  # a control plane restarting is waited for briefly, never long
+                self.gcs.call("finish_job", int(self.job_id, 16), timeout=FINISH_JOB_S)
+            except (ConnectionError, TimeoutError, ValueError, exc.RtmlError):
+                pass  # (the job stays RUNNING in its table)
         finally:
             self.gcs.close()

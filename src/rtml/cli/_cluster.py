@@ -115,6 +115,10 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
                    f"  From another machine add the token: --token {secret.hex()}\n"
                    f"                                     (or {_auth.TOKEN_ENV}={secret.hex()})\n"
                    f"  Status: rtml status    Stop everything started here: rtml stop")
+        if not redis:
+            click.echo("  Note: the control plane keeps its tables in memory, so the cluster does "
+                       "not survive a restart of it; start with --redis HOST:PORT for one that "
+                       "does.")
         return
     assert address is not None
     try:
