@@ -38,6 +38,7 @@ from rtml import exceptions as exc
 from rtml._node._objects import ERR
 from rtml._node._tasks import ASSIGNED, FINISHED, WAITING, TaskRec, TaskSpec
 from rtml._runtime._ids import return_id, to_hex
+from rtml._worker import _checkpoint
 
 DEPENDENCIES_UNREADY = "DEPENDENCIES_UNREADY"
 PENDING_CREATION = "PENDING_CREATION"
@@ -92,7 +93,8 @@ class ActorRec:
         i = self.info
         return {"class_name": i.get("class_name"), "methods": list(i["meta"]["methods"]),
                 "is_async": i.get("is_async", False),
-                "max_concurrency": i.get("max_concurrency", 1), "env_vars": i.get("env_vars")}
+                "max_concurrency": i.get("max_concurrency", 1), "env_vars": i.get("env_vars"),
+                "checkpoint": i.get("checkpoint")}
 
 
 class ActorManager:
@@ -239,6 +241,9 @@ class ActorManager:
             self.node._fail_with_blob(t, rec.error_blob if rec is not None else pickle.dumps(
                 exc.ActorDiedError("the actor is gone", actor_id=to_hex(spec.actor_id or 0))))
             return
+        node = self.node
+        if node.cluster is not None and t.deps_left == 0:
+            node._fetch_deps(t)  # inputs sealed on other nodes are pulled here first
         q = rec.queues.get(spec.owner)
         if q is None:
             q = rec.queues[spec.owner] = deque()
@@ -344,6 +349,7 @@ class ActorManager:
         pid = f"pid {w.pid}" if w.pid else "not yet started"
         if rec.state == DEAD:
             self._fail_all(rec, tasks)
+            _checkpoint.remove(rec.info)  # (again: its process may have written since _die)
             return
         cause = rec.exit_cause or rec.terminating
         if cause is None and rec.restarts_left != 0:
@@ -519,6 +525,7 @@ class ActorManager:
             node.objects.release(rec.handle_oid)
         if node.cluster is not None:
             node.cluster.actor_died(rec.actor_id, cause)
+        _checkpoint.remove(rec.info)
 
     def _fail_all(self, rec: ActorRec, tasks: list[TaskRec]) -> None:
         node = self.node

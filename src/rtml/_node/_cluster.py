@@ -43,6 +43,7 @@ from rtml._runtime._ids import (
 )
 from rtml._scheduler import shape_key
 from rtml._scheduler._placement import NodeView, place
+from rtml._worker import _checkpoint
 
 PARKED = ""  # place(): the task waits in ``infeasible`` for a node that fits it
 CHUNK = 8 << 20  # bytes per pull request
@@ -510,8 +511,9 @@ class ClusterState:
         spec = self.lineage.specs.get(tid)
         if spec is None:
             return exc.ObjectReconstructionFailedLineageEvictedError(
-                hexid, f"{why}; it cannot be recomputed: actor calls, streamed items and tasks "
-                "submitted by other nodes are not kept in this node's lineage")
+                hexid, f"{why}; it cannot be recomputed: only results of tasks submitted on this "
+                "node, and of calls to actors with max_task_retries != 0, are kept in its "
+                "lineage (not streamed items, nor the actor's creation)")
         if not self.lineage.spend_retry(tid):
             return exc.ObjectReconstructionFailedMaxAttemptsExceededError(
                 hexid, f"{why}; recomputing it would re-run {spec.name}, which has no retries "
@@ -573,8 +575,16 @@ class ClusterState:
                 objects.seal(d, ERR, _blob(err), 0, ())
         for c in spec.contained:
             objects.add_ref(c)
-        if node._pin_deps(t, localize=False) and t.deps_left == 0 and t.state == WAITING:
-            node._ready(t)
+        if spec.actor_id is None:
+            if node._pin_deps(t, localize=False) and t.deps_left == 0 and t.state == WAITING:
+                node._ready(t)
+        else:  # a call: to its actor, wherever it lives now
+            home = self.actor_elsewhere(spec)
+            if home is not None:
+                if node._pin_deps(t, localize=False):
+                    self.send_call(t, home)
+            elif node._pin_deps(t):
+                node.actors.enqueue(t)
         for d in temp:
             objects.release(d)
 
@@ -594,10 +604,10 @@ class ClusterState:
         self._pump(p)
 
     def _pump(self, p: Pull) -> None:
-        ln = self.links.get(p.source)
-        if ln is None:
+        if not self._alive(p.source):
             self._pull_failed(p, f"node {p.source} is gone")
             return
+        ln = self.link(p.source)  # (the bytes may be on a node we never talked to)
         while p.inflight < PULL_WINDOW and p.next_offset < p.size:
             off = p.next_offset
             n = min(CHUNK, p.size - off)
@@ -680,10 +690,12 @@ class ClusterState:
 
     # ------------------------------------------------------------------ control-plane records
     def record_lineage(self, t: TaskRec) -> None:
-        """Keep what rebuilds a task's results (normal tasks only: actor calls are not re-run
-        to rebuild values, streams and num_returns=0 leave nothing to rebuild)."""
+        """Keep what rebuilds a task's results: normal tasks, and calls of actors that may
+        re-run them (max_task_retries != 0; re-run on the actor, maybe restarted, after the
+        calls made since, as in Ray). Streams and num_returns=0 leave nothing to rebuild."""
         spec = t.spec
-        if spec.num_returns > 0 and spec.actor_id is None:
+        if spec.num_returns > 0 and (spec.actor_id is None or (
+                spec.max_retries != 0 and spec.actor_id != spec.task_id)):
             objects = self.node.objects
             for d in self.lineage.record(spec, lambda o: node_of_object(o) == self.index):
                 objects.add_ref(d)
@@ -895,10 +907,12 @@ class ClusterState:
         for d in pins:
             self.node.objects.release(d)
 
-    def _drop_owned(self, aid: int) -> None:
+    def _drop_owned(self, aid: int, dead: bool = False) -> None:
         oa = self.owned_actors.pop(aid, None)
         if oa is not None:
             self._unpin(oa)
+            if dead:  # for good, and maybe with no node's actor manager to see it
+                _checkpoint.remove(oa.info)
             handle = return_id(aid, 1)
             e = self.node.objects.get(handle)
             if e is not None and e.state == PENDING:
@@ -913,7 +927,7 @@ class ClusterState:
         limit = oa.info.get("max_restarts", 0)
 
         def dead(cause: str) -> None:
-            self._drop_owned(aid)
+            self._drop_owned(aid, dead=True)
             self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause[:2000]),
                       lambda *_: self._fail_parked(aid, cause))
 
@@ -925,7 +939,7 @@ class ClusterState:
                      f"({err or 'no record'})")
                 return
             if rec.state == "DEAD":
-                self._drop_owned(aid)
+                self._drop_owned(aid, dead=True)
                 self._fail_parked(aid, rec.death_cause or "it died")
                 return
             if limit != -1 and rec.num_restarts >= limit:
@@ -946,7 +960,7 @@ class ClusterState:
         handle = return_id(aid, 1)
         e = node.objects.get(handle)
         if err is not None or rec is None or e is None:
-            self._drop_owned(aid)
+            self._drop_owned(aid, dead=True)
             cause = f"its node {oa.home} died ({why}) and it could not be restarted"
             self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
                       lambda *_: self._fail_parked(aid, cause))
@@ -962,7 +976,7 @@ class ClusterState:
             home = place(spec.resources, strategy, self.node_id, self.view, {}, None,
                          self.spread_turn)
         except exc.TaskUnschedulableError as u:
-            self._drop_owned(aid)
+            self._drop_owned(aid, dead=True)
             cause = f"its node {oa.home} died and no live node can host it: {u}"
             self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
                       lambda *_: self._fail_parked(aid, cause))

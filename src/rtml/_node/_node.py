@@ -236,10 +236,15 @@ class Node:
         if spec.num_returns == STREAMING:
             self.streams[tid] = StreamRec(proc)
         else:
+            entries = objects.entries
             for i in range(1, spec.num_returns + 1):
                 oid = return_id(tid, i)
-                objects.create(oid, proc)
-                self._hold(proc, oid)
+                e = entries.get(oid)
+                if e is None:
+                    objects.create(oid, proc)
+                    self._hold(proc, oid)
+                else:
+                    self._rerun_here(proc, oid, e)
         w = self.workers.get(proc)
         if w is not None and w.assigned:
             parent = w.assigned[0]
@@ -281,6 +286,17 @@ class Node:
         if t.deps_left == 0 and t.state == WAITING:
             self._enqueue(t)
             self.schedule()
+
+    def _rerun_here(self, proc: int, oid: int, e: Any) -> None:
+        """A task is submitted here whose return object already has an entry: a proxy of it,
+        because this node borrowed the object and its owner now re-runs the task here (to
+        rebuild it). The local run seals it; the submitter's hold is one more reference."""
+        if e.kind == REMOTE and e.state != PENDING:
+            e.state = PENDING
+        h = self.held.get(proc)
+        if h is not None and oid not in h:
+            e.refs += 1
+            h.add(oid)
 
     def _pin_deps(self, t: TaskRec, localize: bool = True) -> bool:
         """Pin the arguments and wait for the pending ones. False if the task already failed
@@ -324,6 +340,9 @@ class Node:
         if t.deps_left == 0:
             t.ready = time.time()
             if t.spec.actor_id is not None:
+                if (self.cluster is not None and t.spec.actor_id in self.actors.actors
+                        and self._fetch_deps(t)):
+                    return  # an input was sealed on another node: pulled here first
                 self.actors.deps_ready(t)
             else:
                 self._ready(t)

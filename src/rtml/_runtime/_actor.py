@@ -12,6 +12,10 @@
 
 The class is pickled once per ActorClass (cloudpickle, by value when the module attribute is
 the ActorClass itself, as with ``@rtml.remote`` on a module-level class).
+
+Every actor gets checkpoint settings at creation (``info["checkpoint"]``: interval, directory,
+and a key unique to this actor instance, see ``rtml._worker._checkpoint``), so that it can be
+checkpointed on demand and a restart, on whichever node, finds the same file.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of
 from rtml._runtime._refs import ObjectRef
 from rtml._scheduler import normalize_request
 from rtml._scheduler._strategy import normalize_strategy
+from rtml._worker import _checkpoint
 
 # Methods every actor has, besides its class's own.
-SPECIAL_METHODS = ("__rtml_terminate__", "__ray_terminate__", "__rtml_ready__", "__ray_ready__")
+TERMINATE_METHODS = ("__rtml_terminate__", "__ray_terminate__")
+READY_METHODS = ("__rtml_ready__", "__ray_ready__")
+SPECIAL_METHODS = (*TERMINATE_METHODS, *READY_METHODS, _checkpoint.SAVE_METHOD)
 _METHOD_OPTIONS = {"num_returns", "concurrency_group", "retry_exceptions", "max_task_retries",
                    "name", "enable_task_events", "_generator_backpressure_num_objects"}
 
@@ -95,10 +102,22 @@ def _method_table(cls: type) -> tuple[dict[str, tuple], bool]:
 
 
 class ActorOptions:
-    """Resolved options of an actor class, computed once per options() call."""
+    """Resolved options of an actor class, computed once per options() call.
 
-    __slots__ = ("detached", "env_vars", "get_if_exists", "max_concurrency", "max_restarts",
-                 "max_task_retries", "name", "namespace", "raw", "resources", "strategy")
+    Besides Ray's actor options: ``checkpoint_interval=N`` (int >= 0, default 0) saves the
+    actor's state after every N calls of its own methods, and a restarted actor
+    (``max_restarts``) resumes from its latest checkpoint instead of from its constructor's
+    state; with 0 it saves only when asked (``handle.__rtml_checkpoint__.remote()``).
+    ``checkpoint_dir`` (a path) is where the files go instead of the per-user state directory
+    (``$RTML_STATE_DIR`` or ``/tmp/rtml-<uid>``); a cluster spread over several machines
+    needs one that every machine mounts at the same path. The state is what the class's
+    ``__rtml_checkpoint__(self)`` returns, given back to ``__rtml_restore__(self, state)``, or
+    by default the instance's ``__dict__``.
+    """
+
+    __slots__ = ("checkpoint_dir", "checkpoint_interval", "detached", "env_vars", "get_if_exists",
+                 "max_concurrency", "max_restarts", "max_task_retries", "name", "namespace",
+                 "raw", "resources", "strategy")
 
     def __init__(self, raw: dict[str, Any], is_async: bool) -> None:
         check_options(raw, ACTOR_OPTIONS, "an actor class")
@@ -131,6 +150,8 @@ class ActorOptions:
         self.detached = lifetime == "detached"
         self.strategy = normalize_strategy(raw.get("scheduling_strategy"))
         self.env_vars = env_vars_of(raw.get("runtime_env"))
+        self.checkpoint_interval = _checkpoint.check_interval(raw.get("checkpoint_interval", 0))
+        self.checkpoint_dir = _checkpoint.check_dir(raw.get("checkpoint_dir"))
 
 
 class ActorClass:
@@ -193,10 +214,13 @@ class ActorClass:
         fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
         meta = {"class_name": name, "methods": self._methods,
                 "max_task_retries": o.max_task_retries, "is_async": self._is_async}
+        checkpoint = _checkpoint.new_config(o.checkpoint_interval, o.checkpoint_dir,
+                                            client.session, task_id, o.detached)
         info = {"class_name": name, "name": o.name, "namespace": o.namespace or client.namespace,
                 "get_if_exists": o.get_if_exists, "detached": o.detached,
                 "max_restarts": o.max_restarts, "max_concurrency": o.max_concurrency,
-                "is_async": self._is_async, "env_vars": env_vars, "meta": meta}
+                "is_async": self._is_async, "env_vars": env_vars, "meta": meta,
+                "checkpoint": checkpoint}
         kind, aid, existing = _op("create", (spec, fn_blob, info))
         client.registered_fns.add(self._fn_id)
         del keep

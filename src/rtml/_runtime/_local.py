@@ -54,7 +54,7 @@ from rtml import exceptions as exc
 from rtml._node._build import node_resources
 from rtml._node._objects import ERR, INLINE
 from rtml._node._tasks import STREAMING, TaskSpec
-from rtml._runtime._actor import SPECIAL_METHODS, ActorExitRequest
+from rtml._runtime._actor import READY_METHODS, TERMINATE_METHODS, ActorExitRequest
 from rtml._runtime._client import CoreClient
 from rtml._runtime._ids import DRIVER_INDEX, return_id, to_hex
 from rtml._runtime._payload import decode_value, fill_deps, split_returns
@@ -63,6 +63,7 @@ from rtml._runtime._remote_function import RemoteFunction
 from rtml._runtime._session import Session
 from rtml._scheduler import ResourcePool
 from rtml._serialization import INLINE_THRESHOLD, dumps
+from rtml._worker import _checkpoint
 
 # A large value with out-of-band buffers (numpy arrays): (pickle bytes, [buffer bytes]). The
 # buffers are copied once into immutable bytes, so arrays come back read-only, as from the
@@ -71,10 +72,10 @@ _OOB = 3
 
 _EXIT = (ActorExitRequest, exc.AsyncioActorExit)
 _PASS_THROUGH = (KeyboardInterrupt, bdb.BdbQuit)
-_TERMINATE = SPECIAL_METHODS[:2]
-_READY = SPECIAL_METHODS[2:]
+_TERMINATE = TERMINATE_METHODS
+_READY = READY_METHODS
 _ALIVE, _DEAD = "ALIVE", "DEAD"
-_INTERNAL_FILES = (__file__, os.path.dirname(asyncio.__file__))
+_INTERNAL_FILES = (__file__, _checkpoint.__file__, os.path.dirname(asyncio.__file__))
 
 
 def _system_blob(error: BaseException) -> bytes:
@@ -210,6 +211,10 @@ class _Actor:
         self.is_async = bool(info.get("is_async"))
         self.env_vars: dict | None = info.get("env_vars")
         self.restarts_left: int = info.get("max_restarts", 0)
+        ck = info.get("checkpoint")
+        # Written before the call returns: no writer thread may outlive the runtime here.
+        self.checkpointer = (_checkpoint.Checkpointer(ck, self.class_name, background=False)
+                             if ck else None)
         self.pinned_handle = key is not None or bool(info.get("detached"))
         self.state = _ALIVE
         self.instance: Any = None
@@ -668,14 +673,18 @@ class LocalClient(CoreClient):
             return
         with self._lock:
             rec.alloc = self.pool.acquire(spec.resources) if spec.resources else None
+        name = spec.name
         try:
             with self._scope(spec.task_id, rec.actor_id, rec.env_vars, None):
                 args, kwargs = self._unpack(spec.args, payloads)
                 instance = rec.cls(*args, **kwargs)
+                if rec.checkpointer is not None:  # a restart resumes from the latest one
+                    name = f"{rec.class_name}.{_checkpoint.RESTORE_METHOD}"
+                    rec.checkpointer.restore(instance)
         except _PASS_THROUGH:
             raise
         except BaseException as e:
-            blob = _task_error_blob(e, spec.name, spec.task_id)
+            blob = _task_error_blob(e, name, spec.task_id)
             del e
             self._die(rec, pickle.loads(blob), created=False)
             return
@@ -696,9 +705,23 @@ class LocalClient(CoreClient):
                 self._die(rec, f"it was terminated by {method}() (calls made after that one "
                                "are not run)")
                 return
-            call.fn = _ready if method in _READY else getattr(instance, method)
+            ck = rec.checkpointer
+            counted = False
+            if method in _READY:
+                call.fn = _ready
+            elif method == _checkpoint.SAVE_METHOD:
+                if ck is None:
+                    self._fail(call, _system_blob(exc.RtmlSystemError(
+                        f"actor {rec.class_name} has no checkpoint settings")))
+                    return
+                call.fn = lambda: ck.save(instance)
+            else:
+                call.fn = getattr(instance, method)
+                counted = ck is not None and ck.interval > 0
             try:
                 self._execute(call)
+                if counted and ck is not None and rec.exit_cause is None:
+                    ck.call_done(instance)
             finally:
                 if rec.exit_cause is not None:
                     self._die(rec, rec.exit_cause)
@@ -777,6 +800,7 @@ class LocalClient(CoreClient):
                 pinned.append(rec.handle_oid)
         self._release_instance(rec)
         self._unpin(pinned)
+        _checkpoint.remove(rec.info)
 
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:
@@ -794,6 +818,8 @@ class LocalClient(CoreClient):
         for rec in actors:
             rec.state = _DEAD
             self._release_instance(rec)
+            _checkpoint.remove(rec.info)
+        _checkpoint.remove_session(self.session)
 
 
 class LocalRuntime(Session):

@@ -15,7 +15,7 @@ TASK_OPTIONS = {
 ACTOR_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "max_concurrency", "max_restarts", "max_task_retries",
     "name", "namespace", "get_if_exists", "lifetime", "runtime_env", "concurrency_groups",
-    "scheduling_strategy",
+    "scheduling_strategy", "checkpoint_interval", "checkpoint_dir",
 }
 # Accepted for compatibility with Ray programs; they change nothing on one node.
 IGNORED_OPTIONS = {

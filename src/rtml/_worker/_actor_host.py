@@ -15,6 +15,13 @@ WorkerClient is switched to ``threaded`` so that nested get/wait calls wait for 
 main thread delivers). ``exit_actor()`` and ``__rtml_terminate__`` make the call return None
 and the process exit afterwards (running atexit handlers); the node fails later calls with
 ActorDiedError.
+
+Checkpoints (``_checkpoint.py``): right after the constructor, the latest checkpoint of the
+actor, if any, is restored (a restart resumes from it; an error there fails the creation like
+one in the constructor). With ``checkpoint_interval=N`` the state is snapshotted when every
+N-th call of the class's own methods returns, before its result is sent, and written to disk by
+a background thread while the next calls run (one checkpoint in flight at most);
+``__rtml_checkpoint__`` takes one on demand and returns its sequence number once it is on disk.
 """
 
 from __future__ import annotations
@@ -38,24 +45,36 @@ from rtml._runtime import _ids
 from rtml._runtime._actor import ActorExitRequest
 from rtml._runtime._payload import encode_value
 from rtml._runtime._refs import counter
+from rtml._worker._checkpoint import SAVE_METHOD, Checkpointer
 from rtml._worker._client import cancelled_error
 
 _EXIT = (ActorExitRequest, exc.AsyncioActorExit)
 _TERMINATE = ("__rtml_terminate__", "__ray_terminate__")
 _READY = ("__rtml_ready__", "__ray_ready__")
+_NOT_COUNTED = (*_TERMINATE, *_READY, SAVE_METHOD)  # calls that do not advance the interval
 
 
 def _ready() -> bool:
     return True
 
 
-def _error_blob(e: BaseException, spec: TaskSpec, pid: int) -> bytes:
-    err = exc.TaskError.from_exception(e, spec.name, pid=pid, task_id=_ids.to_hex(spec.task_id))
+def _error_blob(e: BaseException, spec: TaskSpec, pid: int, name: str | None = None) -> bytes:
+    name = name or spec.name
+    err = exc.TaskError.from_exception(e, name, pid=pid, task_id=_ids.to_hex(spec.task_id))
     try:
         return cloudpickle.dumps(err)
     except Exception as pe:
-        return cloudpickle.dumps(exc.TaskError(spec.name, err.traceback_str, exc.RtmlError(
+        return cloudpickle.dumps(exc.TaskError(name, err.traceback_str, exc.RtmlError(
             f"{type(e).__name__}: {e} (not picklable: {pe})"), pid=pid))
+
+
+def _trim_rtml_frames(e: BaseException) -> None:
+    """Start the traceback at the first frame of user code (e.g. ``__rtml_restore__``)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None and \
+            tb.tb_frame.f_globals.get("__name__", "").startswith("rtml."):
+        tb = tb.tb_next
+    e.__traceback__ = tb
 
 
 class ActorHost:
@@ -79,6 +98,8 @@ class ActorHost:
         self.inbox: deque[tuple] = deque()  # async: calls for the loop to start
         self.scheduled = False
         self._tls = threading.local()
+        ck = info.get("checkpoint")
+        self.checkpointer = Checkpointer(ck, self.class_name) if ck else None
         if info.get("env_vars"):
             os.environ.update(info["env_vars"])
         worker.fns[fn_id] = self._construct
@@ -119,17 +140,29 @@ class ActorHost:
                 e.__traceback__ = tb.tb_next  # the traceback starts at the user's __init__
             w.send([("actor_ready", self.actor_id, _error_blob(e, spec, w.pid))])
             raise
+        ck = self.checkpointer
+        if ck is not None:
+            try:
+                ck.restore(instance)  # a restart resumes from the latest checkpoint
+            except BaseException as e:
+                _trim_rtml_frames(e)
+                w.send([("actor_ready", self.actor_id, _error_blob(
+                    e, spec, w.pid, f"{self.class_name}.__rtml_restore__"))])
+                raise
         self.instance = instance
+        counted = ck is not None and ck.interval > 0
         fns = w.fns
         for name in self.methods:
             if name in _TERMINATE:
                 fns[name] = self._terminate
             elif name in _READY:
                 fns[name] = _ready
+            elif name == SAVE_METHOD:
+                fns[name] = self._checkpoint_now
             elif self.is_async:
                 fns[name] = getattr(instance, name)  # _run handles exit_actor itself
             else:
-                fns[name] = self._wrap(getattr(instance, name))
+                fns[name] = self._wrap(getattr(instance, name), counted)
         if self.is_async:
             self._start_loop()
         elif self.max_concurrency > 1:
@@ -138,10 +171,13 @@ class ActorHost:
             self.concurrent = True
         w.send([("actor_ready", self.actor_id, None)])
 
-    def _wrap(self, method: Any) -> Any:
+    def _wrap(self, method: Any, counted: bool = False) -> Any:
+        ck = self.checkpointer if counted else None
+        instance = self.instance
+
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
-                return method(*args, **kwargs)
+                value = method(*args, **kwargs)
             except _EXIT:
                 self._request_exit(self._current_task(), "exit_actor() was called in "
                                    f"{getattr(method, '__name__', 'a method')}()")
@@ -150,9 +186,24 @@ class ActorHost:
                 tb = e.__traceback__
                 if tb is not None:
                     e.__traceback__ = tb.tb_next  # hide this wrapper from the traceback
+                if ck is not None:  # the call ran (and may have changed the state)
+                    ck.call_done(instance)
                 raise
+            if ck is not None:
+                if inspect.isgenerator(value):  # it runs as the worker streams it
+                    return _count_when_done(value, ck, instance)
+                ck.call_done(instance)
+            return value
 
         return call
+
+    def _checkpoint_now(self) -> int:
+        """``handle.__rtml_checkpoint__.remote()``: save now; the checkpoint's number."""
+        if self.checkpointer is None:
+            raise exc.RtmlSystemError(
+                f"actor {self.class_name} has no checkpoint settings (its node did not pass "
+                "them on); it cannot be checkpointed")
+        return self.checkpointer.save(self.instance)
 
     def _current_task(self) -> int | None:
         tid = getattr(self._tls, "task_id", None)
@@ -228,6 +279,7 @@ class ActorHost:
         t0 = time.perf_counter()
         retryable = False
         value = None
+        counted = True
         try:
             assert self.sem is not None
             async with self.sem:
@@ -251,6 +303,7 @@ class ActorHost:
             results = w.error_results(spec, cloudpickle.dumps(
                 cancelled_error(spec.name, spec.task_id)))
         except _EXIT:
+            counted = False
             self._request_exit(spec.task_id, f"exit_actor() was called in {spec.name}()")
             results = w.encode_returns(spec, None if spec.num_returns == 1 else
                                        [None] * max(spec.num_returns, 0))
@@ -264,6 +317,9 @@ class ActorHost:
         finally:
             self.tasks.pop(spec.task_id, None)
             w.cancels.discard(spec.task_id)
+        ck = self.checkpointer
+        if counted and ck is not None and ck.interval and spec.fn_id not in _NOT_COUNTED:
+            ck.call_done(self.instance)  # on the loop: no other call runs during the snapshot
         try:
             w.send([("done", spec.task_id, results, time.perf_counter() - t0, retryable)])
             value = None  # "done" is out: the node holds the refs inside the result now
@@ -295,6 +351,13 @@ class ActorHost:
             v, _ids.return_id(spec.task_id, i + 1), w.session, w.shm_dir,
             f"value yielded by {spec.name}")
         w.send([("item", spec.task_id, i, kind, payload, size, contained)])
+
+
+def _count_when_done(gen: Any, ck: Checkpointer, instance: Any) -> Any:
+    try:
+        yield from gen
+    finally:
+        ck.call_done(instance)
 
 
 _RUN_CODE = ActorHost._run.__code__
