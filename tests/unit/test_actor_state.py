@@ -324,3 +324,26 @@ def test_kill_with_restart_queues_later_calls_for_the_new_worker():
     assert env.io.execs(wid2) == ["C.__init__", "c2"]
     env.done(wid2, c2)
     env.validate()
+
+
+def test_call_rerun_to_rebuild_its_result_goes_before_later_queued_calls():
+    """A call re-submitted with its original (older) id, to rebuild a lost result, is queued
+    in its place: behind later calls, one of them waiting for that very result would block
+    the caller's queue forever."""
+    env = Env()
+    _, aid = env.create()
+    wid = env.start(aid)
+    old = env.tid()  # an earlier call, whose result was lost
+    lost = return_id(old, 1)
+    env.node.objects.create(lost, DRIVER_INDEX)
+    env.node.held[DRIVER_INDEX].add(lost)
+    env.call(aid, "needs_it", deps=(lost,))
+    env.call(aid, "later")
+    assert env.io.execs(wid) == ["C.__init__"]
+    rerun = TaskSpec(old, "f", "rerun", b"", (), (), 1, {}, 0, False, DRIVER_INDEX, None,
+                     actor_id=aid)
+    env.node.submit(DRIVER_INDEX, rerun)
+    assert env.io.execs(wid) == ["C.__init__", "rerun"]
+    env.done(wid, old, 7)
+    assert env.io.execs(wid) == ["C.__init__", "rerun", "needs_it", "later"]
+    env.validate()

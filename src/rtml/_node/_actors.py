@@ -247,7 +247,12 @@ class ActorManager:
         q = rec.queues.get(spec.owner)
         if q is None:
             q = rec.queues[spec.owner] = deque()
-        q.append(t)
+        tid = spec.task_id
+        if not q or q[-1].spec.task_id < tid:
+            q.append(t)
+        else:  # a call re-run to rebuild its lost result: in its place, before later calls
+            i = next(i for i, other in enumerate(q) if other.spec.task_id > tid)
+            q.insert(i, t)  # (behind them, a later call waiting for its result would block)
         if t.deps_left == 0:
             self._pump(rec, spec.owner)
 

@@ -117,4 +117,50 @@ def actors(node: Any, node_id: str) -> list[dict[str, Any]]:
     return out
 
 
-READERS = {"live_tasks": live_tasks, "objects": objects, "workers": workers, "actors": actors}
+def recovery(node: Any, node_id: str) -> list[dict[str, Any]]:
+    """What a cluster node is doing about failures (for debugging a stuck workload): tasks
+    forwarded and where, calls waiting for a restarting actor, objects being rebuilt or asked
+    for again, pulls in flight, and pending objects with who waits on them."""
+    c = node.cluster
+    if c is None:
+        return []
+    pending = [(oid, e) for oid, e in node.objects.entries.items() if e.state == 0]
+    return [{
+        "node_id": node_id,
+        "forwarded": {to_hex(t): r.remote for t, r in list(c.forwarded.items())[:50]},
+        "parked": {to_hex(a): len(ts) for a, ts in c.parked.items()},
+        "refetch": {to_hex(o): n for o, n in list(c.refetch.items())[:50]},
+        "pulls": {to_hex(o): p.source for o, p in list(c.pulls.items())[:50]},
+        "remote_held": len(c.remote_held),
+        "lineage": len(c.lineage),
+        "reconstructed": c.stats["reconstructed"],
+        "dead_in_view": [n for n, v in c.view.items() if not v.alive],
+        "pending": {to_hex(o): {"kind": e.kind, "refs": e.refs,
+                                "waiters": len(e.waiters or ()),
+                                "task_here": (o >> 32) in node.tasks}
+                    for o, e in pending[:40]},
+        "n_pending": len(pending),
+        "roots": _stuck_roots(node),
+    }]
+
+
+def _stuck_roots(node: Any) -> list[dict[str, Any]]:
+    """Tasks not running that wait on nothing pending here: where a stuck graph starts."""
+    out = []
+    entries = node.objects.entries
+    for tid, t in list(node.tasks.items()):
+        if t.state in (2, 4):  # ASSIGNED, FORWARDED
+            continue
+        deps = {to_hex(d): (None if d not in entries else (entries[d].state, entries[d].kind))
+                for d in t.spec.deps}
+        if any(v is not None and v[0] == 0 for v in deps.values()):
+            continue
+        out.append({"task": to_hex(tid), "name": t.spec.name, "state": t.state,
+                    "deps_left": t.deps_left, "deps": deps, "actor": t.spec.actor_id is not None})
+        if len(out) >= 20:
+            break
+    return out
+
+
+READERS = {"live_tasks": live_tasks, "objects": objects, "workers": workers, "actors": actors,
+           "recovery": recovery}
