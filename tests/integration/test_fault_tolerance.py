@@ -273,3 +273,17 @@ def test_workers_and_segments_of_a_killed_node_go_with_it(cluster, tmp_path):
     wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
                              for w in workers), timeout=10, what="the node's workers to exit")
     wait_for(lambda: not glob.glob(segments), timeout=10, what="the node's segments to go")
+
+
+def test_drivers_are_told_when_a_node_dies(cluster, capfd):
+    victim = cluster.worker_nodes[0]
+    assert rtml.get(node_of.options(scheduling_strategy=on(victim)).remote(), timeout=30)
+    kill(cluster, victim)
+    seen = []
+
+    def told():
+        seen.append(capfd.readouterr().err)
+        return f"node {victim.node_id} died" in "".join(seen)
+
+    wait_for(told, timeout=15, what="the driver to be told of the node's death")
+    assert "".join(seen).count(f"node {victim.node_id} died") == 1  # (once, not per node)

@@ -159,6 +159,7 @@ class ClusterState:
                 v.queued = int((n.load or {}).get("queued", 0))
             if v.alive and not alive:
                 v.alive = False
+                self._announce_death(nid, n.death_cause or "no heartbeat")
                 self.on_node_dead(nid)
         if self.infeasible:  # a node that fits them may have joined
             waiting, self.infeasible = self.infeasible, []
@@ -263,6 +264,7 @@ class ClusterState:
         v = self.view.get(ln.node_id)
         if v is not None and v.alive:
             v.alive = False
+            self._announce_death(ln.node_id, "its connection closed")
         self._peer_lost(ln.node_id, f"the connection to node {ln.node_id} closed", ln)
 
     def on_node_dead(self, node_id: str) -> None:
@@ -271,6 +273,13 @@ class ClusterState:
             self.link_of_wid.pop(ln.wid, None)
             self.node.io.close_link(ln.wid)
         self._peer_lost(node_id, f"node {node_id} died", ln)
+
+    def _announce_death(self, node_id: str, why: str) -> None:
+        """Tell the drivers connected here (each node tells its own, once per dead node)."""
+        self.node.io.log_remote((
+            "stderr", "rtml", "-", f"node {node_id} died ({why}): its tasks are retried and "
+            "its objects rebuilt from lineage where possible, its actors restarted if they "
+            "have max_restarts", None))
 
     def _alive(self, node_id: str | None) -> bool:
         if node_id is None:
