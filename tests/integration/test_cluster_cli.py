@@ -40,7 +40,8 @@ def state_env(tmp_path, monkeypatch):
 
 def test_start_connect_status_join_and_stop(state_env):
     state, env = state_env
-    out = _rtml("start", "--head", "--port", "0", "--num-cpus", "1", env=env)
+    out = _rtml("start", "--head", "--port", "0", "--num-cpus", "1", "--heartbeat-timeout", "7",
+                env=env)
     assert out.returncode == 0, out.stderr
     address = re.search(r"control plane at (\S+),", out.stdout).group(1)
     assert f'rtml.init(address="{address}")' in out.stdout and "--token" in out.stdout
@@ -67,6 +68,11 @@ def test_start_connect_status_join_and_stop(state_env):
             return rtml.get_runtime_context().get_node_id()
 
         assert rtml.get(where.remote(), timeout=30) != rtml.get_runtime_context().get_node_id()
+        from rtml._control._client import ControlClient
+        from rtml._transport._auth import find_token
+
+        with ControlClient(address, find_token(address, None)) as gcs:
+            assert gcs.info()["heartbeat_timeout"] == 7.0
     finally:
         rtml.shutdown()
 

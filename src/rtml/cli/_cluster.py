@@ -78,10 +78,13 @@ def _json_option(text: str | None, what: str) -> dict[str, Any]:
 @click.option("--token", default=None, help="The cluster token (hex); new for a new head.")
 @click.option("--dashboard-port", type=int, default=0, show_default=True,
               help="Head only: the dashboard's port (0: 8265 if free, else any; -1: none).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(min=0.1), default=None,
+              help="Head only: seconds without a heartbeat before a node is declared dead "
+                   "[default: 30; a node whose process dies is noticed at once by its peers].")
 def start(head: bool, address: str | None, port: int, host: str, num_cpus: float | None,
           num_gpus: float, resources: str | None, labels: str | None,
           object_store_memory: int | None, redis: str | None, token: str | None,
-          dashboard_port: int) -> None:
+          dashboard_port: int, heartbeat_timeout: float | None) -> None:
     """Start a head (--head) or join a node to a cluster (--address HOST:PORT)."""
     from rtml._node._launch import start_control_plane, start_node
 
@@ -95,6 +98,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
     if head:
         secret = _auth.parse_token(token) if token else _auth.new_token()
         cp = start_control_plane(secret, host=host, port=port, redis=redis,
+                                 heartbeat_timeout=heartbeat_timeout,
                                  log_path=_log_path("control"), detach=True)
         gcs = f"{host}:{cp.port}"
         _auth.write_token(gcs, secret)
