@@ -20,13 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rtml._runtime._ids import task_of
+from rtml._runtime._ids import is_put, task_of
 
-_INDEX_MASK = 0xFFFFFFFF
-
-
-def is_put(oid: int) -> bool:
-    return not oid & _INDEX_MASK
+__all__ = ["Lineage", "is_put"]
 
 
 class Lineage:

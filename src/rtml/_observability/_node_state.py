@@ -12,7 +12,7 @@ from typing import Any
 from rtml._node._objects import ERR, INLINE, PENDING, REMOTE, SHM
 from rtml._node._tasks import ASSIGNED, FORWARDED, QUEUED, WAITING
 from rtml._object_store._state import Location
-from rtml._runtime._ids import task_of, to_hex
+from rtml._runtime._ids import is_put, task_of, to_hex
 
 _TASK_STATE = {WAITING: "PENDING_ARGS", QUEUED: "PENDING_SCHEDULING", ASSIGNED: "RUNNING",
                FORWARDED: "FORWARDED"}
@@ -80,7 +80,7 @@ def objects(node: Any, node_id: str) -> list[dict[str, Any]]:
         out.append({
             "object_id": to_hex(oid), "size": size, "where": where, "node_id": node_id,
             "ref_count": e.refs, "holders": holders.get(oid, []),
-            "task_id": to_hex(producer) if oid & 0xFFFFFFFF else "",
+            "task_id": "" if is_put(oid) else to_hex(producer),
         })
     return out
 

@@ -4,8 +4,8 @@ A task id is ``(process index << 40) | counter``: unique within a runtime withou
 because the node hands every process (driver or worker) its own index. In a cluster a process
 index is ``(node index << 20) | local index``, so ids are unique across nodes and the node that
 owns an object (where its submitter or putter lives) is known from the id too. An object id is
-``(task id << 32) | index``: index 0 is a ``put``, 1..k are a task's return values (or the items a
-streaming generator yields), so the producing task of every object is known from its id alone —
+``(task id << 32) | (index ^ task id's low 32 bits)``: index 0 is a ``put``, 1..k are a task's
+return values (or the items a streaming generator yields), so the producing task of every object is known from its id alone —
 which is what lineage reconstruction needs.
 """
 
@@ -39,13 +39,31 @@ class IdGenerator:
         return self._prefix | next(self._counter)
 
 
+_LOW = (1 << _OBJECT_SHIFT) - 1
+
+
 def return_id(task_id: int, index: int) -> int:
-    """Object id of the ``index``-th (1-based) return value of ``task_id``."""
-    return (task_id << _OBJECT_SHIFT) | index
+    """Object id of the ``index``-th (1-based) return value of ``task_id``.
+
+    The index is stored XORed with the task id's low bits: Python hashes an int by its value,
+    and hash tables index by the low bits, which would otherwise be the same (1) for every
+    return of every task of a process — each lookup in a dict or set of object ids then probed
+    a chain of colliding slots (``wait`` on 1,000 refs spent most of its time there).
+    """
+    return (task_id << _OBJECT_SHIFT) | ((index ^ task_id) & _LOW)
 
 
 def put_id(task_id: int) -> int:
-    return task_id << _OBJECT_SHIFT
+    return return_id(task_id, 0)
+
+
+def index_of(object_id: int) -> int:
+    """0 for an object made by ``put``, else the 1-based return (or stream item) index."""
+    return (object_id ^ (object_id >> _OBJECT_SHIFT)) & _LOW
+
+
+def is_put(object_id: int) -> bool:
+    return not index_of(object_id)
 
 
 def task_of(object_id: int) -> int:
