@@ -162,6 +162,27 @@ def test_wait_respects_num_returns():
     assert len(ready) == 1 and len(not_ready) == 5
 
 
+def test_wait_in_a_loop_on_what_it_returned_and_on_a_changed_list():
+    import pickle
+
+    refs = [square.remote(i) for i in range(20)]
+    not_ready, seen = refs, []
+    while not_ready:
+        ready, not_ready = rtml.wait(not_ready, timeout=30)
+        seen.extend(ready)
+        assert isinstance(not_ready, list)
+    assert sorted(rtml.get(seen)) == sorted(i * i for i in range(20))
+    _ready, rest = rtml.wait(refs, num_returns=1, timeout=30)
+    assert type(pickle.loads(pickle.dumps(rest))) is list
+    rest.append(rest[0])  # changed: checked again, as any list
+    with pytest.raises(ValueError, match="duplicate"):
+        rtml.wait(rest)
+    _ready, rest = rtml.wait(refs, num_returns=1, timeout=30)
+    rest[0] = 3
+    with pytest.raises(TypeError, match="ObjectRef"):
+        rtml.wait(rest)
+
+
 def test_wait_on_an_empty_list_returns_two_empty_lists():
     # as ray.wait([]): the empty case returns before num_returns is checked against len
     assert rtml.wait([], timeout=1) == ([], [])

@@ -145,13 +145,12 @@ class CoreClient:
         return self._fetch([r._id for r in refs], timeout)
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
-             ids: list[int] | None = None) -> tuple[list[ObjectRef], list[ObjectRef]]:
-        """(ready, not_ready) in input order; ``ready`` holds at most ``num_returns`` refs."""
-        if ids is None:
-            ids = [r._id for r in refs]
+             ids: list[int]) -> tuple[list[ObjectRef], list[ObjectRef], list[int]]:
+        """(ready, not_ready, not_ready's ids) in input order; ``ready`` holds at most
+        ``num_returns`` refs. ``ids`` are the refs' ids (left unchanged)."""
         chosen = set(self._wait(ids, num_returns, timeout)[:num_returns])
         if not chosen:
-            return [], list(refs)
+            return [], list(refs), list(ids)
         positions = []
         for i, o in enumerate(ids):  # ready ids come first-in-input-order: stop early
             if o in chosen:
@@ -159,9 +158,11 @@ class CoreClient:
                 if len(positions) == len(chosen):
                     break
         not_ready = list(refs)
+        not_ready_ids = list(ids)
         for i in reversed(positions):
             del not_ready[i]
-        return [refs[i] for i in positions], not_ready
+            del not_ready_ids[i]
+        return [refs[i] for i in positions], not_ready, not_ready_ids
 
     @staticmethod
     def timeout_error(n: int, timeout: float | None) -> exc.GetTimeoutError:
