@@ -144,6 +144,11 @@ class NodeShell:
         if self.on_client_log is not None:
             self.on_client_log(*args)
 
+    def batching(self, wid: int, most: int = 16) -> bool:
+        """May messages queued for ``wid`` wait for the next flush (fewer than ``most``)?"""
+        ch = self.channels.get(wid)
+        return ch is not None and ch.n_queued < most
+
     def flush(self) -> None:
         """Flush queued messages; call with node.lock held."""
         if not self.dirty:

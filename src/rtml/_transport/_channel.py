@@ -170,6 +170,10 @@ class NodeChannel:
         return bool(self._out)
 
     @property
+    def n_queued(self) -> int:
+        return len(self._out)
+
+    @property
     def wants_write(self) -> bool:
         return bool(self._pending)
 
