@@ -51,6 +51,16 @@ def node_of(_x=None):
     return rtml.get_runtime_context().get_node_id()
 
 
+@rtml.remote
+def start_then_sleep(path, seconds):
+    """Touch ``path`` (the test waits for it: the task runs) then sleep."""
+    import time
+
+    open(path, "a").close()
+    time.sleep(seconds)
+    return rtml.get_runtime_context().get_node_id()
+
+
 def kill(c, node):
     c.remove_node(node, allow_graceful=False)
 
@@ -85,23 +95,15 @@ def test_object_from_a_task_without_retries_cannot_be_rebuilt(cluster):
 def test_task_running_on_a_dying_node_is_retried_elsewhere(cluster, tmp_path):
     victim = cluster.worker_nodes[0]
     started = tmp_path / "started"
-
-    @rtml.remote
-    def slow(path):
-        open(path, "a").close()
-        import time
-
-        time.sleep(2)
-        return rtml.get_runtime_context().get_node_id()
-
-    ref = slow.options(scheduling_strategy=on(victim)).remote(str(started))
+    ref = start_then_sleep.options(scheduling_strategy=on(victim)).remote(str(started), 2)
     wait_for(started.exists, timeout=30, what="the task to start on the victim")
     kill(cluster, victim)
     assert rtml.get(ref, timeout=60) != victim.node_id
 
     started.unlink()
     victim2 = cluster.worker_nodes[0]
-    ref = slow.options(scheduling_strategy=on(victim2), max_retries=0).remote(str(started))
+    ref = start_then_sleep.options(scheduling_strategy=on(victim2), max_retries=0).remote(
+        str(started), 2)
     wait_for(started.exists, timeout=30, what="the task to start on the second victim")
     kill(cluster, victim2)
     with pytest.raises(exc.NodeDiedError, match="max_retries"):
@@ -250,17 +252,10 @@ def test_workers_and_segments_of_a_killed_node_go_with_it(cluster, tmp_path):
 
     victim = cluster.worker_nodes[0]
     started = tmp_path / "started"
-
-    @rtml.remote
-    def hang(path):
-        open(path, "a").close()
-        import time
-
-        time.sleep(600)
-
     ref = produce.options(scheduling_strategy=on(victim, soft=False)).remote(N, 1)
     assert rtml.wait([ref], timeout=30)[0]
-    hang.options(scheduling_strategy=on(victim, soft=False), max_retries=0).remote(str(started))
+    start_then_sleep.options(scheduling_strategy=on(victim, soft=False), max_retries=0).remote(
+        str(started), 600)
     wait_for(started.exists, timeout=30, what="the task to start")
     with ControlClient(cluster.address, cluster.token) as gcs:
         session = next(n.extra["session"] for n in gcs.list_nodes()

@@ -347,34 +347,8 @@ class ClusterState:
         self.forwarded.pop(t.spec.task_id, None)
         self._account(ln.node_id, t.spec.resources, +1)
         if vals is None:  # the node running it is gone
-            if t.state != FORWARDED:
-                return
-            if t.spec.actor_id is not None:
-                if t.retries_left != 0 and not t.cancelled:  # re-sent once the actor is back
-                    if t.retries_left > 0:
-                        t.retries_left -= 1
-                    node.stats["retried"] += 1
-                    t.state = WAITING
-                    t.remote = None
-                    self._park(t)
-                else:
-                    node._fail(t, exc.ActorDiedError(
-                        f"the node running the actor ({ln.node_id}) died while the call "
-                        f"{t.spec.name}() was in flight; the call was not retried (pass "
-                        "max_task_retries=N, or -1, to the actor to re-send in-flight calls "
-                        "to its restarted instance)", actor_id=to_hex(t.spec.actor_id)))
-            elif t.retries_left != 0 and not t.cancelled:
-                if t.retries_left > 0:
-                    t.retries_left -= 1
-                node.stats["retried"] += 1
-                t.state = WAITING
-                t.remote = None
-                node._ready(t)
-            else:
-                node._fail(t, exc.NodeDiedError(
-                    f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was running on node "
-                    f"{ln.node_id}, which is gone; it was tried {t.attempts} time(s). Raise "
-                    "max_retries to retry on another node"))
+            if t.state == FORWARDED:
+                self._lost_in_flight(t, ln.node_id)
             return
         if t.state != FORWARDED:  # cancelled or retried meanwhile: let the peer free them
             self._release(ln, [oid for oid, *_ in vals])
@@ -384,6 +358,33 @@ class ClusterState:
         node.stats["finished"] += 1
         self._seal_returned(ln, vals)
         node._unpin(t)
+
+    def _lost_in_flight(self, t: TaskRec, node_id: str) -> None:
+        """The node running a forwarded task or call died: retry it (a call once its actor is
+        back) or fail it, naming the option that would have retried it."""
+        node = self.node
+        if t.retries_left == 0 or t.cancelled:
+            if t.spec.actor_id is not None:
+                node._fail(t, exc.ActorDiedError(
+                    f"the node running the actor ({node_id}) died while the call "
+                    f"{t.spec.name}() was in flight; the call was not retried (pass "
+                    "max_task_retries=N, or -1, to the actor to re-send in-flight calls "
+                    "to its restarted instance)", actor_id=to_hex(t.spec.actor_id)))
+            else:
+                node._fail(t, exc.NodeDiedError(
+                    f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was running on node "
+                    f"{node_id}, which is gone; it was tried {t.attempts} time(s). Raise "
+                    "max_retries to retry on another node"))
+            return
+        if t.retries_left > 0:
+            t.retries_left -= 1
+        node.stats["retried"] += 1
+        t.state = WAITING
+        t.remote = None
+        if t.spec.actor_id is not None:
+            self._park(t)  # re-sent once the actor is back
+        else:
+            node._ready(t)
 
     def _seal_returned(self, ln: Link, vals: list, keep: bool = False) -> None:
         """Seal what a peer computed for us: small values here (the peer's copy released at
