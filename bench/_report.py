@@ -21,6 +21,22 @@ def fmt(x: float | None) -> str:
     return f"{x:.3g}"
 
 
+def git_head() -> str | None:
+    """This checkout's commit, marked when ``src`` has uncommitted changes (for the figures'
+    provenance)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                             capture_output=True, text=True, timeout=10, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip() + (" (src modified)" if dirty.stdout.strip() else "")
+    except OSError:
+        return None
+
+
 def write_json_atomic(path: str, doc: Any) -> None:
     """Write ``path`` via ``path.tmp`` and a rename, so a reader never sees half a file."""
     tmp = path + ".tmp"

@@ -47,7 +47,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -62,7 +61,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from _report import write_json_atomic  # noqa: E402
+from _report import git_head, write_json_atomic  # noqa: E402
 
 import rtml  # noqa: E402
 from rtml.testing import Cluster  # noqa: E402
@@ -664,7 +663,7 @@ def main() -> None:
     doc: dict[str, Any] = {
         "command": "python bench/cluster.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "git": _git_head()},
+                    "platform": platform.platform(), "git": git_head()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": os.getloadavg(),  # others' work on this shared machine
     }
@@ -683,17 +682,6 @@ def main() -> None:
     print(f"\n({doc['seconds']:.0f} s)")
     if a.json:
         write_json_atomic(a.json, json.loads(json.dumps(doc, default=str)))
-
-
-def _git_head() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                             capture_output=True, text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], cwd=HERE,
-                               capture_output=True, text=True, timeout=10, check=False)
-        return out.stdout.strip() + (" (src modified)" if dirty.stdout.strip() else "")
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":

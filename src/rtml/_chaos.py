@@ -1,9 +1,9 @@
 """Chaos runs: a DAG of tasks and actor calls on a local cluster while processes are killed.
 
 Used by the chaos test (``tests/integration/test_chaos.py``, fixed seed) and by
-``bench/chaos.py`` (any seed, figures). The workload is a random layered DAG: every node of a
-layer combines two values of the layer before, through a task (most) or a call on one of a few
-actors; some values are large (stored in the producing node's object store, so a node death
+``bench/fault_tolerance.py --only chaos --seed N`` (any seed, figures). The workload is a
+random layered DAG: every node of a layer combines two values of the layer before, through a
+task (most) or a call on one of a few actors; some values are large (stored in the producing node's object store, so a node death
 loses them and lineage rebuilds them), the rest inline. Its result is checked value by value
 against the same functions evaluated serially in this process.
 

@@ -3,7 +3,7 @@ plane) while workers, actors, a whole node and the control plane are SIGKILLed. 
 checked against a serial computation, and nothing may be left behind.
 
 Fixed seed in CI; any seed by hand: ``RTML_CHAOS_SEED=123 pytest tests/integration/test_chaos.py``
-(``bench/chaos.py --seed N`` prints the figures).
+(``bench/fault_tolerance.py --only chaos --seed N`` prints the figures).
 """
 
 from __future__ import annotations
