@@ -124,6 +124,8 @@ def test_chain_lost_with_its_node_is_rebuilt_here_from_lineage():
     env.run_here("A")  # a first (re-created as b's input) ...
     env.run_here("B")  # ... then b, here: B is gone
     assert env.io.execs() == ["t1", "t2"] and got
+    assert [m[1].task_id for _w, m in env.io.sent if m[0] == "exec"] == [a >> 32, b >> 32]
+    assert env.cluster.lineage.reruns == {a >> 32: 1, b >> 32: 1}
     assert env.node.payload(b) == (INLINE, pickle.dumps("B"))
     env.node.validate()
     env.cluster.lineage.validate()

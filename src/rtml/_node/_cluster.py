@@ -560,6 +560,7 @@ class ClusterState:
         objects = node.objects
         tid = spec.task_id
         t = TaskRec(spec, node, shape_key(spec.resources))
+        t.attempts = self.lineage.reruns.get(tid, 1)  # (its events show a later attempt)
         node.tasks[tid] = t
         node.stats["submitted"] += 1
         self.stats["reconstructed"] += 1

@@ -32,6 +32,7 @@ class Lineage:
         self.parents: dict[int, list[int]] = {}  # task id -> producers whose live it holds
         self.pins: dict[int, list[int]] = {}  # task id -> put inputs pinned for a re-run
         self.retries: dict[int, int] = {}  # task id -> re-runs left (-1: unbounded)
+        self.reruns: dict[int, int] = {}  # task id -> times re-run to rebuild its results
         self.dropped: list[int] = []  # dropped since the last ``take_dropped``
 
     def __contains__(self, task_id: int) -> bool:
@@ -87,6 +88,7 @@ class Lineage:
             return False
         if left > 0:
             self.retries[task_id] = left - 1
+        self.reruns[task_id] = self.reruns.get(task_id, 0) + 1
         return True
 
     def _drop(self, task_id: int) -> list[int]:
@@ -97,6 +99,7 @@ class Lineage:
             del self.specs[tid]
             del self.live[tid]
             self.retries.pop(tid, None)
+            self.reruns.pop(tid, None)
             self.dropped.append(tid)
             released.extend(self.pins.pop(tid, ()))
             for p in self.parents.pop(tid, ()):
@@ -115,7 +118,7 @@ class Lineage:
         return out
 
     def validate(self) -> None:
-        assert set(self.specs) == set(self.live) == set(self.retries)
+        assert set(self.specs) == set(self.live) == set(self.retries) >= set(self.reruns)
         needed: dict[int, int] = {}
         for tid, parents in self.parents.items():
             assert tid in self.specs
