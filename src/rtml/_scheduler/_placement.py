@@ -90,7 +90,9 @@ def place(request: dict[str, float], strategy: Any, local: str, view: dict[str, 
     total_in = sum(input_bytes.values())
     best, best_cost = local, None
     for n in feasible:
-        wait = 0.0 if n.fits_now(request) else (n.queued + 1) * est / n.slots(request)
+        # Free room now does not mean no wait: tasks already queued there start first (the
+        # view's free room can also be stale while its queue is not).
+        wait = (n.queued + (0 if n.fits_now(request) else 1)) * est / n.slots(request)
         cost = wait + (total_in - input_bytes.get(n.node_id, 0)) / BANDWIDTH
         if n.node_id != local:
             cost += FORWARD_S
