@@ -24,8 +24,6 @@ import inspect
 import uuid
 from typing import Any
 
-import cloudpickle
-
 from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._runtime import _context
 from rtml._runtime._ids import return_id, to_hex
@@ -33,6 +31,7 @@ from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of
 from rtml._runtime._refs import ObjectRef
 from rtml._scheduler import normalize_request
 from rtml._scheduler._strategy import normalize_strategy
+from rtml._serialization._code import dumps_code
 from rtml._worker import _checkpoint
 
 # Methods every actor has, besides its class's own.
@@ -181,7 +180,7 @@ class ActorClass:
 
     def _get_blob(self) -> bytes:
         if self._blob is None:
-            self._blob = cloudpickle.dumps(self._cls)
+            self._blob = dumps_code(self._cls)
         return self._blob
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:

@@ -7,10 +7,9 @@ import inspect
 import uuid
 from typing import Any
 
-import cloudpickle
-
 from rtml._runtime import _context
 from rtml._runtime._options import TaskOptions
+from rtml._serialization._code import dumps_code
 
 
 class RemoteFunction:
@@ -34,7 +33,7 @@ class RemoteFunction:
 
     def _get_blob(self) -> bytes:
         if self._blob is None:
-            self._blob = cloudpickle.dumps(self._function)
+            self._blob = dumps_code(self._function)
         return self._blob
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
