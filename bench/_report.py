@@ -37,6 +37,14 @@ def git_head() -> str | None:
         return None
 
 
+def machine() -> dict[str, Any]:
+    """What ran a benchmark, for its JSON: CPUs, Python, platform, commit."""
+    import platform
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "git": git_head()}
+
+
 def write_json_atomic(path: str, doc: Any) -> None:
     """Write ``path`` via ``path.tmp`` and a rename, so a reader never sees half a file."""
     tmp = path + ".tmp"

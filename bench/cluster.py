@@ -44,7 +44,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -61,7 +60,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from _report import git_head, write_json_atomic  # noqa: E402
+from _report import machine, write_json_atomic  # noqa: E402
 
 import rtml  # noqa: E402
 from rtml.testing import Cluster  # noqa: E402
@@ -662,8 +661,7 @@ def main() -> None:
     sections = a.only or list(SECTIONS)
     doc: dict[str, Any] = {
         "command": "python bench/cluster.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "git": git_head()},
+        "machine": machine(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": os.getloadavg(),  # others' work on this shared machine
     }

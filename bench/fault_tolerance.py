@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -62,7 +61,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from _report import git_head, write_json_atomic  # noqa: E402
+from _report import machine, write_json_atomic  # noqa: E402
 
 SECTIONS = ("chaos", "recovery", "timeline", "actor")
 VARIANTS = ("independent", "chains", "frozen")  # recovery workloads
@@ -740,8 +739,7 @@ def main() -> None:
     sections = a.only or list(SECTIONS)
     doc: dict[str, Any] = {
         "command": "python bench/fault_tolerance.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "git": git_head()},
+        "machine": machine(),
         "cluster": "rtml.testing.Cluster: head num_cpus=1 (the driver's) + 2 worker nodes "
                    "num_cpus=1, heartbeat_timeout=2.0",
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
