@@ -14,13 +14,15 @@ from collections import ChainMap
 from typing import Any
 
 import cloudpickle
-from cloudpickle import cloudpickle as _cp
 
 _ANONYMOUS = "<dynamic-code>"
+# A private function of cloudpickle: if a version lacks it, plain cloudpickle is used.
+_cloudpickle_code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce",
+                                   None)
 
 
 def _code_reduce(code: types.CodeType) -> Any:
-    fn, args = _cp._code_reduce(code)
+    fn, args = _cloudpickle_code_reduce(code)  # type: ignore[misc]
     if _ANONYMOUS in args:
         args = tuple(code.co_filename if a == _ANONYMOUS else a for a in args)
     return fn, args
@@ -32,6 +34,8 @@ class _Pickler(cloudpickle.Pickler):
 
 def dumps_code(obj: Any) -> bytes:
     """``cloudpickle.dumps(obj)`` for a function or class to run elsewhere."""
+    if _cloudpickle_code_reduce is None:
+        return cloudpickle.dumps(obj, protocol=5)
     buf = io.BytesIO()
     _Pickler(buf, protocol=5).dump(obj)
     return buf.getvalue()
