@@ -416,6 +416,9 @@ class ClusterState:
             self.node.io.send(ln.wid, ("cancel", oid, force, recursive))
 
     # ------------------------------------------------------------------ objects
+    def owns(self, oid: int) -> bool:
+        return node_of_object(oid) == self.index
+
     def owner_of(self, oid: int) -> str | None:
         return self.by_index.get(node_of_object(oid))
 
@@ -477,7 +480,7 @@ class ClusterState:
     def check_lost(self, oid: int) -> None:
         """Before answering a peer about an object owned here: rebuild it if it was lost."""
         e = self.node.objects.get(oid)
-        if e is not None and node_of_object(oid) == self.index and self.is_lost(e):
+        if e is not None and self.owns(oid) and self.is_lost(e):
             where = e.payload[0]
             e.state = PENDING
             self.lost(oid, f"object {to_hex(oid)} was on node {where}, which is gone")
@@ -573,7 +576,7 @@ class ClusterState:
         for d in (*spec.deps, *spec.contained):
             e = objects.get(d)
             if e is None:
-                if node_of_object(d) != self.index:
+                if not self.owns(d):
                     self.adopt(d)  # borrowed: its owner still has it, or reading it fails
                     continue
                 objects.create(d, 0)  # (one ref until it is pinned below)
@@ -708,7 +711,7 @@ class ClusterState:
         if spec.num_returns > 0 and (spec.actor_id is None or (
                 spec.max_retries != 0 and spec.actor_id != spec.task_id)):
             objects = self.node.objects
-            for d in self.lineage.record(spec, lambda o: node_of_object(o) == self.index):
+            for d in self.lineage.record(spec, self.owns):
                 objects.add_ref(d)
             self.lineage_add.append(spec)
 

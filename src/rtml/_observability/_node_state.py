@@ -124,7 +124,7 @@ def recovery(node: Any, node_id: str) -> list[dict[str, Any]]:
     c = node.cluster
     if c is None:
         return []
-    pending = [(oid, e) for oid, e in node.objects.entries.items() if e.state == 0]
+    pending = [(oid, e) for oid, e in node.objects.entries.items() if e.state == PENDING]
     return [{
         "node_id": node_id,
         "forwarded": {to_hex(t): r.remote for t, r in list(c.forwarded.items())[:50]},
@@ -137,7 +137,7 @@ def recovery(node: Any, node_id: str) -> list[dict[str, Any]]:
         "dead_in_view": [n for n, v in c.view.items() if not v.alive],
         "pending": {to_hex(o): {"kind": e.kind, "refs": e.refs,
                                 "waiters": len(e.waiters or ()),
-                                "task_here": (o >> 32) in node.tasks}
+                                "task_here": task_of(o) in node.tasks}
                     for o, e in pending[:40]},
         "n_pending": len(pending),
         "roots": _stuck_roots(node),
@@ -149,11 +149,11 @@ def _stuck_roots(node: Any) -> list[dict[str, Any]]:
     out = []
     entries = node.objects.entries
     for tid, t in list(node.tasks.items()):
-        if t.state in (2, 4):  # ASSIGNED, FORWARDED
+        if t.state in (ASSIGNED, FORWARDED):
             continue
         deps = {to_hex(d): (None if d not in entries else (entries[d].state, entries[d].kind))
                 for d in t.spec.deps}
-        if any(v is not None and v[0] == 0 for v in deps.values()):
+        if any(v is not None and v[0] == PENDING for v in deps.values()):
             continue
         out.append({"task": to_hex(tid), "name": t.spec.name, "state": t.state,
                     "deps_left": t.deps_left, "deps": deps, "actor": t.spec.actor_id is not None})
