@@ -25,7 +25,7 @@ class ChunkedSocket:
         self.sizes = sizes
         self.pos = 0
 
-    def recv_into(self, view: memoryview) -> int:
+    def recv_into(self, view: memoryview, nbytes: int = 0, flags: int = 0) -> int:
         if self.pos >= len(self.data):
             raise BlockingIOError
         size = self.sizes.pop(0) if self.sizes else len(view)
@@ -88,3 +88,24 @@ def test_oversized_and_garbage_frames_are_errors():
     dec = _Decoder()
     with pytest.raises(FrameError):
         dec.feed(b"\x03\x00\x00\x00abc")
+
+
+def test_receive_spinning_returns_what_arrives_and_nothing_after_its_time():
+    a, b = socket.socketpair()
+    try:
+        ch = BlockingChannel(b)
+        assert ch.receive_spinning(0.001) == []  # nothing sent: gives up, does not block
+        frame = encode([("exec", 1), ("exec", 2)])
+        a.sendall(frame[:3])  # a partial frame is kept for the next read
+        assert ch.receive_spinning(0.001) == []
+        a.sendall(frame[3:])
+        assert ch.receive_spinning(1.0) == [("exec", 1), ("exec", 2)]
+        a.sendall(encode(["after"]))
+        assert ch.receive() == ["after"]  # the blocking read still works afterwards
+        assert b.getblocking()  # polling never switched the socket to non-blocking
+        a.close()
+        with pytest.raises(ConnectionError):
+            ch.receive_spinning(1.0)
+    finally:
+        a.close()
+        b.close()

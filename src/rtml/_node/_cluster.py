@@ -461,6 +461,9 @@ class ClusterState:
             self.lost(oid, f"object {to_hex(oid)} was on node {source}, which is gone")
             return
         _oid, kind, payload, size, contained = val
+        if payload is None:  # (an answer made of a pending entry: no value yet) ask again
+            self.lost(oid, f"object {to_hex(oid)} was not ready on node {source}")
+            return
         if kind in (INLINE, ERR):
             self.refetch.pop(oid, None)
             self.node.objects.seal(oid, kind, payload, size, contained)

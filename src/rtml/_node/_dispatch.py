@@ -188,18 +188,19 @@ def _fetch(node: Any, shell: Any, wid: int, m: tuple) -> None:
     objects = node.objects
 
     def answer(_waiter: Any = None) -> None:
+        # Every one sealed, checked again at each call: one sealed earlier may be pending
+        # again by now (lost with a node and being rebuilt), and a pending entry has no value.
+        pending = {o for o in ids if o in objects and not objects.is_sealed(o)}
+        if pending:
+            waiter = Waiter(len(pending), answer)
+            for o in pending:
+                objects.add_waiter(o, waiter)
+            return
         shell.send(wid, ("reply", req, [cluster.fetch_value(o) for o in ids]))
 
     for o in ids:  # owned here and lost with a dead node: rebuilt, answered when done
         cluster.check_lost(o)
-
-    pending = {o for o in ids if o in objects and not objects.is_sealed(o)}
-    if not pending:
-        answer()
-        return
-    waiter = Waiter(len(pending), answer)
-    for o in pending:
-        objects.add_waiter(o, waiter)
+    answer()
 
 
 def _state(node: Any, shell: Any, wid: int, m: tuple) -> None:

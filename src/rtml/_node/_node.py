@@ -785,6 +785,13 @@ class Node:
             del self.streams[task_id]
 
     # ------------------------------------------------------------------ get / wait
+    def running_on(self, oid: int) -> int | None:
+        """The local worker computing the task that returns ``oid``, if it is assigned one."""
+        t = self.tasks.get(task_of(oid))
+        if t is None or t.state != ASSIGNED or t.worker is None:
+            return None
+        return t.worker.wid
+
     def add_get(self, proc: int, ids: list[int], callback: Any) -> Waiter | None:
         """Register interest in ``ids``; None if all are sealed already (call ``payload``)."""
         objects = self.objects

@@ -28,6 +28,8 @@ from typing import Any
 from rtml._node._dispatch import dispatch
 from rtml._transport import FrameError, NodeChannel
 
+_sched_yield = os.sched_yield
+
 
 class NodeShell:
     """Implements the ``io`` interface the Node expects and runs the selector thread."""
@@ -61,6 +63,7 @@ class NodeShell:
         self._next_link = -1  # links to other nodes get negative channel ids
         self._link_backlog: dict[int, list[Any]] = {}  # messages sent while connecting
         self._soon: deque[Any] = deque()  # callables to run on the selector thread
+        self.served = 0  # waits that serve_worker saw answered
         self.log_dir = ""  # per-worker log files go here (set by build_node)
         self._log_files: dict[int, Any] = {}
 
@@ -246,6 +249,73 @@ class NodeShell:
         if self.log_to_driver:
             self.log_sink(stream, name, pid, text, job)
 
+    def serve_worker(self, wid: int, done: Any, seconds: float) -> None:
+        """Serve worker ``wid``'s connection on the calling thread (node.lock not held) until
+        ``done()`` or for ``seconds``, polling without sleeping.
+
+        A driver about to block on a result the worker is computing calls this: the result is
+        then read by the thread that wants it, instead of waking the selector thread, which
+        would then wake this one (two wake-ups, ~20 µs here; decision 0010). The selector
+        leaves the connection alone meanwhile; every message read is dispatched as it would
+        have dispatched it, under node.lock."""
+        node = self.node
+        with node.lock:
+            ch = self.channels.get(wid)
+            if ch is None or ch.closed or ch.borrowed or ch in self._writers:
+                return
+            try:
+                self.selector.unregister(ch.sock)
+            except (KeyError, ValueError):
+                return
+            ch.borrowed = True
+        end = time.perf_counter() + seconds
+        try:
+            while True:
+                with node.lock:
+                    if not self._serve(wid, ch):
+                        return  # closed (and handled as the selector would)
+                    self.flush()
+                if done():
+                    self.served += 1
+                    return
+                if time.perf_counter() >= end:
+                    return
+                _sched_yield()
+        finally:
+            with node.lock:
+                ch.borrowed = False
+                if not ch.closed and self.channels.get(wid) is ch:
+                    # Level-triggered: whatever arrived after the last read wakes the selector.
+                    self.selector.register(ch.sock, selectors.EVENT_READ, (wid, ch))
+                    if ch.wants_write:  # the selector waits for room to write the rest
+                        self._writers.add(ch)
+                        self.wake()
+
+    def _serve(self, wid: int, ch: NodeChannel) -> bool:
+        """Read and dispatch what ``ch`` has (node.lock held); False if it is closed now."""
+        node = self.node
+        try:
+            msgs = ch.receive()
+        except FrameError as e:  # a broken or hostile peer: drop only it
+            print(f"rtml node: closing connection {wid}: {e}", file=sys.stderr)
+            msgs = None
+        if msgs is None:
+            self._close(wid, ch)
+            return False
+        try:
+            if wid < 0:
+                for m in msgs:
+                    node.cluster.on_link_message(wid, m)
+            else:
+                for m in msgs:
+                    dispatch(node, self, wid, m)
+        except Exception:  # a malformed message: drop that peer, not the node
+            print(f"rtml node: closing connection {wid} after a bad message:\n"
+                  f"{traceback.format_exc()}", file=sys.stderr)
+            self._close(wid, ch)
+            return False
+        return True
+
     # ------------------------------------------------------------------ the selector thread
     def _loop(self) -> None:
         node = self.node
@@ -269,28 +339,12 @@ class NodeShell:
                             pass
                         continue
                     wid, ch = ch
+                    if ch.borrowed:  # another thread serves it for now (serve_worker)
+                        continue
                     if mask & selectors.EVENT_WRITE and ch.flush() is False:
                         self._writers.discard(ch)
                     if mask & selectors.EVENT_READ:
-                        try:
-                            msgs = ch.receive()
-                        except FrameError as e:  # a broken or hostile peer: drop only it
-                            print(f"rtml node: closing connection {wid}: {e}", file=sys.stderr)
-                            msgs = None
-                        if msgs is None:
-                            self._close(wid, ch)
-                            continue
-                        try:
-                            if wid < 0:
-                                for m in msgs:
-                                    node.cluster.on_link_message(wid, m)
-                            else:
-                                for m in msgs:
-                                    dispatch(node, self, wid, m)
-                        except Exception:  # a malformed message: drop that peer, not the node
-                            print(f"rtml node: closing connection {wid} after a bad message:\n"
-                                  f"{traceback.format_exc()}", file=sys.stderr)
-                            self._close(wid, ch)
+                        self._serve(wid, ch)
                 while self._soon:
                     self._soon.popleft()()
                 now = time.monotonic()

@@ -8,7 +8,9 @@ thread, which wakes a waiting ``get`` or ``wait`` by releasing the lock it block
 from __future__ import annotations
 
 import _thread
+import os
 import threading
+from time import monotonic
 from typing import Any
 
 from rtml._node._objects import PENDING
@@ -18,6 +20,9 @@ from rtml._runtime._ids import DRIVER_INDEX
 from rtml._runtime._refs import counter
 
 PROC = DRIVER_INDEX
+# How long a get of one result being computed by a local worker polls that worker's connection
+# itself before it sleeps until the selector thread wakes it (decision 0010); 0: never.
+SERVE_S = int(os.environ.get("RTML_DRIVER_SPIN_US", "300")) / 1e6
 
 
 def _closed_gate() -> Any:
@@ -86,7 +91,11 @@ class DriverClient(CoreClient):
             if waiter is None:
                 return [node.payload(o) for o in ids]
             self.shell.flush()
-        if not gate.acquire(True, -1 if deadline is None else max(0.0, timeout or 0.0)):
+            wid = node.running_on(ids[0]) if len(ids) == 1 and SERVE_S else None
+        if wid is not None:  # read the result ourselves as it arrives (decision 0010)
+            self.shell.serve_worker(wid, lambda: not gate.locked(),
+                                    SERVE_S if timeout is None else min(SERVE_S, timeout))
+        if not gate.acquire(True, -1 if deadline is None else max(0.0, deadline - monotonic())):
             with node.lock:
                 if not waiter.done:
                     node.remove_waiter(PROC, waiter, ids)

@@ -350,20 +350,31 @@ class Worker:
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
         self.send([("hello", self.pid)])
+        ran = False
         while not self.exiting:
             if self.queue:
                 m = self.queue.popleft()
                 self.execute(m[1], m[2], m[3])
+                ran = True
                 continue
             if self.held:
                 self.send([])  # never sit idle on held results
             if counter.acquired or counter.released:
                 self.flush_refs()  # never sit idle on releases: the node would keep objects
-            for m in self.chan.receive():
+            msgs = None
+            if ran and SPIN_S and (self.actor_host is None or not self.actor_host.concurrent):
+                # Just went idle: the next task of a caller that waits for each result comes
+                # within a round trip. Waiting awake for it saves both sides a wake-up.
+                msgs = self.chan.receive_spinning(SPIN_S)
+            ran = False
+            for m in msgs or self.chan.receive():
                 self.handle(m)
 
 
 _EXEC_CODE = Worker.execute.__code__
+# How long a worker that just finished its tasks polls for the next one before it sleeps
+# (decision 0010); 0 turns polling off.
+SPIN_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6
 
 
 def _register_stack_dump() -> None:
