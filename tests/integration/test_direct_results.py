@@ -109,3 +109,14 @@ def test_threads_getting_results_of_one_worker_at_once(long_polls):
         t.join(60)
     assert not errors
     assert results == {k: k * k for k in results} and len(results) == 80
+
+
+def test_without_epoll_the_connection_leaves_the_selector_and_comes_back(monkeypatch):
+    shell = _context.get_client().shell
+    monkeypatch.setattr(shell, "_epoll", None)  # as on platforms whose selector is not epoll
+    monkeypatch.setattr(_driver, "SERVE_S", 20.0)
+    before = shell.served
+    assert [rtml.get(square.remote(i), timeout=30) for i in range(5)] == [0, 1, 4, 9, 16]
+    assert shell.served > before
+    monkeypatch.setattr(_driver, "SERVE_S", 0.005)
+    assert rtml.get(slow.remote(0.2), timeout=30) == 0.2  # delivered by the selector again

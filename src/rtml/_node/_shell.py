@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -43,6 +44,9 @@ class NodeShell:
         self.procs: dict[int, subprocess.Popen] = {}
         self.dirty: set[NodeChannel] = set()
         self.selector = selectors.DefaultSelector()
+        # The epoll object under it (Linux), to mute a connection in one system call.
+        raw = getattr(self.selector, "_selector", None)
+        self._epoll = raw if hasattr(select, "epoll") and isinstance(raw, select.epoll) else None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -263,9 +267,7 @@ class NodeShell:
             ch = self.channels.get(wid)
             if ch is None or ch.closed or ch.borrowed or ch in self._writers:
                 return
-            try:
-                self.selector.unregister(ch.sock)
-            except (KeyError, ValueError):
+            if not self._mute(wid, ch, True):
                 return
             ch.borrowed = True
         end = time.perf_counter() + seconds
@@ -286,10 +288,29 @@ class NodeShell:
                 ch.borrowed = False
                 if not ch.closed and self.channels.get(wid) is ch:
                     # Level-triggered: whatever arrived after the last read wakes the selector.
-                    self.selector.register(ch.sock, selectors.EVENT_READ, (wid, ch))
+                    self._mute(wid, ch, False)
                     if ch.wants_write:  # the selector waits for room to write the rest
                         self._writers.add(ch)
                         self.wake()
+
+    def _mute(self, wid: int, ch: NodeChannel, mute: bool) -> bool:
+        """Stop (or resume) the selector's watching of ``ch`` (node.lock held); False if it
+        is not registered."""
+        ep = self._epoll
+        if ep is not None:  # the key stays; only the kernel's interest changes
+            try:
+                ep.modify(ch.fileno, 0 if mute else select.EPOLLIN)
+            except (OSError, ValueError):
+                return False
+            return True
+        try:
+            if mute:
+                self.selector.unregister(ch.sock)
+            else:
+                self.selector.register(ch.sock, selectors.EVENT_READ, (wid, ch))
+        except (KeyError, ValueError, OSError):
+            return False
+        return True
 
     def _serve(self, wid: int, ch: NodeChannel) -> bool:
         """Read and dispatch what ``ch`` has (node.lock held); False if it is closed now."""
@@ -365,6 +386,8 @@ class NodeShell:
         for ch in list(self._writers):
             if ch.closed:
                 self._writers.discard(ch)
+                continue
+            if ch.borrowed:  # muted while another thread serves it; see serve_worker
                 continue
             want = selectors.EVENT_READ | (selectors.EVENT_WRITE if ch.wants_write else 0)
             try:
