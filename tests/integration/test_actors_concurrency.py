@@ -146,3 +146,22 @@ def test_ref_future_of_actor_result():
     done, _ = concurrent.futures.wait(futs, timeout=T)
     assert len(done) == 4
     assert [f.result(timeout=T) for f in futs] == [0, 1, 4, 9]
+
+
+def test_async_actor_takes_calls_arriving_while_its_loop_lingers_or_after():
+    """After its last call the loop polls for the next one for a while (decision 0010): calls
+    that arrive during that time, at its end, or after it must all run, alone or in bursts."""
+    import time
+
+    a = AsyncActor.remote()
+    expected = []
+    got = []
+    for i, gap in enumerate([0, 0.00005, 0.0001, 0.00015, 0.0002, 0.00025, 0.0005, 0.002] * 5):
+        time.sleep(gap)
+        got.append(rtml.get(a.await_task.remote(i), timeout=T))
+        expected.append(i * i)
+        if i % 7 == 0:
+            burst = [a.await_task.remote(j) for j in range(i, i + 5)]
+            got.extend(rtml.get(burst, timeout=T))
+            expected.extend(j * j for j in range(i, i + 5))
+    assert got == expected

@@ -96,7 +96,9 @@ class ActorHost:
         self.sem: asyncio.Semaphore | None = None
         self.tasks: dict[int, asyncio.Task] = {}
         self.inbox: deque[tuple] = deque()  # async: calls for the loop to start
-        self.scheduled = False
+        self.scheduled = False  # async: a _start_tasks is on its way to the loop
+        self.lingering = False  # async: the loop polls the inbox after its last call ended
+        self.handoff = threading.Lock()  # guards inbox, scheduled and lingering together
         self._tls = threading.local()
         ck = info.get("checkpoint")
         self.checkpointer = Checkpointer(ck, self.class_name) if ck else None
@@ -119,10 +121,12 @@ class ActorHost:
         """An "exec" in threaded or async mode (called on the main, reading thread)."""
         if self.loop is not None:
             # One wake-up of the loop per batch of calls, not one per call.
-            self.inbox.append(m)
-            if not self.scheduled:
+            with self.handoff:
+                self.inbox.append(m)
+                if self.scheduled or self.lingering:
+                    return  # the loop takes it with the others, or sees it while polling
                 self.scheduled = True
-                self.loop.call_soon_threadsafe(self._start_tasks)
+            self.loop.call_soon_threadsafe(self._start_tasks)
         else:
             assert self.pool is not None
             self.pool.submit(self._run_threaded, m)
@@ -260,14 +264,31 @@ class ActorHost:
         self.concurrent = True
 
     def _start_tasks(self) -> None:
-        self.scheduled = False  # before draining: a call appended from now on wakes us again
-        inbox = self.inbox
+        with self.handoff:
+            self.scheduled = False  # a call appended from now on wakes us again
+            calls = list(self.inbox)
+            self.inbox.clear()
         loop = self.loop
         assert loop is not None
-        while inbox:
-            m = inbox.popleft()
+        for m in calls:
             spec = m[1]
             self.tasks[spec.task_id] = loop.create_task(self._run(spec, m[2], m[3]))
+
+    def _linger(self, until: float) -> None:
+        """Poll the inbox for a while after the last call ended, instead of sleeping until the
+        reading thread wakes the loop (decision 0010): a caller that waits for each result
+        sends the next call within a round trip."""
+        with self.handoff:
+            more = not self.inbox and not self.tasks and time.perf_counter() < until
+            if not more:
+                self.lingering = False
+                start = bool(self.inbox)
+        if more:
+            _sched_yield()  # lets the reading thread take the GIL when a message arrives
+            assert self.loop is not None
+            self.loop.call_soon(self._linger, until)
+        elif start:
+            self._start_tasks()
 
     def _cancel_task(self, task_id: int) -> None:
         task = self.tasks.get(task_id)
@@ -327,6 +348,13 @@ class ActorHost:
                 w.flush_refs()
         except (ConnectionError, OSError):
             pass  # the node is gone; the main thread sees it and exits
+        if not self.tasks and LINGER_S:
+            with self.handoff:
+                if self.lingering:
+                    return
+                self.lingering = True
+            assert self.loop is not None
+            self.loop.call_soon(self._linger, time.perf_counter() + LINGER_S)
 
     async def _stream(self, spec: TaskSpec, value: Any) -> None:
         w = self.worker
@@ -361,3 +389,5 @@ def _count_when_done(gen: Any, ck: Checkpointer, instance: Any) -> Any:
 
 
 _RUN_CODE = ActorHost._run.__code__
+_sched_yield = os.sched_yield
+LINGER_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6
