@@ -88,6 +88,8 @@ class Worker:
         self.held_since = 0.0
         self.fn_time: dict[str, float] = {}  # per function: moving average of run time (s)
         self.exiting = False
+        self.spin_skip = 0  # idle periods to sleep through at once (see run())
+        self.spin_backoff = 0
         self.client = WorkerClient(self, wid, session, shm_dir)
         self.actor_host: Any = None
 
@@ -365,7 +367,15 @@ class Worker:
             if ran and SPIN_S and (self.actor_host is None or not self.actor_host.concurrent):
                 # Just went idle: the next task of a caller that waits for each result comes
                 # within a round trip. Waiting awake for it saves both sides a wake-up.
-                msgs = self.chan.receive_spinning(SPIN_S)
+                if self.spin_skip:
+                    self.spin_skip -= 1
+                else:
+                    msgs = self.chan.receive_spinning(SPIN_S)
+                    # Polls that find nothing waste a CPU other workers may need (many
+                    # workers, tasks that spawn tasks): after each miss, skip twice as many
+                    # idle periods before polling again; a hit polls every time again.
+                    self.spin_backoff = 0 if msgs else min(2 * self.spin_backoff or 1, 64)
+                    self.spin_skip = self.spin_backoff
             ran = False
             for m in msgs or self.chan.receive():
                 self.handle(m)
