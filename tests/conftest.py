@@ -69,6 +69,28 @@ def wait_for(cond, timeout: float = 10.0, interval: float = 0.01, what: str = "c
         time.sleep(interval)
 
 
+def in_threads(target, n: int, timeout: float) -> list[BaseException]:
+    """Run ``target(i)`` for i in range(n) on n threads at once; the exceptions they raised
+    (a thread still running after ``timeout`` counts as one)."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as e:  # reported to the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    errors.extend(TimeoutError(f"{t.name} still running after {timeout} s")
+                  for t in threads if t.is_alive())
+    return errors
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _baseline():
     _BASELINE.update(_snapshot())

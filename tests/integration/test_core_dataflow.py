@@ -7,12 +7,11 @@ levels checks that a worker blocked in ``get`` lends its CPU back instead of dea
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
 import rtml
-from conftest import wait_for
+from conftest import in_threads, wait_for
 
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
@@ -182,21 +181,13 @@ def test_task_gets_a_ref_produced_by_a_running_sibling(gate_path):
 
 
 def test_driver_threads_submit_and_get_concurrently():
-    results, errors = {}, []
+    results = {}
 
     def run(i):
-        try:
-            refs = [add.remote(i * 100, j) for j in range(20)]
-            results[i] = rtml.get(refs, timeout=60)
-        except Exception as e:  # reported below
-            errors.append(e)
+        refs = [add.remote(i * 100, j) for j in range(20)]
+        results[i] = rtml.get(refs, timeout=60)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
-    assert not errors
+    assert not in_threads(run, 4, timeout=90)
     assert results == {i: [i * 100 + j for j in range(20)] for i in range(4)}
 
 

@@ -9,11 +9,11 @@ afterwards, whatever happened.
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
 import rtml
+from conftest import in_threads
 from rtml import exceptions as exc
 from rtml._runtime import _context, _driver
 
@@ -98,21 +98,12 @@ def test_after_polling_gives_up_the_selector_delivers_the_result(monkeypatch):
 
 def test_threads_getting_results_of_one_worker_at_once(long_polls):
     results: dict[int, int] = {}
-    errors: list[BaseException] = []
 
     def run(i: int) -> None:
-        try:
-            for j in range(20):
-                results[i * 100 + j] = rtml.get(square.remote(i * 100 + j), timeout=30)
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for j in range(20):
+            results[i * 100 + j] = rtml.get(square.remote(i * 100 + j), timeout=30)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    assert not in_threads(run, 4, timeout=60)
     assert results == {k: k * k for k in results} and len(results) == 80
 
 
