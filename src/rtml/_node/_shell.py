@@ -29,8 +29,6 @@ from typing import Any
 from rtml._node._dispatch import dispatch
 from rtml._transport import FrameError, NodeChannel
 
-_sched_yield = os.sched_yield
-
 
 class NodeShell:
     """Implements the ``io`` interface the Node expects and runs the selector thread."""
@@ -282,7 +280,7 @@ class NodeShell:
                     return
                 if time.perf_counter() >= end:
                     return
-                _sched_yield()
+                os.sched_yield()
         finally:
             with node.lock:
                 ch.borrowed = False

@@ -31,7 +31,6 @@ MAX_FRAME = RAW - 1  # frames are bounded; a larger one means a corrupt or hosti
 _RECV_SIZE = 1 << 16  # larger reads make glibc mmap/munmap a fresh buffer per call (0001)
 _BIG = 1 << 18  # raw frames above this are received into a buffer of their own
 _DONTWAIT = socket.MSG_DONTWAIT
-_yield = os.sched_yield
 
 
 class FrameError(ConnectionError):
@@ -296,7 +295,7 @@ class BlockingChannel:
             except (BlockingIOError, InterruptedError):
                 if time.perf_counter() >= end:
                     return []
-                _yield()
+                os.sched_yield()
                 continue
             if not n:
                 raise ConnectionError("the node closed the connection")

@@ -47,6 +47,7 @@ from rtml._runtime._payload import encode_value
 from rtml._runtime._refs import counter
 from rtml._worker._checkpoint import SAVE_METHOD, Checkpointer
 from rtml._worker._client import cancelled_error
+from rtml._worker._worker import SPIN_S
 
 _EXIT = (ActorExitRequest, exc.AsyncioActorExit)
 _TERMINATE = ("__rtml_terminate__", "__ray_terminate__")
@@ -284,7 +285,7 @@ class ActorHost:
                 self.lingering = False
                 start = bool(self.inbox)
         if more:
-            _sched_yield()  # lets the reading thread take the GIL when a message arrives
+            os.sched_yield()  # lets the reading thread take the GIL when a message arrives
             assert self.loop is not None
             self.loop.call_soon(self._linger, until)
         elif start:
@@ -348,13 +349,13 @@ class ActorHost:
                 w.flush_refs()
         except (ConnectionError, OSError):
             pass  # the node is gone; the main thread sees it and exits
-        if not self.tasks and LINGER_S:
+        if not self.tasks and SPIN_S:
             with self.handoff:
                 if self.lingering:
                     return
                 self.lingering = True
             assert self.loop is not None
-            self.loop.call_soon(self._linger, time.perf_counter() + LINGER_S)
+            self.loop.call_soon(self._linger, time.perf_counter() + SPIN_S)
 
     async def _stream(self, spec: TaskSpec, value: Any) -> None:
         w = self.worker
@@ -389,5 +390,3 @@ def _count_when_done(gen: Any, ck: Checkpointer, instance: Any) -> Any:
 
 
 _RUN_CODE = ActorHost._run.__code__
-_sched_yield = os.sched_yield
-LINGER_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6

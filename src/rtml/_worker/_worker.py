@@ -382,8 +382,8 @@ class Worker:
 
 
 _EXEC_CODE = Worker.execute.__code__
-# How long a worker that just finished its tasks polls for the next one before it sleeps
-# (decision 0010); 0 turns polling off.
+# How long a worker that just finished its tasks (or an async actor's event loop, its calls)
+# polls for the next one before it sleeps (decision 0010); 0 turns polling off.
 SPIN_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6
 
 
