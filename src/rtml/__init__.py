@@ -26,6 +26,18 @@ from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
 
 __version__ = "0.1.0"
 
+# The real-time ML subpackages load on first use (``rtml.serve``, as ``ray.serve``): workers
+# import rtml at start and must not pay for them.
+_SUBPACKAGES = ("online", "rl", "serve", "stream")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"rtml.{name}")
+    raise AttributeError(f"module 'rtml' has no attribute {name!r}")
+
 __all__ = [
     "ObjectRef",
     "ObjectRefGenerator",
