@@ -69,9 +69,11 @@ class SourceReader(abc.ABC):
 
     def ack(self, offset: Any) -> None:
         """Called once a checkpoint that holds ``offset`` is durable (e.g. XACK up to it)."""
+        return None
 
     def close(self) -> None:
         """Release connections and files; called once, also after an error."""
+        return None
 
 
 class Source(abc.ABC):
@@ -96,7 +98,7 @@ class Source(abc.ABC):
         return type(self).__name__
 
 
-class SinkWriter(abc.ABC):
+class SinkWriter:
     """Writes one parallel share of a sink's records. Runs inside an operator actor (and, to
     finish epochs a restored checkpoint left pending, in the driver)."""
 
@@ -115,9 +117,11 @@ class SinkWriter(abc.ABC):
 
     def flush(self) -> None:
         """Make what ``write`` wrote durable; called at every checkpoint barrier."""
+        return None
 
     def close(self) -> None:
         """Release connections and files; called once, also after an error."""
+        return None
 
 
 class Sink(abc.ABC):
