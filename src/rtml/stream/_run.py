@@ -69,10 +69,11 @@ def start(flow: Dataflow, *, parallelism: int = 1, checkpoint_every: float | Non
 
 def _causes(e: BaseException | None):
     seen = set()
-    while e is not None and id(e) not in seen:
+    while isinstance(e, BaseException) and id(e) not in seen:
         seen.add(id(e))
         yield e
-        e = getattr(e, "cause", None) or e.__cause__
+        cause = getattr(e, "cause", None)
+        e = cause if isinstance(cause, BaseException) else e.__cause__
 
 
 def _root(e: BaseException) -> BaseException:
@@ -126,6 +127,7 @@ class Run:
         self._ckpt: tuple[int, str, dict[tuple[int, int], Any]] | None = None
         self._last_ckpt_time = time.monotonic()
         self._prev_metrics: tuple[float, dict[str, int]] | None = None
+        self._final: dict[str, Any] | None = None
         self._plan_ref = self.engine.put(self.plan)
         self._table_refs = {name: self._put_table(t) for name, t in self._tables.items()}
         self._launch(latest[1] if (resume and latest) else None)
@@ -188,10 +190,15 @@ class Run:
     def metrics(self, timeout: float = 10.0) -> dict[str, Any]:
         """Per operator: events in and out and the output rate since the last call; per source
         partition: offset and lag; per stage: watermark; checkpoints: last id and age."""
+        if self._done.is_set() and self._final is not None:
+            return self._final
+        return self._gather(timeout)
+
+    def _gather(self, timeout: float) -> dict[str, Any]:
         actors = [(sid, i, a) for sid, hs in self._actors.items() for i, a in enumerate(hs)]
         try:
             ms = self.engine.get([a.metrics.remote() for _, _, a in actors], timeout=timeout)
-        except Exception:
+        except Exception:  # an actor is gone (recovering): report what the run knows
             ms = []
         ops: dict[str, dict[str, Any]] = {}
         sources: dict[str, Any] = {}
@@ -286,6 +293,7 @@ class Run:
     def _teardown(self, graceful: bool) -> None:
         actors = self._all_actors()
         if graceful:
+            self._final = self._gather(10.0)
             try:
                 self.engine.get([a.close.remote() for a in actors], timeout=10)
             except Exception:  # an actor already gone: kill below regardless
@@ -310,7 +318,10 @@ class Run:
             except Exception as e:
                 if self._done.is_set():
                     return
-                self._on_failure(e)
+                try:
+                    self._on_failure(e)
+                except Exception as again:  # never leave the run without a coordinator
+                    self._finish("failed", again)
             self._wake.wait(TICK)
             self._wake.clear()
 
@@ -408,6 +419,8 @@ class Run:
                 return
             self.status = status
             self.error = error
+            if self._final is not None:
+                self._final["status"] = status
             close = getattr(self.store, "close", None)
             if close is not None:
                 close()
