@@ -18,8 +18,11 @@ from rtml.stream._checkpoint import CheckpointStore
 from rtml.stream._connector import Malformed, Sink, SinkWriter, Source, SourceReader
 from rtml.stream._errors import ConnectorError, StreamConfigError, StreamError, UserFunctionError
 from rtml.stream._exec import DeadLetter
+from rtml.stream._file import FileSink, FileSource
 from rtml.stream._graph import Dataflow, KeyedStream, Stream, WindowedStream
 from rtml.stream._join import Table
+from rtml.stream._kafka import KafkaSink, KafkaSource
+from rtml.stream._redis import RedisStreamSink, RedisStreamSource
 from rtml.stream._run import Run
 from rtml.stream._sink import ActorSink, CallableSink, CollectSink
 from rtml.stream._source import IterableSource
@@ -34,9 +37,15 @@ __all__ = [
     "ConnectorError",
     "Dataflow",
     "DeadLetter",
+    "FileSink",
+    "FileSource",
     "IterableSource",
+    "KafkaSink",
+    "KafkaSource",
     "KeyedStream",
     "Malformed",
+    "RedisStreamSink",
+    "RedisStreamSource",
     "Run",
     "Session",
     "Sink",

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -91,6 +92,25 @@ def _root(e: BaseException) -> BaseException:
     return found or e
 
 
+class _TableInfo:
+    """What an as-of join operator needs of its table in an actor (the rows travel apart,
+    sharded by key group)."""
+
+    def __init__(self, table: Any) -> None:
+        self.time, self.name = table.time, table.name
+
+
+def _shippable(plan: Any) -> Any:
+    """The plan as actors get it: tables replaced by their description."""
+    nodes = {}
+    for nid, node in plan.nodes.items():
+        if node.kind == "join_as_of":
+            node = dataclasses.replace(
+                node, params={**node.params, "table": _TableInfo(node.params["table"])})
+        nodes[nid] = node
+    return dataclasses.replace(plan, nodes=nodes)
+
+
 class Run:
     """A running dataflow. Made by ``flow.run(...)``; see :func:`start`."""
 
@@ -128,7 +148,7 @@ class Run:
         self._last_ckpt_time = time.monotonic()
         self._prev_metrics: tuple[float, dict[str, int]] | None = None
         self._final: dict[str, Any] | None = None
-        self._plan_ref = self.engine.put(self.plan)
+        self._plan_ref = self.engine.put(_shippable(self.plan))
         self._table_refs = {name: self._put_table(t) for name, t in self._tables.items()}
         self._launch(latest[1] if (resume and latest) else None)
         RUNS[self.name] = self

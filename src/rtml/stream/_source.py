@@ -18,11 +18,12 @@ class IterableSource(Source):
     """The items of a sequence, or of the iterable a function returns, as a source.
 
     Args:
-        data: a sequence (list, tuple, range...) or a zero-argument function returning an
-            iterable (called again to replay after a restart). Generators cannot be replayed
-            or sent to an actor: pass the function that makes one.
-        partitions: split a sequence into this many partitions (item ``i`` goes to partition
-            ``i % partitions``); a function gives one partition.
+        data: a sequence (list, tuple, range...), or a function returning an iterable (called
+            again to replay after a restart): with one partition it takes no argument, with
+            several it is called with the partition's index. Generators cannot be replayed or
+            sent to an actor: pass the function that makes one.
+        partitions: the number of partitions (a sequence's item ``i`` goes to partition
+            ``i % partitions``).
         rate: release items at this many per second per partition (the item's due time is
             ``start + i / rate``), e.g. to measure latency at a fixed load; None: as fast as
             they are read.
@@ -41,9 +42,6 @@ class IterableSource(Source):
                                     f"an iterable, got {type(data).__name__}")
         if not isinstance(partitions, int) or partitions < 1:
             raise StreamConfigError(f"partitions must be a positive int, got {partitions!r}")
-        if callable(data) and partitions != 1:
-            raise StreamConfigError("a function source has one partition; pass a sequence to "
-                                    "split it into partitions")
         if rate is not None and not rate > 0:
             raise StreamConfigError(f"rate must be a positive number of items per second, got "
                                     f"{rate!r}")
@@ -55,7 +53,8 @@ class IterableSource(Source):
     def open(self, partition: str, offset: Any | None) -> SourceReader:
         i = int(partition)
         if callable(self.data):
-            it = iter(self.data())
+            make: Any = self.data
+            it = iter(make(i) if self.n > 1 else make())
             length = None
         else:
             seq = self.data[i::self.n] if self.n > 1 else self.data
