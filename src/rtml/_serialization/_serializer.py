@@ -73,6 +73,10 @@ def dumps(value: Any, what: str = "value") -> Serialized:
         # A retry through cloudpickle must not double-count refs recorded by the first attempt.
         try:
             data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            if b"__main__" in data:
+                # pickle wrote a function or class of the driver's script by name, which no
+                # worker can import: cloudpickle sends those by value.
+                raise pickle.PicklingError("refers to __main__")
         except Exception:
             contained.clear()
             buffers.clear()
