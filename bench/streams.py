@@ -204,16 +204,11 @@ def _latency(rs, engine, n, redis_address):
     run = flow.run(parallelism=1, checkpoint_every=1.0, engine=engine)
     time.sleep(1.0)  # actors up and reading before the clock starts
     rate = 10_000
-    t0 = time.time()
-    sent = 0
-    pipe = r.pipeline(transaction=False)
-    while sent < n:
-        due = int((time.time() - t0) * rate)
-        while sent < min(due, n):
-            pipe.xadd(key, {"t": repr(time.time()), "i": sent})
-            sent += 1
-        pipe.execute()
-        time.sleep(0.0005)
+    # The producer is its own process, as an application appending events would be (in the
+    # driver it would share a GIL with the embedded node).
+    producer = subprocess.Popen([sys.executable, __file__, "--produce", redis_address, key,
+                                 str(n), str(rate)])
+    producer.wait(timeout=n / rate + 60)
     deadline = time.time() + 30
     values = []
     while time.time() < deadline:
@@ -229,6 +224,24 @@ def _latency(rs, engine, n, redis_address):
         if values else (lambda q: float("nan"))
     return {"events_per_s": rate, "received": len(values), "p50_ms": pick(0.5),
             "p99_ms": pick(0.99), "max_ms": pick(1.0)}
+
+
+def produce(address: str, key: str, n: int, rate: int) -> None:
+    import redis
+
+    host, port = address.split(":")
+    r = redis.Redis(host=host, port=int(port))
+    t0 = time.time()
+    sent = 0
+    pipe = r.pipeline(transaction=False)
+    while sent < n:
+        due = min(int((time.time() - t0) * rate), n)
+        while sent < due:
+            pipe.xadd(key, {"t": repr(time.time()), "i": sent})
+            sent += 1
+        pipe.execute()
+        time.sleep(0.0002)
+    r.close()
 
 
 def _as_event(rec):
@@ -402,9 +415,14 @@ def main() -> None:
                     help=argparse.SUPPRESS)
     ap.add_argument("--bytewax-proc", nargs=6, help=argparse.SUPPRESS)
     ap.add_argument("--redis", help=argparse.SUPPRESS)
+    ap.add_argument("--produce", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--size", default="full", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.produce:
+        addr, key, n, rate = a.produce
+        produce(addr, key, int(n), int(rate))
+        return
     if a.bytewax_proc:
         w, n, k, r, addrs, pid = a.bytewax_proc
         bytewax_proc(w, int(n), int(k), int(r), addrs, int(pid))

@@ -236,7 +236,7 @@ class SourceWorker(_Base):
             self.readers[p] = self.source.open(p, self.offsets.get(p))
         done: set[str] = set()
         order = deque(self.partitions)
-        last_tick = 0.0
+        last_tick = last_lag = 0.0
         idle_rounds = 0
         while True:
             with self.cv:
@@ -299,6 +299,8 @@ class SourceWorker(_Base):
             if now - last_tick >= TICK:
                 last_tick = now
                 router.watermark(ex.watermark, force=True)
+            if now - last_lag >= 1.0:  # lag may cost the broker a round trip
+                last_lag = now
                 for p in self.partitions:
                     self.lags[p] = self.readers[p].lag()
 

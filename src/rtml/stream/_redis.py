@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -136,6 +137,8 @@ class _RedisReader(SourceReader):
                     raise
                 self._c.xgroup_setid(key, self._group, id=start)
             self._pos = start
+            self._read_ids: deque[str] = deque()  # ids read and not acked yet, in order
+            self._swept = False  # entries a previous reader left pending are acked once
             if start == "$":
                 self._pos = self._group_info().get("last-delivered-id", "0-0")
 
@@ -156,6 +159,7 @@ class _RedisReader(SourceReader):
             for entry_id, fields in entries:
                 eid = _id(entry_id)
                 self._pos = eid
+                self._read_ids.append(eid)
                 if self._binary:
                     out.append(dict(fields))
                     continue
@@ -178,8 +182,18 @@ class _RedisReader(SourceReader):
         end = str(offset)
         if end in ("0", "$") or _id_key(end) == (0, 0):
             return
+        upto = _id_key(end)
+        ids = []
+        while self._read_ids and _id_key(self._read_ids[0]) <= upto:
+            ids.append(self._read_ids.popleft())
         with _errors("RedisStreamSource", self._addr, f"XACK on {self._key!r}"):
-            while True:
+            # The ids this reader read: one XACK per 10k, no scan of the pending list.
+            for i in range(0, len(ids), 10_000):
+                self._c.xack(self._key, self._group, *ids[i:i + 10_000])
+            if self._swept:
+                return
+            self._swept = True
+            while True:  # once: what a reader before a restart read and never acked
                 pending = self._c.xpending_range(self._key, self._group, min="-", max=end,
                                                  count=1000)
                 if not pending:

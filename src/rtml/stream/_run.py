@@ -124,6 +124,7 @@ class Run:
         self.checkpoint_every, self.max_restarts, self.max_batch = \
             checkpoint_every, max_restarts, max_batch
         self._actor_options = {"num_cpus": 0, "scheduling_strategy": "SPREAD", **actor_options}
+        self._start_timeout = 120.0
         partitions = {}
         for n in flow.nodes:
             if n.kind == "source":
@@ -283,6 +284,9 @@ class Run:
             self._actors[st.id] = handles
         self._sources = [h for st in plan.stages if st.kind == "source"
                          for h in self._actors[st.id]]
+        # Every actor up before any source reads: a constructor that fails (a table that
+        # does not unpickle, a sink that cannot open) fails the start, not the first batch.
+        eng.get([a.ping.remote() for a in self._all_actors()], timeout=self._start_timeout)
         self._run_refs = {s.run.remote(): s for s in self._sources}
         self._pings: list[Any] = []
         self._last_ping = time.monotonic()
