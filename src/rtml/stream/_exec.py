@@ -391,7 +391,8 @@ class _SourceOp(_Op):
                         "(pass dead_letter=True to flow.source(...) to route such records "
                         "to its .dead_letters stream)")
                 self.ex.emit(self.node.id, "dead_letters",
-                             [(None, None, DeadLetter(self.name, None, m.raw, m.reason, m.where))])
+                             [(None, None, DeadLetter(self.name, None, m.raw,
+                                                     f"{m.reason} ({m.where})"))])
                 self.ex.dead_letters += 1
             items = [it for it in items if type(it[2]) is not Malformed]
         self.emit(items)
