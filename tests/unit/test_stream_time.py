@@ -84,3 +84,9 @@ def test_watermark_state_restores():
     h = WatermarkGenerator(1.0, clock=clock)
     h.restore(g.snapshot())
     assert h.current() == 4.0
+
+
+@given(st.floats(-1e6, 1e6), st.floats(0.01, 1000), st.floats(-50, 50))
+def test_a_tumbling_window_always_holds_its_event(ts, size, origin):
+    ((start, end),) = Tumbling(seconds=size, origin=origin).windows(ts)
+    assert start <= ts < end

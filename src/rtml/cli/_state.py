@@ -66,7 +66,7 @@ def parse_filters(resource: str, texts: tuple[str, ...]) -> list[tuple[str, str,
 
 @click.command("list")
 @click.argument("resource", type=click.Choice(["tasks", "actors", "objects", "nodes",
-                                               "workers"]))
+                                               "workers", "streams"]))
 @click.option("--filter", "-f", "filters", multiple=True, metavar="KEY=VALUE",
               help="Keep rows where KEY=VALUE (also !=, and < or > for numbers); repeatable, "
                    "all must hold.")
@@ -77,9 +77,12 @@ def parse_filters(resource: str, texts: tuple[str, ...]) -> list[tuple[str, str,
 @_ADDRESS
 def list_(resource: str, filters: tuple[str, ...], limit: int, detail: bool, fmt: str,
           address: str) -> None:
-    """List the cluster's tasks, actors, objects, nodes or workers."""
+    """List the cluster's tasks, actors, objects, nodes, workers or streams (dataflows)."""
     from rtml._observability import _listing
 
+    if resource == "streams":
+        _list_streams(address, fmt, limit)
+        return
     checked = parse_filters(resource, filters)
     with _source(address) as source:
         rows = _listing.read_rows(source, resource)
@@ -173,3 +176,37 @@ def timeline(output: str | None, address: str) -> None:
 
 
 COMMANDS = (list_, summary, memory, timeline)
+
+
+def _stream_row(m: dict[str, Any]) -> dict[str, Any]:
+    ops = m.get("operators", {})
+    sources = [n for n in ops if n.startswith("source")] or list(ops)[:1]
+    marks = [w for w in m.get("watermarks", {}).values() if w not in (None, float("-inf"))]
+    ckpt = m.get("checkpoint", {})
+    return {"name": m.get("name"), "status": m.get("status"), "parallelism": m.get("parallelism"),
+            "events_in": sum(ops[n].get("out", 0) for n in sources),
+            "rate": round(sum(ops[n].get("rate", 0.0) for n in sources), 1),
+            "watermark": min(marks) if marks else None,
+            "checkpoint": ckpt.get("last_id"), "checkpoint_age_s": round(ckpt.get("age_s", 0), 1),
+            "restarts": m.get("restarts"), "dead_letters": m.get("dead_letters")}
+
+
+def _list_streams(address: str, fmt: str, limit: int) -> None:
+    """Dataflows (rtml.stream) known to the cluster's registry: joins as a driver to ask."""
+    import rtml
+    from rtml._observability import _listing
+    from rtml.stream import list_streams
+
+    try:
+        rtml.init(address=address, log_to_driver=False, include_dashboard=False)
+    except (ConnectionError, TimeoutError, OSError, RuntimeError) as e:
+        raise click.ClickException(f"cannot reach the cluster: {e}")
+    try:
+        runs = list_streams()[:limit]
+    finally:
+        rtml.shutdown()
+    if fmt == "json":
+        _echo_json(runs)
+        return
+    click.echo(_listing.format_table([_stream_row(m) for m in runs], None))
+    click.echo(f"\n{len(runs)} stream(s)")

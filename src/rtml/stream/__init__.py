@@ -23,6 +23,7 @@ from rtml.stream._graph import Dataflow, KeyedStream, Stream, WindowedStream
 from rtml.stream._join import Table
 from rtml.stream._kafka import KafkaSink, KafkaSource
 from rtml.stream._redis import RedisStreamSink, RedisStreamSource
+from rtml.stream._registry import list_streams
 from rtml.stream._run import Run
 from rtml.stream._sink import ActorSink, CallableSink, CollectSink
 from rtml.stream._source import IterableSource
@@ -61,4 +62,5 @@ __all__ = [
     "UserFunctionError",
     "WindowResult",
     "WindowedStream",
+    "list_streams",
 ]

@@ -258,14 +258,9 @@ class _Window(_Keyed):
         out: list = []
         late: list = []
         wm = time.time() if self.proc else self.ex.watermark
-        add = self.state.add
-        for k, t, v in items:
-            if self.proc:
-                t = wm
-            try:
-                add(key_group(k), k, t, v, wm, out, late)
-            except Exception as e:
-                self.fail((k, t, v), e)
+        if self.proc:
+            items = [(k, wm, v) for k, _, v in items]
+        self.state.add_batch(items, wm, out, late, self.fail)
         self._out(out)
         self.emit([(k, t, v) for k, t, v in late], "late")
 

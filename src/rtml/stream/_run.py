@@ -29,6 +29,7 @@ from rtml.stream._errors import (
 )
 from rtml.stream._graph import Dataflow
 from rtml.stream._plan import plan as make_plan
+from rtml.stream._registry import registry
 from rtml.util.engine import resolve
 
 __all__ = ["Run", "start"]
@@ -153,6 +154,9 @@ class Run:
         self._table_refs = {name: self._put_table(t) for name, t in self._tables.items()}
         self._launch(latest[1] if (resume and latest) else None)
         RUNS[self.name] = self
+        self._key = f"{self.name}@{time.time():.3f}"
+        self._registry: Any = None
+        self._last_report = 0.0
         self._thread = threading.Thread(target=self._coordinate, daemon=True,
                                         name=f"rtml-stream-{self.name}")
         self._thread.start()
@@ -339,6 +343,7 @@ class Run:
                     self._finish("failed", self.error)
                     return
                 self._step()
+                self._report()
             except Exception as e:
                 if self._done.is_set():
                     return
@@ -374,6 +379,21 @@ class Run:
         elif self.checkpoint_every is not None and \
                 now - self._last_ckpt_time >= self.checkpoint_every:
             self._trigger("checkpoint")
+
+    def _report(self, force: bool = False) -> None:
+        """Tell the cluster's registry how the run is doing (every second)."""
+        now = time.monotonic()
+        if not force and now - self._last_report < 1.0:
+            return
+        self._last_report = now
+        try:
+            if self._registry is None:
+                self._registry = registry(self.engine)
+            m = self._final if self._final is not None else self._gather(2.0)
+            m = {**m, "status": self.status, "key": self._key}
+            self._registry.report.remote(self._key, m)
+        except Exception:  # the registry is for watching; the run goes on without it
+            self._registry = None
 
     def _sources_exhausted(self) -> bool:
         if self._exhausted_check is None:
@@ -445,6 +465,8 @@ class Run:
             self.error = error
             if self._final is not None:
                 self._final["status"] = status
+            if self.engine.is_initialized():
+                self._report(force=True)
             close = getattr(self.store, "close", None)
             if close is not None:
                 close()

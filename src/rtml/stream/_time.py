@@ -37,6 +37,16 @@ def _positive(name: str, value: float) -> float:
     return v
 
 
+def tumbling_window(ts: float, size: float, origin: float) -> tuple[float, float]:
+    """The tumbling window ``[start, end)`` that holds ``ts`` (exactly, despite rounding)."""
+    start = origin + math.floor((ts - origin) / size) * size
+    if start > ts:
+        start -= size
+    elif start + size <= ts:
+        start += size
+    return (start, start + size)
+
+
 @dataclass(frozen=True)
 class Tumbling:
     """Fixed, non-overlapping windows of ``seconds``, aligned to ``origin``.
@@ -55,8 +65,7 @@ class Tumbling:
         object.__setattr__(self, "seconds", _positive("Tumbling(seconds=)", self.seconds))
 
     def windows(self, ts: float) -> list[tuple[float, float]]:
-        start = self.origin + math.floor((ts - self.origin) / self.seconds) * self.seconds
-        return [(start, start + self.seconds)]
+        return [tumbling_window(ts, self.seconds, self.origin)]
 
 
 @dataclass(frozen=True)
@@ -89,9 +98,10 @@ class Sliding:
         last = math.floor((ts - self.origin) / self.every)
         first = math.floor((ts - self.seconds - self.origin) / self.every) + 1
         out = []
-        for k in range(first, last + 1):
+        for k in range(first - 1, last + 2):  # one extra each side: floats round both ways
             start = self.origin + k * self.every
-            out.append((start, start + self.seconds))
+            if start <= ts < start + self.seconds:
+                out.append((start, start + self.seconds))
         return out
 
 

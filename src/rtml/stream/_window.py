@@ -14,18 +14,17 @@ number of actors; each window remembers whether it fired, so a restore never fir
 from __future__ import annotations
 
 import heapq
-import itertools
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from rtml.stream._time import Session, WindowSpec
+from rtml.stream._keys import KEY_GROUPS, key_group
+from rtml.stream._time import Session, Tumbling, WindowSpec, tumbling_window
 
 __all__ = ["WindowResult", "WindowState"]
 
 
-@dataclass(frozen=True)
-class WindowResult:
+class WindowResult(NamedTuple):
     """What a window operator emits for one key and one window ``[start, end)``."""
 
     key: Any
@@ -50,8 +49,56 @@ class WindowState:
         self.session = isinstance(spec, Session)
         # kg -> key -> {(start, end): [acc, fired]}; sessions keep acc as [(ts, value), ...]
         self.groups: dict[int, dict[Any, dict[tuple[float, float], list]]] = {}
-        self._timers: list[tuple[float, int, int, Any, tuple[float, float]]] = []
-        self._seq = itertools.count()
+        # Timers grouped by time: many windows end together (tumbling windows of all keys),
+        # so the heap holds each time once and the windows due then sit in a list.
+        self._times: list[float] = []
+        self._due: dict[float, list[tuple[int, Any, tuple[float, float]]]] = {}
+
+    def add_batch(self, items: list, wm: float, out: list, late: list,
+                  on_error: Callable[[tuple, Exception], None]) -> None:
+        """``add`` for a batch of ``(key, ts, value)``; tumbling windows take a fast path.
+        An event whose init or fold raises goes to ``on_error`` (the others are kept)."""
+        spec = self.spec
+        if type(spec) is not Tumbling:
+            for it in items:
+                try:
+                    self.add(key_group(it[0]), it[0], it[1], it[2], wm, out, late)
+                except Exception as e:
+                    on_error(it, e)
+            return
+        size, origin, lateness = spec.seconds, spec.origin, self.lateness
+        groups, init, fold, floor = self.groups, self.init, self.fold, math.floor
+        for k, t, v in items:
+            start = origin + floor((t - origin) / size) * size
+            if not start <= t < start + size:  # rounding (see tumbling_window)
+                start = tumbling_window(t, size, origin)[0]
+            end = start + size
+            if end + lateness <= wm:
+                late.append((k, t, v))
+                continue
+            kg = k % KEY_GROUPS if type(k) is int else key_group(k)
+            keys = groups.get(kg)
+            if keys is None:
+                keys = groups[kg] = {}
+            wins = keys.get(k)
+            if wins is None:
+                wins = keys[k] = {}
+            w = (start, end)
+            slot = wins.get(w)
+            try:
+                if slot is None:
+                    acc = fold(init(), v)
+                    slot = wins[w] = [acc, False]
+                    self._push(end, kg, k, w)
+                else:
+                    slot[0] = fold(slot[0], v)
+            except Exception as e:
+                if not wins:
+                    del keys[k]
+                on_error((k, t, v), e)
+                continue
+            if slot[1]:
+                out.append(WindowResult(k, start, end, slot[0]))
 
     # -- events ---------------------------------------------------------------------------
 
@@ -109,23 +156,25 @@ class WindowState:
 
     def advance(self, wm: float, out: list) -> None:
         """Fire every window whose end is at or below ``wm``; purge those past lateness."""
-        timers = self._timers
-        while timers and timers[0][0] <= wm:
-            t, _, kg, key, w = heapq.heappop(timers)
-            wins = self.groups.get(kg, {}).get(key)
-            if not wins or w not in wins:
-                continue  # merged away (sessions) or purged already
-            slot = wins[w]
-            end = w[1]
-            if not slot[1] and t == end:
-                slot[1] = True
-                out.append(self._result(key, w, slot[0]))
-            if end + self.lateness <= wm:
-                del wins[w]
-                if not wins:
-                    self._drop_key(kg, key)
-            elif t == end:
-                self._push(end + self.lateness, kg, key, w)
+        times, groups = self._times, self.groups
+        while times and times[0] <= wm:
+            t = heapq.heappop(times)
+            for kg, key, w in self._due.pop(t):
+                keys = groups.get(kg)
+                wins = keys.get(key) if keys is not None else None
+                if not wins or w not in wins:
+                    continue  # merged away (sessions) or purged already
+                slot = wins[w]
+                end = w[1]
+                if not slot[1] and t == end:
+                    slot[1] = True
+                    out.append(self._result(key, w, slot[0]))
+                if end + self.lateness <= wm:
+                    del wins[w]
+                    if not wins:
+                        self._drop_key(kg, key)
+                elif t == end:
+                    self._push(end + self.lateness, kg, key, w)
 
     def _result(self, key: Any, w: tuple[float, float], acc: Any) -> WindowResult:
         if self.session:
@@ -136,7 +185,12 @@ class WindowState:
         return WindowResult(key, w[0], w[1], acc)
 
     def _push(self, t: float, kg: int, key: Any, w: tuple[float, float]) -> None:
-        heapq.heappush(self._timers, (t, next(self._seq), kg, key, w))
+        due = self._due.get(t)
+        if due is None:
+            self._due[t] = [(kg, key, w)]
+            heapq.heappush(self._times, t)
+        else:
+            due.append((kg, key, w))
 
     def _drop_key(self, kg: int, key: Any) -> None:
         keys = self.groups.get(kg)
@@ -153,7 +207,7 @@ class WindowState:
 
     def restore(self, groups: dict[int, Any]) -> None:
         self.groups = {}
-        self._timers = []
+        self._times, self._due = [], {}
         for kg, keys in groups.items():
             self.groups[kg] = keys
             for key, wins in keys.items():
@@ -165,7 +219,9 @@ class WindowState:
 
     def validate(self) -> None:
         """Invariants: every window has a timer; no empty key or group is kept."""
-        timed = {(kg, self._hashable(key), w) for _, _, kg, key, w in self._timers}
+        assert sorted(self._times) == sorted(self._due), "a time without windows, or reverse"
+        timed = {(kg, self._hashable(key), w) for due in self._due.values()
+                 for kg, key, w in due}
         for kg, keys in self.groups.items():
             assert keys, f"empty key group {kg} kept"
             for key, wins in keys.items():
