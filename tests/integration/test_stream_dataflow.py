@@ -113,6 +113,16 @@ def test_a_user_error_fails_the_run_naming_the_event_and_key():
     assert run.status == "failed"
 
 
+def test_a_sink_that_raises_fails_the_run_naming_the_sink():
+    flow = rs.Dataflow("badsink")
+    flow.source(rs.IterableSource([1, 2])).sink(rs.CallableSink(len), name="lengths")
+    run = flow.run()
+    with pytest.raises(rs.UserFunctionError, match="'lengths'") as info:
+        run.wait(timeout=60)
+    assert "TypeError" in info.value.remote_traceback
+    assert run.restarts == 0  # user code, not a lost actor: no recovery loop
+
+
 def test_dead_letters_take_failing_events_and_the_run_goes_on():
     flow = rs.Dataflow("dlq")
     ok, dead = rs.CollectSink(), rs.CollectSink()
@@ -213,3 +223,16 @@ def test_a_slow_sink_slows_the_source_down_and_buffers_stay_bounded():
     assert read < 200_000  # the source did not race ahead to the end
     # At most: 4 calls in flight per edge, 8 to the sink, a batch per stage in hand.
     assert max(gaps) <= 256 * (4 + 8 + 4), gaps
+
+
+def test_wait_draws_progress_for_a_bounded_source():
+    import io
+
+    flow = rs.Dataflow("progress")
+    flow.source(rs.IterableSource(list(range(600)), rate=400)).sink(
+        rs.CallableSink(lambda x: None))
+    buf = io.StringIO()
+    flow.run().wait(timeout=60, progress=True, file=buf)
+    lines = [x for x in buf.getvalue().split("\r") if x.strip()]
+    assert lines and lines[0].startswith("progress: ")
+    assert "/600" in lines[-1], lines  # the source knows its size

@@ -164,7 +164,8 @@ class SourceWorker(_Base):
         self.exhausted = False
         self.loop_ended = False
         self.readers: dict[str, Any] = {}
-        self.lags: dict[str, Any] = {}
+        self.lags: dict[str, tuple[int, int | None]] = {}
+        self.read = dict.fromkeys(partitions, 0)
 
     def trigger(self, n: int, mode: str) -> None:
         """Inject barrier ``n`` after the batch in hand; ``mode`` is "checkpoint", "stop"
@@ -197,8 +198,10 @@ class SourceWorker(_Base):
 
     def metrics(self) -> dict[str, Any]:
         m = self._metrics()
-        m["partitions"] = {p: {"offset": repr(self.offsets.get(p)), "lag": self.lags.get(p)}
-                           for p in self.partitions}
+        m["partitions"] = {}
+        for p in self.partitions:
+            read, lag = self.lags.get(p, (0, None))
+            m["partitions"][p] = {"offset": repr(self.offsets.get(p)), "lag": lag, "read": read}
         return m
 
     def run(self) -> str:
@@ -237,6 +240,7 @@ class SourceWorker(_Base):
         done: set[str] = set()
         order = deque(self.partitions)
         last_tick = last_lag = 0.0
+        lag_every = TICK
         idle_rounds = 0
         while True:
             with self.cv:
@@ -275,6 +279,7 @@ class SourceWorker(_Base):
                     done.add(p)
                 if recs:
                     got = len(recs)
+                    self.read[p] += got
                     ex.partition = p
                     ex.offset_hint = (p, before)
                     ex.push(self.source_node, 0, [(None, None, r) for r in recs])
@@ -299,10 +304,12 @@ class SourceWorker(_Base):
             if now - last_tick >= TICK:
                 last_tick = now
                 router.watermark(ex.watermark, force=True)
-            if now - last_lag >= 1.0:  # lag may cost the broker a round trip
+            if now - last_lag >= lag_every:
                 last_lag = now
-                for p in self.partitions:
-                    self.lags[p] = self.readers[p].lag()
+                for p in self.partitions:  # records read and left, seen at the same moment
+                    self.lags[p] = (self.read[p], self.readers[p].lag())
+                # Asking a broker for lag costs a round trip: then once a second is enough.
+                lag_every = TICK if time.monotonic() - now < 0.001 else 1.0
 
 
 class StageWorker(_Base):

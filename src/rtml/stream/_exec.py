@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtml.stream._connector import Malformed
-from rtml.stream._errors import UserFunctionError
+from rtml.stream._errors import StreamError, UserFunctionError
 from rtml.stream._join import AsOfIndex, IntervalJoinState, WindowJoinState
 from rtml.stream._keys import key_group
 from rtml.stream._plan import Plan
@@ -351,8 +351,21 @@ class _SinkOp(_Op):
         if self.exactly_once:
             self.buffer.extend(values)
         else:
-            self.writer.write(values)
+            self._guard(self.writer.write, values)
         self.n_out += len(values)
+
+    def _guard(self, write, *args) -> None:
+        """A sink that raises fails the run naming the sink (a connector's own errors are
+        already StreamErrors that say what to do)."""
+        try:
+            write(*args)
+        except StreamError:
+            raise
+        except Exception as e:
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            records = args[-1]
+            raise UserFunctionError(self.name, None, self.ex.offset_hint,
+                                    _short(records[0]) if records else "[]", tb) from e
 
     def barrier(self, epoch: int) -> None:
         if self.exactly_once:
@@ -364,7 +377,7 @@ class _SinkOp(_Op):
 
     def commit(self, epoch: int) -> None:
         for e in sorted(x for x in self.pending if x <= epoch):
-            self.writer.write_epoch(e, self.pending.pop(e))
+            self._guard(self.writer.write_epoch, e, self.pending.pop(e))
 
     def snapshot(self):
         return {"writer_id": self.writer_id, "pending": dict(self.pending)}

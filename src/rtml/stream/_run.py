@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 from typing import Any
@@ -163,19 +164,45 @@ class Run:
 
     # -- public ----------------------------------------------------------------------------
 
-    def wait(self, timeout: float | None = None) -> None:
+    def wait(self, timeout: float | None = None, *, progress: bool = False,
+             file: Any = None) -> None:
         """Block until the run ends: its bounded sources are exhausted and everything is
         written (or it was stopped).
+
+        Args:
+            timeout: seconds to wait at most (None: no limit).
+            progress: draw a progress line on stderr (or ``file``): records read, of how many
+                when the sources know their size, rate and elapsed time.
 
         Raises:
             TimeoutError: still running after ``timeout`` seconds.
             UserFunctionError / StreamError: the run failed (the remote traceback included).
         """
+        if progress:
+            self._draw_until_done(timeout, file or sys.stderr)
         if not self._done.wait(timeout):
             raise TimeoutError(f"dataflow {self.name!r} still running after {timeout} s "
                                f"(status {self.status}); call run.stop() to end it")
         if self.error is not None:
             raise self.error
+
+    def _draw_until_done(self, timeout: float | None, file: Any) -> None:
+        from rtml.util.progress import format_line
+
+        t0 = time.monotonic()
+        line = ""
+        while not self._done.wait(0.5):
+            m = self._gather(2.0)
+            read = sum(p.get("read", 0) for p in m["sources"].values())
+            lags = [p.get("lag") for p in m["sources"].values()]
+            total = read + sum(lags) if lags and None not in lags else None
+            line = format_line(self.name, read, total, time.monotonic() - t0)
+            file.write("\r" + line)
+            file.flush()
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                break
+        if line:
+            file.write("\n")
 
     def stop(self, timeout: float = 60.0) -> None:
         """Drain: stop reading, take a final checkpoint (so ``resume=True`` continues exactly
