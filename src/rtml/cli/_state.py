@@ -178,19 +178,6 @@ def timeline(output: str | None, address: str) -> None:
 COMMANDS = (list_, summary, memory, timeline)
 
 
-def _stream_row(m: dict[str, Any]) -> dict[str, Any]:
-    ops = m.get("operators", {})
-    sources = [n for n in ops if n.startswith("source")] or list(ops)[:1]
-    marks = [w for w in m.get("watermarks", {}).values() if w not in (None, float("-inf"))]
-    ckpt = m.get("checkpoint", {})
-    return {"name": m.get("name"), "status": m.get("status"), "parallelism": m.get("parallelism"),
-            "events_in": sum(ops[n].get("out", 0) for n in sources),
-            "rate": round(sum(ops[n].get("rate", 0.0) for n in sources), 1),
-            "watermark": min(marks) if marks else None,
-            "checkpoint": ckpt.get("last_id"), "checkpoint_age_s": round(ckpt.get("age_s", 0), 1),
-            "restarts": m.get("restarts"), "dead_letters": m.get("dead_letters")}
-
-
 def _list_streams(address: str, fmt: str, limit: int) -> None:
     """Dataflows (rtml.stream) known to the cluster's registry: joins as a driver to ask."""
     import rtml
@@ -202,11 +189,11 @@ def _list_streams(address: str, fmt: str, limit: int) -> None:
     except (ConnectionError, TimeoutError, OSError, RuntimeError) as e:
         raise click.ClickException(f"cannot reach the cluster: {e}")
     try:
-        runs = list_streams()[:limit]
+        runs = list_streams(summary=fmt != "json")[:limit]
     finally:
         rtml.shutdown()
     if fmt == "json":
         _echo_json(runs)
         return
-    click.echo(_listing.format_table([_stream_row(m) for m in runs], None))
+    click.echo(_listing.format_table(runs, None))
     click.echo(f"\n{len(runs)} stream(s)")

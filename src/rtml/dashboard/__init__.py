@@ -1,10 +1,12 @@
-"""The read-only web dashboard: nodes, tasks, actors, objects, a live timeline, logs, failures.
+"""The read-only web dashboard: nodes, tasks, actors, objects, a live timeline, logs, failures,
+and panels that libraries register (``register_panel``: streams, serving, learners).
 
 ``start_dashboard(source_factory)`` serves it (the head node and ``rtml.init()`` call it);
 importing this package costs only the standard library: Starlette and uvicorn are imported by
 the server's thread.
 """
 
+from rtml.dashboard._panels import register_panel, unregister_panel
 from rtml.dashboard._server import DashboardHandle, start_dashboard
 
-__all__ = ["DashboardHandle", "start_dashboard"]
+__all__ = ["DashboardHandle", "register_panel", "start_dashboard", "unregister_panel"]

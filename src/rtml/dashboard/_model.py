@@ -22,6 +22,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from rtml.dashboard._panels import panels_view
 from rtml._observability._listing import FINAL
 from rtml._observability._timeline import executions, hex_id
 
@@ -250,6 +251,7 @@ class DashboardModel:
             "timeline": self.timeline_view(now, window, live),
             "failures": self.failures_view(),
             "logs": self._listings["logs"][:_MAX_ROWS],
+            "panels": panels_view(),
             "errors": dict(self._errors),
         }
 

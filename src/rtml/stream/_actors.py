@@ -17,6 +17,8 @@ bounded. A lone event is sent at once (batches are whatever accumulated meanwhil
 
 from __future__ import annotations
 
+import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -164,6 +166,9 @@ class SourceWorker(_Base):
         self.exhausted = False
         self.loop_ended = False
         self.readers: dict[str, Any] = {}
+        self._acks_out: queue.SimpleQueue = queue.SimpleQueue()
+        self._acker = threading.Thread(target=self._ack_loop, daemon=True, name="stream-acks")
+        self._acker.start()
         self.lags: dict[str, tuple[int, int | None]] = {}
         self.read = dict.fromkeys(partitions, 0)
 
@@ -190,8 +195,21 @@ class SourceWorker(_Base):
             del self.offsets_at[old]
         for p, off in (offsets or {}).items():
             if p in self.readers:
-                self.readers[p].ack(off)
+                self._acks_out.put((self.readers[p], off))
         self.ex.commit(n)
+
+    def _ack_loop(self) -> None:
+        """Acks go to the broker from here, not from the read loop: an XACK of a second's
+        10k entries costs ~15 ms, which events arriving meanwhile would wait for."""
+        while True:
+            item = self._acks_out.get()
+            if item is None:
+                return
+            reader, off = item
+            try:
+                reader.ack(off)
+            except Exception as e:  # a lost broker shows in the next read; acks are for tidiness
+                print(f"rtml.stream: ack of {off!r} failed: {e}", file=sys.stderr)
 
     def status(self) -> dict[str, Any]:
         return {"exhausted": self.exhausted}
@@ -225,6 +243,8 @@ class SourceWorker(_Base):
 
     def close(self) -> None:
         """Release readers and sink writers (the coordinator calls it before killing us)."""
+        self._acks_out.put(None)
+        self._acker.join(10)  # the last checkpoint's acks go out before the readers close
         for r in self.readers.values():
             try:
                 r.close()

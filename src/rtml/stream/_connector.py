@@ -68,7 +68,10 @@ class SourceReader(abc.ABC):
         return None
 
     def ack(self, offset: Any) -> None:
-        """Called once a checkpoint that holds ``offset`` is durable (e.g. XACK up to it)."""
+        """Called once a checkpoint that holds ``offset`` is durable (e.g. XACK up to it).
+
+        It runs on a thread of its own, possibly while ``read`` runs: use a client that is
+        safe for that (redis-py's and confluent-kafka's are)."""
         return None
 
     def close(self) -> None:

@@ -30,7 +30,8 @@ from rtml.stream._errors import (
 )
 from rtml.stream._graph import Dataflow
 from rtml.stream._plan import plan as make_plan
-from rtml.stream._registry import registry
+from rtml.dashboard import register_panel
+from rtml.stream._registry import panel_rows, registry
 from rtml.util.engine import resolve
 
 __all__ = ["Run", "start"]
@@ -158,6 +159,8 @@ class Run:
         self._key = f"{self.name}@{time.time():.3f}"
         self._registry: Any = None
         self._last_report = 0.0
+        self.last_report: dict[str, Any] | None = None
+        register_panel("streams", "Streams (rtml.stream)", panel_rows)
         self._thread = threading.Thread(target=self._coordinate, daemon=True,
                                         name=f"rtml-stream-{self.name}")
         self._thread.start()
@@ -418,6 +421,7 @@ class Run:
                 self._registry = registry(self.engine)
             m = self._final if self._final is not None else self._gather(2.0)
             m = {**m, "status": self.status, "key": self._key}
+            self.last_report = m
             self._registry.report.remote(self._key, m)
         except Exception:  # the registry is for watching; the run goes on without it
             self._registry = None

@@ -322,6 +322,21 @@ function noteSeen(d, initial) {
     $("latency").textContent = `tasks show ${fmtDur(Math.max(0, med))} after finishing (median of ${lat.length})`;
   }
 }
+// Panels that libraries registered (rtml.stream, rtml.serve...): one table each.
+function drawExtra(panels) {
+  const box = $("extra-panels");
+  box.replaceChildren(...panels.map((p) => {
+    const cols = [...new Set(p.rows.flatMap((r) => Object.keys(r)))].map((k) => ({
+      label: k.replace(/_/g, " "), get: (r) => (typeof r[k] === "number" ? fmtNum(r[k]) : r[k]),
+      num: p.rows.some((r) => typeof r[k] === "number"),
+    }));
+    const tbl = h("table", { id: `extra-${p.name}` });
+    table(tbl, cols, p.rows, p.error || "none yet");
+    return h("section", { class: "panel wide", id: `panel-${p.name}` },
+      h("h2", null, p.title, " ", h("small", { text: `${p.rows.length}` })),
+      h("div", { class: "scroll short" }, tbl));
+  }));
+}
 function render(d, initial) {
   const t = d.tasks, ev = d.events;
   $("summary").textContent = `${d.nodes.length} node${d.nodes.length === 1 ? "" : "s"} · ` +
@@ -338,6 +353,7 @@ function render(d, initial) {
   panel("objects", d.objects, drawObjects);
   panel("failures", d.failures, drawFailures);
   panel("workers", d.workers, drawWorkers);
+  panel("extra", d.panels || [], drawExtra);
   if (!state.logTouched && d.logs.length && (!state.log || state.log.pid !== d.logs[0].pid)) {
     state.log = { node_id: d.logs[0].node_id, pid: d.logs[0].pid };  // follow the newest
     delete state.shown.logs;

@@ -1,0 +1,59 @@
+"""Panels that libraries add to the dashboard: a title and rows (dicts) from a function.
+
+::
+
+    rtml.stream ── register_panel("streams", "Streams", rows_fn) ──▶ PANELS
+    dashboard snapshot ──▶ panels_view() ──▶ [{"name", "title", "rows" | "error"}] ──▶ page
+
+The dashboard stays below the libraries: it calls what was registered in its own process and
+knows nothing of streams, serving or learners. A panel's function runs on the dashboard's
+source thread; it must be quick (report cached figures, not ask actors).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["panels_view", "register_panel", "unregister_panel"]
+
+_MAX_ROWS = 200
+_lock = threading.Lock()
+_PANELS: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {}
+
+
+def register_panel(name: str, title: str, rows: Callable[[], list[dict[str, Any]]]) -> None:
+    """Show ``rows()`` (a list of flat dicts: one table row each) as a dashboard panel.
+
+    Args:
+        name: a stable id (registering it again replaces the panel).
+        title: the panel's heading.
+        rows: called at every refresh of the page, on the dashboard's thread.
+
+    Raises:
+        ValueError: ``rows`` is not callable or ``name`` is empty.
+    """
+    if not name or not callable(rows):
+        raise ValueError("register_panel(name, title, rows) needs a name and a callable")
+    with _lock:
+        _PANELS[name] = (title, rows)
+
+
+def unregister_panel(name: str) -> None:
+    with _lock:
+        _PANELS.pop(name, None)
+
+
+def panels_view() -> list[dict[str, Any]]:
+    with _lock:
+        items = list(_PANELS.items())
+    out = []
+    for name, (title, rows) in items:
+        try:
+            data = list(rows())[:_MAX_ROWS]
+            out.append({"name": name, "title": title, "rows": data})
+        except Exception as e:  # a broken panel shows its error, the page goes on
+            out.append({"name": name, "title": title, "rows": [],
+                        "error": f"{type(e).__name__}: {e}"})
+    return out
