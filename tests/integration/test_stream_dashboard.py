@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import wait_for
 from test_dashboard import CHROMIUM, CHROMIUM_ARGS, DEADLINE_MS, _playwright, fetch
 
 import rtml
+from conftest import wait_for
 from rtml import stream as rs
 from rtml._observability._sources import current_source
 from rtml.dashboard import register_panel, start_dashboard, unregister_panel

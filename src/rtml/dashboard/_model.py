@@ -22,9 +22,9 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from rtml.dashboard._panels import panels_view
 from rtml._observability._listing import FINAL
 from rtml._observability._timeline import executions, hex_id
+from rtml.dashboard._panels import panels_view
 
 if TYPE_CHECKING:
     from rtml._control._events import TaskEvent

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from rtml.dashboard import register_panel
 from rtml.stream._actors import TICK, WINDOW, SourceWorker, StageWorker
 from rtml.stream._checkpoint import open_store
 from rtml.stream._errors import (
@@ -30,7 +31,6 @@ from rtml.stream._errors import (
 )
 from rtml.stream._graph import Dataflow
 from rtml.stream._plan import plan as make_plan
-from rtml.dashboard import register_panel
 from rtml.stream._registry import panel_rows, registry
 from rtml.util.engine import resolve
 
