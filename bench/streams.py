@@ -450,7 +450,10 @@ def main() -> None:
         sys.path.insert(0, os.path.join(HERE, "..", "src"))
         from rtml._control._local_redis import LocalRedis  # bench-only helper
 
-        redis = LocalRedis(os.path.join(HERE, "results")).start()
+        import tempfile
+
+        redis_dir = tempfile.mkdtemp(prefix="rtml-bench-redis-")
+        redis = LocalRedis(redis_dir).start()
     results: dict = {}
     try:
         for wl in a.workloads:
@@ -470,6 +473,7 @@ def main() -> None:
     finally:
         if redis is not None:
             redis.stop()
+            shutil.rmtree(redis_dir, ignore_errors=True)
     summary = _summary(results, size)
     if a.json:
         with open(a.json, "w") as f:
