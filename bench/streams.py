@@ -448,9 +448,9 @@ def main() -> None:
     redis = None
     if "d" in a.workloads and shutil.which("redis-server"):
         sys.path.insert(0, os.path.join(HERE, "..", "src"))
-        from rtml._control._local_redis import LocalRedis  # bench-only helper
-
         import tempfile
+
+        from rtml._control._local_redis import LocalRedis  # bench-only helper
 
         redis_dir = tempfile.mkdtemp(prefix="rtml-bench-redis-")
         redis = LocalRedis(redis_dir).start()
