@@ -45,3 +45,27 @@ def test_a_dataflow_spans_nodes_and_is_listed_by_the_cli():
     finally:
         rtml.shutdown()
         cluster.shutdown()
+
+
+def test_a_dataflow_survives_losing_a_node_with_exactly_once_output():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1},
+                      heartbeat_timeout=2.0)
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.connect()
+        n = 3000
+        sink = rs.CollectSink(exactly_once=True)  # on the head node: created before the run
+        flow = rs.Dataflow("node-loss")
+        (flow.source(rs.IterableSource(list(range(n)), partitions=2, rate=600))
+             .key_by(lambda x: x % 10)
+             .stateful_map(lambda s, x: ((s or 0) + 1, x))
+             .sink(sink))
+        run = flow.run(parallelism=2, checkpoint_every=0.2)
+        wait_for(lambda: run.last_checkpoint >= 3, timeout=30, what="a few checkpoints")
+        cluster.remove_node(worker, allow_graceful=False)
+        wait_for(lambda: run.restarts >= 1, timeout=60, what="recovery on the head node")
+        run.wait(timeout=120)
+        assert sorted(sink.items()) == list(range(n))
+    finally:
+        rtml.shutdown()
+        cluster.shutdown()

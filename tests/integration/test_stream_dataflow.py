@@ -236,3 +236,58 @@ def test_wait_draws_progress_for_a_bounded_source():
     lines = [x for x in buf.getvalue().split("\r") if x.strip()]
     assert lines and lines[0].startswith("progress: ")
     assert "/600" in lines[-1], lines  # the source knows its size
+
+
+def test_processing_time_windows_close_by_the_clock():
+    flow = rs.Dataflow("ptime")
+    sink = rs.CollectSink()
+    (flow.source(rs.IterableSource(list(range(300)), rate=300))
+         .key_by(lambda x: "all")
+         .window(rs.Tumbling(seconds=0.25, processing_time=True)).count()
+         .sink(sink))
+    flow.run().wait(timeout=60)
+    results = sink.items()
+    assert sum(r.value for r in results) == 300
+    assert len(results) >= 3  # a second of input over quarter-second windows
+    assert all(r.end - r.start == 0.25 for r in results)
+
+
+def test_windowed_stream_join_pairs_events_of_a_key_in_the_same_window():
+    left = [{"k": i % 3, "ts": float(i)} for i in range(30)]
+    right = [{"k": i % 3, "ts": float(i) + 0.5} for i in range(0, 30, 10)]
+    flow = rs.Dataflow("wjoin")
+    sink = rs.CollectSink()
+    a = flow.source(rs.IterableSource(left), name="left").with_event_time(
+        lambda e: e["ts"], max_out_of_order=100).key_by(lambda e: e["k"])
+    b = flow.source(rs.IterableSource(right), name="right").with_event_time(
+        lambda e: e["ts"], max_out_of_order=100).key_by(lambda e: e["k"])
+    a.join(b, window=rs.Tumbling(seconds=10)).map(
+        lambda p: (p[0]["ts"], p[1]["ts"])).sink(sink)
+    flow.run(parallelism=2).wait(timeout=60)
+    expect = sorted((lt["ts"], rt["ts"]) for lt in left for rt in right
+                    if lt["k"] == rt["k"] and lt["ts"] // 10 == rt["ts"] // 10)
+    assert sorted(sink.items()) == expect and expect
+
+
+def test_a_joined_table_refreshes_while_the_dataflow_runs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "prices.parquet")
+    pq.write_table(pa.table({"item": ["a"], "price": [1.0]}), path)
+    prices = rs.Table.from_parquet(path, key="item")  # no time column: the latest row counts
+    flow = rs.Dataflow("refresh")
+    sink = rs.CollectSink()
+    (flow.source(rs.IterableSource(lambda: ({"item": "a", "n": i} for i in range(10**9)),
+                                   rate=200))
+         .key_by(lambda e: e["item"]).join_as_of(prices)
+         .map(lambda p: p[1]["price"]).sink(sink))
+    run = flow.run()
+    wait_for(lambda: sink.count() > 20, timeout=30, what="events priced")
+    pq.write_table(pa.table({"item": ["a"], "price": [2.0]}), path)
+    run.refresh(prices)
+    wait_for(lambda: 2.0 in sink.items()[-5:], timeout=30, what="the new price")
+    run.stop(timeout=60)
+    got = sink.items()
+    first_new = got.index(2.0)
+    assert set(got[:first_new]) == {1.0} and set(got[first_new:]) == {2.0}
