@@ -103,3 +103,4 @@ def test_random_interval_join_against_brute_force_with_no_lateness():
     for side, k, t, v in events:
         state.add(side, key_group(k), k, t, v, float("-inf"), out, late)
     assert sorted(p for _, p in out) == brute_interval(events, 0, 5)
+

@@ -66,7 +66,12 @@ class Table:
             duckdb = _optional("duckdb")
             con = duckdb.connect(database or ":memory:", read_only=bool(database))
             try:
-                return con.sql(query).arrow()
+                result = con.sql(query)
+                for name in ("to_arrow_table", "fetch_arrow_table"):  # newest name first
+                    if hasattr(result, name):
+                        return getattr(result, name)()
+                table = result.arrow()
+                return table.read_all() if hasattr(table, "read_all") else table
             finally:
                 con.close()
         return cls(load, key, time, name="duckdb")
