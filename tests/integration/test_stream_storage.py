@@ -39,7 +39,7 @@ def test_a_store_returns_the_newest_checkpoint_whole(kind, tmp_path, redis_addre
 
 
 def test_an_unreachable_redis_store_fails_at_once_naming_it():
-    with pytest.raises(ConnectorError, match="redis://127.0.0.1:1"):
+    with pytest.raises(ConnectorError, match=r"redis://127\.0\.0\.1:1"):
         open_store("redis://127.0.0.1:1", "flow")
 
 
