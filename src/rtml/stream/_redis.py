@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -187,9 +188,11 @@ class _RedisReader(SourceReader):
         while self._read_ids and _id_key(self._read_ids[0]) <= upto:
             ids.append(self._read_ids.popleft())
         with _errors("RedisStreamSource", self._addr, f"XACK on {self._key!r}"):
-            # The ids this reader read: one XACK per 10k, no scan of the pending list.
-            for i in range(0, len(ids), 10_000):
-                self._c.xack(self._key, self._group, *ids[i:i + 10_000])
+            # The ids this reader read, no scan of the pending list; in small XACKs with a
+            # pause between, so the read loop (same process, same GIL) is never held long.
+            for i in range(0, len(ids), 500):
+                self._c.xack(self._key, self._group, *ids[i:i + 500])
+                time.sleep(0.001)
             if self._swept:
                 return
             self._swept = True
