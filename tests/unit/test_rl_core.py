@@ -256,3 +256,32 @@ def test_serial_mcts_takes_a_win_and_blocks_a_loss():
         mcts(play([0, 1, 0, 1, 0, 1, 0]), 0.1, mode="serial")
     with pytest.raises(ValueError, match="unknown mcts mode"):
         mcts(ConnectFour(), 0.1, mode="leaf")
+
+
+def test_the_dashboard_panel_lists_live_trainers():
+    from types import SimpleNamespace
+
+    from rtml.dashboard._panels import panels_view
+    from rtml.rl import _panel
+
+    class FakePPO:
+        def __init__(self):
+            self.config = SimpleNamespace(env="CartPole-v1")
+            self.history = [{"iteration": 3, "env_steps": 6144, "return_mean": 42.5,
+                             "env_steps_per_s": 9876.4, "learner_s": 0.0123,
+                             "episodes_dropped": 1}]
+            self.group = SimpleNamespace(restarts=2)
+
+    trainer = FakePPO()
+    _panel.track(trainer)
+    (panel,) = [p for p in panels_view() if p["name"] == "rl"]
+    (row,) = [r for r in panel["rows"] if r["algorithm"] == "FakePPO"]
+    assert row == {"algorithm": "FakePPO", "env": "CartPole-v1", "iteration": 3,
+                   "env_steps": 6144, "return_mean": 42.5, "env_steps_per_s": 9876,
+                   "learner_ms": 12.3, "episodes_dropped": 1, "restarts": 2}
+    del trainer, row, panel
+    import gc
+
+    gc.collect()
+    (panel,) = [p for p in panels_view() if p["name"] == "rl"]
+    assert not [r for r in panel["rows"] if r["algorithm"] == "FakePPO"]  # gone with it

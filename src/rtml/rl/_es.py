@@ -26,6 +26,7 @@ import numpy as np
 
 from rtml.rl._errors import RLError
 from rtml.rl._nn import Adam
+from rtml.rl._panel import track
 from rtml.rl._policy import DeterministicMLPPolicy, space_dims
 from rtml.rl._runner import _find_rl_error, _fresh, _is_death, env_name, make_env
 from rtml.rl._util import ProgressLine, load_state, save_state
@@ -208,6 +209,7 @@ class ES:
         self._noise_ref = self.engine.put(self.noise)  # once: workers map it
         self._cls = self.engine.remote(num_cpus=cfg.num_cpus_per_worker)(ESWorker)
         self.workers = [self._make(i) for i in range(cfg.num_workers)]
+        track(self)
         try:
             self.engine.get([w.rollouts.remote(self.theta, 0, 0) for w in self.workers],
                             timeout=timeout)

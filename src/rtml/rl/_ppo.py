@@ -24,6 +24,7 @@ import numpy as np
 
 from rtml.rl._errors import EnvError
 from rtml.rl._nn import Adam
+from rtml.rl._panel import track
 from rtml.rl._policy import CategoricalMLPPolicy, space_dims
 from rtml.rl._runner import EnvRunnerGroup, env_name, make_env
 from rtml.rl._util import ProgressLine, load_state, save_state
@@ -195,6 +196,7 @@ class PPO:
                                     self.policy, cfg.seed, cfg.env_kwargs,
                                     cfg.max_consecutive_failures, cfg.max_restarts,
                                     cfg.num_cpus_per_runner, engine, timeout)
+        track(self)
 
     # ------------------------------------------------------------------ learner
     def _lr(self) -> float:
