@@ -52,6 +52,9 @@ def _register() -> None:
 
     for command in COMMANDS:
         cli.add_command(command)
+    from rtml.cli._serve import serve_group
+
+    cli.add_command(serve_group)
 
 
 _register()
