@@ -25,3 +25,25 @@ def test_serve_restarts_after_the_engine_was_shut_down_under_it():
     finally:
         serve.shutdown()
         rtml.shutdown()
+
+
+def test_the_dashboard_panel_lists_each_deployment():
+    from rtml.dashboard._panels import panels_view
+    from rtml.serve import _panel
+
+    @serve.deployment(num_replicas=2)
+    def echo(request):
+        return "hi"
+
+    rtml.init(num_cpus=2)
+    try:
+        serve.run(echo.bind(), name="panel-app", route_prefix=None).remote(None).result(
+            timeout_s=30)
+        _panel._cache["t"] = 0.0  # no cached rows from an earlier test
+        (panel,) = [p for p in panels_view() if p["name"] == "serve"]
+        (row,) = [r for r in panel["rows"] if r["application"] == "panel-app"]
+        assert row["deployment"] == "echo" and row["replicas"] == 2
+        assert row["status"] == "HEALTHY"
+    finally:
+        serve.shutdown()
+        rtml.shutdown()

@@ -33,6 +33,7 @@ from rtml.serve import _context
 from rtml.serve._config import DeploymentConfig, build_config, merge
 from rtml.serve._errors import RayServeException
 from rtml.serve._handle import DeploymentHandle
+from rtml.serve._panel import show as show_panel
 from rtml.serve._router import forget_routers
 
 DEFAULT_HTTP_OPTIONS: dict[str, Any] = {
@@ -187,6 +188,7 @@ def _ensure_controller(engine: str | None = None) -> Any:
         _context.set_engine(engine)
     ctl = _context.get_controller(create=True)
     if ctl is not None:
+        show_panel()
         return ctl
     from rtml.serve._controller import Controller
 
@@ -196,6 +198,7 @@ def _ensure_controller(engine: str | None = None) -> Any:
                      max_restarts=0)(Controller)
     ctl = cls.remote(_context.engine_name())
     _context.set_controller(ctl)
+    show_panel()
     return ctl
 
 
