@@ -69,6 +69,19 @@ def wait_for(cond, timeout: float = 10.0, interval: float = 0.01, what: str = "c
         time.sleep(interval)
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
+
+
+def readme_block(heading: str) -> str:
+    """The first python code block of the README after ``heading``."""
+    import re
+
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index(heading):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
 def in_threads(target, n: int, timeout: float) -> list[BaseException]:
     """Run ``target(i)`` for i in range(n) on n threads at once; the exceptions they raised
     (a thread still running after ``timeout`` counts as one)."""

@@ -27,6 +27,7 @@ def _load_root_helpers():
 _root = _load_root_helpers()
 wait_for = _root.wait_for
 in_threads = _root.in_threads
+readme_block = _root.readme_block
 
 
 @pytest.fixture

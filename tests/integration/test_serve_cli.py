@@ -13,18 +13,7 @@ import textwrap
 import httpx
 import psutil
 
-try:
-    from conftest import wait_for
-except ImportError:  # tests/integration/conftest.py shadows the name: load tests/conftest.py
-    import importlib.util
-    import pathlib
-
-    _spec = importlib.util.spec_from_file_location(
-        "_tests_conftest", pathlib.Path(__file__).parents[1] / "conftest.py")
-    assert _spec is not None and _spec.loader is not None
-    _mod = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_mod)
-    wait_for = _mod.wait_for
+from conftest import wait_for
 
 
 def _free_port() -> int:

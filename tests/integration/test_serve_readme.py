@@ -4,24 +4,21 @@ same program runs on Ray Serve after changing only its two import lines."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 
+from conftest import readme_block
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-README = os.path.join(ROOT, "README.md")
 PEERS = os.path.join(ROOT, "bench", ".peers-venv", "bin", "python")
 IMPORTS = ("import rtml as ray          # a Ray Serve program: only these two lines differ\n"
            "from rtml import serve\n")
 
 
 def _block() -> str:
-    with open(README, encoding="utf-8") as f:
-        text = f.read()
-    section = text[text.index("### Serving (`rtml.serve`)"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return readme_block("### Serving (`rtml.serve`)")
 
 
 def test_the_serving_example_runs_as_written():

@@ -13,21 +13,9 @@ import httpx
 import pytest
 
 import rtml
+from conftest import wait_for
 from rtml import serve
 from rtml.serve.exceptions import RayServeException
-
-try:
-    from conftest import wait_for
-except ImportError:  # tests/integration/conftest.py shadows the name: load tests/conftest.py
-    import importlib.util
-    import pathlib
-
-    _spec = importlib.util.spec_from_file_location(
-        "_tests_conftest", pathlib.Path(__file__).parents[1] / "conftest.py")
-    assert _spec is not None and _spec.loader is not None
-    _mod = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_mod)
-    wait_for = _mod.wait_for
 
 
 def free_port() -> int:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 
-README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
-
-
-def _block(heading: str) -> str:
-    with open(README, encoding="utf-8") as f:
-        text = f.read()
-    section = text[text.index(heading):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+from conftest import readme_block
 
 
 def test_the_streams_example_runs_as_written():
-    out = subprocess.run([sys.executable, "-c", _block("### Streams (`rtml.stream`)")],
+    out = subprocess.run([sys.executable, "-c", readme_block("### Streams (`rtml.stream`)")],
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
