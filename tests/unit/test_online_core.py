@@ -1,0 +1,216 @@
+"""rtml.online without processes: parity with River's progressive_val_score, delayed labels,
+drift, bad input, the registry and its subscriber."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+river = pytest.importorskip("river")
+from river import (  # noqa: E402  # noqa: E402
+    datasets,
+    drift,
+    ensemble,
+    evaluate,
+    linear_model,
+    metrics,
+    preprocessing,
+    stream,
+    tree,
+)
+from river.datasets import synth  # noqa: E402
+
+from rtml.online import Drift, ModelRegistry, OnlineState, PublishError  # noqa: E402
+
+
+def _models():
+    return {
+        "logreg": lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        "hoeffding": lambda: tree.HoeffdingTreeClassifier(),
+        "ensemble": lambda: ensemble.BaggingClassifier(
+            tree.HoeffdingTreeClassifier(), n_models=3, seed=42),
+    }
+
+
+def _datasets():
+    return {
+        "phishing": lambda: datasets.Phishing(),
+        "bananas": lambda: list(datasets.Bananas())[:2000],
+        "drift": lambda: list(synth.ConceptDriftStream(seed=7, position=1000, width=100)
+                              .take(2000)),
+    }
+
+
+@pytest.mark.parametrize("data", sorted(_datasets()))
+@pytest.mark.parametrize("name", sorted(_models()))
+def test_parity_with_progressive_val_score(name, data):
+    ref = evaluate.progressive_val_score(_datasets()[data](), _models()[name](),
+                                         metrics.Accuracy() + metrics.ROCAUC())
+    st = OnlineState(_models()[name](), [metrics.Accuracy(), metrics.ROCAUC()], window=100)
+    for x, y in _datasets()[data]():
+        st.learn(x, y)
+    acc, auc = list(ref)
+    assert st.metric_values()["Accuracy"] == acc.get()  # digit for digit
+    assert st.metric_values()["ROCAUC"] == auc.get()
+    assert st.position == len(list(_datasets()[data]()))
+
+
+def test_delayed_labels_match_river_with_delay():
+    data = list(datasets.Phishing())
+    mk = lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression()  # noqa: E731
+    ref = evaluate.progressive_val_score(data, mk(), metrics.Accuracy(), delay=25)
+    st = OnlineState(mk(), [metrics.Accuracy()], window=0)
+    for i, x, y in stream.simulate_qa(data, moment=None, delay=25):
+        if y is None:
+            st.ask(i, x, now=0.0)
+        else:
+            assert st.answer(i, y)
+    assert st.metric_values()["Accuracy"] == ref.get()
+
+
+def test_label_timeout_and_unknown_key_are_dead_lettered():
+    st = OnlineState(linear_model.LogisticRegression(), window=0, label_timeout=5.0)
+    st.ask("a", {"f": 1.0}, now=100.0)
+    st.ask("b", {"f": 2.0}, now=103.0)
+    assert st.expire(now=106.0) == 1
+    assert not st.answer("a", True)       # expired
+    assert st.answer("b", True)
+    assert not st.answer("zzz", False)    # never asked
+    assert st.counts["expired"] == 1 and st.counts["unknown_key"] == 2
+    assert [d["kind"] for d in st.dead] == ["expired", "unknown_key", "unknown_key"]
+
+
+class _Flaky(linear_model.LogisticRegression):
+    def learn_one(self, x, y):
+        if x.get("boom"):
+            raise ValueError("boom")
+        super().learn_one(x, y)
+
+
+def test_bad_input_is_counted_and_the_learner_goes_on():
+    st = OnlineState(_Flaky(), window=0, check_features=True)
+    assert st.learn({"a": 1.0, "boom": 0}, True)
+    assert not st.learn({"boom": 0}, False)                    # missing feature
+    assert not st.learn({"a": "high", "boom": 0}, False)       # wrong type
+    assert not st.learn([1, 2], False)                         # not a dict
+    assert not st.learn({"a": 1.0, "boom": 1}, True)           # model raises
+    assert st.learn({"a": 2.0, "boom": 0}, False)
+    assert st.counts == {"learned": 2, "bad_features": 3, "model_error": 1, "unknown_key": 0,
+                         "expired": 0}
+    reasons = [d["reason"] for d in st.dead]
+    assert "feature 'a' is missing" in reasons[0] and "expected a number" in reasons[1]
+    assert "ValueError: boom" in reasons[3]
+
+
+def _drift_data():
+    return list(synth.ConceptDriftStream(
+        stream=synth.Agrawal(classification_function=0, seed=1),
+        drift_stream=synth.Agrawal(classification_function=4, seed=1),
+        seed=1, position=3000, width=200).take(6000))
+
+
+@pytest.mark.parametrize("action", ["alert", "reset", "swap"])
+def test_drift_is_detected_recorded_and_acted_on(action):
+    st = OnlineState(tree.HoeffdingTreeClassifier(), window=0, drift=Drift(action=action))
+    first = st.model
+    for x, y in _drift_data():
+        st.learn(x, y)
+    after = [d for d in st.drifts if d["position"] >= 3000]
+    assert after, st.drifts
+    assert all(d["action"] == action for d in st.drifts)
+    assert (st.model is first) == (action == "alert")
+
+
+def test_default_detector_is_adwin():
+    assert isinstance(Drift().detector, drift.ADWIN)
+    with pytest.raises(ValueError, match="use 'alert', 'reset' or 'swap'"):
+        Drift(action="panic")
+
+
+def test_registry_versions_pin_rollback_and_subscriber(tmp_path):
+    reg = ModelRegistry(tmp_path / "reg")
+    st = OnlineState(linear_model.LogisticRegression(), window=0)
+    data = list(datasets.Phishing())
+    for x, y in data[:100]:
+        st.learn(x, y, t=1.5)
+    v1 = reg.publish(st)
+    for x, y in data[100:200]:
+        st.learn(x, y, t=2.5)
+    v2 = reg.publish(st)
+    assert (v1.number, v2.number) == (1, 2) and reg.versions() == [1, 2]
+    got = reg.get(1)
+    assert (got.position, got.event_time) == (100, 1.5)
+    assert got.metrics == pytest.approx(v1.metrics)
+    sub = reg.subscriber(follow=False)
+    assert sub.version.number == 2 and reg.poll(2) is None and reg.poll(1) == 2
+    _, n = sub.predict_proba_one(data[0][0])
+    assert n == 2
+    reg.pin(1)
+    assert sub.refresh() and sub.version.number == 1
+    reg.publish(st)
+    assert not sub.refresh()  # pinned: a new version is not served
+    reg.unpin()
+    assert sub.refresh() and sub.version.number == 3
+    with pytest.raises(KeyError, match="version 9"):
+        reg.pin(9)
+
+
+def test_unpicklable_model_fails_at_publish_naming_the_attribute(tmp_path):
+    model = linear_model.LogisticRegression()
+    model.lock = threading.Lock()
+    st = OnlineState(model, window=0)
+    with pytest.raises(PublishError, match=r"state\.model\.lock \(lock\)"):
+        ModelRegistry(tmp_path).publish(st)
+
+
+def test_subscriber_swaps_while_predictions_go_on(tmp_path):
+    from conftest import wait_for
+
+    reg = ModelRegistry(tmp_path)
+    st = OnlineState(linear_model.LogisticRegression(), window=0)
+    data = list(datasets.Phishing())
+    reg.publish(st)
+    seen, errors = [], []
+    with reg.subscriber(interval=0.001) as sub:
+        stop = threading.Event()
+
+        def predict():
+            while not stop.is_set():
+                try:
+                    seen.append(sub.predict_one(data[0][0])[1])
+                except Exception as e:  # pragma: no cover - what the test looks for
+                    errors.append(e)
+
+        th = threading.Thread(target=predict)
+        th.start()
+        for i in range(20):
+            for x, y in data[i * 10:(i + 1) * 10]:
+                st.learn(x, y)
+            reg.publish(st)
+        wait_for(lambda: seen and seen[-1] == 21, timeout=10, what="the last version served")
+        stop.set()
+        th.join(timeout=10)
+    assert errors == []
+    assert seen == sorted(seen) and sub.swaps >= 2
+
+
+def test_average_pools_scaler_statistics_exactly():
+    from rtml.online import average
+
+    data = list(datasets.Phishing())
+    mk = lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression()  # noqa: E731
+    a, b, whole = mk(), mk(), preprocessing.StandardScaler()
+    for x, y in data[:500]:
+        a.learn_one(x, y)
+    for x, y in data[500:1000]:
+        b.learn_one(x, y)
+    for x, _ in data[:1000]:
+        whole.learn_one(x)
+    avg = average([a, b])
+    for k in whole.means:
+        assert avg["StandardScaler"].means[k] == pytest.approx(whole.means[k])
+        assert avg["StandardScaler"].vars[k] == pytest.approx(whole.vars[k])
+    wa, wb = dict(a["LogisticRegression"]._weights), dict(b["LogisticRegression"]._weights)
+    for k, w in dict(avg["LogisticRegression"]._weights).items():
+        assert w == pytest.approx((wa.get(k, 0) + wb.get(k, 0)) / 2)
