@@ -123,3 +123,20 @@ def test_data_parallel_averaging_merges_replicas(shared_runtime):
     pooled = sum(s["metrics"]["Accuracy"] * s["position"] for s in st) / len(DATA)
     assert pooled > 0.8
     dp.kill()
+
+
+def test_a_learner_is_a_row_of_the_dashboard_panel(shared_runtime, tmp_path):
+    from rtml.dashboard._panels import panels_view
+    from rtml.online import _panel
+
+    reg = ModelRegistry(tmp_path / "reg")
+    lr = Learner(_model(), [metrics.Accuracy()], registry=reg, publish_every=100,
+                 publish_interval=3600)
+    lr.learn_from(((x, y) for x, y in DATA[:300]), batch=100)
+    rtml.get(lr.learn.remote({"bad": "x"}, True), timeout=30)
+    _panel._cache["t"] = 0.0  # no rows cached by an earlier refresh
+    (panel,) = [p for p in panels_view() if p["name"] == "online"]
+    (row,) = [r for r in panel["rows"] if r.get("position") == 300]
+    assert row["model"] == "Pipeline" and row["status"] == "learning"
+    assert row["rejected"] == 1 and row["version"] == 3 and 0 < row["Accuracy"] <= 1
+    lr.kill()

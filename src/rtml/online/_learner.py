@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rtml.online._core import Drift, OnlineState
+from rtml.online._panel import track
 from rtml.online._registry import ModelRegistry
 from rtml.stream import Sink, SinkWriter
 from rtml.util.engine import resolve
@@ -122,9 +123,12 @@ class Learner:
                             label_timeout=label_timeout)
         self.handle = self.engine.remote(_LearnerActor).remote(
             state, registry, publish_every, publish_interval, resume)
+        self.registry = registry
+        self.model_name = type(model).__name__
+        track(self)  # a row of the dashboard's Online learning panel
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("handle", "engine"):
+        if name.startswith("_") or name in ("handle", "engine", "registry", "model_name"):
             raise AttributeError(name)
         return getattr(self.handle, name)
 
