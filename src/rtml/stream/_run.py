@@ -387,7 +387,7 @@ class Run:
     def _step(self) -> None:
         eng = self.engine
         refs = list(self._run_refs)
-        ready, _ = eng.wait(refs, num_returns=len(refs), timeout=0)
+        ready, _ = eng.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
         for r in ready:
             self._run_refs.pop(r)
             eng.get(r, timeout=10)  # raises what stopped the loop, if it failed
