@@ -134,7 +134,7 @@ def test_a_learner_is_a_row_of_the_dashboard_panel(shared_runtime, tmp_path):
                  publish_interval=3600)
     lr.learn_from(((x, y) for x, y in DATA[:300]), batch=100)
     rtml.get(lr.learn.remote({"bad": "x"}, True), timeout=30)
-    _panel._cache["t"] = 0.0  # no rows cached by an earlier refresh
+    _panel.PANEL.expire()  # no rows cached by an earlier refresh
     (panel,) = [p for p in panels_view() if p["name"] == "online"]
     (row,) = [r for r in panel["rows"] if r.get("position") == 300]
     assert row["model"] == "Pipeline" and row["status"] == "learning"

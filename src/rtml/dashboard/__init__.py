@@ -6,7 +6,8 @@ importing this package costs only the standard library: Starlette and uvicorn ar
 the server's thread.
 """
 
-from rtml.dashboard._panels import register_panel, unregister_panel
+from rtml.dashboard._panels import ObjectPanel, register_panel, unregister_panel
 from rtml.dashboard._server import DashboardHandle, start_dashboard
 
-__all__ = ["DashboardHandle", "register_panel", "start_dashboard", "unregister_panel"]
+__all__ = ["DashboardHandle", "ObjectPanel", "register_panel", "start_dashboard",
+           "unregister_panel"]

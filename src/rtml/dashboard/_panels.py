@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["panels_view", "register_panel", "unregister_panel"]
+__all__ = ["ObjectPanel", "panels_view", "register_panel", "unregister_panel"]
 
 _MAX_ROWS = 200
 _lock = threading.Lock()
@@ -57,3 +57,47 @@ def panels_view() -> list[dict[str, Any]]:
             out.append({"name": name, "title": title, "rows": [],
                         "error": f"{type(e).__name__}: {e}"})
     return out
+
+
+class ObjectPanel:
+    """A panel with one row per live object of a library (held weakly: an object that is
+    garbage-collected leaves the panel), registered on the first ``track``.
+
+    Args:
+        name, title: as for :func:`register_panel`.
+        row: ``row(obj) -> dict``, the object's row.
+        refresh_s: reuse the last rows for this long (for rows that ask an actor).
+    """
+
+    def __init__(self, name: str, title: str, row: Callable[[Any], dict[str, Any]],
+                 refresh_s: float = 0.0) -> None:
+        import weakref
+
+        self.name, self.title, self.row, self.refresh_s = name, title, row, refresh_s
+        self._objects: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[dict[str, Any]]] | None = None
+
+    def track(self, obj: Any) -> None:
+        with self._lock:
+            first = not self._objects
+            self._objects.add(obj)
+        if first:
+            register_panel(self.name, self.title, self.rows)
+
+    def expire(self) -> None:
+        """Forget the cached rows: the next refresh builds them again."""
+        self._cached = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        import time
+
+        now = time.monotonic()
+        cached = self._cached
+        if cached is not None and now - cached[0] < self.refresh_s:
+            return cached[1]
+        with self._lock:
+            objects = list(self._objects)
+        fresh = [self.row(o) for o in objects]
+        self._cached = (now, fresh)
+        return fresh
