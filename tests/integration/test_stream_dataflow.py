@@ -97,6 +97,35 @@ def test_interval_join_pairs_clicks_with_their_impressions():
     assert sorted(sink.items()) == [(i, i + 3.0) for i in range(0, 50, 5)]
 
 
+def test_merge_interleaves_keyed_branches_and_windows_close_on_the_smaller_watermark():
+    evens = [{"user": f"u{i % 3}", "ts": float(i)} for i in range(0, 60, 2)]
+    odds = [{"user": f"u{i % 3}", "ts": float(i)} for i in range(1, 60, 2)]
+    flow = rs.Dataflow("merge")
+    a = flow.source(rs.IterableSource(evens), name="evens").with_event_time(
+        lambda e: e["ts"], max_out_of_order=5).key_by(lambda e: e["user"])
+    b = flow.source(rs.IterableSource(odds), name="odds").with_event_time(
+        lambda e: e["ts"], max_out_of_order=5).key_by(lambda e: e["user"])
+    # A branch of a branch: the same keyed stream filtered two ways, then merged back.
+    small = a.filter(lambda e: e["ts"] < 30)
+    large = a.filter(lambda e: e["ts"] >= 30)
+    counts = rs.CollectSink()
+    (small.merge(large, b, name="all").window(rs.Tumbling(seconds=20)).count()
+          .map(lambda r: (r.key, r.start, r.value)).sink(counts))
+    flow.run(parallelism=2).wait(timeout=60)
+    expected = {(f"u{u}", float(w), sum(1 for i in range(w, w + 20) if i % 3 == u))
+                for u in range(3) for w in (0, 20, 40)}
+    assert set(counts.items()) == expected and len(counts.items()) == 9
+
+
+def test_merge_refuses_nothing_to_merge_and_unkeyed_inputs():
+    flow = rs.Dataflow("merge-bad")
+    s = flow.source(rs.IterableSource([1, 2])).key_by(lambda x: x)
+    with pytest.raises(rs.StreamConfigError, match="at least one"):
+        s.merge()
+    with pytest.raises(rs.StreamConfigError, match="keyed inputs"):
+        s.merge(flow.source(rs.IterableSource([3]), name="other").map(lambda x: x))
+
+
 def test_a_user_error_fails_the_run_naming_the_event_and_key():
     flow = rs.Dataflow("boom")
     (flow.source(rs.IterableSource([1, 2, 3, 0, 5]))

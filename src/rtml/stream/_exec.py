@@ -336,6 +336,14 @@ class _TwoSided(_Keyed):
         self.state.restore(state)
 
 
+class _Merge(_Keyed):
+    stateful = False  # holds nothing: events pass through with their key and time
+
+    def process(self, items, side):
+        self.n_in += len(items)
+        self.emit(items)
+
+
 class _SinkOp(_Op):
     """Writes at once (at-least-once) or buffers each epoch until its checkpoint is durable."""
 
@@ -412,7 +420,7 @@ class _SourceOp(_Op):
 _OPS = {"source": _SourceOp, "map": _Map, "filter": _Filter, "flat_map": _FlatMap,
         "inspect": _Inspect, "key_by": _KeyBy, "items": _Items, "event_time": _EventTime,
         "stateful_map": _StatefulMap, "window": _Window, "join_as_of": _AsOf,
-        "join": _TwoSided, "interval_join": _TwoSided, "sink": _SinkOp}
+        "join": _TwoSided, "interval_join": _TwoSided, "merge": _Merge, "sink": _SinkOp}
 
 
 class StageExec:

@@ -5,7 +5,7 @@
     Dataflow ── source() ──▶ Stream ── map/filter/flat_map/inspect/with_event_time ──▶ Stream
                                 │ key_by(f)
                                 ▼
-                             KeyedStream ── stateful_map / join_as_of / join / interval_join
+                             KeyedStream ── stateful_map / join_as_of / join / interval_join / merge
                                 │ window(spec)
                                 ▼
                              WindowedStream ── fold / reduce / count / collect ──▶ KeyedStream
@@ -28,7 +28,7 @@ from rtml.stream._time import Session, Sliding, Tumbling
 
 __all__ = ["Dataflow", "KeyedStream", "Stream", "WindowedStream"]
 
-STATEFUL = {"stateful_map", "window", "join_as_of", "join", "interval_join"}
+STATEFUL = {"stateful_map", "window", "join_as_of", "join", "interval_join", "merge"}
 
 
 @dataclass
@@ -286,6 +286,17 @@ class KeyedStream(Stream):
         return self._stateful("interval_join", name,
                               {"lower": float(lower), "upper": float(upper),
                                "lateness": float(lateness)}, [other], need_time=True)
+
+    def merge(self, *others: KeyedStream, name: str | None = None) -> KeyedStream:
+        """One keyed stream holding the events of this stream and of ``others`` (each keyed
+        the same way), interleaved as they arrive: e.g. labelled samples from two branches
+        going on to the same join. The watermark is the smallest of the inputs'."""
+        if not others:
+            raise StreamConfigError("merge() takes at least one other keyed stream")
+        for o in others:
+            if o.flow is not self.flow:
+                raise StreamConfigError("merge() takes streams of the same dataflow")
+        return self._stateful("merge", name, {}, list(others))
 
     def items(self, *, name: str | None = None) -> Stream:
         """An unkeyed stream of ``(key, event)`` tuples."""
