@@ -11,8 +11,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+# The live recommender: streams, online learning and serving together, about 30 s of events
+# (see examples/recommender/run.py --help for --source redis|kafka, --chaos, --json).
 demo: setup
-	$(PY) examples/tree_search.py
+	$(PY) examples/recommender/run.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench examples
