@@ -26,7 +26,13 @@ _NUMERIC = (int, float, bool)
 
 
 def _river() -> Any:
-    return optional_import("river", "online", "rtml.online")
+    river = optional_import("river", "online", "rtml.online")
+    import river.base
+    import river.drift
+    import river.metrics
+    import river.utils  # noqa: F401  (submodules are not loaded by ``import river``)
+
+    return river
 
 
 class Drift:
