@@ -178,15 +178,6 @@ def _decode_redis(entry: dict[str, str]) -> dict[str, Any]:
     return json.loads(entry["e"])
 
 
-def _pid_of(actor_name_part: str) -> int | None:
-    from rtml.util.state import list_actors
-
-    for a in list_actors(limit=1000):
-        if actor_name_part in (a.get("class_name") or "") and a.get("state") == "ALIVE":
-            return a.get("pid")
-    return None
-
-
 def _restarts(class_part: str) -> int:
     from rtml.util.state import list_actors
 
@@ -217,19 +208,25 @@ def _start_when_served(url: str, load: Any, registry: Any, deadline: float) -> N
 
 
 class Chaos:
-    """Kills the learner's actor at 60 % of the run and a serving replica at 70 %."""
+    """Kills the learner's actor at 60 % of the run (as a crash: it restarts from its last
+    snapshot) and SIGKILLs a serving replica's process at 70 %."""
 
-    def __init__(self, start: float, duration: float) -> None:
+    def __init__(self, start: float, duration: float, learner: Any) -> None:
         self.plan = [(start + 0.6 * duration, "learner"), (start + 0.7 * duration, "replica")]
+        self.learner = learner
         self.done: list[dict[str, Any]] = []
 
     def tick(self, now: float, start: float) -> None:
         while self.plan and now >= self.plan[0][0]:
             _, what = self.plan.pop(0)
-            pid = _pid_of("_LearnerActor") if what == "learner" else (_replica_pids() or [None])[0]
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-            self.done.append({"what": what, "pid": pid, "t": round(now - start, 2)})
+            if what == "learner":
+                self.learner.kill(restart=True)
+                self.done.append({"what": what, "t": round(now - start, 2)})
+            else:
+                pid = (_replica_pids() or [None])[0]
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                self.done.append({"what": what, "pid": pid, "t": round(now - start, 2)})
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -306,7 +303,7 @@ def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
     waiter = threading.Thread(target=_start_when_served, args=(url, load, registry, start + 60),
                               name="recommender-ready", daemon=True)
     waiter.start()
-    chaos = Chaos(start, args.duration) if args.chaos else None
+    chaos = Chaos(start, args.duration, continual) if args.chaos else None
     series: list[dict[str, Any]] = []
     end = start + args.duration + world.window + 1.0
     try:
