@@ -290,5 +290,5 @@ def test_redis_without_the_package_names_the_extra(monkeypatch):
 
 
 def test_unreachable_redis_is_named():
-    with pytest.raises(ConnectionError, match="cannot reach Redis at redis://127.0.0.1:1/0"):
+    with pytest.raises(ConnectionError, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
         ModelRegistry("redis://127.0.0.1:1/0")

@@ -3,8 +3,6 @@ drift and bad input (the registry and its subscriber: tests/integration/test_onl
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 river = pytest.importorskip("river")

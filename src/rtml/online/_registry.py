@@ -157,7 +157,7 @@ class ModelRegistry:
             raise PublishError(f"cannot publish: {where} cannot be pickled ({e}); keep "
                                "connections, locks and open files out of the model, or give "
                                "it __getstate__/__setstate__") from e
-        meta = {"position": int(getattr(state, "position", 0)),
+        meta: dict[str, Any] = {"position": int(getattr(state, "position", 0)),
                 "event_time": getattr(state, "event_time", None),
                 "metrics": {k: float(x) for k, x in dict(
                     metrics if metrics is not None else (
