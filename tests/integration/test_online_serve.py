@@ -5,6 +5,7 @@ taking effect, the handle's response naming its version, metrics from a route.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import threading
 import time
@@ -154,7 +155,7 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
     # the version each client sees only rises, except where pin/rollback lowered it
     for res in clients.results:
         vs = [v for _, _, v in res]
-        drops = sum(1 for a, b in zip(vs, vs[1:]) if b < a)
+        drops = sum(1 for a, b in itertools.pairwise(vs) if b < a)
         assert drops <= 2, vs  # the pin and the rollback
         assert vs[-1] > vs[0]
     # the replica's subscriber reports what it served
