@@ -302,6 +302,7 @@ class Subscriber:
         self.latest = 0
         self.pinned: int | None = None
         self.version_lag = 0
+        self.first_load_ms: float | None = None
         self._freshness: deque[float] = deque(maxlen=window)
         self._load_ms: deque[float] = deque(maxlen=window)
         self._records: list[_Served] = []  # the served one and those retired < 1 s ago
@@ -338,7 +339,11 @@ class Subscriber:
             if cur and (s is None or cur != s.number):
                 t0 = time.perf_counter()
                 v = self.registry.get(cur)
-                self._load_ms.append((time.perf_counter() - t0) * 1000)
+                ms = (time.perf_counter() - t0) * 1000
+                if s is None:  # the first load also imports the model's modules
+                    self.first_load_ms = ms
+                else:
+                    self._load_ms.append(ms)
                 new = _Served(v)
                 self._served = new  # one reference assignment: atomic for readers
                 if s is not None:
@@ -436,8 +441,9 @@ class Subscriber:
             ``version_lag`` (latest minus served, at the last poll), ``swaps``,
             ``predictions``, ``freshness_p50_s`` / ``freshness_p99_s`` / ``freshness_n``
             (over the last ``window`` versions that served a prediction; ``None`` until one
-            has), ``load_ms_p50`` / ``load_ms_p99`` (loading a version, off the prediction
-            path), ``unserved_versions`` (swapped out before serving anything), ``polls``,
+            has), ``load_ms_p50`` / ``load_ms_p99`` (loading a newer version, off the
+            prediction path; ``None`` before the first swap), ``first_load_ms`` (the first
+            version, which also imports the model's modules), ``unserved_versions`` (swapped out before serving anything), ``polls``,
             ``poll_errors``, ``registry``, ``subscriber``.
         """
         with self._lock:
@@ -459,6 +465,7 @@ class Subscriber:
                     "freshness_p99_s": r(_quantile(fr, 0.99), 4), "freshness_n": len(fr),
                     "load_ms_p50": r(_quantile(ld, 0.5), 3),
                     "load_ms_p99": r(_quantile(ld, 0.99), 3),
+                    "first_load_ms": r(self.first_load_ms, 3),
                     "unserved_versions": self._unserved, "polls": self.polls,
                     "poll_errors": self.poll_errors}
 
