@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -165,3 +167,20 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
     assert rep["swaps"] >= 10
     assert rep["freshness_n"] >= 5 and 0 < rep["freshness_p99_s"] < 5
     learner.kill()
+
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+PEERS = os.path.join(ROOT, "bench", ".peers-venv", "bin", "python")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(PEERS) or not os.environ.get("RTML_TEST_RAY_SERVE"),
+                    reason="~30 s: set RTML_TEST_RAY_SERVE=1 (needs Ray in bench/.peers-venv)")
+def test_the_same_deployment_runs_on_ray_serve(tmp_path):
+    program = os.path.join(os.path.dirname(__file__), "online_ray_serve_program.py")
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
+    out = subprocess.run([PEERS, program], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln in ("200 1 1", "2")]
+    assert lines == ["200 1 1", "2"], out.stdout[-2000:]
