@@ -249,12 +249,15 @@ def test_the_registry_travels_into_actors_and_their_subscribers_report(shared_ru
     assert reg.versions()[-1] == 41
     assert rtml.get(actors[1].follow.remote(), timeout=30) == 41
     assert rtml.get(actors[1].predict.remote(), timeout=30)[1] == 41
-    wait_for(lambda: any(r["version"] == 41 for r in reg.subscribers()), timeout=10,
-             what="the remote subscriber's report")
+    wait_for(lambda: any(r["predictions"] == 1 for r in reg.subscribers()), timeout=10,
+             what="the remote subscriber's report (every 2 s)")
     (rep,) = reg.subscribers()
-    assert rep["predictions"] == 1 and rep["latest"] == 41
+    assert rep["version"] == rep["latest"] == 41
+    from rtml.dashboard._panels import panels_view
+
     _panel.expire_served()
-    rows = [r for r in _panel.served_rows() if r["subscriber"] == rep["subscriber"]]
+    (panel,) = [p for p in panels_view() if p["name"] == "online-served"]
+    rows = [r for r in panel["rows"] if r["subscriber"] == rep["subscriber"]]
     assert rows and rows[0]["version"] == 41 and rows[0]["registry"] == reg.describe()
     rtml.get(actors[1].stop.remote(), timeout=30)
     assert reg.subscribers() == []  # a closed subscriber leaves the panel
