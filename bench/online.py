@@ -8,9 +8,10 @@
 - throughput: the same test-then-train loop in one process (the floor) against a Learner actor
   fed by an rtml.stream dataflow (IterableSource -> LearnerSink).
 - freshness: events at a fixed rate into a learner publishing every 200 ms to a directory
-  registry; a plain rtml actor holding a Subscriber answers predictions at a fixed rate (rtml.serve
-  is not used); freshness = time from an event's append to the first prediction served by a
-  version whose newest event time is at or after it.
+  registry; an rtml.serve deployment holding a Subscriber answers HTTP requests at a fixed
+  rate; freshness = time from an event's append to the first response (x-model-version) from a
+  version whose newest event time is at or after it; "subscriber" holds the replica's own
+  Subscriber.stats() (per version: first served prediction minus its newest event time).
 Measures only; never asserts.
 """
 
@@ -104,44 +105,67 @@ def throughput(n: int) -> dict:
             "single_accuracy": round(single.metric_values()["Accuracy"], 4)}
 
 
-class _Server:
-    """A plain actor standing in for a serving deployment: predicts with a Subscriber."""
+def _ctr_deployment():
+    from starlette.requests import Request
 
-    def __init__(self, path: str) -> None:
-        self.sub = ModelRegistry(path).subscriber(interval=0.005)
+    from rtml import serve
 
-    def predict(self, x: dict) -> tuple:
-        v = self.sub.version
-        if v is None:
-            return None, 0, None
-        return v.model.predict_one(x), v.number, v.event_time
+    @serve.deployment
+    class CTR:
+        """The README's serving deployment: a Subscriber answers, naming its version."""
+
+        def __init__(self, registry: ModelRegistry) -> None:
+            self.model = registry.subscriber(interval=0.005)
+
+        def stats(self) -> dict:
+            return self.model.stats()
+
+        async def __call__(self, request: Request):
+            return self.model.response(await request.json())
+
+    return CTR
 
 
 def freshness(seconds: float, rate: int, qps: int) -> dict:
+    """Events at ``rate``/s into a learner publishing every 200 ms; an rtml.serve deployment
+    holding a Subscriber answers ``qps`` HTTP requests/s. Per event: append time to the first
+    response (x-model-version) from a version whose newest event time is at or after it; per
+    version, the replica's own Subscriber.stats()."""
+    import socket
+
+    import httpx
+
+    from rtml import serve
+
     base = list(datasets.Phishing())
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    serve.start(http_options={"port": port})
     with tempfile.TemporaryDirectory() as d:
         reg = ModelRegistry(d)
-        lr = Learner(_models()["logreg"](), window=0, registry=reg, publish_every=10**9,
-                     publish_interval=0.2)
+        lr = Learner(_models()["logreg"](), [metrics.Accuracy()], window=0, registry=reg,
+                     publish_every=10**9, publish_interval=0.2)
         lr.get("publish")
-        server = rtml.remote(_Server).remote(d)
-        rtml.get(server.predict.remote(base[0][0]), timeout=30)
+        handle = serve.run(_ctr_deployment().bind(reg), name="ctr", route_prefix="/ctr")
+        url = f"http://127.0.0.1:{port}/ctr"
         stop = threading.Event()
-        served: list[tuple[float, float | None]] = []
+        served: list[tuple[float, int]] = []
         failed = [0]
 
         def requests() -> None:
             i = 0
-            while not stop.is_set():
-                t = time.time()
-                try:
-                    _, _, vet = rtml.get(server.predict.remote(base[i % len(base)][0]),
-                                         timeout=5)
-                    served.append((time.time(), vet))
-                except Exception:
-                    failed[0] += 1
-                i += 1
-                time.sleep(max(0.0, 1.0 / qps - (time.time() - t)))
+            with httpx.Client(timeout=5) as c:
+                while not stop.is_set():
+                    t = time.time()
+                    try:
+                        r = c.post(url, json=base[i % len(base)][0])
+                        r.raise_for_status()
+                        served.append((time.time(), int(r.headers["x-model-version"])))
+                    except Exception:
+                        failed[0] += 1
+                    i += 1
+                    time.sleep(max(0.0, 1.0 / qps - (time.time() - t)))
 
         th = threading.Thread(target=requests, daemon=True)
         th.start()
@@ -164,12 +188,15 @@ def freshness(seconds: float, rate: int, qps: int) -> dict:
         time.sleep(1.0)
         stop.set()
         th.join(timeout=10)
+        sub = handle.stats.remote().result(timeout_s=30)
         lr.kill()
-        rtml.kill(server)
+        event_time = {n: reg.get(n).event_time for n in {v for _, v in served}}
+        serve.shutdown()
     lat = []
     j = 0
     for te in events:
-        while j < len(served) and (served[j][1] is None or served[j][1] < te):
+        while j < len(served) and (event_time[served[j][1]] is None
+                                   or event_time[served[j][1]] < te):
             j += 1
         if j == len(served):
             break
@@ -181,7 +208,11 @@ def freshness(seconds: float, rate: int, qps: int) -> dict:
 
     return {"freshness_p50_s": q(0.5), "freshness_p99_s": q(0.99),
             "failed_predictions": failed[0], "predictions": len(served),
-            "events": len(events) * batch, "server": "plain rtml actor + Subscriber"}
+            "events": len(events) * batch,
+            "server": "rtml.serve deployment (HTTP) + Subscriber",
+            "subscriber": {k: sub[k] for k in (
+                "version", "swaps", "predictions", "freshness_p50_s", "freshness_p99_s",
+                "version_lag", "load_ms_p99", "unserved_versions")}}
 
 
 def main() -> None:

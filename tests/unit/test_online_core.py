@@ -1,9 +1,7 @@
 """rtml.online without processes: parity with River's progressive_val_score, delayed labels,
-drift, bad input, the registry and its subscriber."""
+drift and bad input (the registry and its subscriber: tests/integration/test_online_registry.py)."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 
@@ -21,7 +19,7 @@ from river import (  # noqa: E402  # noqa: E402
 )
 from river.datasets import synth  # noqa: E402
 
-from rtml.online import Drift, ModelRegistry, OnlineState, PublishError  # noqa: E402
+from rtml.online import Drift, OnlineState  # noqa: E402
 
 
 def _models():
@@ -126,73 +124,6 @@ def test_default_detector_is_adwin():
     assert isinstance(Drift().detector, drift.ADWIN)
     with pytest.raises(ValueError, match="use 'alert', 'reset' or 'swap'"):
         Drift(action="panic")
-
-
-def test_registry_versions_pin_rollback_and_subscriber(tmp_path):
-    reg = ModelRegistry(tmp_path / "reg")
-    st = OnlineState(linear_model.LogisticRegression(), window=0)
-    data = list(datasets.Phishing())
-    for x, y in data[:100]:
-        st.learn(x, y, t=1.5)
-    v1 = reg.publish(st)
-    for x, y in data[100:200]:
-        st.learn(x, y, t=2.5)
-    v2 = reg.publish(st)
-    assert (v1.number, v2.number) == (1, 2) and reg.versions() == [1, 2]
-    got = reg.get(1)
-    assert (got.position, got.event_time) == (100, 1.5)
-    assert got.metrics == pytest.approx(v1.metrics)
-    sub = reg.subscriber(follow=False)
-    assert sub.version.number == 2 and reg.poll(2) is None and reg.poll(1) == 2
-    _, n = sub.predict_proba_one(data[0][0])
-    assert n == 2
-    reg.pin(1)
-    assert sub.refresh() and sub.version.number == 1
-    reg.publish(st)
-    assert not sub.refresh()  # pinned: a new version is not served
-    reg.unpin()
-    assert sub.refresh() and sub.version.number == 3
-    with pytest.raises(KeyError, match="version 9"):
-        reg.pin(9)
-
-
-def test_unpicklable_model_fails_at_publish_naming_the_attribute(tmp_path):
-    model = linear_model.LogisticRegression()
-    model.lock = threading.Lock()
-    st = OnlineState(model, window=0)
-    with pytest.raises(PublishError, match=r"state\.model\.lock \(lock\)"):
-        ModelRegistry(tmp_path).publish(st)
-
-
-def test_subscriber_swaps_while_predictions_go_on(tmp_path):
-    from conftest import wait_for
-
-    reg = ModelRegistry(tmp_path)
-    st = OnlineState(linear_model.LogisticRegression(), window=0)
-    data = list(datasets.Phishing())
-    reg.publish(st)
-    seen, errors = [], []
-    with reg.subscriber(interval=0.001) as sub:
-        stop = threading.Event()
-
-        def predict():
-            while not stop.is_set():
-                try:
-                    seen.append(sub.predict_one(data[0][0])[1])
-                except Exception as e:  # pragma: no cover - what the test looks for
-                    errors.append(e)
-
-        th = threading.Thread(target=predict)
-        th.start()
-        for i in range(20):
-            for x, y in data[i * 10:(i + 1) * 10]:
-                st.learn(x, y)
-            reg.publish(st)
-        wait_for(lambda: seen and seen[-1] == 21, timeout=10, what="the last version served")
-        stop.set()
-        th.join(timeout=10)
-    assert errors == []
-    assert seen == sorted(seen) and sub.swaps >= 2
 
 
 def test_average_pools_scaler_statistics_exactly():

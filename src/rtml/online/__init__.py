@@ -4,8 +4,11 @@
 
     samples (calls, iterables, a dataflow via LearnerSink)
         ─▶ Learner actor: test-then-train metrics, delayed labels, drift, dead letters
-        ─▶ ModelRegistry (versions: position, newest event time, metrics; pin / rollback)
-        ─▶ Subscriber in a server: swaps in new versions without blocking a prediction
+        ─▶ ModelRegistry (a directory or "redis://host:port/db"; versions: position, newest
+           event time, metrics; pin / unpin / rollback; keep=)
+        ─▶ Subscriber in a server: swaps in new versions without blocking a prediction,
+           answers with its version (response(x): x-model-version), stats() / prometheus()
+           (freshness p50/p99, version lag, load time)
 
 River is needed only once a model is used (``pip install 'rtml[online]'``).
 """
