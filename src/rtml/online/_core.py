@@ -13,6 +13,7 @@ Pure Python and picklable, so a snapshot of it is a snapshot of the learner.
 
 from __future__ import annotations
 
+import importlib
 import time
 import traceback
 from collections import deque
@@ -27,11 +28,8 @@ _NUMERIC = (int, float, bool)
 
 def _river() -> Any:
     river = optional_import("river", "online", "rtml.online")
-    import river.base
-    import river.drift
-    import river.metrics
-    import river.utils  # noqa: F401  (submodules are not loaded by ``import river``)
-
+    for sub in ("base", "drift", "metrics", "utils"):  # ``import river`` does not load them
+        importlib.import_module(f"river.{sub}")
     return river
 
 
