@@ -49,8 +49,8 @@ def test_token_auth_on_a_fresh_serve():
             assert c.get("/", headers={"authorization": "Bearer nope"}).status_code == 401
             assert c.get("/", headers={"authorization": "Bearer s3cret"}).text == "ok"
             assert c.get("/-/healthz").status_code == 200
-        assert json.loads(json.dumps(serve.status().http)) == {"host": "127.0.0.1",
-                                                                "port": port}
+        assert json.loads(json.dumps(serve.status().http)) == {
+            "host": "127.0.0.1", "port": port, "location": "EveryNode"}
     finally:
         serve.shutdown()
         rtml.shutdown()
