@@ -83,6 +83,7 @@ class Dep:
     last_stats: float = 0.0
     gone: list[tuple[float, int, int, Histogram]] = field(default_factory=list)
     acks: dict[str, tuple[int, float]] = field(default_factory=dict)  # router: epoch, when
+    waking: bool = False  # scaled up from zero for waiting requests: no replica running yet
 
 
 @dataclass
@@ -202,7 +203,7 @@ class Controller:
         """A router holds requests and sees no replica: scale up from zero."""
         d = self.deps.get((app, name))
         if d is not None and d.target == 0 and d.autoscaler is not None:
-            d.target = 1
+            d.target, d.waking = 1, True
 
     # ------------------------------------------------------------------ deploy
     async def deploy(self, app_name: str, route_prefix: str | None, ingress: str,
@@ -430,6 +431,7 @@ class Controller:
             self._stop(d, r, drain=False)
             return
         d.failures = 0
+        d.waking = False
         r.state, r.routable, r.last_health = "RUNNING", True, time.monotonic()
         self._bump(d)
 
@@ -505,6 +507,10 @@ class Controller:
         if d.autoscaler is not None and not d.updating:
             ongoing = sum(r.ongoing for r in reps) + sum(d.queued.values())
             d.target = d.autoscaler.observe(time.monotonic(), len(reps), ongoing)
+            if d.waking and not self._running(d):
+                # Requests wait in routers that do not report their queues (handles): keep
+                # the replica that starts for them until it runs and takes them.
+                d.target = max(d.target, 1)
 
     def _totals(self, d: Dep) -> tuple[int, int, Histogram]:
         lat = Histogram()
