@@ -694,6 +694,8 @@ class Controller:
             self._forget_node(node)
         new = [n for n in wanted if n not in self.node_proxies and n not in self.starting
                and time.monotonic() >= self.node_retry.get(n, 0.0)]
+        if not raise_errors:
+            await self._replace_dead_proxies()
         if not new:
             return
         self.starting.update(new)
@@ -702,7 +704,10 @@ class Controller:
                                              for n in new], return_exceptions=True)
         finally:
             self.starting.difference_update(new)
-        for node, res in zip(new, results, strict=True):
+        self._note_starts(new, results, raise_errors)
+
+    def _note_starts(self, nodes: list[str], results: list[Any], raise_errors: bool) -> None:
+        for node, res in zip(nodes, results, strict=True):
             if isinstance(res, BaseException):
                 self.node_retry[node] = time.monotonic() + NODE_RETRY_S
                 self.proxy_errors[node] = _short(res)
@@ -711,17 +716,47 @@ class Controller:
             else:
                 self.proxy_errors.pop(node, None)
 
-    async def _start_node_proxies(self, node: str, cpus: float) -> None:
+    async def _replace_dead_proxies(self) -> None:
+        """Ping every proxy; start a replacement (same id, same node) for each that died."""
+        nodes = [n for n in self.node_proxies if n not in self.starting]
+        pairs = [(n, pid, h) for n in nodes for pid, h in self.node_proxies[n]]
+        pongs = await asyncio.gather(*[asyncio.wait_for(_awaitable(h.ping.remote()), 10)
+                                       for _, _, h in pairs], return_exceptions=True)
+        dead: dict[str, list[str]] = {}
+        for (node, pid, _h), pong in zip(pairs, pongs, strict=True):
+            if isinstance(pong, _died_types()):
+                dead.setdefault(node, []).append(pid)
+        if not dead or self.http is None or self.stopping:
+            return
+        for node, pids in dead.items():
+            self.node_proxies[node] = [(p, h) for p, h in self.node_proxies.get(node, [])
+                                       if p not in pids]
+            for pid in pids:
+                self.proxy_info.pop(pid, None)
+                self.proxy_stats.pop(pid, None)
+        todo = list(dead)
+        self.starting.update(todo)
+        try:
+            results = await asyncio.gather(*[self._start_node_proxies(n, 0, dead[n])
+                                             for n in todo], return_exceptions=True)
+        finally:
+            self.starting.difference_update(todo)
+        self._note_starts(todo, results, False)
+
+    async def _start_node_proxies(self, node: str, cpus: float,
+                                  ids: list[str] | None = None) -> None:
+        """Start a node's proxies (or, with ``ids``, replacements for those that died)."""
         from rtml.serve._proxy import Proxy
 
         eng = _context.engine()
-        n = self.http_options.get("num_proxies") or \
-            max(1, min(int(cpus) or 1, os.cpu_count() or 1))
+        if ids is None:
+            n = self.http_options.get("num_proxies") or \
+                max(1, min(int(cpus) or 1, os.cpu_count() or 1))
+            ids = [f"proxy-{node[:8]}-{i}" for i in range(n)]
         strategies = importlib.import_module(f"{eng.__name__}.util.scheduling_strategies")
         where = strategies.NodeAffinitySchedulingStrategy(node_id=node, soft=False)
         cls = eng.remote(num_cpus=0, max_concurrency=100_000, max_restarts=0,
                          scheduling_strategy=where)(Proxy)
-        ids = [f"proxy-{node[:8]}-{i}" for i in range(n)]
         handles = [cls.remote(pid, self.http_options, self.engine) for pid in ids]
         try:
             infos = await asyncio.wait_for(asyncio.gather(
@@ -737,7 +772,7 @@ class Controller:
             for h in handles:
                 eng.kill(h)
             return
-        self.node_proxies[node] = list(zip(ids, handles, strict=True))
+        self.node_proxies.setdefault(node, []).extend(zip(ids, handles, strict=True))
         for pid, info in zip(ids, infos, strict=True):
             self.proxy_info[pid] = {**info, "node_id": node}
 

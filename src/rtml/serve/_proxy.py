@@ -100,6 +100,10 @@ class Proxy:
             await asyncio.sleep(0.005)
         return {"pid": os.getpid(), "host": self.host, "port": self.port}
 
+    async def ping(self) -> int:
+        """The controller's liveness check."""
+        return os.getpid()
+
     # ------------------------------------------------------------------ control
     async def _listen_routes(self) -> None:
         ctl = _context.get_controller()
