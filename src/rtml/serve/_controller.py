@@ -117,6 +117,7 @@ class Controller:
         self.http: dict[str, Any] | None = None  # host, port, location once proxies run
         self.http_options: dict[str, Any] = {}
         self.last_nodes = 0.0
+        self.sync_task: asyncio.Task | None = None
         self.loop_task: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
         self.stopping = False
@@ -447,9 +448,10 @@ class Controller:
             for a in self.apps.values():
                 self._app_status(a)
             if self.http is not None and now - self.last_nodes >= NODES_PERIOD_S and \
-                    not self.starting:
+                    (self.sync_task is None or self.sync_task.done()):
+                # One at a time: two overlapping syncs would both replace a dead proxy.
                 self.last_nodes = now
-                self._spawn(self._sync_proxies())
+                self.sync_task = self._spawn(self._sync_proxies())
             await asyncio.sleep(TICK_S)
 
     def _reconcile(self, d: Dep, now: float) -> None:
@@ -661,6 +663,9 @@ class Controller:
             await self._sync_proxies(raise_errors=True)
         except Exception:
             self.http = None
+            for node in list(self.node_proxies):  # those that did start on other nodes
+                self._forget_node(node)
+            self.proxy_errors.clear()
             raise
         self._ensure_loop()
         return dict(self.http)
