@@ -8,9 +8,11 @@
 Load comes from Debian's ``wrk`` (``apt-get install wrk``) on loopback, one connection per
 concurrent client, keep-alive. Deployments: a no-op returning a short text, and a River
 model (StandardScaler + LogisticRegression) scoring a 10-feature JSON dict. Runs: concurrency
-1, 16 and 64 with 1 and 2 replicas; a load run at concurrency 16 during which the model's
-user_config changes every 2 s (``serve.run(app.options(user_config=...))``, Ray Serve's own
-way); a load run during which one of two replicas is SIGKILLed. Failed requests are wrk's
+1, 16 and 64 with 1 and 2 replicas; then one load run at concurrency 16 of alternating 2 s
+windows, steady / user_config swap / steady / new code / steady / failing new code (rolled
+back) / ..., whose per-pair p99 ratios (change window over the steady window just before)
+are reported as medians (``serve.run(app.options(user_config=...))`` is Ray Serve's own way
+of swapping); a load run during which one of two replicas is SIGKILLed. Failed requests are wrk's
 non-2xx responses plus its socket errors. The floor runs the same handler in-process in one
 uvicorn process (no serving framework). Each framework runs in its own subprocess. The
 benchmark measures; it asserts nothing.
@@ -24,6 +26,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,7 +181,7 @@ def _replica_pids(serve: Any, n: int) -> list[int]:
 
 
 def run_framework(fw: str, kinds: list[str], replicas: list[int], concs: list[int],
-                  duration: float, swap_s: float, kill_s: float,
+                  duration: float, pairs: int, window: float, kill_s: float,
                   code_swaps: bool) -> dict[str, Any]:
     ray, serve = _serve_module(fw)
     port = free_port()
@@ -196,17 +199,12 @@ def run_framework(fw: str, kinds: list[str], replicas: list[int], concs: list[in
                 for c in concs:
                     out["rows"].append({"model": kind, "replicas": n, **wrk(port, c, duration,
                                                                              kind)})
-            if swap_s:
-                model = make_app(serve, kind, replicas[0])
-                out["events"][f"swap_{kind}"] = _swap_run(port, kind, serve, model, swap_s,
-                                                          "config")
-                if code_swaps:
-                    out["events"][f"code_swap_{kind}"] = _swap_run(port, kind, serve, model,
-                                                                   swap_s, "code")
-                if code_swaps and fw == "rtml":
-                    out["events"][f"rollback_{kind}"] = _swap_run(
-                        port, kind, serve, model, swap_s, "rollback",
-                        make_app(serve, kind, replicas[0], broken=True))
+            if pairs:
+                modes = ["config"] + (["code"] if code_swaps else []) + \
+                    (["rollback"] if fw == "rtml" else [])  # Ray Serve does not roll back
+                out["events"][f"changes_{kind}"] = _alternating_run(
+                    port, kind, serve, make_app(serve, kind, replicas[0]),
+                    make_app(serve, kind, replicas[0], broken=True), modes, pairs, window)
             if kill_s:
                 Model = make_app(serve, kind, 2)
                 serve.run(Model.bind(), name="bench", route_prefix="/")
@@ -217,43 +215,61 @@ def run_framework(fw: str, kinds: list[str], replicas: list[int], concs: list[in
     return out
 
 
-def _swap_run(port: int, kind: str, serve: Any, Model: Any, duration: float, mode: str,
-              Broken: Any = None) -> dict:
-    """Load at 16 clients while, every 2 s, the deployment gets a new user_config
-    (``config``), new code (``code``: new constructor arguments, so new replicas), or new code
-    whose constructor fails (``rollback``)."""
-    serve.run(Model.bind(), name="bench", route_prefix="/")
-    steady = wrk(port, 16, min(duration, 3.0), kind)
-    stop = threading.Event()
-    swaps: list[float] = []
-    errors: list[str] = []
+def _alternating_run(port: int, kind: str, serve: Any, Model: Any, Broken: Any,
+                     modes: list[str], pairs: int, window: float) -> dict:
+    """Steady and change windows alternating within one load run: ``steady, <mode 1>,
+    steady, <mode 2>, ...`` (``pairs`` of each mode), each ``window`` s of wrk at 16 clients.
+    A change window starts one update 0.2 s in: a new user_config (``config``), new code
+    (``code``: new constructor arguments, so new replicas) or new code whose constructor fails
+    (``rollback``). The ratio of a pair is the change window's p99 over the steady window
+    just before it, so both saw the same load from the rest of the machine; the median of a
+    mode's ratios is its figure."""
+    serve.run(Model.bind(0), name="bench", route_prefix="/")
+    wrk(port, 16, 1.0, kind)  # warm-up
+    code_v = 0
+    windows: list[dict[str, Any]] = []
+    out: dict[str, Any] = {m: {"ratios": [], "failed": 0, "requests": 0, "call_s": [],
+                               "errors": []} for m in modes}
+    for i in range(pairs * len(modes)):
+        mode = modes[i % len(modes)]
+        steady = wrk(port, 16, window, kind)
+        v = i + 1
+        if mode == "config":
+            app = Model.options(user_config={"v": v}).bind(code_v)
+        elif mode == "code":
+            code_v = v
+            app = Model.bind(code_v)
+        else:
+            app = Broken.bind(v)
+        calls: list[float] = []
+        errors: list[str] = []
 
-    def swapper() -> None:
-        v = 1
-        while not stop.wait(2.0):
+        def change(app: Any = app, calls: list = calls, errors: list = errors) -> None:
+            time.sleep(0.2)
             t = time.perf_counter()
             try:
-                if mode == "config":
-                    app = Model.options(user_config={"v": v}).bind()
-                elif mode == "code":
-                    app = Model.bind(v)
-                else:
-                    app = Broken.bind(v)
                 serve.run(app, name="bench", route_prefix="/")
-            except Exception as e:  # the rollback run: serve.run reports the failed update
+            except Exception as e:  # a rollback: serve.run reports the failed update
                 errors.append(f"{type(e).__name__}: {str(e)[:160]}")
-            swaps.append(round(time.perf_counter() - t, 3))
-            v += 1
+            calls.append(round(time.perf_counter() - t, 3))
 
-    th = threading.Thread(target=swapper)
-    th.start()
-    try:
-        during = wrk(port, 16, duration, kind)
-    finally:
-        stop.set()
+        th = threading.Thread(target=change)
+        th.start()
+        during = wrk(port, 16, window, kind)
         th.join(300)
-    return {"steady": steady, "during": during, "swaps": len(swaps), "swap_call_s": swaps,
-            "errors": errors[:2]}
+        windows += [{"kind": "steady", **steady}, {"kind": mode, **during}]
+        o = out[mode]
+        if steady["p99_ms"] and during["p99_ms"]:
+            o["ratios"].append(round(during["p99_ms"] / steady["p99_ms"], 2))
+        o["failed"] += during["failed"]
+        o["requests"] += during["requests"]
+        o["call_s"] += calls
+        o["errors"] = (o["errors"] + errors)[:2]
+    for o in out.values():
+        o["median_p99_ratio"] = statistics.median(o["ratios"]) if o["ratios"] else None
+    steady_failed = sum(w["failed"] for w in windows if w["kind"] == "steady")
+    return {"window_s": window, "pairs": pairs, "modes": out, "steady_failed": steady_failed,
+            "windows": windows}
 
 
 def _kill_run(port: int, kind: str, serve: Any, duration: float) -> dict:
@@ -321,18 +337,22 @@ def spawn(python: str, args: list[str], timeout: float) -> dict[str, Any] | None
 def quick() -> dict[str, Any]:
     rt = spawn(RTML_PY if os.path.exists(RTML_PY) else sys.executable,
                ["--worker", "rtml", "--kinds", "noop", "--replicas", "1", "--conc", "1,64",
-                "--duration", "3", "--swap", "5", "--kill", "4"], 120)
+                "--duration", "3", "--pairs", "3", "--window", "2", "--kill", "4"], 150)
     fl = spawn(sys.executable, ["--worker", "floor", "--kinds", "noop", "--conc", "1,64",
                                 "--duration", "3"], 60)
     def row(doc: dict | None, c: int) -> dict:
         return next((r for r in (doc or {}).get("rows", []) if r["concurrency"] == c), {})
 
     ev = (rt or {}).get("events", {})
+    modes = ev.get("changes_noop", {}).get("modes", {})
     return {
         "qps_c64": row(rt, 64).get("qps"), "floor_qps_c64": row(fl, 64).get("qps"),
         "p50_ms_c1": row(rt, 1).get("p50_ms"), "p99_ms_c1": row(rt, 1).get("p99_ms"),
-        "swap_failed": ev.get("swap_noop", {}).get("during", {}).get("failed"),
+        "swap_failed": modes.get("config", {}).get("failed"),
         "kill_failed": ev.get("kill_noop", {}).get("during", {}).get("failed"),
+        "rollback_failed": modes.get("rollback", {}).get("failed"),
+        "swap_p99_ratio": modes.get("config", {}).get("median_p99_ratio"),
+        "rollback_p99_ratio": modes.get("rollback", {}).get("median_p99_ratio"),
     }
 
 
@@ -340,7 +360,8 @@ def full(args: argparse.Namespace) -> dict[str, Any]:
     from _report import machine  # bench/ is on sys.path when run as a script
 
     common = ["--kinds", "noop,river", "--replicas", "1,2", "--conc", "1,16,64",
-              "--duration", str(args.duration), "--swap", "10", "--kill", "6", "--code-swaps"]
+              "--duration", str(args.duration), "--pairs", "5", "--window", "2", "--kill", "6",
+              "--code-swaps"]
     only = set(args.frameworks.split(","))
     docs = []
     if "rtml" in only:
@@ -374,15 +395,17 @@ def print_table(doc: dict[str, Any]) -> None:
                   f"{r['p99_ms'] or 0:>8.3f} {r['failed']:>6}")
     for fw in doc["frameworks"]:
         for name, ev in fw.get("events", {}).items():
+            if "modes" in ev:
+                for mode, o in ev["modes"].items():
+                    calls = o["call_s"]
+                    span = f"{min(calls)}-{max(calls)}" if calls else "-"
+                    print(f"{fw['framework']:<8} {name:<14} {mode:<8} {o['requests']:>7} "
+                          f"requests, {o['failed']} failed, p99/steady median "
+                          f"{o['median_p99_ratio']} of {o['ratios']}; serve.run {span} s")
+                continue
             d = ev["during"]
-            extra = ""
-            if "steady" in ev:
-                extra = (f" (steady p99 {ev['steady']['p99_ms']} ms; {ev['swaps']} swaps, "
-                         f"serve.run took {ev['swap_call_s']} s)")
-                if ev.get("errors"):
-                    extra += f" serve.run raised: {ev['errors'][0]}"
-            print(f"{fw['framework']:<8} {name:<12} {d['requests']:>7} requests, "
-                  f"{d['failed']} failed, {d['qps']:,.0f} req/s, p99 {d['p99_ms']} ms{extra}")
+            print(f"{fw['framework']:<8} {name:<14} {d['requests']:>7} requests, "
+                  f"{d['failed']} failed, {d['qps']:,.0f} req/s, p99 {d['p99_ms']} ms")
 
 
 def chart(doc: dict[str, Any], path: str) -> None:
@@ -430,7 +453,8 @@ def main() -> None:
     p.add_argument("--kinds", default="noop", help=argparse.SUPPRESS)
     p.add_argument("--replicas", default="1", help=argparse.SUPPRESS)
     p.add_argument("--conc", default="1,16,64", help=argparse.SUPPRESS)
-    p.add_argument("--swap", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--pairs", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--window", type=float, default=2.0, help=argparse.SUPPRESS)
     p.add_argument("--kill", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--code-swaps", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--floor-server", nargs=3, help=argparse.SUPPRESS)
@@ -453,7 +477,8 @@ def main() -> None:
             doc = run_floor(kinds, concs, args.duration, args.floor_workers)
         else:
             doc = run_framework(args.worker, kinds, [int(r) for r in args.replicas.split(",")],
-                                concs, args.duration, args.swap, args.kill, args.code_swaps)
+                                concs, args.duration, args.pairs, args.window, args.kill,
+                                args.code_swaps)
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(doc, f)
         return

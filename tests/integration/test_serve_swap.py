@@ -254,3 +254,31 @@ def test_autoscaling_follows_ongoing_requests(clean):
         load.wait_more()
     assert load.failed() == []
     wait_for(lambda: running() == 1, timeout=30, what="scale down to 1")
+
+
+@serve.deployment(autoscaling_config={
+    "min_replicas": 0, "max_replicas": 1, "initial_replicas": 1, "target_ongoing_requests": 1,
+    "upscale_delay_s": 0, "downscale_delay_s": 0.5, "downscale_to_zero_delay_s": 0.5,
+    "look_back_period_s": 1})
+class Sleepy:
+    def __init__(self):
+        import time
+        time.sleep(1.5)  # slower to start than the controller's 1 s stats period
+
+    async def __call__(self, request=None):
+        return "awake"
+
+
+def test_scale_to_zero_and_back_on_a_request(clean):
+    h = serve.run(Sleepy.bind(), name="z")
+
+    def replicas() -> int:
+        return sum(serve.status().applications["z"].deployments["Sleepy"]
+                   .replica_states.values())
+
+    assert h.remote().result(timeout_s=10) == "awake"
+    for ask in (lambda: h.remote().result(timeout_s=60),  # a handle call wakes it
+                lambda: httpx.get(f"http://127.0.0.1:{clean}/", timeout=60).text):  # HTTP too
+        wait_for(lambda: replicas() == 0, timeout=30, what="scale down to zero when idle")
+        assert ask() == "awake"
+        assert replicas() >= 1

@@ -220,8 +220,10 @@ def _resolve_http_options(http_options: Any) -> dict[str, Any]:
             raise ValueError(f"unknown http_options {sorted(unknown)}; valid: "
                              f"{sorted(DEFAULT_HTTP_OPTIONS)}")
         opts.update({k: v for k, v in http_options.items() if k in DEFAULT_HTTP_OPTIONS})
-    if opts["num_proxies"] is None:
-        opts["num_proxies"] = max(1, os.cpu_count() or 1)
+    n = opts["num_proxies"]
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"http_options num_proxies must be an int >= 1 (proxies per node) "
+                         f"or None (one per CPU of the node), got {n!r}")
     if not opts["auth_token"]:
         opts["auth_token"] = os.environ.get("RTML_SERVE_TOKEN") or None
     if not _is_loopback(opts["host"]) and not opts["auth_token"] and \
@@ -232,6 +234,13 @@ def _resolve_http_options(http_options: Any) -> dict[str, Any]:
             "'Authorization: Bearer <token>', or http_options={'allow_unauthenticated': True} "
             "to accept anyone who can reach the port")
     return opts
+
+
+def _start_proxies(ctl: Any, opts: dict[str, Any]) -> None:
+    """Ask the controller for proxies on every node (or on this driver's node: HeadOnly)."""
+    opts = {**opts, "location": _proxy_location,
+            "head_node": _context.engine().get_runtime_context().get_node_id()}
+    _get(ctl.start_http.remote(opts))
 
 
 def _is_loopback(host: str) -> bool:
@@ -249,10 +258,13 @@ def start(http_options: dict[str, Any] | None = None, *, proxy_location: str | N
     proxies); ``serve.run`` does this by itself.
 
     Args:
-        http_options: ``host`` (127.0.0.1), ``port`` (8000), ``num_proxies`` (one per CPU),
+        http_options: ``host`` (127.0.0.1), ``port`` (8000, the same on every node; nodes
+            on one host share it with SO_REUSEPORT), ``num_proxies`` (per node; one per CPU
+            of the node),
             ``max_body_bytes`` (16 MiB), ``auth_token`` (required off loopback, also read
             from RTML_SERVE_TOKEN), ``allow_unauthenticated`` (False).
-        proxy_location: "EveryNode" / "HeadOnly" (the default: proxies start) or
+        proxy_location: "EveryNode" (the default: proxies on every alive node, started on
+            nodes as they join), "HeadOnly" (on the node of the driver calling this) or
             "Disabled" (handles only).
         engine: "rtml" (default) or "ray".
 
@@ -272,7 +284,7 @@ def start(http_options: dict[str, Any] | None = None, *, proxy_location: str | N
         _proxy_location = loc
     ctl = _ensure_controller(engine)
     if _proxy_location not in ("Disabled", "NoServer"):
-        _get(ctl.start_http.remote(opts))
+        _start_proxies(ctl, opts)
 
 
 def _flatten(app: Application, app_name: str,
@@ -351,7 +363,7 @@ def run(target: Application | Deployment, blocking: bool = False, name: str = "d
         specs.append((dep_name, dep._config, code, h.hexdigest()[:16]))
     ctl = _ensure_controller()
     if route_prefix is not None and _proxy_location not in ("Disabled", "NoServer"):
-        _get(ctl.start_http.remote(_resolve_http_options(None)))
+        _start_proxies(ctl, _resolve_http_options(None))
     _get(ctl.deploy.remote(name, route_prefix, target.deployment.name, specs))
     state = _get(ctl.wait_app.remote(name, timeout_s), timeout_s + 10)
     if state["status"] == "TIMEOUT":

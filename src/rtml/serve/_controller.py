@@ -19,6 +19,7 @@ Updates never take capacity away before its replacement works:
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import os
 import shutil
@@ -35,6 +36,9 @@ from rtml.serve._replica import Replica
 
 TICK_S = 0.1
 STATS_PERIOD_S = 1.0
+NODES_PERIOD_S = 1.0  # how often the controller looks for nodes that joined or left
+NODE_RETRY_S = 5.0  # after proxies failed to start on a node
+PROXY_START_TIMEOUT_S = 60.0
 LISTEN_TIMEOUT_S = 10.0
 MAX_START_FAILURES = 3
 
@@ -79,6 +83,7 @@ class Dep:
     last_stats: float = 0.0
     gone: list[tuple[float, int, int, Histogram]] = field(default_factory=list)
     acks: dict[str, tuple[int, float]] = field(default_factory=dict)  # router: epoch, when
+    waking: bool = False  # scaled up from zero for waiting requests: no replica running yet
 
 
 @dataclass
@@ -103,10 +108,16 @@ class Controller:
         self.version_no: dict[tuple[str, str], int] = {}
         self.routes_epoch = 0
         self.routes_changed = asyncio.Event()
-        self.proxies: list[Any] = []
+        self.node_proxies: dict[str, list[tuple[str, Any]]] = {}  # node → (proxy id, handle)
+        self.starting: set[str] = set()  # nodes whose proxies are starting
+        self.node_retry: dict[str, float] = {}  # node → when to try its proxies again
+        self.proxy_errors: dict[str, str] = {}  # node → why its proxies did not start
         self.proxy_info: dict[str, Any] = {}
         self.proxy_stats: dict[str, dict[str, int]] = {}
-        self.http: dict[str, Any] | None = None
+        self.http: dict[str, Any] | None = None  # host, port, location once proxies run
+        self.http_options: dict[str, Any] = {}
+        self.last_nodes = 0.0
+        self.sync_task: asyncio.Task | None = None
         self.loop_task: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
         self.stopping = False
@@ -193,7 +204,7 @@ class Controller:
         """A router holds requests and sees no replica: scale up from zero."""
         d = self.deps.get((app, name))
         if d is not None and d.target == 0 and d.autoscaler is not None:
-            d.target = 1
+            d.target, d.waking = 1, True
 
     # ------------------------------------------------------------------ deploy
     async def deploy(self, app_name: str, route_prefix: str | None, ingress: str,
@@ -421,6 +432,7 @@ class Controller:
             self._stop(d, r, drain=False)
             return
         d.failures = 0
+        d.waking = False
         r.state, r.routable, r.last_health = "RUNNING", True, time.monotonic()
         self._bump(d)
 
@@ -435,6 +447,11 @@ class Controller:
                     d.message = f"controller error: {_short(e)}"
             for a in self.apps.values():
                 self._app_status(a)
+            if self.http is not None and now - self.last_nodes >= NODES_PERIOD_S and \
+                    (self.sync_task is None or self.sync_task.done()):
+                # One at a time: two overlapping syncs would both replace a dead proxy.
+                self.last_nodes = now
+                self.sync_task = self._spawn(self._sync_proxies())
             await asyncio.sleep(TICK_S)
 
     def _reconcile(self, d: Dep, now: float) -> None:
@@ -492,6 +509,10 @@ class Controller:
         if d.autoscaler is not None and not d.updating:
             ongoing = sum(r.ongoing for r in reps) + sum(d.queued.values())
             d.target = d.autoscaler.observe(time.monotonic(), len(reps), ongoing)
+            if d.waking and not self._running(d):
+                # Requests wait in routers that do not report their queues (handles): keep
+                # the replica that starts for them until it runs and takes them.
+                d.target = max(d.target, 1)
 
     def _totals(self, d: Dep) -> tuple[int, int, Histogram]:
         lat = Histogram()
@@ -552,8 +573,12 @@ class Controller:
             apps[a.name] = {"status": a.status, "message": a.message,
                             "route_prefix": a.route_prefix, "ingress": a.ingress,
                             "deployments": deps}
-        return {"applications": apps, "proxies": dict(self.proxy_info),
-                "http": dict(self.http) if self.http else None}
+        proxies = {pid: {**info, "responses": sum(self.proxy_stats.get(pid, {}).values())}
+                   for pid, info in self.proxy_info.items()}
+        http = dict(self.http) if self.http else None
+        if http is not None and self.proxy_errors:
+            http["errors"] = dict(self.proxy_errors)
+        return {"applications": apps, "proxies": proxies, "http": http}
 
     def _dep_status(self, d: Dep) -> dict[str, Any]:
         states: dict[str, int] = {}
@@ -615,35 +640,158 @@ class Controller:
         return True
 
     async def start_http(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Start the HTTP proxies (once); where they listen."""
-        if self.proxies:
-            if options and self.http and any(
-                    options.get(k) is not None and options[k] != self.http.get(k)
-                    for k in ("host", "port")):
+        """Start the HTTP proxies (once): a set on every alive node (``location``
+        "EveryNode"), or on ``head_node`` only ("HeadOnly"); where they listen. Nodes that
+        join later get theirs from the control loop.
+
+        Raises:
+            RuntimeError: proxies already run with another host, port or location.
+            OSError: the port cannot be bound on the first node tried.
+        """
+        if self.http is not None:
+            if options and any(options.get(k) is not None and options[k] != self.http.get(k)
+                               for k in ("host", "port", "location")):
                 raise RuntimeError(f"serve's HTTP proxies already listen on "
-                                   f"{self.http['host']}:{self.http['port']}; call "
-                                   "serve.shutdown() before starting them elsewhere")
-            return dict(self.http or {})
+                                   f"{self.http['host']}:{self.http['port']} "
+                                   f"({self.http['location']}); call serve.shutdown() before "
+                                   "starting them elsewhere")
+            return dict(self.http)
+        self.http_options = dict(options)
+        self.http_options.setdefault("location", "EveryNode")
+        self.http = {k: self.http_options.get(k) for k in ("host", "port", "location")}
+        try:
+            await self._sync_proxies(raise_errors=True)
+        except Exception:
+            self.http = None
+            for node in list(self.node_proxies):  # those that did start on other nodes
+                self._forget_node(node)
+            self.proxy_errors.clear()
+            raise
+        self._ensure_loop()
+        return dict(self.http)
+
+    def _proxy_nodes(self) -> dict[str, float]:
+        """The alive nodes that should run proxies now, with their CPU count."""
+        eng = _context.engine()
+        # An embedded (one-node) rtml runtime lists its node with NodeID "" when asked from a
+        # worker: that node is this one.
+        here = eng.get_runtime_context().get_node_id()
+        alive = {n["NodeID"] or here: float(n.get("Resources", {}).get("CPU", 0) or 0)
+                 for n in eng.nodes() if n.get("Alive")}
+        if self.http_options.get("location") == "HeadOnly":
+            head = str(self.http_options.get("head_node"))
+            return {head: alive[head]} if head in alive else {}
+        return alive
+
+    async def _sync_proxies(self, raise_errors: bool = False) -> None:
+        """Start proxies on nodes without them; forget those of nodes that left."""
+        if self.http is None or self.stopping:
+            return
+        try:
+            wanted = self._proxy_nodes()
+        except Exception as e:
+            if raise_errors:
+                raise
+            self.proxy_errors["nodes"] = f"cannot list the nodes: {_short(e)}"
+            return
+        self.proxy_errors.pop("nodes", None)
+        for node in [n for n in self.node_proxies if n not in wanted]:
+            self._forget_node(node)
+        new = [n for n in wanted if n not in self.node_proxies and n not in self.starting
+               and time.monotonic() >= self.node_retry.get(n, 0.0)]
+        if not raise_errors:
+            await self._replace_dead_proxies()
+        if not new:
+            return
+        self.starting.update(new)
+        try:
+            results = await asyncio.gather(*[self._start_node_proxies(n, wanted[n])
+                                             for n in new], return_exceptions=True)
+        finally:
+            self.starting.difference_update(new)
+        self._note_starts(new, results, raise_errors)
+
+    def _note_starts(self, nodes: list[str], results: list[Any], raise_errors: bool) -> None:
+        for node, res in zip(nodes, results, strict=True):
+            if isinstance(res, BaseException):
+                self.node_retry[node] = time.monotonic() + NODE_RETRY_S
+                self.proxy_errors[node] = _short(res)
+                if raise_errors:
+                    raise res
+            else:
+                self.proxy_errors.pop(node, None)
+
+    async def _replace_dead_proxies(self) -> None:
+        """Ping every proxy; start a replacement (same id, same node) for each that died."""
+        nodes = [n for n in self.node_proxies if n not in self.starting]
+        pairs = [(n, pid, h) for n in nodes for pid, h in self.node_proxies[n]]
+        pongs = await asyncio.gather(*[asyncio.wait_for(_awaitable(h.ping.remote()), 10)
+                                       for _, _, h in pairs], return_exceptions=True)
+        dead: dict[str, list[str]] = {}
+        for (node, pid, _h), pong in zip(pairs, pongs, strict=True):
+            if isinstance(pong, _died_types()):
+                dead.setdefault(node, []).append(pid)
+        if not dead or self.http is None or self.stopping:
+            return
+        for node, pids in dead.items():
+            self.node_proxies[node] = [(p, h) for p, h in self.node_proxies.get(node, [])
+                                       if p not in pids]
+            for pid in pids:
+                self.proxy_info.pop(pid, None)
+                self.proxy_stats.pop(pid, None)
+        todo = list(dead)
+        self.starting.update(todo)
+        try:
+            results = await asyncio.gather(*[self._start_node_proxies(n, 0, dead[n])
+                                             for n in todo], return_exceptions=True)
+        finally:
+            self.starting.difference_update(todo)
+        self._note_starts(todo, results, False)
+
+    async def _start_node_proxies(self, node: str, cpus: float,
+                                  ids: list[str] | None = None) -> None:
+        """Start a node's proxies (or, with ``ids``, replacements for those that died)."""
         from rtml.serve._proxy import Proxy
 
         eng = _context.engine()
-        n = options["num_proxies"]
-        cls = eng.remote(num_cpus=0, max_concurrency=100_000, max_restarts=0)(Proxy)
-        self.proxies = [cls.remote(f"proxy-{i}", options, self.engine) for i in range(n)]
+        if ids is None:
+            n = self.http_options.get("num_proxies") or \
+                max(1, min(int(cpus) or 1, os.cpu_count() or 1))
+            ids = [f"proxy-{node[:8]}-{i}" for i in range(n)]
+        strategies = importlib.import_module(f"{eng.__name__}.util.scheduling_strategies")
+        where = strategies.NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+        cls = eng.remote(num_cpus=0, max_concurrency=100_000, max_restarts=0,
+                         scheduling_strategy=where)(Proxy)
+        handles = [cls.remote(pid, self.http_options, self.engine) for pid in ids]
         try:
-            infos = await asyncio.gather(*[p.start.remote() for p in self.proxies])
-        except Exception:
-            for p in self.proxies:
+            infos = await asyncio.wait_for(asyncio.gather(
+                *[_awaitable(h.start.remote()) for h in handles]), PROXY_START_TIMEOUT_S)
+        except BaseException:
+            for h in handles:
                 try:
-                    eng.kill(p)
+                    eng.kill(h)
                 except Exception:
                     pass
-            self.proxies = []
             raise
-        self.http = {k: options[k] for k in ("host", "port")}
-        for i, info in enumerate(infos):
-            self.proxy_info[f"proxy-{i}"] = info
-        return dict(self.http)
+        if self.http is None or self.stopping:  # shut down meanwhile
+            for h in handles:
+                eng.kill(h)
+            return
+        self.node_proxies.setdefault(node, []).extend(zip(ids, handles, strict=True))
+        for pid, info in zip(ids, infos, strict=True):
+            self.proxy_info[pid] = {**info, "node_id": node}
+
+    def _forget_node(self, node: str) -> None:
+        """A node left (or no longer should run proxies): its proxies stop counting."""
+        for pid, h in self.node_proxies.pop(node, []):
+            try:
+                _context.engine().kill(h)
+            except Exception:
+                pass  # gone with its node
+            self.proxy_info.pop(pid, None)
+            self.proxy_stats.pop(pid, None)
+            for d in self.deps.values():
+                d.queued.pop(pid, None)
 
     async def shutdown(self) -> None:
         """Stop every replica and proxy (the caller kills this actor afterwards)."""
@@ -651,8 +799,9 @@ class Controller:
         eng = _context.engine()
         reps = [r for d in self.deps.values() for r in d.replicas.values()]
         handles = [r.handle for r in reps]
-        handles += self.proxies
-        self.proxies = []
+        for node in list(self.node_proxies):
+            handles += [h for _, h in self.node_proxies.pop(node)]
+        self.http = None
         for key in list(self.deps):
             d = self.deps.pop(key)
             d.replicas.clear()

@@ -57,6 +57,7 @@ def _dumps(kind: int, obj: Any) -> bytes:
 
 _ABSTRACT = sys.platform.startswith("linux")
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
+CONNECT_TIMEOUT_S = 10.0
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
@@ -89,7 +90,17 @@ class Server:
         self.tasks: set[asyncio.Future] = set()
 
     async def start(self) -> str:
-        self.server = await asyncio.start_unix_server(self._conn, self.path)
+        # The socket is bound here, not by the event loop: uvloop (Ray's actors run on it
+        # when installed) takes an abstract name for a bad argument.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.path)
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.server = await asyncio.start_unix_server(self._conn, sock=sock)
         return self.path
 
     def close(self) -> None:
@@ -150,9 +161,16 @@ class Connection:
         await asyncio.shield(self.opening)
 
     async def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            reader, self.writer = await asyncio.open_unix_connection(self.path)
+            # Connected by the socket module (uvloop rejects abstract names), off the loop:
+            # a full backlog would block the connect.
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            await asyncio.get_running_loop().run_in_executor(None, sock.connect, self.path)
+            sock.setblocking(False)
+            reader, self.writer = await asyncio.open_unix_connection(sock=sock)
         except OSError as e:
+            sock.close()
             self.broken = ReplicaConnectionError(f"cannot reach the replica at {self.path}: "
                                                  f"{e}")
             raise self.broken from None

@@ -77,7 +77,13 @@ class Proxy:
                           ) from None
         sock.listen(2048)
         sock.setblocking(False)
-        config = uvicorn.Config(self, lifespan="off", log_config=None, log_level="warning",
+        # A plain function, interface named: on Ray the actor's methods are wrapped (callable
+        # with any arguments, returning a coroutine), which uvicorn's detection takes for an
+        # app factory or an ASGI2 app.
+        async def app(scope: dict, receive: Any, send: Any) -> None:
+            await self.__call__(scope, receive, send)
+
+        config = uvicorn.Config(app, interface="asgi3", lifespan="off", log_config=None, log_level="warning",
                                 access_log=False, http="h11", ws="none",
                                 timeout_keep_alive=90, server_header=False,
                                 date_header=False, backlog=2048)
@@ -93,6 +99,10 @@ class Proxy:
                 raise RuntimeError("the serve proxy's HTTP server stopped at start")
             await asyncio.sleep(0.005)
         return {"pid": os.getpid(), "host": self.host, "port": self.port}
+
+    async def ping(self) -> int:
+        """The controller's liveness check."""
+        return os.getpid()
 
     # ------------------------------------------------------------------ control
     async def _listen_routes(self) -> None:
