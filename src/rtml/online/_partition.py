@@ -18,6 +18,8 @@ from rtml.util.engine import resolve
 
 __all__ = ["PartitionedLearner"]
 
+_IN_FLIGHT = 4  # batches in flight per shard
+
 
 def shard_of(key: Any, n: int) -> int:
     """The shard index of ``key``: stable across processes and restarts."""
@@ -38,8 +40,12 @@ class _Shard:
         return st
 
     def learn_many(self, samples: list[tuple]) -> int:
-        for key, *rest in samples:
-            self._state(key).learn(*rest)
+        get = self.states.get
+        for s in samples:
+            st = get(s[0])
+            if st is None:
+                st = self._state(s[0])
+            st.learn(*s[1:])
         return len(samples)
 
     def predict(self, key: Any, x: dict) -> Any:
@@ -66,27 +72,42 @@ class PartitionedLearner:
         self.shards = [self.engine.remote(_Shard).remote(model, metrics, window)
                        for _ in range(n_actors)]
 
-    def learn_from(self, samples: Iterable[tuple], batch: int = 256,
+    def learn_from(self, samples: Iterable[tuple], batch: int = 1024,
                    timeout: float = 600.0) -> int:
-        """Learn from ``(key, x, y[, t])`` tuples, routed by key; returns how many were sent."""
+        """Learn from ``(key, x, y[, t])`` tuples, routed by key; returns how many were sent.
+
+        The driver only routes: each key's shard is computed once (cached), batches go out
+        with a bounded number in flight per shard, and the driver waits only on a shard
+        that has too many in flight, so one slow shard does not stall the others."""
         n = len(self.shards)
         bufs: list[list[tuple]] = [[] for _ in range(n)]
-        inflight: deque = deque()
+        inflight: list[deque] = [deque() for _ in range(n)]
+        where: dict[Any, int] = {}
         total = 0
+        get, shards = self.engine.get, self.shards
         for s in samples:
-            i = shard_of(s[0], n)
-            bufs[i].append(tuple(s))
+            k = s[0]
+            try:
+                i = where[k]
+            except KeyError:
+                i = where[k] = shard_of(k, n)
+            except TypeError:  # an unhashable key: route it without the cache
+                i = shard_of(k, n)
+            b = bufs[i]
+            b.append(s)
             total += 1
-            if len(bufs[i]) >= batch:
-                if len(inflight) >= 4 * n:
-                    self.engine.get(inflight.popleft(), timeout=timeout)
-                inflight.append(self.shards[i].learn_many.remote(bufs[i]))
+            if len(b) >= batch:
+                q = inflight[i]
+                if len(q) >= _IN_FLIGHT:
+                    get(q.popleft(), timeout=timeout)
+                q.append(shards[i].learn_many.remote(b))
                 bufs[i] = []
         for i, b in enumerate(bufs):
             if b:
-                inflight.append(self.shards[i].learn_many.remote(b))
-        while inflight:
-            self.engine.get(inflight.popleft(), timeout=timeout)
+                inflight[i].append(shards[i].learn_many.remote(b))
+        for q in inflight:
+            while q:
+                get(q.popleft(), timeout=timeout)
         return total
 
     def predict(self, key: Any, x: dict, timeout: float = 60.0) -> Any:
