@@ -8,7 +8,8 @@
 - throughput: the same test-then-train loop in one process (the floor) against a Learner actor
   fed by an rtml.stream dataflow (IterableSource -> LearnerSink), at-least-once (learn_per_s)
   and exactly-once (exactly_once_*), end to end from flow.run() and steady (from the first
-  learned sample); 16 keys over 2 PartitionedLearner actors; a mini-batch learner
+  learned sample); 16 keys over 2 PartitionedLearner actors, fed by the driver and by a
+  2-partition dataflow straight into the shards (PartitionedSink); a mini-batch learner
   (learn_many, batch-prequential).
 - metric over time: rolling accuracy on a concept-drift stream (ADWIN reset), as JSON
   (accuracy_over_time) and a text chart on stderr (matplotlib is not a dependency).
@@ -119,6 +120,18 @@ def throughput(n: int) -> dict:
     pl.learn_from(keyed)
     part = n / (time.perf_counter() - t0)
     pl.kill()
+    from rtml.stream import Dataflow, IterableSource
+
+    pl = PartitionedLearner(mk(), [metrics.Accuracy()], n_actors=2)
+    pl.stats()
+    flow = Dataflow("online-bench-partitioned")
+    flow.source(IterableSource(keyed, partitions=2)).sink(pl.sink())
+    t0 = time.perf_counter()
+    flow.run(parallelism=2).wait(timeout=300)
+    while sum(s["position"] for s in pl.stats().values()) < n:
+        time.sleep(0.005)
+    part_flow = n / (time.perf_counter() - t0)
+    pl.kill()
     mb = Learner(mk(), [metrics.Accuracy()], window=0, mini_batch=True)
     mb.get("position")
     t0 = time.perf_counter()
@@ -143,6 +156,8 @@ def throughput(n: int) -> dict:
             "exactly_once_actor_learn_per_s": round(eo_actor),
             "partitioned_2_actors_learn_per_s": round(part),
             "partitioned_speedup": round(part / floor, 2),
+            "partitioned_dataflow_learn_per_s": round(part_flow),
+            "partitioned_dataflow_speedup": round(part_flow / floor, 2),
             "mini_batch_learn_per_s": round(mb_rate),
             "mini_batch_accuracy": round(mb_acc, 4),
             "one_by_one_accuracy": round(acc.get(), 4),

@@ -110,9 +110,10 @@ def test_killed_dataflow_stage_recovers_and_the_learner_skips_what_it_has(shared
                                                                           tmp_path):
     reg = ModelRegistry(tmp_path / "reg")
     lr = _learner(reg)
-    run = _start("online-eo-stage", lr, rate=500)
-    wait_for(lambda: lr.get("position") >= 400 and run.last_checkpoint >= 2, timeout=30,
+    run = _start("online-eo-stage", lr, rate=250)  # 5 s of input
+    wait_for(lambda: run.last_checkpoint >= 2 and lr.get("position") > 0, timeout=30,
              what="learning under way")
+    assert run.status == "running"
     rtml.kill(run._actors[0][0])  # the source stage, with the learner's sink fused in
     wait_for(lambda: run.restarts == 1 or run.status == "finished", timeout=30,
              what="the dataflow's recovery")
@@ -132,6 +133,7 @@ def test_dead_letters_go_to_a_sink_as_they_happen(shared_runtime):
     lr.learn_from(samples, batch=25)
     assert lr.get("ask", "k1", DATA[0][0]) is not None
     assert rtml.get(lr.answer.remote("nope", True), timeout=30) is False
+    lr.get("flush_dead_letters")  # the last may wait for a later call (at most every 0.1 s)
     wait_for(lambda: out.count() == 3, timeout=10, what="3 dead letters in the sink")
     recs = out.items()
     assert [r["kind"] for r in recs] == ["bad_features", "bad_features", "unknown_key"]

@@ -203,3 +203,24 @@ def test_data_parallel_learner_publishes_its_average_and_resumes(shared_runtime,
     assert reg.latest().position == len(DATA)
     assert set(reg.latest().model["StandardScaler"].counts.values()) == {len(DATA)}
     dp2.kill()
+
+
+def test_a_dataflow_feeds_partitioned_shards_directly(shared_runtime):
+    from rtml.online import OnlineState, PartitionedLearner
+    from rtml.stream import Dataflow, IterableSource
+
+    samples = [(i % 4, x, y) for i, (x, y) in enumerate(DATA)]  # key i % 4: one partition each
+    pl = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=2)
+    flow = Dataflow("online-partitioned-sink")
+    flow.source(IterableSource(samples, partitions=2)).sink(pl.sink())
+    flow.run(parallelism=2).wait(timeout=60)
+    wait_for(lambda: sum(s["position"] for s in pl.stats().values()) == len(DATA), timeout=30,
+             what="every sample learned")
+    got = pl.stats()
+    for key in range(4):
+        st = OnlineState(_model(), [metrics.Accuracy()], window=0)
+        for k, x, y in samples:
+            if k == key:
+                st.learn(x, y)
+        assert got[key]["metrics"] == st.metric_values()
+    pl.kill()

@@ -22,7 +22,6 @@ is learned once, in order.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import uuid
 from collections import deque
@@ -39,13 +38,16 @@ __all__ = ["Learner", "LearnerSink"]
 
 _IN_FLIGHT = 4
 _EPOCHS_IN_FLIGHT = 2
-_DEAD_EVERY = 0.2       # seconds between deliveries of dead letters
+_DEAD_EVERY = 0.1       # seconds between deliveries of dead letters (at least)
 _DEAD_BUFFER = 100_000  # dead letters waiting for delivery at most (more are dropped, counted)
 
 
 class _DeadLetters:
-    """Delivers the state's dead letters in batches, from a thread of the actor (never from
-    the learning path): to ``fn(records)`` or to a rtml.stream Sink's writer."""
+    """Delivers the state's dead letters in batches: to ``fn(records)`` or to a rtml.stream
+    Sink's writer, at the end of the actor call that produced them (at most every
+    ``_DEAD_EVERY`` s, else with a later call), never from inside the learning loop. Not from
+    a thread of its own: a single-threaded actor must not wait on the runtime from another
+    thread (a sink writer does)."""
 
     def __init__(self, out: Any, state: OnlineState, learner_id: str) -> None:
         self.out, self.state = out, state
@@ -53,34 +55,31 @@ class _DeadLetters:
         self.writer_id = f"online:{learner_id}/dead_letters"
         self.sent = self.failed = 0
         self.error: str | None = None
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
+        self.last = 0.0
         state.outbox = deque(maxlen=_DEAD_BUFFER)
-        self.thread = threading.Thread(target=self._loop, daemon=True,
-                                       name="online-dead-letters")
-        self.thread.start()
 
-    def _loop(self) -> None:
-        while not self.stop.wait(_DEAD_EVERY):
+    def maybe_drain(self) -> None:
+        out = self.state.outbox
+        if out and (time.monotonic() - self.last >= _DEAD_EVERY or len(out) >= 1000):
             self.drain()
 
     def drain(self) -> int:
-        with self.lock:
-            out = self.state.outbox
-            batch: list[dict[str, Any]] = []
-            while out:
-                batch.append(out.popleft())
-            if not batch:
-                return 0
-            try:
-                self._deliver(batch)
-                self.sent += len(batch)
-            except Exception as e:  # the output's trouble must not stop the learner
-                self.failed += len(batch)
-                self.error = f"{type(e).__name__}: {e}"
-                print(f"rtml.online: {len(batch)} dead letters could not be delivered: "
-                      f"{self.error}", file=sys.stderr)
-            return len(batch)
+        self.last = time.monotonic()
+        out = self.state.outbox
+        batch: list[dict[str, Any]] = []
+        while out:
+            batch.append(out.popleft())
+        if not batch:
+            return 0
+        try:
+            self._deliver(batch)
+            self.sent += len(batch)
+        except Exception as e:  # the output's trouble must not stop the learner
+            self.failed += len(batch)
+            self.error = f"{type(e).__name__}: {e}"
+            print(f"rtml.online: {len(batch)} dead letters could not be delivered: "
+                  f"{self.error}", file=sys.stderr)
+        return len(batch)
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         if not isinstance(self.out, Sink):
@@ -141,9 +140,14 @@ class _LearnerActor:
         self.last_pos, self.last_t = self.state.position, time.monotonic()
         return v.number
 
+    def _after(self) -> None:
+        if self.dead_out is not None:
+            self.dead_out.maybe_drain()
+
     def learn(self, x: Any, y: Any, t: float | None = None) -> bool:
         ok = self.state.learn(x, y, t)
         self._maybe_publish()
+        self._after()
         return ok
 
     def learn_many(self, samples: list[tuple]) -> int:
@@ -161,6 +165,7 @@ class _LearnerActor:
                     self.publish()
             self._maybe_publish()
         self.learn_s += time.perf_counter() - t0
+        self._after()
         return st.position
 
     def learn_epoch(self, feed: str, epoch: int, samples: list[tuple]) -> int:
@@ -195,21 +200,26 @@ class _LearnerActor:
             st.feeds[feed] = (epoch, n)
             self.publish()  # the epoch is durable once this call returns
         self.learn_s += time.perf_counter() - t0
+        self._after()
         return st.position
 
     def ask(self, key: Any, x: Any) -> Any:
-        return self.state.ask(key, x)
+        out = self.state.ask(key, x)
+        self._after()
+        return out
 
     def answer(self, key: Any, y: Any, t: float | None = None) -> bool:
         self.state.expire()
         ok = self.state.answer(key, y, t)
         self._maybe_publish()
+        self._after()
         return ok
 
     def predict(self, x: Any) -> Any:
         return self.state.predict(x)
 
     def stats(self) -> dict[str, Any]:
+        self._after()
         out = self.state.stats()
         out["learn_s"] = self.learn_s
         out["restored_from"] = self.restored_from
@@ -221,7 +231,7 @@ class _LearnerActor:
         return list(self.state.dead)
 
     def flush_dead_letters(self) -> int:
-        """Deliver the dead letters waiting now (else they go within 0.2 s); how many."""
+        """Deliver the dead letters waiting now (else they go with a later call); how many."""
         return self.dead_out.drain() if self.dead_out is not None else 0
 
     def position(self) -> int:
@@ -249,10 +259,11 @@ class Learner:
         max_restarts: how often a killed actor is restarted (from the registry's latest
             snapshot of this learner); default: without limit with a registry, never without
             one (nothing to restart from). Calls in flight at the kill are re-sent to it.
-        dead_letters: where bad samples go as they happen, in batches off the learning path:
-            a rtml.stream :class:`~rtml.stream.Sink` or a callable taking a list of records
-            ``{"kind", "item", "reason", "position"}``. ``dead_letters.remote()`` keeps the
-            last 1000 either way.
+        dead_letters: where bad samples go, in batches: a rtml.stream
+            :class:`~rtml.stream.Sink` or a callable taking a list of records
+            ``{"kind", "item", "reason", "position"}``, called in the actor at the end of the
+            call that found them (at most every 0.1 s; those left wait for the next call, or
+            ``flush_dead_letters.remote()``). ``dead_letters.remote()`` keeps the last 1000.
         mini_batch: learn each batch of ``learn_many``/``learn_from``/a sink with the model's
             ``learn_many`` where it has one (River, with pandas): batch-prequential, see
             :class:`OnlineState`. Default one by one (exact test-then-train).

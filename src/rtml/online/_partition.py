@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from rtml.online._core import OnlineState
+from rtml.stream import Sink, SinkWriter
 from rtml.util.engine import resolve
 
-__all__ = ["PartitionedLearner", "ShardedState"]
+__all__ = ["PartitionedLearner", "PartitionedSink", "ShardedState"]
 
 _IN_FLIGHT = 4  # batches in flight per shard
 
@@ -183,6 +184,11 @@ class PartitionedLearner:
             while q:
                 self.engine.get(q.popleft(), timeout=timeout)
 
+    def sink(self, sample: Any = None) -> PartitionedSink:
+        """A dataflow sink feeding the shards straight from the dataflow's actors (the
+        driver routes nothing); see :class:`PartitionedSink`."""
+        return PartitionedSink(self, sample)
+
     def predict(self, key: Any, x: dict, timeout: float = 60.0) -> Any:
         """The prediction of ``key``'s model for ``x``."""
         shard = self.shards[shard_of(key, len(self.shards))]
@@ -199,3 +205,65 @@ class PartitionedLearner:
         """Kill the shard actors."""
         for s in self.shards:
             self.engine.kill(s)
+
+
+def _default_keyed(r: Any) -> tuple:
+    if isinstance(r, dict):
+        return (r["key"], r["x"], r["y"], r.get("t"))
+    return tuple(r)
+
+
+class PartitionedSink(Sink):
+    """A dataflow sink whose records are ``(key, x, y[, t])`` samples (or dicts with
+    ``"key"``, ``"x"``, ``"y"``, ``"t"``) for a :class:`PartitionedLearner`. Each writer, in
+    the dataflow's own actors, routes its records by key to the shard actors, a few batches in
+    flight per shard. At-least-once (records go as they arrive; flushed at checkpoints).
+
+    Args:
+        learner: the :class:`PartitionedLearner`.
+        sample: maps a record to ``(key, x, y[, t])``.
+    """
+
+    def __init__(self, learner: PartitionedLearner, sample: Any = None) -> None:
+        self.shards = list(learner.shards)
+        self.engine = learner.engine.__name__
+        self.sample = sample or _default_keyed
+
+    def open(self, writer_id: str, index: int, count: int) -> SinkWriter:
+        return _PartitionedWriter(self.shards, resolve(self.engine), self.sample)
+
+
+class _PartitionedWriter(SinkWriter):
+    def __init__(self, shards: list[Any], engine: Any, sample: Any) -> None:
+        self.shards, self.engine, self.sample = shards, engine, sample
+        self.inflight: list[deque] = [deque() for _ in shards]
+        self.where: dict[Any, int] = {}
+
+    def write(self, records: list[Any]) -> None:
+        n = len(self.shards)
+        bufs: list[list[tuple]] = [[] for _ in range(n)]
+        where, sample = self.where, self.sample
+        for r in records:
+            s = sample(r)
+            k = s[0]
+            try:
+                i = where[k]
+            except KeyError:
+                i = where[k] = shard_of(k, n)
+            except TypeError:
+                i = shard_of(k, n)
+            bufs[i].append(s)
+        for i, b in enumerate(bufs):
+            if b:
+                q = self.inflight[i]
+                while len(q) >= _IN_FLIGHT:
+                    self.engine.get(q.popleft(), timeout=600)
+                q.append(self.shards[i].learn_many.remote(b))
+
+    def flush(self) -> None:
+        for q in self.inflight:
+            while q:
+                self.engine.get(q.popleft(), timeout=600)
+
+    def close(self) -> None:
+        self.flush()
