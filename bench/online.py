@@ -99,18 +99,20 @@ def throughput(n: int) -> dict:
     base = list(datasets.Phishing())
     data = [base[i % len(base)] for i in range(n)]
     mk = _models()["logreg"]
-    m, acc = mk(), metrics.Accuracy()
-    t0 = time.perf_counter()
-    for x, y in data:
-        p = m.predict_one(x)
-        if p is not None:
-            acc.update(y, p)
-        m.learn_one(x, y)
-    floor = n / (time.perf_counter() - t0)
-    st = OnlineState(mk(), [metrics.Accuracy()], window=0)
-    t0 = time.perf_counter()
-    st.learn_many(data)
-    in_process = n / (time.perf_counter() - t0)
+    floor = in_process = 0.0
+    for _ in range(3):  # the best of 3: the floor is not pulled down by a moment of load
+        m, acc = mk(), metrics.Accuracy()
+        t0 = time.perf_counter()
+        for x, y in data:
+            p = m.predict_one(x)
+            if p is not None:
+                acc.update(y, p)
+            m.learn_one(x, y)
+        floor = max(floor, n / (time.perf_counter() - t0))
+        st = OnlineState(mk(), [metrics.Accuracy()], window=0)
+        t0 = time.perf_counter()
+        st.learn_many(data)
+        in_process = max(in_process, n / (time.perf_counter() - t0))
     rate, steady, actor = _flow_rate(data, mk, exactly_once=False)
     eo_rate, eo_steady, eo_actor = _flow_rate(data, mk, exactly_once=True)
     pl = PartitionedLearner(mk(), [metrics.Accuracy()], n_actors=2)
