@@ -116,10 +116,12 @@ class OnlineState:
         self.outbox_dropped = 0
         self._keys: frozenset | None = None
         self._good: set[tuple] = set()
+        self._updates: list[tuple[Any, bool]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["outbox"] = None  # what is not yet sent is not part of a snapshot
+        d["_updates"] = None  # bound methods: rebuilt on first use
         return d
 
     def __setstate__(self, d: dict[str, Any]) -> None:
@@ -130,6 +132,7 @@ class OnlineState:
         d.setdefault("mini_batch", False)
         d.setdefault("_keys", frozenset(d["schema"]) if d.get("schema") is not None else None)
         d.setdefault("_good", set())
+        d["_updates"] = None
         self.__dict__.update(d)
 
     # -- input -----------------------------------------------------------------------------
@@ -192,11 +195,17 @@ class OnlineState:
     def _score(self, y: Any, y_pred: Any) -> None:
         if y_pred is None or y_pred == {}:
             return
-        label = max(y_pred, key=y_pred.__getitem__) if isinstance(y_pred, dict) else y_pred
-        for group in (self.metrics, self.rolling):
-            for m in group:
-                m.update(y, label if (self.use_proba and m.requires_labels) else y_pred)
-        self._watch(y, label)
+        label = max(y_pred, key=y_pred.__getitem__) if type(y_pred) is dict or isinstance(
+            y_pred, dict) else y_pred
+        updates = self._updates
+        if updates is None:  # (update, wants the label) per metric, worked out once
+            updates = self._updates = [
+                (m.update, bool(self.use_proba and m.requires_labels))
+                for group in (self.metrics, self.rolling) for m in group]
+        for update, wants_label in updates:
+            update(y, label if wants_label else y_pred)
+        if self.drift is not None:
+            self._watch(y, label)
 
     def _watch(self, y: Any, label: Any) -> None:
         d = self.drift

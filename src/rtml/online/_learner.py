@@ -37,7 +37,7 @@ from rtml.util.engine import resolve
 __all__ = ["Learner", "LearnerSink"]
 
 _IN_FLIGHT = 4
-_EPOCHS_IN_FLIGHT = 2
+_EPOCHS_IN_FLIGHT = 1  # per writer: a call re-sent after a restart cannot overtake another
 _DEAD_EVERY = 0.1       # seconds between deliveries of dead letters (at least)
 _DEAD_BUFFER = 100_000  # dead letters waiting for delivery at most (more are dropped, counted)
 
@@ -406,7 +406,9 @@ class _LearnerWriter(SinkWriter):
     def write_epoch(self, epoch: int, records: list[Any]) -> None:
         # Handed over without waiting for it to be learned: the next checkpoint barrier
         # (flush) waits for it, so no checkpoint forgets an epoch the learner has not made
-        # durable; meanwhile the dataflow goes on reading.
+        # durable; meanwhile the dataflow goes on reading. One epoch in flight at most: two
+        # could be re-sent out of order after a restart, and an older epoch arriving after a
+        # newer one would be skipped.
         while len(self.inflight) >= _EPOCHS_IN_FLIGHT:
             self.engine.get(self.inflight.popleft(), timeout=600)
         sample = self.sample
