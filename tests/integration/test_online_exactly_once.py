@@ -165,3 +165,25 @@ def test_dead_letters_to_a_callable_and_an_exactly_once_sink(shared_runtime, tmp
     lr.learn_from([({"a": 1.0}, True), ({"a": "x"}, False)], batch=10)
     wait_for(lambda: eo.count() == 1, timeout=10, what="1 dead letter")
     lr.kill()
+
+
+def test_killed_keyed_stage_holding_the_sink(shared_runtime, tmp_path):
+    reg = ModelRegistry(tmp_path / "reg")
+    lr = _learner(reg)
+    flow = Dataflow("online-eo-keyed")
+    (flow.source(IterableSource(RECORDS, rate=250))
+         .key_by(lambda r: 0).stateful_map(lambda s, r: (None, r))
+         .sink(lr.sink()))
+    run = flow.run(checkpoint_every=0.2)
+    assert len(run._actors) == 2  # the source stage, and the keyed stage with the sink
+    wait_for(lambda: run.last_checkpoint >= 2 and lr.get("position") > 0, timeout=30,
+             what="learning under way")
+    assert run.status == "running"
+    rtml.kill(run._actors[1][0])
+    wait_for(lambda: run.restarts == 1 or run.status == "finished", timeout=30,
+             what="the dataflow's recovery")
+    got = _finish(run, lr)
+    assert run.restarts == 1
+    _assert_same(got, _reference())
+    _assert_monotonic(reg)
+    lr.kill()
