@@ -1,7 +1,8 @@
 """A dataflow-fed learner through crashes, exactly once: the learner's actor SIGKILLed (it
 restarts from its last snapshot), killed through the engine, and the dataflow stage holding
-the sink killed (the dataflow restores its checkpoint); each run ends with exactly the model,
-metrics and counts of an uninterrupted run, and the published versions stay monotonic."""
+the sink killed, fused with the source or a keyed stage of its own (the dataflow restores its
+checkpoint); each run ends with exactly the model, metrics and counts of an uninterrupted run,
+and the published versions stay monotonic. Also the dead-letter output, to real sinks."""
 
 from __future__ import annotations
 
