@@ -140,3 +140,87 @@ def test_a_learner_is_a_row_of_the_dashboard_panel(shared_runtime, tmp_path):
     assert row["model"] == "Pipeline" and row["status"] == "learning"
     assert row["rejected"] == 1 and row["version"] == 3 and 0 < row["Accuracy"] <= 1
     lr.kill()
+
+
+def test_mini_batch_learner_in_an_actor(shared_runtime):
+    pytest.importorskip("pandas")
+    from rtml.online import OnlineState
+
+    lr = Learner(_model(), [metrics.Accuracy()], window=0, mini_batch=True)
+    assert lr.learn_from(DATA, batch=100) == len(DATA)
+    st = OnlineState(_model(), [metrics.Accuracy()], window=0, mini_batch=True)
+    for i in range(0, len(DATA), 100):
+        st.learn_many(DATA[i:i + 100])
+    assert lr.get("stats")["metrics"] == st.metric_values()  # the same batches, same figures
+    lr.kill()
+
+
+def test_partitioned_learner_publishes_one_version_and_resumes_on_more_actors(shared_runtime,
+                                                                             tmp_path):
+    from rtml.online import OnlineState, PartitionedLearner, ShardedState
+
+    reg = ModelRegistry(tmp_path / "reg")
+    samples = [(i % 5, x, y) for i, (x, y) in enumerate(DATA)]
+    a = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=2, registry=reg,
+                           publish_every=300)
+    a.learn_from(samples[:700], batch=64)
+    a.kill()
+    v = reg.latest()
+    assert isinstance(v.state, ShardedState) and v.position == 700
+    assert sorted(v.state.states) == [0, 1, 2, 3, 4] and v.metrics["keys"] == 5
+    b = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=3, registry=reg,
+                           resume=True)
+    assert b.resumed_from == v.number
+    b.learn_from(samples[700:], batch=64)
+    got = b.stats()
+    for key in range(5):
+        st = OnlineState(_model(), [metrics.Accuracy()], window=0)
+        for k, x, y in samples:
+            if k == key:
+                st.learn(x, y)
+        assert got[key]["metrics"] == st.metric_values() and got[key]["position"] == st.position
+    assert reg.latest().position == len(DATA)
+    b.kill()
+
+
+def test_data_parallel_learner_publishes_its_average_and_resumes(shared_runtime, tmp_path):
+    from rtml.online import AveragedState, DataParallelLearner
+
+    reg = ModelRegistry(tmp_path / "reg")
+    dp = DataParallelLearner(_model(), [metrics.Accuracy()], n_actors=2, sync_every=200,
+                             registry=reg)
+    avg = dp.learn_from(DATA[:600], batch=50)
+    dp.kill()
+    v = reg.latest()
+    assert isinstance(v.state, AveragedState) and v.position == 600 and len(reg.versions()) >= 3
+    assert dict(v.model["LogisticRegression"].weights) == dict(avg["LogisticRegression"].weights)
+    with reg.subscriber(follow=False) as sub:  # what a server would serve: the average
+        assert sub.predict_one(DATA[0][0])[1] == v.number
+    dp2 = DataParallelLearner(_model(), [metrics.Accuracy()], n_actors=2, sync_every=200,
+                              registry=reg, resume=True)
+    assert dp2.resumed_from == v.number
+    dp2.learn_from(DATA[600:], batch=50)
+    assert reg.latest().position == len(DATA)
+    assert set(reg.latest().model["StandardScaler"].counts.values()) == {len(DATA)}
+    dp2.kill()
+
+
+def test_a_dataflow_feeds_partitioned_shards_directly(shared_runtime):
+    from rtml.online import OnlineState, PartitionedLearner
+    from rtml.stream import Dataflow, IterableSource
+
+    samples = [(i % 4, x, y) for i, (x, y) in enumerate(DATA)]  # key i % 4: one partition each
+    pl = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=2)
+    flow = Dataflow("online-partitioned-sink")
+    flow.source(IterableSource(samples, partitions=2)).sink(pl.sink())
+    flow.run(parallelism=2).wait(timeout=60)
+    wait_for(lambda: sum(s["position"] for s in pl.stats().values()) == len(DATA), timeout=30,
+             what="every sample learned")
+    got = pl.stats()
+    for key in range(4):
+        st = OnlineState(_model(), [metrics.Accuracy()], window=0)
+        for k, x, y in samples:
+            if k == key:
+                st.learn(x, y)
+        assert got[key]["metrics"] == st.metric_values()
+    pl.kill()

@@ -145,3 +145,60 @@ def test_average_pools_scaler_statistics_exactly():
     wa, wb = dict(a["LogisticRegression"]._weights), dict(b["LogisticRegression"]._weights)
     for k, w in dict(avg["LogisticRegression"]._weights).items():
         assert w == pytest.approx((wa.get(k, 0) + wb.get(k, 0)) / 2)
+
+
+def test_mini_batch_is_batch_prequential_with_learn_many():
+    pd = pytest.importorskip("pandas")
+    data = list(datasets.Phishing())
+    mk = lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression()  # noqa: E731
+    st = OnlineState(mk(), [metrics.Accuracy(), metrics.LogLoss()], window=0, mini_batch=True)
+    assert st.mini_batch
+    ref, acc, loss = mk(), metrics.Accuracy(), metrics.LogLoss()
+    for i in range(0, len(data), 64):
+        batch = data[i:i + 64]
+        assert st.learn_many(batch) == len(batch)
+        X, Y = pd.DataFrame([x for x, _ in batch]), pd.Series([y for _, y in batch])
+        for (_, y), p in zip(batch, ref.predict_proba_many(X).to_dict(orient="records"),
+                             strict=True):
+            acc.update(y, max(p, key=p.get))
+            loss.update(y, p)
+        ref.learn_many(X, Y)
+    assert st.metric_values() == {"Accuracy": acc.get(), "LogLoss": loss.get()}
+    assert st.position == len(data)
+    assert dict(st.model["LogisticRegression"].weights) == \
+        dict(ref["LogisticRegression"].weights)
+    bad = [(data[0][0], True), ({"nope": 1.0}, False), (data[1][0], False, 7.0)]
+    assert st.learn_many(bad) == 2 and st.counts["bad_features"] == 1
+    assert st.event_time == 7.0
+
+
+def test_mini_batch_without_learn_many_stays_one_by_one_and_exact():
+    data = list(datasets.Phishing())
+    ref = evaluate.progressive_val_score(data, tree.HoeffdingTreeClassifier(),
+                                         metrics.Accuracy())
+    st = OnlineState(tree.HoeffdingTreeClassifier(), [metrics.Accuracy()], window=0,
+                     mini_batch=True)
+    assert not st.mini_batch  # no learn_many: one by one
+    for i in range(0, len(data), 100):
+        st.learn_many(data[i:i + 100])
+    assert st.metric_values()["Accuracy"] == ref.get()
+
+
+def test_a_model_raising_in_learn_many_falls_back_to_one_by_one():
+    pytest.importorskip("pandas")
+
+    class Flaky(linear_model.LogisticRegression):
+        def learn_one(self, x, y):
+            if x.get("boom"):
+                raise ValueError("boom")
+            super().learn_one(x, y)
+
+        def learn_many(self, X, y):
+            if X["boom"].any():
+                raise ValueError("boom in a batch")
+            super().learn_many(X, y)
+
+    st = OnlineState(Flaky(), window=0, mini_batch=True)
+    assert st.learn_many([({"a": 1.0, "boom": 0}, True), ({"a": 2.0, "boom": 0}, False)]) == 2
+    assert st.learn_many([({"a": 1.0, "boom": 1}, True), ({"a": 2.0, "boom": 0}, False)]) == 1
+    assert st.counts["model_error"] == 1 and st.position == 3

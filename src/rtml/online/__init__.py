@@ -15,10 +15,10 @@ River is needed only once a model is used (``pip install 'rtml[online]'``).
 
 from rtml.online._core import Drift, OnlineState
 from rtml.online._learner import Learner, LearnerSink
-from rtml.online._parallel import DataParallelLearner, average
-from rtml.online._partition import PartitionedLearner
+from rtml.online._parallel import AveragedState, DataParallelLearner, average
+from rtml.online._partition import PartitionedLearner, PartitionedSink, ShardedState
 from rtml.online._registry import ModelRegistry, PublishError, Subscriber, Version
 
-__all__ = ["DataParallelLearner", "Drift", "Learner", "LearnerSink", "ModelRegistry", "OnlineState", "PartitionedLearner",
-           "PublishError",
+__all__ = ["AveragedState", "DataParallelLearner", "Drift", "Learner", "LearnerSink", "ModelRegistry", "OnlineState", "PartitionedLearner", "PartitionedSink",
+           "PublishError", "ShardedState",
            "Subscriber", "Version", "average"]

@@ -7,6 +7,9 @@
                    └─▶ model.learn_one(x, y) ─▶ position += 1
     predict(x, key) ─▶ pending[key] ── label(key, y) ─▶ score + learn   (delayed labels)
                                    └── expire(now) after label_timeout ─▶ counted, dead-lettered
+    learn_many(samples) ─▶ one by one (exact test-then-train), or with mini_batch=True and a
+                           model with learn_many: predict the batch, score it, learn the batch
+                           (batch-prequential)
 
 Pure Python and picklable, so a snapshot of it is a snapshot of the learner.
 """
@@ -24,6 +27,7 @@ from rtml.util.engine import optional_import
 __all__ = ["Drift", "OnlineState"]
 
 _NUMERIC = (int, float, bool)
+_MAX_SIGNATURES = 64  # type signatures of samples that passed the feature check, remembered
 
 
 def _river() -> Any:
@@ -72,11 +76,16 @@ class OnlineState:
         check_features: dead-letter a sample whose features miss or change type against the
             first sample's (a River model would silently learn from it otherwise).
         max_dead_letters: how many dead letters are kept (all are counted).
+        mini_batch: learn :meth:`learn_many`'s samples as one mini-batch when the model has
+            River's ``learn_many`` (and pandas is installed): the batch is predicted, scored,
+            then learned (batch-prequential; figures differ from one-by-one). Otherwise, and by
+            default, one by one, exactly as ``river.evaluate.progressive_val_score``.
     """
 
     def __init__(self, model: Any, metrics: list[Any] | None = None, *, window: int = 1000,
                  drift: Drift | None = None, label_timeout: float = 600.0,
-                 check_features: bool = True, max_dead_letters: int = 1000) -> None:
+                 check_features: bool = True, max_dead_letters: int = 1000,
+                 mini_batch: bool = False) -> None:
         river = _river()
         if not hasattr(model, "learn_one"):
             raise TypeError(f"{type(model).__name__} has no learn_one: pass a River estimator")
@@ -102,21 +111,71 @@ class OnlineState:
         self.counts = {"learned": 0, "bad_features": 0, "model_error": 0, "unknown_key": 0,
                        "expired": 0}
         self.dead: deque = deque(maxlen=max_dead_letters)
+        self.mini_batch = bool(mini_batch) and _supports_many(model)
+        # feed -> (epoch, samples of that epoch learned): what each exactly-once feed (a
+        # dataflow sink writer) has delivered, so a replayed epoch is learned only once
+        self.feeds: dict[Any, tuple[int, int]] = {}
+        self.learner_id: str | None = None  # the Learner whose actor holds this state
+        self.outbox: deque | None = None    # dead letters not yet sent to the output (actor)
+        self.outbox_dropped = 0
+        self._keys: frozenset | None = None
+        self._good: set[tuple] = set()
+        self._updates: list[tuple[Any, bool]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["outbox"] = None  # what is not yet sent is not part of a snapshot
+        d["_updates"] = None  # bound methods: rebuilt on first use
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        d.setdefault("feeds", {})
+        d.setdefault("learner_id", None)
+        d.setdefault("outbox", None)
+        d.setdefault("outbox_dropped", 0)
+        d.setdefault("mini_batch", False)
+        d.setdefault("_keys", frozenset(d["schema"]) if d.get("schema") is not None else None)
+        d.setdefault("_good", set())
+        d["_updates"] = None
+        self.__dict__.update(d)
 
     # -- input -----------------------------------------------------------------------------
 
     def _bad(self, kind: str, item: Any, reason: str) -> None:
         self.counts[kind] += 1
-        self.dead.append({"kind": kind, "item": item, "reason": reason, "position": self.seen})
+        rec = {"kind": kind, "item": item, "reason": reason, "position": self.seen}
+        self.dead.append(rec)
+        out = self.outbox
+        if out is not None:
+            if len(out) >= out.maxlen:  # type: ignore[operator]
+                self.outbox_dropped += 1
+            out.append(rec)
 
     def _check(self, x: Any) -> str | None:
-        if not isinstance(x, dict):
+        if type(x) is not dict and not isinstance(x, dict):
             return f"features must be a dict, got {type(x).__name__}"
         if not self.check_features:
             return None
         if self.schema is None:
             self.schema = {k: isinstance(v, _NUMERIC) for k, v in x.items() if v is not None}
+            self._keys = frozenset(self.schema)
             return None
+        # Fast path: the same feature types as a sample that already passed (one C-level
+        # map per sample instead of a Python loop over the features).
+        keys = self._keys
+        if keys is not None and keys <= x.keys():
+            sig = tuple(map(type, map(x.__getitem__, self.schema)))
+            if sig in self._good:
+                return None
+        else:
+            sig = None
+        reason = self._check_slow(x)
+        if reason is None and sig is not None and len(self._good) < _MAX_SIGNATURES:
+            self._good.add(sig)
+        return reason
+
+    def _check_slow(self, x: dict) -> str | None:
+        assert self.schema is not None
         for k, numeric in self.schema.items():
             v = x.get(k)
             if v is None:
@@ -140,11 +199,17 @@ class OnlineState:
     def _score(self, y: Any, y_pred: Any) -> None:
         if y_pred is None or y_pred == {}:
             return
-        label = max(y_pred, key=y_pred.__getitem__) if isinstance(y_pred, dict) else y_pred
-        for group in (self.metrics, self.rolling):
-            for m in group:
-                m.update(y, label if (self.use_proba and m.requires_labels) else y_pred)
-        self._watch(y, label)
+        label = max(y_pred, key=y_pred.__getitem__) if type(y_pred) is dict or isinstance(
+            y_pred, dict) else y_pred
+        updates = self._updates
+        if updates is None:  # (update, wants the label) per metric, worked out once
+            updates = self._updates = [
+                (m.update, bool(self.use_proba and m.requires_labels))
+                for group in (self.metrics, self.rolling) for m in group]
+        for update, wants_label in updates:
+            update(y, label if wants_label else y_pred)
+        if self.drift is not None:
+            self._watch(y, label)
 
     def _watch(self, y: Any, label: Any) -> None:
         d = self.drift
@@ -190,6 +255,68 @@ class OnlineState:
             return False
         self._score(y, self._predict(x))
         return self._learn(x, y, t)
+
+    def learn_many(self, samples: list[tuple]) -> int:
+        """Test then train on ``(x, y[, t])`` samples; how many were learned.
+
+        One by one (exactly as :meth:`learn`), unless ``mini_batch`` is on and the model has
+        ``learn_many``: then the batch's good samples are predicted with the model as it was
+        before the batch, scored, and learned in one ``learn_many`` call (batch-prequential).
+        """
+        if not self.mini_batch or len(samples) < 2:
+            learn = self.learn
+            before = self.position
+            for s in samples:
+                learn(*s)
+            return self.position - before
+        return self._learn_batch(samples)
+
+    def _learn_batch(self, samples: list[tuple]) -> int:
+        pd = optional_import("pandas", "online", "mini-batch learning (learn_many)")
+        xs, ys, ts = [], [], []
+        for s in samples:
+            x, y = s[0], s[1]
+            self.seen += 1
+            reason = self._check(x)
+            if reason is not None:
+                self._bad("bad_features", (x, y), reason)
+                continue
+            xs.append(x)
+            ys.append(y)
+            if len(s) > 2 and s[2] is not None:
+                ts.append(s[2])
+        if not xs:
+            return 0
+        X, Y = pd.DataFrame(xs), pd.Series(ys)
+        try:
+            if self.use_proba:
+                preds: list[Any] = self.model.predict_proba_many(X).to_dict(orient="records")
+            else:
+                preds = list(self.model.predict_many(X))
+        except Exception:  # a model that cannot predict a batch yet: score one by one
+            preds = [self._predict(x) for x in xs]
+        for y, p in zip(ys, preds, strict=True):
+            self._score(y, p)
+        try:
+            self.model.learn_many(X, Y)
+            if self.background is not None:
+                self.background.learn_many(X, Y)
+        except Exception:  # find the samples that fail: one by one, each dead-lettered alone
+            n = 0
+            for x, y in zip(xs, ys, strict=True):
+                n += self._learn(x, y, None)
+            self._newest(ts)
+            return n
+        self.position += len(xs)
+        self.counts["learned"] += len(xs)
+        self._newest(ts)
+        return len(xs)
+
+    def _newest(self, ts: list[float]) -> None:
+        if ts:
+            t = max(ts)
+            if self.event_time is None or t > self.event_time:
+                self.event_time = t
 
     # -- delayed labels --------------------------------------------------------------------
 
@@ -239,6 +366,24 @@ class OnlineState:
         return {"position": self.position, "seen": self.seen, "event_time": self.event_time,
                 "metrics": self.metric_values(), "counts": dict(self.counts),
                 "drifts": list(self.drifts), "pending": len(self.pending)}
+
+
+def _supports_many(model: Any) -> bool:
+    """River mini-batch methods on every step (``learn_many``; ``transform_many`` before the
+    last; ``predict_many``/``predict_proba_many`` on the last), and pandas to build frames."""
+    steps = getattr(model, "steps", None)
+    parts = list(steps.values()) if steps is not None else [model]
+    if not parts or not all(hasattr(p, "learn_many") for p in parts):
+        return False
+    if not all(hasattr(p, "transform_many") for p in parts[:-1]):
+        return False
+    if not (hasattr(parts[-1], "predict_many") or hasattr(parts[-1], "predict_proba_many")):
+        return False
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _last_step_is(model: Any, cls: type) -> bool:

@@ -4,6 +4,7 @@
 
     samples ─ round robin by batch ─▶ replica 0 .. n-1 (each an OnlineState, test then train)
     every sync_every samples: driver gets every replica's model ─▶ average ─▶ set on every replica
+                              └─▶ registry (optional): one version, the average + every replica
 
 Mergeable here means River's linear models (``LinearRegression``, ``LogisticRegression``:
 weights and intercept averaged) optionally behind a ``StandardScaler`` (counts, means and
@@ -19,7 +20,7 @@ from typing import Any
 from rtml.online._core import OnlineState, _river
 from rtml.util.engine import resolve
 
-__all__ = ["DataParallelLearner", "average"]
+__all__ = ["AveragedState", "DataParallelLearner", "average"]
 
 
 def _parts(model: Any) -> list[Any]:
@@ -86,9 +87,32 @@ def average(models: list[Any], base: Any = None) -> Any:
     return out
 
 
+class AveragedState:
+    """What one version of a :class:`DataParallelLearner` holds: the averaged ``model`` (what a
+    subscriber serves) and every replica's :class:`OnlineState` (to resume from)."""
+
+    def __init__(self, model: Any, replicas: list[OnlineState], base: Any) -> None:
+        self.model, self.replicas, self.base = model, replicas, base
+        self.position = sum(st.position for st in replicas)
+        times = [st.event_time for st in replicas if st.event_time is not None]
+        self.event_time = max(times) if times else None
+
+    def metric_values(self) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for st in self.replicas:
+            for k, v in st.metric_values().items():
+                if isinstance(v, (int, float)):
+                    sums[k] = sums.get(k, 0.0) + float(v) * st.position
+        return {k: v / self.position for k, v in sums.items()} if self.position else {}
+
+
 class _Replica:
-    def __init__(self, model: Any, metrics: list[Any] | None) -> None:
-        self.state = OnlineState(model, metrics, window=0)
+    def __init__(self, model: Any, metrics: list[Any] | None,
+                 state: OnlineState | None = None) -> None:
+        self.state = state if state is not None else OnlineState(model, metrics, window=0)
+
+    def get_state(self) -> OnlineState:
+        return self.state
 
     def learn_many(self, samples: list[tuple]) -> int:
         for s in samples:
@@ -113,6 +137,10 @@ class DataParallelLearner:
         metrics: River metrics each replica scores test-then-train on its share.
         n_actors: how many replicas.
         sync_every: average after this many samples in total.
+        registry: a :class:`~rtml.online.ModelRegistry`: every average is published as one
+            version, an :class:`AveragedState` (its ``model`` is the average).
+        resume: start from the registry's latest version (the replicas' states and the
+            average; with the same ``n_actors``, else the average alone).
         engine: ``"rtml"`` (default) or ``"ray"``.
 
     Raises:
@@ -120,22 +148,43 @@ class DataParallelLearner:
     """
 
     def __init__(self, model: Any, metrics: list[Any] | None = None, *, n_actors: int = 2,
-                 sync_every: int = 1000, engine: Any = None) -> None:
+                 sync_every: int = 1000, registry: Any = None, resume: bool = False,
+                 engine: Any = None) -> None:
         _check(model)
         self.engine = resolve(engine)
         self.sync_every = sync_every
-        self.replicas = [self.engine.remote(_Replica).remote(model.clone(), metrics)
-                         for _ in range(n_actors)]
-        self.syncs = 0
+        self.registry = registry
         self.base: Any = None
+        states: list[OnlineState | None] = [None] * n_actors
+        self.resumed_from: int | None = None
+        if resume and registry is not None:
+            try:
+                v = registry.latest()
+            except KeyError:
+                v = None
+            if v is not None and isinstance(v.state, AveragedState):
+                self.base = v.state.model
+                model = v.state.model
+                if len(v.state.replicas) == n_actors:
+                    states = list(v.state.replicas)
+                self.resumed_from = v.number
+        self.replicas = [self.engine.remote(_Replica).remote(model.clone(include_attributes=True),
+                                                             metrics, states[i])
+                         for i in range(n_actors)]
+        self.syncs = 0
 
     def sync(self, timeout: float = 60.0) -> Any:
-        """Average the replicas' models now and give every replica the average; returns it."""
+        """Average the replicas' models now and give every replica the average; returns it
+        (and publishes it, with a registry)."""
         models = self.engine.get([r.get_model.remote() for r in self.replicas], timeout=timeout)
         avg = average(models, self.base)
         self.base = avg
         self.engine.get([r.set_model.remote(avg) for r in self.replicas], timeout=timeout)
         self.syncs += 1
+        if self.registry is not None:
+            reps = self.engine.get([r.get_state.remote() for r in self.replicas],
+                                   timeout=timeout)
+            self.registry.publish(AveragedState(avg, reps, avg))
         return avg
 
     def learn_from(self, samples: Iterable[tuple], batch: int = 100,

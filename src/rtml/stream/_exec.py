@@ -383,8 +383,10 @@ class _SinkOp(_Op):
             if self.buffer:
                 self.pending[epoch] = self.buffer
             self.buffer = []
-        else:
-            self.writer.flush()
+        # Also for exactly-once sinks (as SinkWriter.flush documents): one that hands epochs
+        # over asynchronously waits here until they are durable, before this checkpoint drops
+        # them from its pending state.
+        self.writer.flush()
 
     def commit(self, epoch: int) -> None:
         for e in sorted(x for x in self.pending if x <= epoch):
