@@ -28,26 +28,12 @@ from collections import deque
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR, PENDING, REMOTE, SHM, ObjectTable, Waiter
-from rtml._node._tasks import (
-    ASSIGNED,
-    FINISHED,
-    FORWARDED,
-    QUEUED,
-    STREAMING,
-    WAITING,
-    TaskRec,
-    TaskSpec,
-)
-from rtml._observability._recorder import FAILED, RETRIED
-from rtml._runtime._ids import (
-    DRIVER_INDEX,
-    node_of_process,
-    put_id,
-    return_id,
-    task_of,
-    to_hex,
-)
+from rtml._node._objects import PENDING, ObjectTable, Waiter
+from rtml._node._tasks import TaskRec
+from rtml._protocol._events import FAILED, RETRIED
+from rtml._protocol._ids import DRIVER_INDEX, node_of_process, put_id, return_id, task_of, to_hex
+from rtml._protocol._payload import ERR, REMOTE, SHM
+from rtml._protocol._spec import ASSIGNED, FINISHED, FORWARDED, QUEUED, STREAMING, WAITING, TaskSpec
 from rtml._scheduler import ResourcePool, shape_key
 
 STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rtml._node._objects import ERR, INLINE, PENDING, REMOTE, SHM
-from rtml._node._tasks import ASSIGNED, FORWARDED, QUEUED, WAITING
+from rtml._node._objects import PENDING
 from rtml._object_store._state import Location
-from rtml._runtime._ids import is_put, task_of, to_hex
+from rtml._protocol._ids import is_put, task_of, to_hex
+from rtml._protocol._payload import ERR, INLINE, REMOTE, SHM
+from rtml._protocol._spec import ASSIGNED, FORWARDED, QUEUED, WAITING
 
 _TASK_STATE = {WAITING: "PENDING_ARGS", QUEUED: "PENDING_SCHEDULING", ASSIGNED: "RUNNING",
                FORWARDED: "FORWARDED"}

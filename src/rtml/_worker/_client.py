@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._tasks import TaskSpec
+from rtml._protocol._spec import TaskSpec
 from rtml._runtime._client import CoreClient
 from rtml._runtime._refs import counter
 
@@ -107,7 +107,7 @@ class WorkerClient(CoreClient):
         self.send(("submit", spec, fn_blob))
 
     def _put(self, task_id: int, kind: int, payload: Any, size: int, contained: list) -> None:
-        from rtml._node._objects import SHM
+        from rtml._protocol._payload import SHM
 
         if kind != SHM:
             self.send(("put", None, task_id, kind, payload, size, contained))

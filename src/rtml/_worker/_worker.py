@@ -27,10 +27,11 @@ from typing import Any
 import cloudpickle
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR
-from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._object_store._segments import cleanup_session
-from rtml._runtime import _context, _ids
+from rtml._protocol import _ids
+from rtml._protocol._payload import ERR
+from rtml._protocol._spec import STREAMING, TaskSpec
+from rtml._runtime import _context
 from rtml._runtime._payload import decode_value, encode_value, fill_deps, split_returns
 from rtml._runtime._refs import counter
 from rtml._transport import BlockingChannel
