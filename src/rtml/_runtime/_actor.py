@@ -40,13 +40,7 @@ _METHOD_OPTIONS = {"num_returns", "concurrency_group", "retry_exceptions", "max_
                    "name", "enable_task_events", "_generator_backpressure_num_objects"}
 
 
-def _client() -> Any:
-    client = _context.get_client()
-    if client is None:
-        from rtml._api import _auto_init
-
-        client = _auto_init()
-    return client
+_client = _context.client
 
 
 def _op(op: str, args: tuple) -> Any:
