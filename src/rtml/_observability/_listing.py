@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rtml._observability._timeline import hex_id
+from rtml._protocol._ids import hex_id
 
 if TYPE_CHECKING:
     from rtml._control._events import TaskEvent

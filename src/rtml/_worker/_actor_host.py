@@ -46,8 +46,7 @@ from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS, ActorExitReq
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime._payload import encode_value
 from rtml._runtime._refs import counter
-from rtml._worker._client import cancelled_error
-from rtml._worker._worker import SPIN_S
+from rtml._worker._client import SPIN_S, cancelled_error
 
 _EXIT = (ActorExitRequest, exc.AsyncioActorExit)
 _TERMINATE = TERMINATE_METHODS

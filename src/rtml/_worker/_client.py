@@ -21,6 +21,10 @@ from rtml._protocol._spec import TaskSpec
 from rtml._runtime._client import CoreClient
 from rtml._runtime._refs import counter
 
+# How long a worker that just finished its tasks (or an async actor's event loop, its calls)
+# polls for the next one before it sleeps (decision 0010); 0 turns polling off.
+SPIN_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6
+
 
 class WorkerClient(CoreClient):
     def __init__(self, worker: Any, wid: int, session: str, shm_dir: str) -> None:
