@@ -179,7 +179,7 @@ def only_copies_on(node_id: str) -> set[int]:
 
 
 def task_of(oid: int) -> int:
-    from rtml._runtime import _ids
+    from rtml._protocol import _ids
 
     return int(_ids.task_of(oid))
 

@@ -2,6 +2,12 @@
 
 ``import rtml as ray`` runs Ray core programs: remote functions and actors, ObjectRefs,
 ``get``/``put``/``wait``/``cancel``, resources and the exception names.
+
+The package is built in floors, each importing only those below it (docs/architecture.md):
+vocabulary (``_protocol``, ``exceptions``, ``_serialization``) < leaves (``_object_store``,
+``_control``, ``_scheduler``, ``_transport``) < client core < node | worker < runtime <
+observability < dashboard < process (``_api``) < this public API < its users (``util``,
+``cli``, ``stream``, ``online``, ``serve``, ``rl``). ``tests/unit/test_layers.py`` keeps it so.
 """
 
 from rtml import actor, exceptions, util

@@ -140,9 +140,11 @@ def init(
 
             rt: Any = LocalRuntime(config)
         else:
-            rt = Runtime(config)
+            from rtml._observability._flusher import start_event_log
+
+            rt = Runtime(config, start_events=start_event_log, start_dashboard=_start_dashboard)
         rt.start()
-        _runtime = rt
+        _started(rt)
         return _context_info()
 
 
@@ -161,8 +163,25 @@ def _connect(address: str, namespace: str | None, log_to_driver: bool,
         raise TypeError(f"address must be a string like 'HOST:PORT' or 'auto', got {address!r}")
     rt = RemoteRuntime(address, None, namespace, log_to_driver, env_vars)
     rt.start()
-    _runtime = rt
+    _started(rt)
     return _context_info()
+
+
+def _start_dashboard(rt: Any, host: str, port: int | None) -> Any:
+    """The embedded runtime's dashboard, reading its node in this process."""
+    from rtml._observability._sources import LocalSource
+    from rtml.dashboard import start_dashboard
+
+    return start_dashboard(lambda: LocalSource(rt), host, port)
+
+
+def _started(rt: Any) -> None:
+    """``rt`` runs: it is this process's runtime, and what observability reads."""
+    from rtml._observability._sources import set_current_source, source_opener
+
+    global _runtime
+    _runtime = rt
+    set_current_source(source_opener(rt))
 
 
 def _dashboard_url(rt: Any) -> str | None:
@@ -192,11 +211,8 @@ def _auto_init() -> Any:
         return client
 
 
-def _client() -> Any:
-    client = _context.get_client()
-    if client is None:
-        client = _auto_init()
-    return client
+_context.set_auto_init(_auto_init)
+_client = _context.client
 
 
 def is_initialized() -> bool:
@@ -210,6 +226,9 @@ def shutdown() -> None:
     with _init_lock:
         rt, _runtime = _runtime, None
         if rt is not None:
+            from rtml._observability._sources import set_current_source
+
+            set_current_source(None)
             rt.shutdown()
 
 

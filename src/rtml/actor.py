@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from rtml import exceptions as exc
+from rtml._protocol._actor import ActorExitRequest
 from rtml._runtime import _context
-from rtml._runtime._actor import ActorClass, ActorExitRequest, ActorHandle, ActorMethod
+from rtml._runtime._actor import ActorClass, ActorHandle, ActorMethod
 
 
 def exit_actor() -> None:

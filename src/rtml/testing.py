@@ -20,7 +20,7 @@ import atexit
 import time
 from typing import Any
 
-from rtml._node._launch import Started, start_control_plane, start_node, stop_process
+from rtml._launch import Started, start_control_plane, start_node, stop_process
 from rtml._transport import _auth
 
 __all__ = ["Cluster", "NodeHandle"]

@@ -18,8 +18,8 @@ import pytest
 
 import rtml
 from conftest import wait_for
+from rtml import _checkpoint
 from rtml import exceptions as exc
-from rtml._worker import _checkpoint
 from rtml.util.state import list_actors
 
 T = 20

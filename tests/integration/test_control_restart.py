@@ -26,8 +26,8 @@ import rtml
 from conftest import wait_for
 from rtml._control._client import ControlClient
 from rtml._control._local_redis import LocalRedis
-from rtml._node._launch import start_control_plane, stop_process
-from rtml._runtime._ids import task_of
+from rtml._launch import start_control_plane, stop_process
+from rtml._protocol._ids import task_of
 from rtml._transport._auth import new_token
 from rtml.testing import Cluster
 from rtml.util import state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import rtml
-from rtml._node._objects import SHM
+from rtml._protocol._payload import SHM
 
 
 def test_get_after_the_segment_moved_to_disk(runtime):

@@ -9,9 +9,9 @@ import pytest
 from rtml import exceptions as exc
 from rtml._node._actors import ALIVE, DEAD, PENDING_CREATION, RESTARTING, ActorManager
 from rtml._node._node import Node
-from rtml._node._objects import ERR, INLINE
-from rtml._node._tasks import TaskSpec
-from rtml._runtime._ids import DRIVER_INDEX, return_id
+from rtml._protocol._ids import DRIVER_INDEX, return_id
+from rtml._protocol._payload import ERR, INLINE
+from rtml._protocol._spec import TaskSpec
 
 OTHER = 7  # a second caller process
 

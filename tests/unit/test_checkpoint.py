@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from rtml._worker import _checkpoint as ck
+from rtml import _checkpoint as ck
 
 
 def _config(tmp_path: pathlib.Path, interval: int = 0, aid: int = 0x2A) -> dict:
@@ -171,7 +171,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 _KILLED_MID_WRITE = """
 import os, signal, sys
-from rtml._worker import _checkpoint as ck
+from rtml import _checkpoint as ck
 cfg = {"interval": 0, "dir": sys.argv[1], "key": "s1/2a-x"}
 ck.write(cfg, ck.encode("old", 1))
 os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies with the new bytes written

@@ -13,9 +13,9 @@ import pytest
 from rtml import exceptions as exc
 from rtml._node._cluster import ClusterState
 from rtml._node._node import Node
-from rtml._node._objects import ERR, INLINE, REMOTE
-from rtml._node._tasks import TaskSpec
-from rtml._runtime._ids import return_id
+from rtml._protocol._ids import return_id
+from rtml._protocol._payload import ERR, INLINE, REMOTE
+from rtml._protocol._spec import TaskSpec
 
 
 class FakeShell:

@@ -16,8 +16,8 @@ import pytest
 from rtml._control._events import EventLog, EventPage
 from rtml.dashboard import _model
 from rtml.dashboard._app import COOKIE, Backend, build_app, cookie_value
+from rtml.dashboard._hosts import is_loopback
 from rtml.dashboard._model import DashboardModel, TaskBook
-from rtml.dashboard._server import is_loopback
 
 NODE = "aa11"
 TOKEN = bytes(range(32))

@@ -3,7 +3,7 @@ spread over a hash table's low bits."""
 
 from __future__ import annotations
 
-from rtml._runtime._ids import (
+from rtml._protocol._ids import (
     IdGenerator,
     index_of,
     is_put,

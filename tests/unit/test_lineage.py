@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 
 from rtml._node._lineage import Lineage, is_put
-from rtml._node._tasks import TaskSpec
-from rtml._runtime._ids import put_id, return_id
+from rtml._protocol._ids import put_id, return_id
+from rtml._protocol._spec import TaskSpec
 
 
 def spec(tid, deps=(), n=1, retries=3, contained=()):

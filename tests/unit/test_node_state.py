@@ -8,9 +8,10 @@ import pytest
 
 from rtml import exceptions as exc
 from rtml._node._node import IDLE, LEASED, Node
-from rtml._node._objects import ERR, INLINE, READY
-from rtml._node._tasks import STREAMING, TaskSpec
-from rtml._runtime._ids import DRIVER_INDEX, IdGenerator, put_id, return_id
+from rtml._node._objects import READY
+from rtml._protocol._ids import DRIVER_INDEX, IdGenerator, put_id, return_id
+from rtml._protocol._payload import ERR, INLINE
+from rtml._protocol._spec import STREAMING, TaskSpec
 
 D = DRIVER_INDEX
 

@@ -4,6 +4,8 @@
 authenticated connections (``_server.py``); ``ControlClient`` talks to it. Storage is pluggable:
 ``MemoryStorage`` (the embedded default, lost with its process) or Redis (durable; sharded with
 ``ShardedStorage``).
+
+Floor 1, leaves (docs/architecture.md): imports only floor 0 and the other leaves.
 """
 
 from rtml._control._client import ControlClient

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    from rtml._node._launch import end_with_parent
+    from rtml._launch import end_with_parent
 
     end_with_parent()
     if args.redis:

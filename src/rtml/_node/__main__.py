@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
                    help="head only: 0 = 8265 if free else any free port; -1 = no dashboard")
     p.add_argument("--ready-fd", type=int, default=None)
     a = p.parse_args()
-    from rtml._node._launch import end_with_parent
+    from rtml._launch import end_with_parent
 
     end_with_parent()
 
@@ -52,10 +53,34 @@ def main() -> None:
     server = NodeServer(resources, store, token, gcs, host=a.host, port=a.port,
                         is_head=a.head, labels=json.loads(a.labels), gcs_address=a.gcs,
                         dashboard_port=a.dashboard_port)
+    server.start_dashboard = _dashboard_starter(a.gcs, token)
+    server.start_events = _start_events
     try:
         serve(server, a.ready_fd)
     finally:
         gcs.close()
+
+
+def _dashboard_starter(gcs_address: str, token: Any) -> Any:
+    """The head node's dashboard, reading the cluster through its control plane."""
+
+    def start(host: str, port: int | None, remote_token: Any) -> Any:
+        from rtml._observability._sources import ClusterSource
+        from rtml.dashboard import start_dashboard
+
+        return start_dashboard(lambda: ClusterSource(gcs_address, token), host, port,
+                               token=remote_token)
+
+    return start
+
+
+def _start_events(node: Any, node_id: str, sink: Any) -> Any:
+    """The node's task events, flushed as dicts to ``sink`` (None if events are off)."""
+    from rtml._observability._flusher import EventFlusher, events_enabled
+
+    if not events_enabled():
+        return None
+    return EventFlusher(node, node_id, sink, as_dicts=True).start()
 
 
 if __name__ == "__main__":

@@ -34,11 +34,13 @@ import pickle
 from collections import deque
 from typing import Any
 
+from rtml import _checkpoint
 from rtml import exceptions as exc
-from rtml._node._objects import ERR
-from rtml._node._tasks import ASSIGNED, FINISHED, WAITING, TaskRec, TaskSpec
-from rtml._runtime._ids import return_id, to_hex
-from rtml._worker import _checkpoint
+from rtml._node._tasks import TaskRec
+from rtml._protocol._actor import TERMINATE_METHODS
+from rtml._protocol._ids import return_id, to_hex
+from rtml._protocol._payload import ERR
+from rtml._protocol._spec import ASSIGNED, FINISHED, WAITING, TaskSpec
 
 DEPENDENCIES_UNREADY = "DEPENDENCIES_UNREADY"
 PENDING_CREATION = "PENDING_CREATION"
@@ -46,7 +48,6 @@ ALIVE = "ALIVE"
 RESTARTING = "RESTARTING"
 DEAD = "DEAD"
 
-TERMINATE_METHODS = ("__rtml_terminate__", "__ray_terminate__")
 
 
 class ActorRec:

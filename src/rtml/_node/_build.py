@@ -49,7 +49,7 @@ class NodeParts:
         finally:
             self.store.shutdown()
             cleanup_session(self.session, SHM_DIR)
-            from rtml._worker import _checkpoint
+            from rtml import _checkpoint
 
             _checkpoint.remove_session(self.session)
             shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -29,21 +29,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtml import _checkpoint
 from rtml import exceptions as exc
 from rtml._node._lineage import Lineage, is_put
-from rtml._node._objects import ERR, INLINE, PENDING, READY, REMOTE, SHM
-from rtml._node._tasks import FINISHED, FORWARDED, STREAMING, WAITING, TaskRec
-from rtml._observability._recorder import FORWARDED as FORWARDED_EV
-from rtml._runtime._ids import (
-    NODE_SHIFT,
-    node_of_object,
-    return_id,
-    task_of,
-    to_hex,
-)
+from rtml._node._objects import PENDING, READY
+from rtml._node._tasks import TaskRec
+from rtml._protocol._events import FORWARDED as FORWARDED_EV
+from rtml._protocol._ids import NODE_SHIFT, node_of_object, return_id, task_of, to_hex
+from rtml._protocol._payload import ERR, INLINE, REMOTE, SHM
+from rtml._protocol._spec import FINISHED, FORWARDED, STREAMING, WAITING
 from rtml._scheduler import shape_key
 from rtml._scheduler._placement import NodeView, place
-from rtml._worker import _checkpoint
 
 PARKED = ""  # place(): the task waits in ``infeasible`` for a node that fits it
 CHUNK = 8 << 20  # bytes per pull request

@@ -205,13 +205,11 @@ def _fetch(node: Any, shell: Any, wid: int, m: tuple) -> None:
 
 def _state(node: Any, shell: Any, wid: int, m: tuple) -> None:
     """An observer asks for live state: ("state", req, kind) with kind in READERS."""
-    from rtml._observability._node_state import READERS
+    from rtml._node._readers import READERS, log_files
 
     _tag, req, kind = m
     node_id = shell.node_info.get("node_id", "")
     if kind == "logs":
-        from rtml._observability._sources import log_files
-
         value: Any = log_files(shell.log_dir, node_id)
     else:
         reader = READERS.get(kind)
@@ -220,7 +218,7 @@ def _state(node: Any, shell: Any, wid: int, m: tuple) -> None:
 
 
 def _read_log(node: Any, shell: Any, wid: int, m: tuple) -> None:
-    from rtml._observability._sources import read_log_file
+    from rtml._node._readers import read_log_file
 
     _tag, req, pid, tail = m
     shell.send(wid, ("reply", req, read_log_file(shell.log_dir, pid, tail)))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rtml._runtime._ids import is_put, task_of
+from rtml._protocol._ids import is_put, task_of
 
 __all__ = ["Lineage", "is_put"]
 

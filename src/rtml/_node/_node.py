@@ -1,4 +1,5 @@
-"""The node manager's core: local scheduler, worker leases, object table, streams.
+"""The node manager's core: local scheduler, worker leases, object table; the streams of
+generator tasks are a ``StreamTable`` of their own (``_streams.py``).
 
 ::
 
@@ -28,26 +29,13 @@ from collections import deque
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR, PENDING, REMOTE, SHM, ObjectTable, Waiter
-from rtml._node._tasks import (
-    ASSIGNED,
-    FINISHED,
-    FORWARDED,
-    QUEUED,
-    STREAMING,
-    WAITING,
-    TaskRec,
-    TaskSpec,
-)
-from rtml._observability._recorder import FAILED, RETRIED
-from rtml._runtime._ids import (
-    DRIVER_INDEX,
-    node_of_process,
-    put_id,
-    return_id,
-    task_of,
-    to_hex,
-)
+from rtml._node._objects import PENDING, ObjectTable, Waiter
+from rtml._node._streams import StreamTable
+from rtml._node._tasks import TaskRec
+from rtml._protocol._events import FAILED, RETRIED
+from rtml._protocol._ids import DRIVER_INDEX, node_of_process, put_id, return_id, task_of, to_hex
+from rtml._protocol._payload import ERR, REMOTE, SHM
+from rtml._protocol._spec import ASSIGNED, FINISHED, FORWARDED, QUEUED, STREAMING, WAITING, TaskSpec
 from rtml._scheduler import ResourcePool, shape_key
 
 STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
@@ -86,17 +74,6 @@ class ClientRec:
         self.info: dict[str, Any] = {}
 
 
-class StreamRec:
-    __slots__ = ("dropped_from", "finished", "owner", "produced", "waiters")
-
-    def __init__(self, owner: int) -> None:
-        self.owner = owner
-        self.produced = 0
-        self.finished = False
-        self.waiters: list[Any] = []
-        self.dropped_from: int | None = None
-
-
 def _error_blob(e: BaseException) -> bytes:
     return pickle.dumps(e, protocol=5)
 
@@ -120,7 +97,7 @@ class Node:
         self.shapes: dict[tuple, dict[str, float]] = {}
         self.functions: dict[str, bytes] = {}
         self.fn_time: dict[str, float] = {}
-        self.streams: dict[int, StreamRec] = {}
+        self.streams = StreamTable()
         self.held: dict[int, set[int]] = {DRIVER_INDEX: set()}
         self.next_wid = DRIVER_INDEX + 1
         self.n_starting = 0
@@ -234,7 +211,7 @@ class Node:
         self.stats["submitted"] += 1
         objects = self.objects
         if spec.num_returns == STREAMING:
-            self.streams[tid] = StreamRec(proc)
+            self.streams.open(tid, proc)
         else:
             entries = objects.entries
             for i in range(1, spec.num_returns + 1):
@@ -717,8 +694,7 @@ class Node:
 
     def _stream_item(self, task_id: int, kind: int, payload: Any, size: int,
                      contained: Any) -> None:
-        s = self.streams.get(task_id)
-        oid = return_id(task_id, (s.produced if s else 0) + 1)
+        s, oid = self.streams.produce(task_id)
         if s is None:
             if kind == SHM:
                 _unlink(payload)
@@ -728,26 +704,13 @@ class Node:
             t.retries_left = 0  # values already streamed out cannot be taken back
         self.objects.create(oid, s.owner)
         self._hold(s.owner, oid)
-        s.produced += 1
         self.objects.seal(oid, kind, payload, size, contained)
         if s.dropped_from is not None:
             self._drop_held(s.owner, oid)
-        self._wake_stream(s)
+        self.streams.wake(s)
 
     def _stream_end(self, task_id: int) -> None:
-        s = self.streams.get(task_id)
-        if s is None:
-            return
-        s.finished = True
-        self._wake_stream(s)
-        if s.dropped_from is not None:
-            del self.streams[task_id]
-
-    def _wake_stream(self, s: StreamRec) -> None:
-        if s.waiters:
-            waiters, s.waiters = s.waiters, []
-            for cb in waiters:
-                cb()
+        self.streams.end(task_id)
 
     def _drop_held(self, proc: int, oid: int) -> None:
         h = self.held.get(proc)
@@ -757,32 +720,15 @@ class Node:
 
     def stream_next(self, task_id: int, index: int) -> tuple[bool, int | None]:
         """(available, object id or None at the end). Not available: register a waiter."""
-        s = self.streams.get(task_id)
-        if s is None:
-            return True, None
-        if index < s.produced:
-            return True, return_id(task_id, index + 1)
-        if s.finished:
-            del self.streams[task_id]
-            return True, None
-        return False, None
+        return self.streams.next(task_id, index)
 
     def stream_wait(self, task_id: int, callback: Any) -> None:
-        s = self.streams.get(task_id)
-        if s is None:
-            callback()
-        else:
-            s.waiters.append(callback)
+        self.streams.wait(task_id, callback)
 
     def stream_drop(self, task_id: int, from_index: int) -> None:
-        s = self.streams.get(task_id)
-        if s is None:
-            return
-        s.dropped_from = from_index
-        for i in range(from_index, s.produced):
-            self._drop_held(s.owner, return_id(task_id, i + 1))
-        if s.finished:
-            del self.streams[task_id]
+        owner, unread = self.streams.drop(task_id, from_index)
+        for oid in unread:
+            self._drop_held(owner, oid)
 
     # ------------------------------------------------------------------ get / wait
     def running_on(self, oid: int) -> int | None:
@@ -1006,6 +952,7 @@ class Node:
                 assert t.state == QUEUED
         assert self.n_blocked == sum(1 for w in self.workers.values() if w.blocked)
         assert self.n_starting == sum(1 for w in self.workers.values() if w.state == STARTING)
+        self.streams.validate(self.tasks)
 
 
 def _unlink(path: Any) -> None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rtml._protocol._payload import ERR, INLINE, SHM
+
 PENDING, READY, ERROR = 0, 1, 2
-INLINE, SHM, ERR = 0, 1, 2  # payload kinds: pickled bytes, shared-memory path, pickled error
-REMOTE = 3  # cluster: the value is on another node, payload = (node id, size or None)
 
 
 class ObjEntry:

@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rtml import exceptions as exc
@@ -56,6 +57,10 @@ class NodeServer:
         self.gcs_address = gcs_address
         self.dashboard_port = dashboard_port  # 0: 8265 if free, else any; -1: no dashboard
         self.dashboard: Any = None
+        # Handed in by the process that runs the node (``rtml._node.__main__``), both optional:
+        # start_dashboard(host, port, token or None) and start_events(node, node_id, sink).
+        self.start_dashboard: Callable[..., Any] | None = None
+        self.start_events: Callable[..., Any] | None = None
         self.is_head = is_head
         self.labels = dict(labels or {})
         self.listener = socket.create_server((host, port), reuse_port=False)
@@ -89,16 +94,11 @@ class NodeServer:
         info = {"address": self.address, "host": self.host, "pid": os.getpid(),
                 "resources": self.node.resources.totals(), "labels": self.labels,
                 "is_head": self.is_head, "session": self.parts.session}
-        if self.is_head and self.dashboard_port != -1:
-            from rtml._observability._sources import ClusterSource
-            from rtml.dashboard import start_dashboard
-
-            gcs_address, token = self.gcs_address, self.token
+        if self.is_head and self.dashboard_port != -1 and self.start_dashboard is not None:
             loopback = self.host.startswith("127.") or self.host in ("localhost", "::1")
-            self.dashboard = start_dashboard(
-                lambda: ClusterSource(gcs_address, token), self.host,
-                None if self.dashboard_port == 0 else self.dashboard_port,
-                token=None if loopback else token)
+            self.dashboard = self.start_dashboard(
+                self.host, None if self.dashboard_port == 0 else self.dashboard_port,
+                None if loopback else self.token)
             info["dashboard_url"] = self.dashboard.url
         self._info = info
         rec = self.gcs.register_node(self.parts.node_id, info)
@@ -109,11 +109,8 @@ class NodeServer:
         self.gcs.subscribe(CONNECTION, self._on_connection)
         self._refresh_view()
         self.parts.start()
-        from rtml._observability._flusher import EventFlusher, events_enabled
-
-        if events_enabled():
-            self._events = EventFlusher(self.node, self.parts.node_id, self._send_events,
-                                        as_dicts=True).start()
+        if self.start_events is not None:
+            self._events = self.start_events(self.node, self.parts.node_id, self._send_events)
         for target, name in ((self._accept_loop, "rtml-node-accept"),
                              (self._heartbeat_loop, "rtml-node-heartbeat")):
             t = threading.Thread(target=target, name=name, daemon=True)

@@ -12,6 +12,8 @@
 
 Modules: ``_layout`` (bytes of one object), ``_segments`` (files), ``_state`` (accounting and
 decisions, no I/O), ``_store`` (the locked shell). Nothing here imports the rest of rtml.
+
+Floor 1, leaves (docs/architecture.md): imports only floor 0 and the other leaves.
 """
 
 from rtml._object_store._layout import ALIGN, buffer_lengths, layout_size, read_layout, write_layout

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rtml._observability._timeline import hex_id
+from rtml._protocol._ids import hex_id
 
 if TYPE_CHECKING:
     from rtml._control._events import TaskEvent
@@ -102,10 +102,9 @@ def open_source(address: str | None) -> Iterator[Any]:
         ConnectionError: no cluster there, or no token for it.
         RuntimeError: this process's runtime keeps no state (local mode).
     """
-    from rtml import _api
-    from rtml._observability._sources import connect_source, current_source
+    from rtml._observability._sources import connect_source, current_source, has_current_source
 
-    if address is None and _api._runtime is not None:
+    if address is None and has_current_source():
         source = current_source()
     else:
         source = connect_source("auto" if address is None else address)

@@ -26,10 +26,9 @@ from collections import deque
 from typing import Any
 
 from rtml._control._events import EventPage, TaskEvent
-from rtml._runtime._ids import task_of, to_hex
+from rtml._protocol._events import CANCELLED, FINISHED
+from rtml._protocol._ids import task_of, to_hex
 
-FINISHED, FAILED, RETRIED, CANCELLED, FORWARDED = (
-    "FINISHED", "FAILED", "RETRIED", "CANCELLED", "FORWARDED")
 FLUSH_S = 0.25
 
 # compact tuple: (state, task_id, attempt, end, worker pid, name, job, submitted, ready,

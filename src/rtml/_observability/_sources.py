@@ -15,12 +15,12 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from rtml._control._events import EventPage
-from rtml._observability import _node_state
-
-LOG_DIR = "logs"
+from rtml._node import _readers
+from rtml._node._readers import LOG_DIR, log_files, read_log_file
 
 
 def _node_record(n: Any) -> dict[str, Any]:
@@ -32,38 +32,6 @@ def _node_record(n: Any) -> dict[str, Any]:
             "death_cause": n.death_cause}
 
 
-def log_files(log_dir: str, node_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    try:
-        names = os.listdir(log_dir)
-    except FileNotFoundError:
-        return []
-    for name in names:
-        if not (name.startswith("worker-") and name.endswith(".log")):
-            continue
-        path = os.path.join(log_dir, name)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue
-        out.append({"node_id": node_id, "pid": int(name[7:-4]), "kind": "worker",
-                    "path": path, "size": st.st_size, "mtime": st.st_mtime})
-    out.sort(key=lambda r: r["mtime"], reverse=True)
-    return out
-
-
-def read_log_file(log_dir: str, pid: int, tail: int | None) -> str | None:
-    path = os.path.join(log_dir, f"worker-{int(pid)}.log")
-    try:
-        with open(path, errors="replace") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    if tail is not None:
-        text = "\n".join(text.splitlines()[-tail:]) + ("\n" if text else "")
-    return text
-
-
 class LocalSource:
     """The embedded runtime of this process."""
 
@@ -73,7 +41,7 @@ class LocalSource:
     def _read(self, kind: str) -> list[dict[str, Any]]:
         node = self.rt.node
         with node.lock:
-            return _node_state.READERS[kind](node, self.rt.node_id)
+            return _readers.READERS[kind](node, self.rt.node_id)
 
     def task_events(self, since: int = 0, limit: int | None = None) -> EventPage:
         flush = getattr(self.rt._events, "flush", None)
@@ -243,23 +211,46 @@ class ClusterSource:
         self.gcs.close()
 
 
+# How to open a source for the runtime this process runs or is connected to: handed in by the
+# layer that starts it (``rtml._api``), None while none runs.
+_current: Callable[[], Any] | None = None
+
+
+def set_current_source(opener: Callable[[], Any] | None) -> None:
+    """Hand in how to read this process's runtime (None: it stopped)."""
+    global _current
+    _current = opener
+
+
+def has_current_source() -> bool:
+    """True while this process runs, or is connected to, a runtime."""
+    return _current is not None
+
+
 def current_source() -> Any:
     """The source for the runtime this process runs or is connected to.
 
     Raises:
-        RuntimeError: rtml is not initialized in this process.
+        RuntimeError: rtml is not initialized in this process, or runs in local mode.
     """
-    from rtml import _api
-
-    rt = _api._runtime
-    if rt is None:
+    opener = _current
+    if opener is None:
         raise RuntimeError("rtml is not initialized: call rtml.init() first, or pass the "
                            "cluster's address")
+    return opener()
+
+
+def source_opener(rt: Any) -> Callable[[], Any]:
+    """How to read ``rt``: its node in this process, its cluster, or nothing (local mode)."""
     if hasattr(rt, "event_log"):
-        return LocalSource(rt)
+        return lambda: LocalSource(rt)
     if hasattr(rt, "gcs"):
-        return ClusterSource(rt.address, rt.token)
-    raise RuntimeError("this runtime (local mode) keeps no task events or node state")
+        return lambda: ClusterSource(rt.address, rt.token)
+
+    def none() -> Any:
+        raise RuntimeError("this runtime (local mode) keeps no task events or node state")
+
+    return none
 
 
 def connect_source(address: str = "auto", token: str | bytes | None = None) -> ClusterSource:

@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rtml._protocol._ids import hex_id
+
 if TYPE_CHECKING:
     from rtml._control._events import TaskEvent
 
@@ -34,15 +36,6 @@ _ENDS = frozenset({"FINISHED", "FAILED", "RETRIED", "CANCELLED"})
 _CNAME = {"FAILED": "terrible", "RETRIED": "bad", "CANCELLED": "grey"}
 FLOW_CAT = "dep"
 FLOW_NAME = "dep"
-
-
-def hex_id(ident: Any) -> str:
-    """An id as the hex string the records use (task ids in events may be int or str)."""
-    if type(ident) is str:  # the common case, first
-        return ident
-    if isinstance(ident, int) and not isinstance(ident, bool):
-        return format(ident, "x")
-    return str(ident)
 
 
 @dataclass

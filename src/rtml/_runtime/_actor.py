@@ -14,7 +14,7 @@ The class is pickled once per ActorClass (cloudpickle, by value when the module 
 the ActorClass itself, as with ``@rtml.remote`` on a module-level class).
 
 Every actor gets checkpoint settings at creation (``info["checkpoint"]``: interval, directory,
-and a key unique to this actor instance, see ``rtml._worker._checkpoint``), so that it can be
+and a key unique to this actor instance, see ``rtml._checkpoint``), so that it can be
 checkpointed on demand and a restart, on whichever node, finds the same file.
 """
 
@@ -24,38 +24,23 @@ import inspect
 import uuid
 from typing import Any
 
-from rtml._node._tasks import STREAMING, TaskSpec
+from rtml import _checkpoint
+from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS
+from rtml._protocol._ids import return_id, to_hex
+from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime import _context
-from rtml._runtime._ids import return_id, to_hex
 from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of
 from rtml._runtime._refs import ObjectRef
 from rtml._scheduler import normalize_request
 from rtml._scheduler._strategy import normalize_strategy
 from rtml._serialization._code import dumps_code
-from rtml._worker import _checkpoint
 
-# Methods every actor has, besides its class's own.
-TERMINATE_METHODS = ("__rtml_terminate__", "__ray_terminate__")
-READY_METHODS = ("__rtml_ready__", "__ray_ready__")
 SPECIAL_METHODS = (*TERMINATE_METHODS, *READY_METHODS, _checkpoint.SAVE_METHOD)
 _METHOD_OPTIONS = {"num_returns", "concurrency_group", "retry_exceptions", "max_task_retries",
                    "name", "enable_task_events", "_generator_backpressure_num_objects"}
 
 
-class ActorExitRequest(SystemExit):
-    """Raised by ``rtml.actor.exit_actor()`` in a sync actor; the actor host catches it.
-
-    A SystemExit, so that ``except Exception`` in user code does not swallow it.
-    """
-
-
-def _client() -> Any:
-    client = _context.get_client()
-    if client is None:
-        from rtml._api import _auto_init
-
-        client = _auto_init()
-    return client
+_client = _context.client
 
 
 def _op(op: str, args: tuple) -> Any:

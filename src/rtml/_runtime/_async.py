@@ -24,13 +24,7 @@ _resolver: threading.Thread | None = None
 _resolver_lock = threading.Lock()
 
 
-def _client() -> Any:
-    client = _context.get_client()
-    if client is None:
-        from rtml._api import _auto_init
-
-        client = _auto_init()
-    return client
+_client = _context.client
 
 
 def _resolve(fut: concurrent.futures.Future, ref: Any) -> None:

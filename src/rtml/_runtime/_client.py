@@ -21,8 +21,8 @@ from typing import Any
 import cloudpickle
 
 from rtml import exceptions as exc
-from rtml._node._tasks import STREAMING, TaskSpec
-from rtml._runtime import _ids
+from rtml._protocol import _ids
+from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime._payload import DepMarker, decode_value, encode_value
 from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
 from rtml._serialization import INLINE_THRESHOLD, dumps

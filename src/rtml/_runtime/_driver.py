@@ -14,9 +14,9 @@ from time import monotonic
 from typing import Any
 
 from rtml._node._objects import PENDING
-from rtml._node._tasks import TaskSpec
+from rtml._protocol._ids import DRIVER_INDEX
+from rtml._protocol._spec import TaskSpec
 from rtml._runtime._client import CoreClient
-from rtml._runtime._ids import DRIVER_INDEX
 from rtml._runtime._refs import counter
 
 PROC = DRIVER_INDEX

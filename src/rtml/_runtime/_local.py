@@ -50,25 +50,25 @@ from typing import Any
 
 import cloudpickle
 
+from rtml import _checkpoint
 from rtml import exceptions as exc
 from rtml._node._build import node_resources
-from rtml._node._objects import ERR, INLINE
-from rtml._node._tasks import STREAMING, TaskSpec
-from rtml._runtime._actor import READY_METHODS, TERMINATE_METHODS, ActorExitRequest
+from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS, ActorExitRequest
+from rtml._protocol._ids import DRIVER_INDEX, return_id, to_hex
+from rtml._protocol._payload import ERR, INLINE, OOB
+from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime._client import CoreClient
-from rtml._runtime._ids import DRIVER_INDEX, return_id, to_hex
 from rtml._runtime._payload import decode_value, fill_deps, split_returns
 from rtml._runtime._refs import ObjectRef, counter
 from rtml._runtime._remote_function import RemoteFunction
 from rtml._runtime._session import Session
 from rtml._scheduler import ResourcePool
 from rtml._serialization import INLINE_THRESHOLD, dumps
-from rtml._worker import _checkpoint
 
 # A large value with out-of-band buffers (numpy arrays): (pickle bytes, [buffer bytes]). The
 # buffers are copied once into immutable bytes, so arrays come back read-only, as from the
-# runtime's shared memory. Not one of the node's payload kinds (INLINE, SHM, ERR).
-_OOB = 3
+# runtime's shared memory: PayloadKind.OOB, a kind of its own (it never leaves the driver).
+_OOB = OOB
 
 _EXIT = (ActorExitRequest, exc.AsyncioActorExit)
 _PASS_THROUGH = (KeyboardInterrupt, bdb.BdbQuit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rtml._node._tasks import STREAMING
+from rtml._protocol._spec import STREAMING
 from rtml._scheduler import normalize_request
 from rtml._scheduler._strategy import normalize_strategy
 

@@ -8,8 +8,8 @@ import pickle
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._objects import INLINE, SHM
 from rtml._object_store._segments import read_value, segment_path, write_segment
+from rtml._protocol._payload import INLINE, SHM
 from rtml._serialization import INLINE_THRESHOLD, dumps
 
 # Where this node's store spills objects (set by the runtime in the driver, from the

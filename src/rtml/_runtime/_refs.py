@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from rtml._runtime import _ids
+from rtml._protocol import _ids
 from rtml._serialization._serializer import record_contained
 
 _NONE: list[int] = []  # an empty batch (never appended to)

@@ -42,12 +42,7 @@ class RemoteFunction:
         return self._submit(args, kwargs, self._opts)
 
     def _submit(self, args: tuple, kwargs: dict, o: TaskOptions) -> Any:
-        client = _context.get_client()
-        if client is None:
-            from rtml._api import _auto_init
-
-            client = _auto_init()
-        return client.submit_task(
+        return _context.client().submit_task(
             self._fn_id, self._get_blob, o.name or self._name, args, kwargs, o.num_returns,
             o.resources, o.max_retries, o.retry_exceptions, o.env_vars, strategy=o.strategy)
 

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rtml._node._build import SHM_DIR, build_node, node_resources
-from rtml._observability._flusher import start_event_log
 from rtml._runtime import _payload
 from rtml._runtime._driver import DriverClient
 from rtml._runtime._session import Session
@@ -50,7 +50,12 @@ def print_log(stream: str, name: str, pid: Any, text: str, job: str | None = Non
 
 
 class Runtime(Session):
-    def __init__(self, config: Config) -> None:
+    """The embedded runtime. What watches it is handed in by the layer that starts it
+    (``rtml._api``): ``start_events(node, node_id, job_id)`` returns (event log, flusher),
+    ``start_dashboard(runtime, host, port)`` a dashboard handle; both are optional."""
+
+    def __init__(self, config: Config, start_events: Callable[..., Any] | None = None,
+                 start_dashboard: Callable[..., Any] | None = None) -> None:
         super().__init__()
         self.config = config
         self.job_id = "01000000"
@@ -69,22 +74,23 @@ class Runtime(Session):
         self.client = DriverClient(self.node, self.shell, self.session, SHM_DIR, self.node_id,
                                    self.job_id)
         self.client.namespace = config.namespace
-        self.event_log, self._events = start_event_log(self.node, self.node_id, self.job_id)
+        self.event_log: Any = None
+        self._events: Any = None
+        if start_events is not None:
+            self.event_log, self._events = start_events(self.node, self.node_id, self.job_id)
+        self._start_dashboard = start_dashboard
         self.dashboard: Any = None
 
     def _start_parts(self) -> None:
         self.parts.start()
         c = self.config
-        if c.include_dashboard:
-            from rtml._observability._sources import LocalSource
-            from rtml.dashboard import start_dashboard
-
+        if c.include_dashboard and self._start_dashboard is not None:
             # Binds now (the URL is known at once); the web stack loads on the first visit.
-            self.dashboard = start_dashboard(lambda: LocalSource(self), c.dashboard_host,
-                                             c.dashboard_port)
+            self.dashboard = self._start_dashboard(self, c.dashboard_host, c.dashboard_port)
 
     def _stop_parts(self) -> None:
         if self.dashboard is not None:
             self.dashboard.stop()
-        self._events.stop()
+        if self._events is not None:
+            self._events.stop()
         self.parts.stop()

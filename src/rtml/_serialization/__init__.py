@@ -11,6 +11,8 @@ Values are pickled with cloudpickle (functions, closures, lambdas) at protocol 5
 contiguous buffers (numpy arrays, bytes-like objects) are kept out of band and can be written
 straight into shared memory. While a value is pickled, every ``ObjectRef`` inside it is recorded,
 so the node can keep the referenced objects alive as long as the containing value exists.
+
+Floor 0, vocabulary (docs/architecture.md): imports nothing of rtml above ``exceptions``.
 """
 
 from rtml._serialization._serializer import (

@@ -40,18 +40,17 @@ from typing import Any
 import cloudpickle
 
 from rtml import exceptions as exc
-from rtml._node._tasks import STREAMING, TaskSpec
-from rtml._runtime import _ids
-from rtml._runtime._actor import ActorExitRequest
+from rtml._checkpoint import SAVE_METHOD, Checkpointer
+from rtml._protocol import _ids
+from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS, ActorExitRequest
+from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime._payload import encode_value
 from rtml._runtime._refs import counter
-from rtml._worker._checkpoint import SAVE_METHOD, Checkpointer
-from rtml._worker._client import cancelled_error
-from rtml._worker._worker import SPIN_S
+from rtml._worker._client import SPIN_S, cancelled_error
 
 _EXIT = (ActorExitRequest, exc.AsyncioActorExit)
-_TERMINATE = ("__rtml_terminate__", "__ray_terminate__")
-_READY = ("__rtml_ready__", "__ray_ready__")
+_TERMINATE = TERMINATE_METHODS
+_READY = READY_METHODS
 _NOT_COUNTED = (*_TERMINATE, *_READY, SAVE_METHOD)  # calls that do not advance the interval
 
 

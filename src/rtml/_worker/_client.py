@@ -17,9 +17,13 @@ import time
 from typing import Any
 
 from rtml import exceptions as exc
-from rtml._node._tasks import TaskSpec
+from rtml._protocol._spec import TaskSpec
 from rtml._runtime._client import CoreClient
 from rtml._runtime._refs import counter
+
+# How long a worker that just finished its tasks (or an async actor's event loop, its calls)
+# polls for the next one before it sleeps (decision 0010); 0 turns polling off.
+SPIN_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6
 
 
 class WorkerClient(CoreClient):
@@ -107,7 +111,7 @@ class WorkerClient(CoreClient):
         self.send(("submit", spec, fn_blob))
 
     def _put(self, task_id: int, kind: int, payload: Any, size: int, contained: list) -> None:
-        from rtml._node._objects import SHM
+        from rtml._protocol._payload import SHM
 
         if kind != SHM:
             self.send(("put", None, task_id, kind, payload, size, contained))

@@ -27,14 +27,15 @@ from typing import Any
 import cloudpickle
 
 from rtml import exceptions as exc
-from rtml._node._objects import ERR
-from rtml._node._tasks import STREAMING, TaskSpec
 from rtml._object_store._segments import cleanup_session
-from rtml._runtime import _context, _ids
+from rtml._protocol import _ids
+from rtml._protocol._payload import ERR
+from rtml._protocol._spec import STREAMING, TaskSpec
+from rtml._runtime import _context
 from rtml._runtime._payload import decode_value, encode_value, fill_deps, split_returns
 from rtml._runtime._refs import counter
 from rtml._transport import BlockingChannel
-from rtml._worker._client import WorkerClient, cancelled_error
+from rtml._worker._client import SPIN_S, WorkerClient, cancelled_error
 
 
 class _LogStream:
@@ -382,9 +383,6 @@ class Worker:
 
 
 _EXEC_CODE = Worker.execute.__code__
-# How long a worker that just finished its tasks (or an async actor's event loop, its calls)
-# polls for the next one before it sleeps (decision 0010); 0 turns polling off.
-SPIN_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6
 
 
 def _register_stack_dump() -> None:

@@ -2,6 +2,8 @@
 
 Commands are defined in ``rtml.cli._commands``; importing this package stays cheap because
 workers import ``rtml.cli._workloads`` to run the microbenchmark's remote functions.
+
+Floor 9, a user of the public API (docs/architecture.md): may read any floor below.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def start(head: bool, address: str | None, port: int, host: str, num_cpus: float
           object_store_memory: int | None, redis: str | None, token: str | None,
           dashboard_port: int, heartbeat_timeout: float | None) -> None:
     """Start a head (--head) or join a node to a cluster (--address HOST:PORT)."""
-    from rtml._node._launch import start_control_plane, start_node
+    from rtml._launch import start_control_plane, start_node
 
     if head == bool(address):
         raise click.UsageError("give exactly one of --head or --address HOST:PORT")

@@ -4,6 +4,9 @@ and panels that libraries register (``register_panel``: streams, serving, learne
 ``start_dashboard(source_factory)`` serves it (the head node and ``rtml.init()`` call it);
 importing this package costs only the standard library: Starlette and uvicorn are imported by
 the server's thread.
+
+Floor 6 (docs/architecture.md): reads observability; started by the process floor
+(``rtml._api``, ``python -m rtml._node``), which hands it its source.
 """
 
 from rtml.dashboard._panels import ObjectPanel, register_panel, unregister_panel

@@ -34,8 +34,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from rtml.dashboard._hosts import is_loopback
 from rtml.dashboard._model import DashboardModel
-from rtml.dashboard._server import is_loopback
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "rtml_dashboard"

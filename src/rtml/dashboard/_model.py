@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rtml._observability._listing import FINAL
-from rtml._observability._timeline import executions, hex_id
+from rtml._observability._timeline import executions
+from rtml._protocol._ids import hex_id
 from rtml.dashboard._panels import panels_view
 
 if TYPE_CHECKING:

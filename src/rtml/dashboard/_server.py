@@ -13,7 +13,6 @@ socket and an idle thread, and a runtime whose dashboard nobody opens never load
 
 from __future__ import annotations
 
-import ipaddress
 import selectors
 import socket
 import sys
@@ -21,18 +20,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from rtml.dashboard._hosts import is_loopback
+
 DEFAULT_PORT = 8265
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and "localhost"."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind(host: str, port: int | None) -> socket.socket:

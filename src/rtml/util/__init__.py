@@ -1,5 +1,9 @@
 """Utilities (as ``ray.util``): ``ActorPool``, ``queue.Queue``, ``progress`` /
-``progress_get`` to watch many refs finish, and ``state`` to list tasks, actors and objects."""
+``progress_get`` to watch many refs finish, and ``state`` to list tasks, actors and objects.
+
+Floor 9, a user of the public API (docs/architecture.md): imports public rtml only, but for
+``state`` and ``scheduling_strategies``, faces of private modules (see tests/unit/test_layers.py).
+"""
 
 from typing import Any
 

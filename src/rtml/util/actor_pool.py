@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from rtml._api import get, wait
+import rtml
 
 
 def _key(future: Any) -> Any:
@@ -115,7 +115,7 @@ class ActorPool:
         timed_out = False
         if timeout is not None:
             refs = _refs(future)
-            ready, _ = wait(refs, num_returns=len(refs), timeout=timeout)
+            ready, _ = rtml.wait(refs, num_returns=len(refs), timeout=timeout)
             if len(ready) < len(refs):
                 if not ignore_if_timedout:
                     raise TimeoutError(f"timed out after {timeout} s waiting for the next "
@@ -128,7 +128,7 @@ class ActorPool:
         if timed_out:
             raise TimeoutError(f"timed out after {timeout} s waiting for the next result; "
                                "that result was dropped")
-        return get(future)
+        return rtml.get(future)
 
     def get_next_unordered(self, timeout: float | None = None,
                            ignore_if_timedout: bool = False) -> Any:
@@ -144,7 +144,7 @@ class ActorPool:
         for key in self._future_to_actor:
             for r in (key if isinstance(key, tuple) else (key,)):
                 candidates[r] = key
-        ready, _ = wait(list(candidates), num_returns=1, timeout=timeout)
+        ready, _ = rtml.wait(list(candidates), num_returns=1, timeout=timeout)
         if not ready:
             raise TimeoutError(f"timed out after {timeout} s waiting for any result")
         key = candidates[ready[0]]
@@ -152,7 +152,7 @@ class ActorPool:
         self._return_actor(actor)
         future = self._index_to_future.pop(index)
         self._next_return_index = max(self._next_return_index, index + 1)
-        return get(future)
+        return rtml.get(future)
 
     def _return_actor(self, actor: Any) -> None:
         self._idle_actors.append(actor)

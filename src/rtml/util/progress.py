@@ -21,9 +21,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
+import rtml
 from rtml import exceptions as exc
-from rtml._api import get, wait
-from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
 
 __all__ = ["progress", "progress_get"]
 
@@ -141,15 +140,15 @@ def _make_bar(total: int | None, desc: str | None, file: TextIO | None, disable:
     return tqdm(total=total, desc=desc, file=file)
 
 
-def _as_refs(refs: Any) -> list[ObjectRef]:
-    if isinstance(refs, ObjectRef):
+def _as_refs(refs: Any) -> list[rtml.ObjectRef]:
+    if isinstance(refs, rtml.ObjectRef):
         return [refs]
     if isinstance(refs, (str, bytes)) or not isinstance(refs, Iterable):
         raise TypeError(f"progress() takes ObjectRefs (a list, or any iterable of them), got "
                         f"{type(refs).__name__}")
     out = list(refs)
     for r in out:
-        if not isinstance(r, ObjectRef):
+        if not isinstance(r, rtml.ObjectRef):
             raise TypeError(f"progress() takes ObjectRefs; the list holds a {type(r).__name__} "
                             f"({r!r:.80})")
     return out
@@ -187,12 +186,12 @@ def progress(refs: Any, *, desc: str | None = None, total: int | None = None,
         GetTimeoutError: ``timeout`` passed before every ref finished.
         TaskError and the other ``get`` errors: with ``values=True``, for a failed ref.
     """
-    if isinstance(refs, ObjectRefGenerator):
+    if isinstance(refs, rtml.ObjectRefGenerator):
         return _follow_stream(refs, desc, total, file, disable, values, timeout)
     return _follow(_as_refs(refs), desc, total, file, disable, values, timeout)
 
 
-def _follow(refs: list[ObjectRef], desc: str | None, total: int | None, file: TextIO | None,
+def _follow(refs: list[rtml.ObjectRef], desc: str | None, total: int | None, file: TextIO | None,
             disable: bool, values: bool, timeout: float | None) -> Iterator[Any]:
     copies = Counter(refs)  # wait() takes each ref once
     pending = list(copies)
@@ -208,22 +207,22 @@ def _follow(refs: list[ObjectRef], desc: str | None, total: int | None, file: Te
                         f"progress() timed out after {timeout} s with {len(pending)} of "
                         f"{len(copies)} refs unfinished; raise the timeout, or drop it to wait "
                         "for as long as they take")
-            ready, pending = wait(pending, num_returns=1, timeout=step)
+            ready, pending = rtml.wait(pending, num_returns=1, timeout=step)
             if not ready:
                 bar.refresh()  # nothing finished: move the elapsed time, rate and ETA
                 continue
             if pending:  # take everything else that is done by now in the same round
-                more, pending = wait(pending, num_returns=len(pending), timeout=0)
+                more, pending = rtml.wait(pending, num_returns=len(pending), timeout=0)
                 ready += more
             for ref in ready:
                 for _ in range(copies[ref]):
                     bar.update(1)
-                    yield get(ref) if values else ref
+                    yield rtml.get(ref) if values else ref
     finally:
         bar.close()
 
 
-def _follow_stream(gen: ObjectRefGenerator, desc: str | None, total: int | None,
+def _follow_stream(gen: rtml.ObjectRefGenerator, desc: str | None, total: int | None,
                    file: TextIO | None, disable: bool, values: bool,
                    timeout: float | None) -> Iterator[Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -245,7 +244,7 @@ def _follow_stream(gen: ObjectRefGenerator, desc: str | None, total: int | None,
             except StopIteration:
                 return
             bar.update(1)
-            yield get(ref) if values else ref
+            yield rtml.get(ref) if values else ref
     finally:
         bar.close()
 
@@ -267,9 +266,9 @@ def progress_get(refs: Any, *, desc: str | None = None, total: int | None = None
         TaskError and the other ``get`` errors: a task failed (raised once all have finished,
             for the first failed ref in order, as ``rtml.get`` does).
     """
-    single = isinstance(refs, ObjectRef)
+    single = isinstance(refs, rtml.ObjectRef)
     ref_list = _as_refs(refs)
     for _ in _follow(ref_list, desc, total, file, disable, False, timeout):
         pass
-    result = get(ref_list)
+    result = rtml.get(ref_list)
     return result[0] if single else result

@@ -16,8 +16,7 @@ import asyncio
 import queue as _stdqueue
 from typing import Any
 
-from rtml._api import get, wait
-from rtml._runtime._actor import ActorClass, kill
+import rtml
 
 __all__ = ["Empty", "Full", "Queue"]
 
@@ -81,13 +80,13 @@ class _QueueActor:
         return [self.queue.get_nowait() for _ in range(num_items)]
 
 
-_actor_class: ActorClass | None = None
+_actor_class: Any = None
 
 
-def _queue_actor() -> ActorClass:
+def _queue_actor() -> Any:
     global _actor_class
     if _actor_class is None:
-        _actor_class = ActorClass(_QueueActor, {})
+        _actor_class = rtml.remote(_QueueActor)
     return _actor_class
 
 
@@ -115,17 +114,17 @@ class Queue:
 
     def size(self) -> int:
         """The number of items in the queue."""
-        return get(self.actor.qsize.remote())
+        return rtml.get(self.actor.qsize.remote())
 
     def qsize(self) -> int:
         """The number of items in the queue."""
         return self.size()
 
     def empty(self) -> bool:
-        return get(self.actor.empty.remote())
+        return rtml.get(self.actor.empty.remote())
 
     def full(self) -> bool:
-        return get(self.actor.full.remote())
+        return rtml.get(self.actor.full.remote())
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Add an item, waiting for room if ``block`` (at most ``timeout`` seconds).
@@ -135,13 +134,13 @@ class Queue:
         """
         if not block:
             try:
-                get(self.actor.put_nowait.remote(item))
+                rtml.get(self.actor.put_nowait.remote(item))
             except Full as e:
                 raise Full(str(e.args[0]) if e.args else "the queue is full") from None
             return
         _check_timeout(timeout)
         try:
-            get(self.actor.put.remote(item, timeout))
+            rtml.get(self.actor.put.remote(item, timeout))
         except Full:
             raise Full(f"the queue stayed full for {timeout} s") from None
 
@@ -169,12 +168,12 @@ class Queue:
         """
         if not block:
             try:
-                return get(self.actor.get_nowait.remote())
+                return rtml.get(self.actor.get_nowait.remote())
             except Empty:
                 raise Empty("the queue is empty") from None
         _check_timeout(timeout)
         try:
-            return get(self.actor.get.remote(timeout))
+            return rtml.get(self.actor.get.remote(timeout))
         except Empty:
             raise Empty(f"the queue stayed empty for {timeout} s") from None
 
@@ -200,7 +199,7 @@ class Queue:
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"put_nowait_batch() takes a list, got {type(items).__name__}")
         try:
-            get(self.actor.put_nowait_batch.remote(list(items)))
+            rtml.get(self.actor.put_nowait_batch.remote(list(items)))
         except Full as e:
             raise Full(str(e.args[0]) if e.args else "the queue is full") from None
 
@@ -213,7 +212,7 @@ class Queue:
         if not isinstance(num_items, int) or isinstance(num_items, bool) or num_items < 0:
             raise ValueError(f"num_items must be a non-negative int, got {num_items!r}")
         try:
-            return get(self.actor.get_nowait_batch.remote(num_items))
+            return rtml.get(self.actor.get_nowait_batch.remote(num_items))
         except Empty as e:
             raise Empty(str(e.args[0]) if e.args else "the queue is empty") from None
 
@@ -223,10 +222,10 @@ class Queue:
         if self.actor is None:
             return
         if force:
-            kill(self.actor, no_restart=True)
+            rtml.kill(self.actor, no_restart=True)
         else:
             done = self.actor.__rtml_terminate__.remote()
-            ready, _ = wait([done], timeout=grace_period_s)
+            ready, _ = rtml.wait([done], timeout=grace_period_s)
             if not ready:
-                kill(self.actor, no_restart=True)
+                rtml.kill(self.actor, no_restart=True)
         self.actor = None

@@ -12,6 +12,7 @@ which is what lineage reconstruction needs.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 DRIVER_INDEX = 1
 _TASK_SHIFT = 40
@@ -86,3 +87,11 @@ def node_of_process(proc: int) -> int:
 def to_hex(ident: int) -> str:
     return format(ident, "x")
 
+
+def hex_id(ident: Any) -> str:
+    """An id as the hex string the records use (task ids in events may be int or str)."""
+    if type(ident) is str:  # the common case, first
+        return ident
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        return format(ident, "x")
+    return str(ident)

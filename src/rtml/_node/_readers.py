@@ -1,7 +1,9 @@
-"""Read a node's live state as records (see ``_source.py`` for their keys).
+"""What an observer may read of a live node: its state as records, and its workers' logs.
 
-Called with ``node.lock`` held: from the embedded runtime's source directly, and from the
-node's "state" request (a cluster node answering an observer).
+The records' keys are those of ``_observability/_source.py``. The state readers are called with
+``node.lock`` held: from the embedded runtime's source directly, and from the node's "state"
+request (a cluster node answering an observer). The log files are the ones ``NodeShell.log``
+writes, one per worker, under the node's ``logs`` directory.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rtml._node._objects import ERR, INLINE, PENDING, REMOTE, SHM
-from rtml._node._tasks import ASSIGNED, FORWARDED, QUEUED, WAITING
+from rtml._node._objects import PENDING
 from rtml._object_store._state import Location
-from rtml._runtime._ids import is_put, task_of, to_hex
+from rtml._protocol._ids import is_put, task_of, to_hex
+from rtml._protocol._payload import ERR, INLINE, REMOTE, SHM
+from rtml._protocol._spec import ASSIGNED, FORWARDED, QUEUED, WAITING
 
 _TASK_STATE = {WAITING: "PENDING_ARGS", QUEUED: "PENDING_SCHEDULING", ASSIGNED: "RUNNING",
                FORWARDED: "FORWARDED"}
@@ -164,3 +167,38 @@ def _stuck_roots(node: Any) -> list[dict[str, Any]]:
 
 READERS = {"live_tasks": live_tasks, "objects": objects, "workers": workers, "actors": actors,
            "recovery": recovery}
+
+
+LOG_DIR = "logs"
+
+
+def log_files(log_dir: str, node_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    try:
+        names = os.listdir(log_dir)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if not (name.startswith("worker-") and name.endswith(".log")):
+            continue
+        path = os.path.join(log_dir, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        out.append({"node_id": node_id, "pid": int(name[7:-4]), "kind": "worker",
+                    "path": path, "size": st.st_size, "mtime": st.st_mtime})
+    out.sort(key=lambda r: r["mtime"], reverse=True)
+    return out
+
+
+def read_log_file(log_dir: str, pid: int, tail: int | None) -> str | None:
+    path = os.path.join(log_dir, f"worker-{int(pid)}.log")
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    if tail is not None:
+        text = "\n".join(text.splitlines()[-tail:]) + ("\n" if text else "")
+    return text
