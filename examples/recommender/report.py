@@ -185,7 +185,8 @@ def table(s: dict[str, Any]) -> str:
     if s["chaos"]:
         rows.append(("chaos", ", ".join(f"{c['what']} killed at {c['t']:.1f} s"
                                         for c in s["chaos"])))
-        rows.append(("dataflow restarts", str(s["dataflow_restarts"])))
+        rows.append(("learner restarts / dataflow restarts",
+                     f"{s.get('learner_restarts', 0)} / {s['dataflow_restarts']}"))
     w = max(len(k) for k, _ in rows)
     head = f"live recommender, {s['duration_s']:.0f} s, source: {s['source']}"
     return "\n".join([head, "-" * len(head)] + [f"{k:<{w}}  {v}" for k, v in rows])

@@ -65,6 +65,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    "./runs/)")
     p.add_argument("--lead", type=float, default=6.0,
                    help="seconds between start-up and the first event (6)")
+    p.add_argument("--checkpoint-every", type=float, default=0.25,
+                   help="seconds between the dataflow's checkpoints (0.25): the learner learns "
+                   "each checkpoint's samples exactly once, when the checkpoint is durable")
+    p.add_argument("--exactly-once", action=argparse.BooleanOptionalAction, default=True,
+                   help="learn each sample exactly once, also through a crash (default), "
+                   "or as samples arrive (--no-exactly-once: lower latency, at-least-once)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     a = p.parse_args(argv)
@@ -289,8 +295,10 @@ def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
     else:
         source, decode = brokers.source()
     flow = pipeline.build(source, world.window, users, items,
-                          [continual.sink(), frozen.sink()], decode=decode)
-    run = flow.run(parallelism=1, checkpoint_every=1.0,
+                          [continual.sink(exactly_once=args.exactly_once, order="time"),
+                           frozen.sink(exactly_once=args.exactly_once, order="time")],
+                          decode=decode)
+    run = flow.run(parallelism=1, checkpoint_every=args.checkpoint_every,
                    checkpoint_dir=os.path.join(work, "checkpoints"), max_restarts=5)
     if brokers is not None:
         brokers.start(world, start)
@@ -299,7 +307,8 @@ def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
 
     # The load client starts once both replicas serve a first version (in the background).
     url = f"http://127.0.0.1:{args.port}/recommend"
-    load = LoadClient(url, world.users, rate=args.requests_per_s)
+    load = LoadClient(url, world.users, rate=args.requests_per_s,
+                      log=os.path.join(out, "requests.jsonl"))
     waiter = threading.Thread(target=_start_when_served, args=(url, load, registry, start + 60),
                               name="recommender-ready", daemon=True)
     waiter.start()
@@ -311,7 +320,7 @@ def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
             now = time.time()
             if chaos is not None:
                 chaos.tick(now, start)
-            row = report.sample(now - start, start, continual, frozen, registry, load.results)
+            row = report.sample(now - start, start, continual, frozen, registry, load.poll())
             if row is not None:
                 series.append(row)
             rtml.get(timeline.update.remote(report.page_doc(

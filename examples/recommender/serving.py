@@ -59,7 +59,7 @@ class Recommender:
         self.item_ids = sorted(self.items.rows)
         self.candidates = min(candidates, len(self.item_ids))
 
-    def __call__(self, request: Request) -> Any:
+    async def __call__(self, request: Request) -> Any:
         try:
             user = int(request.query_params["user"])
             k = int(request.query_params.get("k", 10))

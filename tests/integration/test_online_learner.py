@@ -76,6 +76,30 @@ def test_sink_writer_feeds_the_learner_with_flow_control(shared_runtime):
     lr.kill()
 
 
+def test_sink_ordered_by_time_learns_each_batch_in_event_time_order(shared_runtime):
+    timed = [(x, y, float(i)) for i, (x, y) in enumerate(DATA[:400])]
+    lr = Learner(_model(), [metrics.Accuracy()])
+    w = LearnerSink(lr, order="time").open("w0", 0, 1)
+    for i in range(0, 400, 100):            # each batch arrives newest first
+        w.write(list(reversed(timed[i:i + 100])))
+    w.write_epoch(1, [])
+    w.flush()
+    ref = evaluate.progressive_val_score(DATA[:400], _model(), metrics.Accuracy())
+    assert lr.get("stats")["metrics"]["Accuracy"] == ref.get()
+    arrival = Learner(_model(), [metrics.Accuracy()])
+    w2 = LearnerSink(arrival).open("w0", 0, 1)
+    for i in range(0, 400, 100):
+        w2.write(list(reversed(timed[i:i + 100])))
+    w2.flush()
+    assert arrival.get("stats")["metrics"]["Accuracy"] != ref.get()  # the order mattered
+    with pytest.raises(ValueError, match="order='random'"):
+        LearnerSink(lr, order="random")
+    w.close()
+    w2.close()
+    lr.kill()
+    arrival.kill()
+
+
 def test_dataflow_into_a_learner(shared_runtime):
     from rtml.stream import Dataflow, IterableSource
 

@@ -366,11 +366,24 @@ class LearnerSink(Sink):
             recovery; lowest latency).
         name: identifies this sink's feed in the learner's state; give a stable one to resume
             a dataflow with ``resume=True`` from another driver (default: unique per sink).
+        order: ``"arrival"`` (default): samples are learned in the order they reach the sink;
+            ``"time"``: each batch handed to the learner (an epoch when exactly once) is
+            learned in event-time order (stable; samples without a time go last). Use it when
+            branches of the dataflow deliver samples in clumps, e.g. positives from a join and
+            negatives from a window: a model learning clumps of one label scores itself too
+            well and drifts detectors see false alarms.
+
+    Raises:
+        ValueError: an unknown ``order``.
     """
 
     def __init__(self, learner: Any, sample: Callable[[Any], tuple] | None = None,
                  engine: Any = None, *, exactly_once: bool = True,
-                 name: str | None = None) -> None:
+                 name: str | None = None, order: str = "arrival") -> None:
+        if order not in ("arrival", "time"):
+            raise ValueError(f"LearnerSink(order={order!r}) is unknown: use 'arrival' or "
+                             "'time'")
+        self.order = order
         self.handle = learner.handle if isinstance(learner, Learner) else learner
         self.engine = learner.engine if isinstance(learner, Learner) else engine
         self.sample = sample or _default_sample
@@ -385,23 +398,34 @@ class LearnerSink(Sink):
 
     def open(self, writer_id: str, index: int, count: int) -> SinkWriter:
         return _LearnerWriter(self.handle, resolve(self.engine), self.sample,
-                              f"{self.name}/{writer_id}")
+                              f"{self.name}/{writer_id}", self.order == "time")
 
     def describe(self) -> str:
         return f"LearnerSink({'exactly once' if self.exactly_once else 'at least once'})"
 
 
+def _time_key(s: tuple) -> float:
+    t = s[2] if len(s) > 2 else None
+    return float("inf") if t is None else float(t)
+
+
 class _LearnerWriter(SinkWriter):
     def __init__(self, handle: Any, engine: Any, sample: Callable[[Any], tuple],
-                 feed: str) -> None:
+                 feed: str, by_time: bool = False) -> None:
         self.handle, self.engine, self.sample, self.feed = handle, engine, sample, feed
+        self.by_time = by_time
         self.inflight: deque = deque()
+
+    def _samples(self, records: list[Any]) -> list[tuple]:
+        out = [self.sample(r) for r in records]
+        if self.by_time:
+            out.sort(key=_time_key)
+        return out
 
     def write(self, records: list[Any]) -> None:
         while len(self.inflight) >= _IN_FLIGHT:
             self.engine.get(self.inflight.popleft(), timeout=600)
-        sample = self.sample
-        self.inflight.append(self.handle.learn_many.remote([sample(r) for r in records]))
+        self.inflight.append(self.handle.learn_many.remote(self._samples(records)))
 
     def write_epoch(self, epoch: int, records: list[Any]) -> None:
         # Handed over without waiting for it to be learned: the next checkpoint barrier
@@ -411,9 +435,8 @@ class _LearnerWriter(SinkWriter):
         # newer one would be skipped.
         while len(self.inflight) >= _EPOCHS_IN_FLIGHT:
             self.engine.get(self.inflight.popleft(), timeout=600)
-        sample = self.sample
-        self.inflight.append(self.handle.learn_epoch.remote(
-            self.feed, epoch, [sample(r) for r in records]))
+        self.inflight.append(self.handle.learn_epoch.remote(self.feed, epoch,
+                                                            self._samples(records)))
 
     def flush(self) -> None:
         while self.inflight:
