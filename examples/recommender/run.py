@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     freeze_at = 0.4 * args.duration
     t_setup = time.time()
     rtml.init()
-    # After init: an in-process Kafka mock cluster made before rtml.init() loses its sockets.
+    # The brokers (a redis-server, or an in-process Kafka mock cluster) for --source redis|kafka.
     brokers = Brokers(args, work) if args.source != "embedded" else None
     try:
         return _run(args, out, work, world, freeze_at, brokers, t_setup)
