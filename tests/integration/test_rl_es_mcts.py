@@ -92,6 +92,13 @@ def test_parallel_mcts_takes_the_win_and_blocks(shared_runtime, mode):
     assert mcts(block, 10.0, mode=mode, max_simulations=4000, seed=2).move == 3
 
 
+@pytest.mark.parametrize("mode", ["tree", "root", "serial"])
+def test_min_simulations_goes_on_past_the_budget(shared_runtime, mode):
+    block = _position([0, 6, 1, 6, 2])   # O to move: must block 3
+    r = mcts(block, 0.001, mode=mode, min_simulations=600, max_simulations=4000, seed=3)
+    assert r.simulations >= 600 and r.move == 3
+
+
 def test_tree_mcts_spawns_simulations_until_the_budget(shared_runtime):
     r = mcts(ConnectFour(), 1.0, mode="tree", num_workers=2, rollouts_per_task=4)
     # every task after the first 2 x num_workers was spawned from an earlier one's result

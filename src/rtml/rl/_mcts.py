@@ -89,15 +89,16 @@ def rollouts(state: Any, k: int, seed: int) -> list[int | None]:
 
 
 def _serial(state: Any, budget: float, seed: int, c: float,
-            max_simulations: int | None = None) -> tuple[dict[Any, tuple[float, float]], int]:
+            max_simulations: int | None = None,
+            min_simulations: int = 0) -> tuple[dict[Any, tuple[float, float]], int]:
     """Serial MCTS from ``state`` for ``budget`` seconds: root children's (visits, reward)
     and the number of simulations."""
     rng = random.Random(seed)
     root = _Node(state, None, 1 - state.to_play)
     deadline = time.perf_counter() + budget
     sims = 0
-    while time.perf_counter() < deadline and (max_simulations is None
-                                              or sims < max_simulations):
+    while ((time.perf_counter() < deadline or sims < min_simulations)
+           and (max_simulations is None or sims < max_simulations)):
         path = _select(root, c, rng, 0.0)
         _backup(path, [path[-1].state.rollout(rng)], 0.0)
         sims += 1
@@ -139,7 +140,7 @@ def _result(stats: dict[Any, tuple[float, float]], sims: int, t0: float,
 def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_workers: int = 2,
          in_flight: int | None = None, rollouts_per_task: int = 8, c: float = 1.4,
          virtual_loss: float = 1.0, seed: int = 0, max_simulations: int | None = None,
-         engine: Any = None) -> MCTSResult:
+         min_simulations: int = 0, engine: Any = None) -> MCTSResult:
     """Choose a move for ``state`` by Monte Carlo tree search within ``time_budget`` seconds.
 
     Args:
@@ -157,6 +158,8 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
         c: UCT exploration constant; virtual_loss: visits added per in-flight simulation.
         seed: seeds the search's random choices.
         max_simulations: stop earlier after this many playouts (None: the budget only).
+        min_simulations: go on past the budget until this many playouts are done (a result
+            that does not depend on how busy the machine is; 0: the budget only).
         engine: ``"rtml"`` (default) or ``"ray"``.
 
     Returns:
@@ -170,7 +173,7 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
     if state.is_terminal():
         raise ValueError("mcts() on a finished game: there is no move to choose")
     if mode == "serial":
-        stats, sims = _serial(state, time_budget, seed, c, max_simulations)
+        stats, sims = _serial(state, time_budget, seed, c, max_simulations, min_simulations)
         return _result(stats, sims, t0, 0)
     if mode not in ("tree", "root"):
         raise ValueError(f"unknown mcts mode {mode!r}: use 'tree', 'root' or 'serial'")
@@ -178,7 +181,8 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
     if mode == "root":
         task = eng.remote(_serial)
         cap = None if max_simulations is None else max(1, max_simulations // num_workers)
-        refs = [task.remote(state, max(0.0, time_budget - 0.005), seed * 1000 + i, c, cap)
+        low = -(-min_simulations // num_workers)
+        refs = [task.remote(state, max(0.0, time_budget - 0.005), seed * 1000 + i, c, cap, low)
                 for i in range(num_workers)]
         merged: dict[Any, list[float]] = {}
         total = 0
@@ -197,9 +201,13 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
     pending: dict[Any, list[_Node]] = {}
     sims = tasks = 0
 
-    def budget_left() -> bool:
-        return time.perf_counter() < deadline and (max_simulations is None
-                                                   or sims < max_simulations)
+    def under_max() -> bool:
+        return max_simulations is None or sims < max_simulations
+
+    def budget_left() -> bool:  # start another simulation?
+        in_flight = len(pending) * rollouts_per_task
+        return under_max() and (time.perf_counter() < deadline
+                                or sims + in_flight < min_simulations)
 
     def spawn() -> None:
         nonlocal sims, tasks
@@ -216,15 +224,17 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
 
     for _ in range(k_in_flight):
         spawn()
-    while pending and (budget_left() or sims == 0):
+    while pending and ((under_max() and time.perf_counter() < deadline)
+                       or sims < min_simulations or sims == 0):
         # Past the deadline with no result yet (cold workers): wait for the first one, so a
         # move is never chosen from an empty tree.
         left = deadline - time.perf_counter()
         ready, _ = eng.wait(list(pending), num_returns=1,
                             timeout=left if left > 0 else _FIRST_RESULT_TIMEOUT)
-        if not ready and sims == 0 and left <= 0:
+        if not ready and left <= 0:
             raise TimeoutError(f"mcts(): no simulation finished within {time_budget} s + "
-                               f"{_FIRST_RESULT_TIMEOUT} s; are the engine's workers busy?")
+                               f"{_FIRST_RESULT_TIMEOUT} s ({sims} done); are the engine's "
+                               "workers busy?")
         for ref in ready:
             path = pending.pop(ref)
             winners = eng.get(ref, timeout=30.0)
