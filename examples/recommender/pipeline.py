@@ -2,10 +2,10 @@
 
 ::
 
-    events ─┬─ impressions ─ key: impression ─┬─ interval_join(clicks, 0..window) ─▶ clicked (y=1)
-            └─ clicks ────── key: impression ─┤
-                                              └─ merge ─ Session(gap=window) ─▶ unclicked (y=0)
-    clicked + unclicked ─ key: user ─ merge ─ as-of users.parquet ─ key: item ─ as-of items.parquet
+    events ─┬─ impressions ─ key: impression ─┐ interval_join(how="left", 0..window):
+            └─ clicks ────── key: impression ─┘   (impression, click) ─▶ y=1 at the click
+                                                  (impression, None) ─▶ y=0 when it closes
+      ─ key: user ─ as-of users.parquet ─ key: item ─ as-of items.parquet
         ─▶ features ─▶ LearnerSink(continual), LearnerSink(frozen)   (models: models.py)
 
 A positive is known when its click arrives; a negative when the attribution window closes with
@@ -15,6 +15,7 @@ feature rows are the ones valid at that time: point-in-time correct, never from 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from rtml import stream as rs
@@ -41,17 +42,10 @@ def _impression_id(e: dict) -> int:
     return e["id"]
 
 
-def _clicked(pair: tuple[dict, dict]) -> dict:
+def _labelled(pair: tuple[dict, dict | None], window: float) -> dict:
     imp, click = pair
-    return {"id": imp["id"], "u": imp["u"], "i": imp["i"], "y": True, "t": click["t"]}
-
-
-def _unclicked(r: Any) -> list[dict]:
-    imps = [e for e in r.value if e["k"] == "i"]
-    if not imps or any(e["k"] == "c" for e in r.value):
-        return []
-    imp = imps[0]
-    return [{"id": imp["id"], "u": imp["u"], "i": imp["i"], "y": False, "t": r.end}]
+    return {"id": imp["id"], "u": imp["u"], "i": imp["i"], "y": click is not None,
+            "t": click["t"] if click is not None else imp["t"] + window}
 
 
 def _user(s: dict) -> int:
@@ -79,12 +73,10 @@ def build(source: rs.Source, window: float, users: rs.Table, items: rs.Table,
     events = raw.with_event_time(lambda e: e["t"], max_out_of_order=0.05)
     imps = events.filter(_is_impression, name="impressions").key_by(_impression_id)
     clicks = events.filter(_is_click, name="clicks").key_by(_impression_id)
-    clicked = (imps.interval_join(clicks, lower=0.0, upper=window, name="clicked")
-               .map(_clicked, name="positive"))
-    unclicked = (imps.merge(clicks, name="shown")
-                 .window(rs.Session(gap=window), name="attribution").collect()
-                 .flat_map(_unclicked, name="negative"))
-    labelled = clicked.key_by(_user).merge(unclicked.key_by(_user), name="labelled")
+    labelled = (imps.interval_join(clicks, lower=0.0, upper=window, how="left",
+                                   name="attribution")
+                .map(functools.partial(_labelled, window=window), name="label")
+                .key_by(_user))
     samples = (labelled.join_as_of(users, name="user_features")
                .key_by(_item)
                .join_as_of(items, name="item_features")

@@ -97,6 +97,21 @@ def test_interval_join_pairs_clicks_with_their_impressions():
     assert sorted(sink.items()) == [(i, i + 3.0) for i in range(0, 50, 5)]
 
 
+def test_left_interval_join_gives_the_impressions_nobody_clicked():
+    imps = [{"id": i, "ts": float(i)} for i in range(50)]
+    clicks = [{"id": i, "ts": i + 3.0} for i in range(0, 50, 5)] + [{"id": 7, "ts": 40.0}]
+    events = sorted(imps + [{**c, "click": True} for c in clicks], key=lambda e: e["ts"])
+    flow = rs.Dataflow("ij-left")
+    sink = rs.CollectSink()
+    ev = flow.source(rs.IterableSource(events)).with_event_time(lambda e: e["ts"])
+    a = ev.filter(lambda e: "click" not in e).key_by(lambda e: e["id"])
+    b = ev.filter(lambda e: "click" in e).key_by(lambda e: e["id"])
+    a.interval_join(b, lower=0, upper=10, how="left").map(
+        lambda p: (p[0]["id"], p[1] is not None)).sink(sink)
+    flow.run(parallelism=2).wait(timeout=60)
+    assert sorted(sink.items()) == [(i, i % 5 == 0) for i in range(50)]
+
+
 def test_merge_interleaves_keyed_branches_and_windows_close_on_the_smaller_watermark():
     evens = [{"user": f"u{i % 3}", "ts": float(i)} for i in range(0, 60, 2)]
     odds = [{"user": f"u{i % 3}", "ts": float(i)} for i in range(1, 60, 2)]

@@ -104,3 +104,38 @@ def test_random_interval_join_against_brute_force_with_no_lateness():
         state.add(side, key_group(k), k, t, v, float("-inf"), out, late)
     assert sorted(p for _, p in out) == brute_interval(events, 0, 5)
 
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.floats(0, 50)),
+                max_size=40), st.floats(0, 10))
+def test_left_interval_join_closes_each_unmatched_left_once_and_only_those(raw, span):
+    """In event-time order (nothing late): every left either pairs or closes as
+    (left, None) at lt + upper, exactly once, after the watermark passed it."""
+    events = sorted([(t, side, k, f"{side}{i}") for i, (side, k, t) in enumerate(raw)])
+    state = IntervalJoinState(0.0, span, how="left")
+    out, late, closed = [], [], []
+    for t, side, k, v in events:
+        state.add(side, key_group(k), k, t, v, t, out, late)
+        closed.extend(state.advance(t))
+    closed.extend(state.advance(float("inf")))
+    assert late == []
+    matched = {left for _, (left, _) in out}
+    lefts = [(t, k, v) for t, side, k, v in events if side == 0]
+    assert sorted(v for _, _, (v, right) in closed if right is None) == \
+        sorted(v for _, _, v in lefts if v not in matched)
+    for key, ts, (v, _) in closed:
+        (t0, k0, _), = [(t, k, x) for t, k, x in lefts if x == v]
+        assert key == k0 and ts == t0 + span
+    assert state.groups == {}
+
+
+def test_left_interval_join_restores_a_snapshot_and_rejects_unknown_how():
+    state = IntervalJoinState(0.0, 5.0, how="left")
+    out: list = []
+    state.add(0, 1, "k", 1.0, "imp", float("-inf"), out, [])
+    restored = IntervalJoinState(0.0, 5.0, how="left")
+    restored.restore(state.snapshot())
+    assert restored.advance(7.0) == [("k", 6.0, ("imp", None))]
+    with pytest.raises(StreamConfigError, match="how='outer'"):
+        IntervalJoinState(0.0, 1.0, how="outer")

@@ -306,7 +306,8 @@ class _TwoSided(_Keyed):
         super().__init__(ex, node)
         p = node.params
         self.state = (WindowJoinState(p["window"], p["lateness"]) if node.kind == "join"
-                      else IntervalJoinState(p["lower"], p["upper"], p["lateness"]))
+                      else IntervalJoinState(p["lower"], p["upper"], p["lateness"],
+                                             p.get("how", "inner")))
         self._purged = float("-inf")
 
     def process(self, items, side):
@@ -327,7 +328,9 @@ class _TwoSided(_Keyed):
         # Purging walks every key: do it when event time moved on by a tenth of a second.
         if wm >= self._purged + 0.1:
             self._purged = wm
-            self.state.advance(wm)
+            closed = self.state.advance(wm)
+            if closed:  # interval_join(how="left"): lefts whose interval closed unmatched
+                self.emit(closed)
 
     def snapshot(self):
         return self.state.snapshot()

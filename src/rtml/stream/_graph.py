@@ -276,16 +276,20 @@ class KeyedStream(Stream):
                               [other], need_time=True)
 
     def interval_join(self, other: KeyedStream, *, lower: float, upper: float,
-                      lateness: float = 0.0, name: str | None = None) -> KeyedStream:
+                      lateness: float = 0.0, how: str = "inner",
+                      name: str | None = None) -> KeyedStream:
         """``(left, right)`` for events of one key with
         ``left.time + lower <= right.time <= left.time + upper`` (e.g. a click within 30 s
-        after an impression: ``lower=0, upper=30``)."""
+        after an impression: ``lower=0, upper=30``). ``how="left"`` also gives
+        ``(left, None)`` for each left that met no right, when the watermark passes
+        ``left.time + upper`` (e.g. the impressions nobody clicked)."""
         from rtml.stream._join import IntervalJoinState
 
-        IntervalJoinState(lower, upper)  # validates
+        IntervalJoinState(lower, upper, how=how)  # validates
         return self._stateful("interval_join", name,
                               {"lower": float(lower), "upper": float(upper),
-                               "lateness": float(lateness)}, [other], need_time=True)
+                               "lateness": float(lateness), "how": how}, [other],
+                              need_time=True)
 
     def merge(self, *others: KeyedStream, name: str | None = None) -> KeyedStream:
         """One keyed stream holding the events of this stream and of ``others`` (each keyed

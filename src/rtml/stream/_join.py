@@ -230,14 +230,22 @@ class WindowJoinState:
 
 
 class IntervalJoinState:
-    """Pairs ``(left, right)`` of one key with ``lt + lower <= rt <= lt + upper``."""
+    """Pairs ``(left, right)`` of one key with ``lt + lower <= rt <= lt + upper``; with
+    ``how="left"`` also ``(left, None)`` for a left that met no right, once its interval has
+    closed (at event time ``lt + upper``, when the watermark passes it)."""
 
-    def __init__(self, lower: float, upper: float, lateness: float = 0.0) -> None:
+    def __init__(self, lower: float, upper: float, lateness: float = 0.0,
+                 how: str = "inner") -> None:
         lower, upper = float(lower), float(upper)
         if lower > upper:
             raise StreamConfigError(f"interval_join(lower={lower}, upper={upper}): lower must "
                                     "be at most upper (right.ts - left.ts lies in [lower, upper])")
+        if how not in ("inner", "left"):
+            raise StreamConfigError(f"interval_join(how={how!r}) is unknown: use 'inner' or "
+                                    "'left'")
         self.lower, self.upper, self.lateness = lower, upper, float(lateness)
+        self.outer = how == "left"
+        # key -> (lefts as [ts, value, matched], rights as (ts, value))
         self.groups: dict[int, dict[Any, tuple[list, list]]] = {}
 
     def add(self, side: int, kg: int, key: Any, ts: float, value: Any, wm: float,
@@ -246,32 +254,48 @@ class IntervalJoinState:
             late.append((side, key, ts, value))
             return
         sides = self.groups.setdefault(kg, {}).setdefault(key, ([], []))
-        sides[side].append((ts, value))
-        lo, hi = (ts + self.lower, ts + self.upper) if side == 0 else \
-                 (ts - self.upper, ts - self.lower)
-        for ots, other in sides[1 - side]:
-            if lo <= ots <= hi:
-                pair = (value, other) if side == 0 else (other, value)
-                out.append((max(ts, ots), pair))
+        if side == 0:
+            entry = [ts, value, False]
+            sides[0].append(entry)
+            lo, hi = ts + self.lower, ts + self.upper
+            for ots, other in sides[1]:
+                if lo <= ots <= hi:
+                    entry[2] = True
+                    out.append((max(ts, ots), (value, other)))
+        else:
+            sides[1].append((ts, value))
+            lo, hi = ts - self.upper, ts - self.lower
+            for left in sides[0]:
+                if lo <= left[0] <= hi:
+                    left[2] = True
+                    out.append((max(ts, left[0]), (left[1], value)))
 
-    def advance(self, wm: float) -> None:
+    def advance(self, wm: float) -> list[tuple[Any, float, Any]]:
+        """Forget what can no longer pair; ``(key, ts, (left, None))`` for the lefts that
+        closed unmatched (``how="left"``)."""
         cut = wm - self.lateness
+        closed: list[tuple[Any, float, Any]] = []
         for kg in list(self.groups):
             keys = self.groups[kg]
             for key in list(keys):
                 lefts, rights = keys[key]
                 # A left can still meet a non-late right (rt >= cut) while lt + upper >= cut;
                 # a right can still meet a non-late left (lt >= cut) while rt - lower >= cut.
+                if self.outer:
+                    closed.extend((key, e[0] + self.upper, (e[1], None)) for e in lefts
+                                  if e[0] + self.upper < cut and not e[2])
                 lefts[:] = [e for e in lefts if e[0] + self.upper >= cut]
                 rights[:] = [e for e in rights if e[0] - self.lower >= cut]
                 if not lefts and not rights:
                     del keys[key]
             if not keys:
                 del self.groups[kg]
+        return closed
 
     def snapshot(self) -> dict[int, Any]:
         return {kg: {k: (list(a), list(b)) for k, (a, b) in keys.items()}
                 for kg, keys in self.groups.items()}
 
     def restore(self, groups: dict[int, Any]) -> None:
-        self.groups = dict(groups)
+        self.groups = {kg: {k: ([e if len(e) == 3 else [e[0], e[1], False] for e in a], b)
+                            for k, (a, b) in keys.items()} for kg, keys in groups.items()}
