@@ -115,6 +115,7 @@ class RayLike(Framework):
                 for _ in range(1000):
                     _, not_ready = ray.wait(not_ready, fetch_local=fetch_local)
                     fetch_local = False
+
             return run, 1, "per second"
 
         def actor_sync():
@@ -123,15 +124,22 @@ class RayLike(Framework):
 
         def actor_async():
             a = self._actor()
-            return (lambda: ray.get([a.small_value.remote() for _ in range(1000)])), 1000, \
-                "per second"
+            return (
+                (lambda: ray.get([a.small_value.remote() for _ in range(1000)])),
+                1000,
+                "per second",
+            )
 
         return {
-            "single client tasks sync": tasks_sync, "single client tasks async": tasks_async,
+            "single client tasks sync": tasks_sync,
+            "single client tasks async": tasks_async,
             "single client tasks and get batch": get_batch,
-            "single client put calls": put_calls, "single client get calls": get_calls,
-            "single client put gigabytes": put_gb, "single client wait 1k refs": wait_1k,
-            "1:1 actor calls sync": actor_sync, "1:1 actor calls async": actor_async,
+            "single client put calls": put_calls,
+            "single client get calls": get_calls,
+            "single client put gigabytes": put_gb,
+            "single client wait 1k refs": wait_1k,
+            "1:1 actor calls sync": actor_sync,
+            "1:1 actor calls async": actor_async,
         }
 
 
@@ -148,8 +156,9 @@ class Dask(Framework):
         import cloudpickle
 
         cloudpickle.register_pickle_by_value(importlib.import_module(__name__))
-        self.cluster = self.distributed.LocalCluster(n_workers=self.num_cpus, threads_per_worker=1,
-                                    processes=True, dashboard_address=None)
+        self.cluster = self.distributed.LocalCluster(
+            n_workers=self.num_cpus, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         self.client = self.distributed.Client(self.cluster)
 
     def first_result(self) -> Any:
@@ -185,6 +194,7 @@ class Dask(Framework):
                     done, _ = wait(not_ready, return_when="FIRST_COMPLETED")
                     first = next(iter(done))  # like ray.wait(num_returns=1): take one
                     not_ready = [x for x in not_ready if x is not first]
+
             return run, 1, "per second"
 
         def actor():
@@ -196,18 +206,26 @@ class Dask(Framework):
 
         def actor_async():
             a = actor()
-            return (lambda: [x.result() for x in [a.small_value() for _ in range(1000)]]), \
-                1000, "per second"
+            return (
+                (lambda: [x.result() for x in [a.small_value() for _ in range(1000)]]),
+                1000,
+                "per second",
+            )
 
         return {
             "single client tasks sync": tasks_sync,
             "single client tasks async": lambda: (submit_many(1000), 1000, "per second"),
             "single client tasks and get batch": lambda: (submit_many(1000), 1, "per second"),
-            "single client put calls": lambda: ((lambda: c.scatter(0, hash=False)), 1,
-                                                "per second"),
+            "single client put calls": lambda: (
+                (lambda: c.scatter(0, hash=False)),
+                1,
+                "per second",
+            ),
             "single client get calls": get_calls,
-            "single client put gigabytes": put_gb, "single client wait 1k refs": wait_1k,
-            "1:1 actor calls sync": actor_sync, "1:1 actor calls async": actor_async,
+            "single client put gigabytes": put_gb,
+            "single client wait 1k refs": wait_1k,
+            "1:1 actor calls sync": actor_sync,
+            "1:1 actor calls async": actor_async,
         }
 
 
@@ -231,8 +249,7 @@ class Pool(Framework):
             return [r.get() for r in [p.apply_async(small_value) for _ in range(1000)]]
 
         return {
-            "single client tasks sync": lambda: ((lambda: p.apply(small_value)), 1,
-                                                 "per second"),
+            "single client tasks sync": lambda: ((lambda: p.apply(small_value)), 1, "per second"),
             "single client tasks async": lambda: (many, 1000, "per second"),
             "single client tasks and get batch": lambda: (many, 1, "per second"),
         }
@@ -263,11 +280,15 @@ class PPE(Framework):
                     done, _ = cf.wait(not_ready, return_when=cf.FIRST_COMPLETED)
                     first = next(iter(done))
                     not_ready = [x for x in not_ready if x is not first]
+
             return run, 1, "per second"
 
         return {
-            "single client tasks sync": lambda: ((lambda: ex.submit(small_value).result()), 1,
-                                                 "per second"),
+            "single client tasks sync": lambda: (
+                (lambda: ex.submit(small_value).result()),
+                1,
+                "per second",
+            ),
             "single client tasks async": lambda: (many, 1000, "per second"),
             "single client tasks and get batch": lambda: (many, 1, "per second"),
             "single client wait 1k refs": wait_1k,

@@ -49,8 +49,10 @@ def main(argv: list[str]) -> None:
             entry: dict = {}
             try:
                 fn, mult, unit = setup()
-                entry = {"unit": unit,
-                         "samples": timeit(fn, duration, mult, budget=max(10, 10 * duration))}
+                entry = {
+                    "unit": unit,
+                    "samples": timeit(fn, duration, mult, budget=max(10, 10 * duration)),
+                }
             except _MISSING as e:
                 entry = {"status": "skipped", "error": f"{type(e).__name__}: {e}"[:200]}
             except Exception as e:

@@ -28,10 +28,22 @@ def git_head() -> str | None:
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                             capture_output=True, text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], cwd=here,
-                               capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "../src"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         return out.stdout.strip() + (" (src modified)" if dirty.stdout.strip() else "")
     except OSError:
         return None
@@ -41,8 +53,12 @@ def machine() -> dict[str, Any]:
     """What ran a benchmark, for its JSON: CPUs, Python, platform, commit."""
     import platform
 
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "git": git_head()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git": git_head(),
+    }
 
 
 def write_json_atomic(path: str, doc: Any) -> None:
@@ -77,8 +93,10 @@ def ratios(rows: list[dict], base: str, peers: list[str]) -> tuple[str, list[dic
     """rtml/peer per row (value ratio), with which side is better spelled out."""
     out = []
     wl = max([len(r["workload"]) for r in rows] + [8])
-    lines = [f"{'workload':<{wl}}  " + "  ".join(f"{base + '/' + p:>24}" for p in peers),
-             "-" * (wl + 2 + 26 * len(peers))]
+    lines = [
+        f"{'workload':<{wl}}  " + "  ".join(f"{base + '/' + p:>24}" for p in peers),
+        "-" * (wl + 2 + 26 * len(peers)),
+    ]
     for r in rows:
         b = r["values"].get(base)
         cells = []
@@ -93,8 +111,7 @@ def ratios(rows: list[dict], base: str, peers: list[str]) -> tuple[str, list[dic
             better = (ratio < 1) if r["unit"] in LOWER_IS_BETTER else (ratio > 1)
             word = "better" if better else "worse"
             # How many times better or worse rtml is, whichever direction is "better".
-            speedup = (1 / ratio if ratio else math.inf) if r["unit"] in LOWER_IS_BETTER \
-                else ratio
+            speedup = (1 / ratio if ratio else math.inf) if r["unit"] in LOWER_IS_BETTER else ratio
             times = speedup if better else (1 / speedup if speedup else math.inf)
             gain_txt = f"{times:.2f}x"
             cells.append(f"{fmt(ratio) + ' (' + gain_txt + ' ' + word + ')':>24}")

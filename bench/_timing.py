@@ -18,8 +18,9 @@ ROUNDS = 4
 MB = 1024 * 1024
 
 
-def timeit(fn: Callable[[], Any], duration: float, multiplier: float = 1.0,
-           budget: float | None = None) -> list[float]:
+def timeit(
+    fn: Callable[[], Any], duration: float, multiplier: float = 1.0, budget: float | None = None
+) -> list[float]:
     """Per-round rates: warm-up min(1, duration/4) s, then 4 rounds of duration/4 s each,
     repeating ``fn`` in steps of warm-up calls // 10 + 1 (Ray's ray_microbenchmark_helpers).
 

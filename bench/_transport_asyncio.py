@@ -94,8 +94,11 @@ async def _amain(sock: socket.socket, args: argparse.Namespace) -> dict:
     writer.write(encode([STOP]))
     await writer.drain()
     writer.close()
-    return {"rtt_median_us": statistics.median(trips) * 1e6,
-            "rtt_p99_us": trips[int(0.99 * (len(trips) - 1))] * 1e6, "msgs_per_s": rate}
+    return {
+        "rtt_median_us": statistics.median(trips) * 1e6,
+        "rtt_p99_us": trips[int(0.99 * (len(trips) - 1))] * 1e6,
+        "msgs_per_s": rate,
+    }
 
 
 def run_asyncio(kind: str, args: argparse.Namespace) -> dict:

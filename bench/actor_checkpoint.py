@@ -121,10 +121,16 @@ def run_recovery(interval: int, kill_at: int, a: argparse.Namespace) -> dict[str
     state = rtml.get(actor.digest.remote(), timeout=60)
     rtml.kill(actor)
     _gone(new_pid or pid, time.monotonic() + 10)
-    return {"interval": interval, "kill_at": kill_at, "restored_to": applied,
-            "re_executed": kill_at - applied, "recovery_ms": recovery * 1e3,
-            "total_s": total, "exactly_once": state == _expected(a.calls, a.state_kb),
-            "restarted": new_pid is not None and new_pid != pid}
+    return {
+        "interval": interval,
+        "kill_at": kill_at,
+        "restored_to": applied,
+        "re_executed": kill_at - applied,
+        "recovery_ms": recovery * 1e3,
+        "total_s": total,
+        "exactly_once": state == _expected(a.calls, a.state_kb),
+        "restarted": new_pid is not None and new_pid != pid,
+    }
 
 
 def run_steady(interval: int, a: argparse.Namespace) -> float:
@@ -140,31 +146,46 @@ def run_steady(interval: int, a: argparse.Namespace) -> float:
 
 def report(doc: dict[str, Any]) -> str:
     a = doc["args"]
-    lines = [f"{a['calls']} sequential calls, state {a['state_kb']} KB, SIGKILL after call k; "
-             "checkpoint_interval 0 = none", ""]
-    lines.append(f"{'interval':>8}  {'k':>5}  {'restored to':>11}  {'re-executed':>11}  "
-                 f"{'recovery ms':>11}  {'run s':>6}  exactly once")
+    lines = [
+        f"{a['calls']} sequential calls, state {a['state_kb']} KB, SIGKILL after call k; "
+        "checkpoint_interval 0 = none",
+        "",
+    ]
+    lines.append(
+        f"{'interval':>8}  {'k':>5}  {'restored to':>11}  {'re-executed':>11}  "
+        f"{'recovery ms':>11}  {'run s':>6}  exactly once"
+    )
     for r in doc["recovery"]:
-        lines.append(f"{r['interval']:>8}  {r['kill_at']:>5}  {r['restored_to']:>11}  "
-                     f"{r['re_executed']:>11}  {r['recovery_ms']:>11.1f}  {r['total_s']:>6.2f}"
-                     f"  {'yes' if r['exactly_once'] else 'NO'}")
+        lines.append(
+            f"{r['interval']:>8}  {r['kill_at']:>5}  {r['restored_to']:>11}  "
+            f"{r['re_executed']:>11}  {r['recovery_ms']:>11.1f}  {r['total_s']:>6.2f}"
+            f"  {'yes' if r['exactly_once'] else 'NO'}"
+        )
     lines += ["", "per interval: mean calls re-executed, median recovery (ms)"]
     for iv, s in doc["recovery_summary"].items():
         lines.append(f"{iv:>8}  {s['re_executed_mean']:>8.1f}  {s['recovery_ms_median']:>8.1f}")
-    lines += ["", f"steady state ({a['rounds']} rounds, no failure): calls/s mean ± std, "
-                  "relative to no checkpoints, cost of one checkpoint"]
+    lines += [
+        "",
+        f"steady state ({a['rounds']} rounds, no failure): calls/s mean ± std, "
+        "relative to no checkpoints, cost of one checkpoint",
+    ]
     for iv, s in doc["steady"].items():
         ck = s.get("checkpoint_ms")
-        lines.append(f"{iv:>8}  {s['mean']:>8,.0f} ± {s['std']:>5,.0f}  {s['relative']:>5.2f}  "
-                     + (f"{ck:.2f} ms" if ck is not None else ""))
+        lines.append(
+            f"{iv:>8}  {s['mean']:>8,.0f} ± {s['std']:>5,.0f}  {s['relative']:>5.2f}  "
+            + (f"{ck:.2f} ms" if ck is not None else "")
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=2000)
-    ap.add_argument("--kill-at", default="137,777,1234,1999",
-                    help="comma-separated call numbers after which the actor is killed")
+    ap.add_argument(
+        "--kill-at",
+        default="137,777,1234,1999",
+        help="comma-separated call numbers after which the actor is killed",
+    )
     ap.add_argument("--intervals", default="0,1,10,100", help="checkpoint_interval values")
     ap.add_argument("--state-kb", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="steady-state rounds")
@@ -180,10 +201,19 @@ def main() -> None:
         ap.error("every --kill-at must be in 1..--calls")
     doc: dict[str, Any] = {
         "command": "python bench/actor_checkpoint.py " + " ".join(sys.argv[1:]),
-        "args": {"calls": a.calls, "kill_at": kills, "intervals": intervals,
-                 "state_kb": a.state_kb, "rounds": a.rounds, "checkpoint_dir": a.checkpoint_dir},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "args": {
+            "calls": a.calls,
+            "kill_at": kills,
+            "intervals": intervals,
+            "state_kb": a.state_kb,
+            "rounds": a.rounds,
+            "checkpoint_dir": a.checkpoint_dir,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": os.getloadavg(),
     }
@@ -198,24 +228,33 @@ def main() -> None:
         doc["recovery"] = [run_recovery(iv, k, a) for k in kills for iv in intervals]
         rates: dict[int, list[float]] = {iv: [] for iv in intervals}
         for r in range(a.rounds):
-            for iv in intervals[r % len(intervals):] + intervals[:r % len(intervals)]:
+            for iv in intervals[r % len(intervals) :] + intervals[: r % len(intervals)]:
                 rates[iv].append(run_steady(iv, a))
     except exc.RtmlError:
         rtml.shutdown()
         raise
     rtml.shutdown()
     doc["recovery_summary"] = {
-        str(iv): {"re_executed_mean": statistics.mean(
-                      r["re_executed"] for r in doc["recovery"] if r["interval"] == iv),
-                  "recovery_ms_median": statistics.median(
-                      r["recovery_ms"] for r in doc["recovery"] if r["interval"] == iv)}
-        for iv in intervals}
+        str(iv): {
+            "re_executed_mean": statistics.mean(
+                r["re_executed"] for r in doc["recovery"] if r["interval"] == iv
+            ),
+            "recovery_ms_median": statistics.median(
+                r["recovery_ms"] for r in doc["recovery"] if r["interval"] == iv
+            ),
+        }
+        for iv in intervals
+    }
     base = statistics.mean(rates[0]) if 0 in rates else None
     steady: dict[str, Any] = {}
     for iv, rs in rates.items():
         m = statistics.mean(rs)
-        s: dict[str, Any] = {"mean": m, "std": statistics.pstdev(rs), "samples": rs,
-                             "relative": m / base if base else float("nan")}
+        s: dict[str, Any] = {
+            "mean": m,
+            "std": statistics.pstdev(rs),
+            "samples": rs,
+            "relative": m / base if base else float("nan"),
+        }
         if base and iv:
             s["checkpoint_ms"] = (1 / m - 1 / base) * iv * 1e3
         steady[str(iv)] = s

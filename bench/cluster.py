@@ -136,8 +136,9 @@ class ShmWatch:
         from rtml._control._client import ControlClient
 
         with ControlClient(c.address, c.token) as gcs:
-            self.prefix = {f"rtml_{gcs.get_node(nid).extra['session']}_": i
-                           for i, nid in enumerate(nodes)}
+            self.prefix = {
+                f"rtml_{gcs.get_node(nid).extra['session']}_": i for i, nid in enumerate(nodes)
+            }
         self.period = period
         self.seen: set[tuple[int, int, int]] = set()  # (node index, object id, inode)
         self._stop = threading.Event()
@@ -188,8 +189,14 @@ def embedded() -> Iterator[tuple[None, list[str]]]:
 def warm(nodes: list[str]) -> None:
     """Start a worker on every node and let the function caches fill."""
     for nid in nodes:
-        rtml.get([f.options(scheduling_strategy=pin(nid)).remote() for f in (noop, where)
-                  for _ in range(50)], timeout=60)
+        rtml.get(
+            [
+                f.options(scheduling_strategy=pin(nid)).remote()
+                for f in (noop, where)
+                for _ in range(50)
+            ],
+            timeout=60,
+        )
         rtml.get(nap.options(scheduling_strategy=pin(nid)).remote(0.001), timeout=60)
     rtml.get([noop.remote() for _ in range(200)], timeout=60)
 
@@ -251,7 +258,7 @@ def run_latency(a: argparse.Namespace) -> dict[str, Any]:
                 rtml.get(f.remote(), timeout=30)
         names = list(targets)
         for b in range(blocks):
-            for name in names[b % len(names):] + names[:b % len(names)]:
+            for name in names[b % len(names) :] + names[: b % len(names)]:
                 f = targets[name]
                 xs = samples.setdefault(name, [])
                 for _ in range(block):
@@ -269,8 +276,12 @@ def run_latency(a: argparse.Namespace) -> dict[str, Any]:
     rows = {}
     for name, xs in samples.items():
         us = [x * 1e6 for x in xs]
-        rows[name] = {"median_us": med(us), "p90_us": pct(us, 90), "p99_us": pct(us, 99),
-                      "n": len(us)}
+        rows[name] = {
+            "median_us": med(us),
+            "p90_us": pct(us, 90),
+            "p99_us": pct(us, 99),
+            "n": len(us),
+        }
         log(f"  latency  {name:42s} median {med(us):7.0f} us  p90 {pct(us, 90):7.0f} us")
     out["rows"] = rows
     return out
@@ -287,16 +298,27 @@ def throughput_once(nodes: list[str], a: argparse.Namespace) -> dict[str, tuple[
     n_sleep = a.sleep_tasks_per_node * len(nodes)
     workloads: dict[str, tuple[Callable[[], list[Any]], int]] = {
         "tiny tasks, default": (
-            lambda: rtml.get([where.remote() for _ in range(n_tiny)], timeout=120), n_tiny),
+            lambda: rtml.get([where.remote() for _ in range(n_tiny)], timeout=120),
+            n_tiny,
+        ),
         "tiny tasks, SPREAD": (
-            lambda: rtml.get([where.options(scheduling_strategy="SPREAD").remote()
-                              for _ in range(n_tiny)], timeout=120), n_tiny),
+            lambda: rtml.get(
+                [where.options(scheduling_strategy="SPREAD").remote() for _ in range(n_tiny)],
+                timeout=120,
+            ),
+            n_tiny,
+        ),
         f"{a.sleep_ms:g} ms sleep tasks, default": (
             lambda: rtml.get([nap.remote(sleep_s) for _ in range(n_sleep)], timeout=120),
-            n_sleep),
+            n_sleep,
+        ),
         f"{a.sleep_ms:g} ms sleep tasks, SPREAD": (
-            lambda: rtml.get([nap.options(scheduling_strategy="SPREAD").remote(sleep_s)
-                              for _ in range(n_sleep)], timeout=120), n_sleep),
+            lambda: rtml.get(
+                [nap.options(scheduling_strategy="SPREAD").remote(sleep_s) for _ in range(n_sleep)],
+                timeout=120,
+            ),
+            n_sleep,
+        ),
     }
     out = {}
     for name, (fn, n) in workloads.items():
@@ -312,7 +334,7 @@ def run_throughput(a: argparse.Namespace) -> dict[str, Any]:
     shares: dict[str, dict[str, Counter]] = {}
     per_round: dict[str, dict[str, list[float]]] = {}
     for r in range(a.rounds):
-        order = configs[r % len(configs):] + configs[:r % len(configs)]
+        order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for cfg in order:
             ctx: Any = embedded() if cfg == "embedded" else cluster_of(int(cfg[0]))
             with ctx as (_, nodes):
@@ -325,8 +347,10 @@ def run_throughput(a: argparse.Namespace) -> dict[str, Any]:
                         shares.setdefault(cfg, {}).setdefault(name, Counter()).update(where_ran)
                 for name, rates in round_rates.items():
                     per_round.setdefault(cfg, {}).setdefault(name, []).append(med(rates))
-            log(f"  throughput round {r + 1}/{a.rounds} {cfg}: " + ", ".join(
-                f"{k} {med(v):,.0f}/s" for k, v in round_rates.items()))
+            log(
+                f"  throughput round {r + 1}/{a.rounds} {cfg}: "
+                + ", ".join(f"{k} {med(v):,.0f}/s" for k, v in round_rates.items())
+            )
     rows: dict[str, Any] = {}
     for cfg in configs:
         rows[cfg] = {}
@@ -335,27 +359,41 @@ def run_throughput(a: argparse.Namespace) -> dict[str, Any]:
             total = sum(cnt.values()) or 1
             rows[cfg][name] = {
                 "tasks_per_s": summary(xs, per_round[cfg][name]),
-                "share_per_node": [round(cnt.get(i, 0) / total, 3)
-                                   for i in range(len(cnt))],
+                "share_per_node": [round(cnt.get(i, 0) / total, 3) for i in range(len(cnt))],
             }
-    return {"tiny_tasks": a.tiny_tasks, "sleep_ms": a.sleep_ms,
-            "sleep_tasks_per_node": a.sleep_tasks_per_node, "rounds": a.rounds,
-            "reps_per_round": a.reps, "rows": rows}
+    return {
+        "tiny_tasks": a.tiny_tasks,
+        "sleep_ms": a.sleep_ms,
+        "sleep_tasks_per_node": a.sleep_tasks_per_node,
+        "rounds": a.rounds,
+        "reps_per_round": a.reps,
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------- 3. transfer
 def run_transfer(a: argparse.Namespace) -> dict[str, Any]:
-    sizes = [(s, reps) for s, reps in ((1 * MB, a.transfer_reps[0]),
-                                       (100 * MB, a.transfer_reps[1]),
-                                       (1024 * MB, a.transfer_reps[2])) if reps > 0]
+    sizes = [
+        (s, reps)
+        for s, reps in (
+            (1 * MB, a.transfer_reps[0]),
+            (100 * MB, a.transfer_reps[1]),
+            (1024 * MB, a.transfer_reps[2]),
+        )
+        if reps > 0
+    ]
     rows: dict[str, Any] = {}
     with cluster_of(2, STORE) as (_, (head, other)):
         warm([head, other])
         on_head, on_other = pin(head), pin(other)
         reader = read.options(scheduling_strategy=on_head)
         for size, reps in sizes:
-            raw: dict[str, list[float]] = {"task_remote_s": [], "task_local_s": [],
-                                           "driver_remote_s": [], "driver_local_s": []}
+            raw: dict[str, list[float]] = {
+                "task_remote_s": [],
+                "task_local_s": [],
+                "driver_remote_s": [],
+                "driver_local_s": [],
+            }
             for i in range(reps):
                 # pull into a task: the head pulls the object for its task
                 ref = make.options(scheduling_strategy=on_other).remote(size, i)
@@ -367,8 +405,7 @@ def run_transfer(a: argparse.Namespace) -> dict[str, Any]:
                 raw["task_local_s"].append(t_local)
                 del ref
                 # pull to the driver: get on the head of an object made on the other node
-                for key, where_to in (("driver_remote_s", on_other),
-                                      ("driver_local_s", on_head)):
+                for key, where_to in (("driver_remote_s", on_other), ("driver_local_s", on_head)):
                     ref = make.options(scheduling_strategy=where_to).remote(size, i)
                     rtml.wait([ref], timeout=120)
                     dt, value = timed_get(ref)
@@ -380,7 +417,8 @@ def run_transfer(a: argparse.Namespace) -> dict[str, Any]:
             driver_s = med(raw["driver_remote_s"]) - med(raw["driver_local_s"])
             label = f"{size // MB} MB"
             rows[label] = {
-                "bytes": size, "reps": reps,
+                "bytes": size,
+                "reps": reps,
                 "pull_into_task_GBps": size / task_s / 1e9 if task_s > 0 else None,
                 "pull_to_driver_GBps": size / driver_s / 1e9 if driver_s > 0 else None,
                 "task_remote_ms": med(raw["task_remote_s"]) * 1e3,
@@ -389,29 +427,38 @@ def run_transfer(a: argparse.Namespace) -> dict[str, Any]:
                 "driver_local_ms": med(raw["driver_local_s"]) * 1e3,
                 "samples_s": raw,
             }
-            log(f"  transfer {label:>8}: into a task {rows[label]['pull_into_task_GBps'] or 0:.3f}"
+            log(
+                f"  transfer {label:>8}: into a task {rows[label]['pull_into_task_GBps'] or 0:.3f}"
                 f" GB/s ({rows[label]['task_remote_ms']:.1f} - "
                 f"{rows[label]['task_local_ms']:.1f} ms), to the driver "
                 f"{rows[label]['pull_to_driver_GBps'] or 0:.3f} GB/s "
                 f"({rows[label]['driver_remote_ms']:.1f} - "
-                f"{rows[label]['driver_local_ms']:.1f} ms)")
+                f"{rows[label]['driver_local_ms']:.1f} ms)"
+            )
     return {"object_store_memory_per_node": STORE, "rows": rows}
 
 
 # --------------------------------------------------------------------------- 4. locality
-def _objects(nodes: list[str], rng: random.Random, n: int) -> tuple[list[Any], list[int],
-                                                                   list[int]]:
+def _objects(
+    nodes: list[str], rng: random.Random, n: int
+) -> tuple[list[Any], list[int], list[int]]:
     sizes = [rng.randint(10 * MB, 100 * MB) for _ in range(n)]
     homes = [rng.randrange(len(nodes)) for _ in range(n)]
-    refs = [make.options(scheduling_strategy=pin(nodes[h])).remote(s, i)
-            for i, (s, h) in enumerate(zip(sizes, homes, strict=True))]
+    refs = [
+        make.options(scheduling_strategy=pin(nodes[h])).remote(s, i)
+        for i, (s, h) in enumerate(zip(sizes, homes, strict=True))
+    ]
     ready, _ = rtml.wait(refs, num_returns=len(refs), timeout=300)
     assert len(ready) == len(refs)
     return refs, sizes, homes
 
 
-POLICIES = ["default (locality-aware)", "SPREAD", "random hard affinity",
-            "hard affinity to the object's node"]
+POLICIES = [
+    "default (locality-aware)",
+    "SPREAD",
+    "random hard affinity",
+    "hard affinity to the object's node",
+]
 
 
 def _reader(policy: str, nodes: list[str], home: str, rng: random.Random) -> Any:
@@ -424,8 +471,9 @@ def _reader(policy: str, nodes: list[str], home: str, rng: random.Random) -> Any
     return read
 
 
-def locality_once(c: Cluster, nodes: list[str], policy: str, mode: str, seed: int,
-                  n_objects: int) -> dict[str, Any]:
+def locality_once(
+    c: Cluster, nodes: list[str], policy: str, mode: str, seed: int, n_objects: int
+) -> dict[str, Any]:
     """One set of fresh objects, one reading task per object (in random order)."""
     rng = random.Random(seed)  # the same objects and order for every policy of a round
     refs, sizes, homes = _objects(nodes, rng, n_objects)
@@ -442,24 +490,29 @@ def locality_once(c: Cluster, nodes: list[str], policy: str, mode: str, seed: in
                 lat.append(dt)
                 ran.append(nid)
         else:
-            out = rtml.get([f.remote(refs[i]) for f, i in zip(readers, order, strict=True)],
-                           timeout=300)
+            out = rtml.get(
+                [f.remote(refs[i]) for f, i in zip(readers, order, strict=True)], timeout=300
+            )
             ran = [nid for _, nid in out]
         total = time.perf_counter() - t0
     index = {nid: k for k, nid in enumerate(nodes)}
     oid_of = {int(ref.hex(), 16): i for i, ref in enumerate(refs)}
     copies = {(k, oid_of[oid]): n for (k, oid), n in watch.copies().items() if oid in oid_of}
     pulled = sum(sizes[i] * (n - (k == homes[i])) for (k, i), n in copies.items())
-    needed = sum(sizes[i] for i, nid in zip(order, ran, strict=True)
-                 if index[nid] != homes[i])
+    needed = sum(sizes[i] for i, nid in zip(order, ran, strict=True) if index[nid] != homes[i])
     missing = [i for i in range(len(refs)) if (homes[i], i) not in copies]
     del refs
     gc.collect()
-    return {"total_s": total, "task_latency_s": lat, "bytes": sum(sizes),
-            "pulled_bytes": pulled, "needed_bytes": needed,
-            "local_fraction": sum(index[nid] == homes[i] for i, nid in
-                                  zip(order, ran, strict=True)) / len(order),
-            "unseen_originals": len(missing)}
+    return {
+        "total_s": total,
+        "task_latency_s": lat,
+        "bytes": sum(sizes),
+        "pulled_bytes": pulled,
+        "needed_bytes": needed,
+        "local_fraction": sum(index[nid] == homes[i] for i, nid in zip(order, ran, strict=True))
+        / len(order),
+        "unseen_originals": len(missing),
+    }
 
 
 def run_locality(a: argparse.Namespace) -> dict[str, Any]:
@@ -471,15 +524,23 @@ def run_locality(a: argparse.Namespace) -> dict[str, Any]:
             for mode in modes:
                 for k in range(len(POLICIES)):
                     policy = POLICIES[(r + k) % len(POLICIES)]
-                    res = locality_once(c, nodes, policy, mode,
-                                        a.seed * 1000 + r * 10 + modes.index(mode), a.objects)
+                    res = locality_once(
+                        c,
+                        nodes,
+                        policy,
+                        mode,
+                        a.seed * 1000 + r * 10 + modes.index(mode),
+                        a.objects,
+                    )
                     raw.setdefault(policy, {}).setdefault(mode, []).append(res)
                     lat = res["task_latency_s"]
-                    log(f"  locality round {r + 1}/{a.rounds} {mode:10s} {policy:34s} total "
+                    log(
+                        f"  locality round {r + 1}/{a.rounds} {mode:10s} {policy:34s} total "
                         f"{res['total_s']:6.2f} s, pulled {res['pulled_bytes'] / MB:5.0f} MB "
                         f"(needed {res['needed_bytes'] / MB:4.0f}) of "
                         f"{res['bytes'] / MB:4.0f} MB, local {res['local_fraction']:.0%}"
-                        + (f", mean task {statistics.fmean(lat) * 1e3:.0f} ms" if lat else ""))
+                        + (f", mean task {statistics.fmean(lat) * 1e3:.0f} ms" if lat else "")
+                    )
     rows: dict[str, Any] = {}
     for policy in POLICIES:
         rows[policy] = {}
@@ -491,21 +552,38 @@ def run_locality(a: argparse.Namespace) -> dict[str, Any]:
                 "needed_MB_median": med([res["needed_bytes"] / MB for res in runs]),
                 "object_MB_median": med([res["bytes"] / MB for res in runs]),
                 "local_fraction_median": med([res["local_fraction"] for res in runs]),
-                **({"task_latency_ms_mean": statistics.fmean(lat_ms),
-                    "task_latency_ms_median": med(lat_ms),
-                    "task_latency_ms_p90": pct(lat_ms, 90)} if lat_ms else {}),
+                **(
+                    {
+                        "task_latency_ms_mean": statistics.fmean(lat_ms),
+                        "task_latency_ms_median": med(lat_ms),
+                        "task_latency_ms_p90": pct(lat_ms, 90),
+                    }
+                    if lat_ms
+                    else {}
+                ),
                 "runs": runs,
             }
-    return {"objects": a.objects, "object_MB": [10, 100], "rounds": a.rounds,
-            "seed": a.seed, "rows": rows}
+    return {
+        "objects": a.objects,
+        "object_MB": [10, 100],
+        "rounds": a.rounds,
+        "seed": a.seed,
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------- 5. control plane
 def _node_info(i: int) -> dict[str, Any]:
     """What a node registers (the shape of _node/_server.py's registration)."""
-    return {"address": f"10.0.{i // 250}.{i % 250}:40000", "host": f"host-{i}", "pid": 1000 + i,
-            "resources": {"CPU": 8.0, "memory": 32e9, "object_store_memory": 8e9},
-            "labels": {}, "is_head": i == 0, "session": f"{i:08x}"}
+    return {
+        "address": f"10.0.{i // 250}.{i % 250}:40000",
+        "host": f"host-{i}",
+        "pid": 1000 + i,
+        "resources": {"CPU": 8.0, "memory": 32e9, "object_store_memory": 8e9},
+        "labels": {},
+        "is_head": i == 0,
+        "session": f"{i:08x}",
+    }
 
 
 def control_ticks(client: Any, ids: list[str], ticks: int, in_flight: int) -> float:
@@ -551,42 +629,57 @@ def run_control(a: argparse.Namespace) -> dict[str, Any]:
                                 ids.append(f"{len(ids) + 1:016x}")
                                 client.register_node(ids[-1], _node_info(len(ids) - 1))
                             control_ticks(client, ids, 20, 1)  # warm-up
-                            sync = [control_ticks(client, ids, a.control_ticks, 1)
-                                    for _ in range(3)]
-                            piped = [control_ticks(client, ids, a.control_ticks, 50)
-                                     for _ in range(3)]
-                            row = {"ticks_per_s_one_at_a_time": med(sync),
-                                   "ticks_per_s_50_in_flight": med(piped),
-                                   "nodes_served_at_0_5_s": med(piped) * 0.5}
+                            sync = [
+                                control_ticks(client, ids, a.control_ticks, 1) for _ in range(3)
+                            ]
+                            piped = [
+                                control_ticks(client, ids, a.control_ticks, 50) for _ in range(3)
+                            ]
+                            row = {
+                                "ticks_per_s_one_at_a_time": med(sync),
+                                "ticks_per_s_50_in_flight": med(piped),
+                                "nodes_served_at_0_5_s": med(piped) * 0.5,
+                            }
                             rows.setdefault(backend, {})[str(n)] = row
-                            log(f"  control  {backend:6s} {n:5d} nodes registered: "
+                            log(
+                                f"  control  {backend:6s} {n:5d} nodes registered: "
                                 f"{row['ticks_per_s_one_at_a_time']:7,.0f} ticks/s one at a time, "
                                 f"{row['ticks_per_s_50_in_flight']:7,.0f} with 50 in flight "
                                 f"-> ~{row['nodes_served_at_0_5_s']:,.0f} nodes at one tick "
-                                "per 0.5 s")
+                                "per 0.5 s"
+                            )
                 finally:
                     proc.terminate()
                     proc.wait()
         finally:
             redis.stop()
-    return {"tick": "heartbeat + list_nodes (what each node sends every 0.5 s)",
-            "ticks": a.control_ticks, "rows": rows}
+    return {
+        "tick": "heartbeat + list_nodes (what each node sends every 0.5 s)",
+        "ticks": a.control_ticks,
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------- report
 def report(doc: dict[str, Any]) -> str:
     lines: list[str] = []
     if "latency" in doc:
-        lines += ["", "Round trip of a no-op task, sequential get(f.remote()) from the driver",
-                  f"{'placement':46s} {'median':>9s} {'p90':>9s}"]
+        lines += [
+            "",
+            "Round trip of a no-op task, sequential get(f.remote()) from the driver",
+            f"{'placement':46s} {'median':>9s} {'p90':>9s}",
+        ]
         for name, r in doc["latency"]["rows"].items():
             lines.append(f"{name:46s} {r['median_us']:7.0f}us {r['p90_us']:7.0f}us")
     if "throughput" in doc:
         t = doc["throughput"]
         rows = t["rows"]
         names = list(next(iter(rows.values())))
-        lines += ["", "Task throughput, tasks/s (median; nodes of num_cpus=1 sharing 2 cores)",
-                  f"{'workload':30s}" + "".join(f"{c:>20s}" for c in rows)]
+        lines += [
+            "",
+            "Task throughput, tasks/s (median; nodes of num_cpus=1 sharing 2 cores)",
+            f"{'workload':30s}" + "".join(f"{c:>20s}" for c in rows),
+        ]
         for name in names:
             cells = []
             for cfg in rows:
@@ -599,22 +692,30 @@ def report(doc: dict[str, Any]) -> str:
             lines.append(f"{name:30s}" + "".join(f"{c:>20s}" for c in cells))
         lines.append("(in brackets: % of the tasks run by each node, head first)")
     if "transfer" in doc:
-        lines += ["", "Object transfer between two nodes (GB/s; ms: remote - local)",
-                  f"{'size':>8s} {'into a task':>26s} {'to the driver':>26s}"]
+        lines += [
+            "",
+            "Object transfer between two nodes (GB/s; ms: remote - local)",
+            f"{'size':>8s} {'into a task':>26s} {'to the driver':>26s}",
+        ]
         for label, r in doc["transfer"]["rows"].items():
             a = r["pull_into_task_GBps"] or float("nan")
             b = r["pull_to_driver_GBps"] or float("nan")
-            lines.append(f"{label:>8s} {a:7.3f} ({r['task_remote_ms']:7.1f}-"
-                         f"{r['task_local_ms']:5.1f} ms) {b:7.3f} ({r['driver_remote_ms']:7.1f}-"
-                         f"{r['driver_local_ms']:5.1f} ms)")
+            lines.append(
+                f"{label:>8s} {a:7.3f} ({r['task_remote_ms']:7.1f}-"
+                f"{r['task_local_ms']:5.1f} ms) {b:7.3f} ({r['driver_remote_ms']:7.1f}-"
+                f"{r['driver_local_ms']:5.1f} ms)"
+            )
     if "locality" in doc:
         lo = doc["locality"]
         nan = float("nan")
-        lines += ["", f"Locality (Fig. 8a): {lo['objects']} objects of 10-100 MB on 2 nodes, one "
-                  "reading task each (medians; MB pulled as seen in the stores, and the part "
-                  "the placement needed)",
-                  f"{'policy':35s} {'mean task':>10s} {'seq. total':>10s} {'MB pulled':>14s} "
-                  f"{'local':>6s} {'bulk total':>10s} {'MB pulled':>14s}"]
+        lines += [
+            "",
+            f"Locality (Fig. 8a): {lo['objects']} objects of 10-100 MB on 2 nodes, one "
+            "reading task each (medians; MB pulled as seen in the stores, and the part "
+            "the placement needed)",
+            f"{'policy':35s} {'mean task':>10s} {'seq. total':>10s} {'MB pulled':>14s} "
+            f"{'local':>6s} {'bulk total':>10s} {'MB pulled':>14s}",
+        ]
         for policy, modes in lo["rows"].items():
             s, b = modes.get("sequential", {}), modes.get("bulk", {})
             lines.append(
@@ -623,16 +724,24 @@ def report(doc: dict[str, Any]) -> str:
                 f"{s.get('pulled_MB_median', nan):6.0f} ({s.get('needed_MB_median', nan):5.0f}) "
                 f"{s.get('local_fraction_median', nan) * 100:5.0f}% "
                 f"{b.get('total_s_median', nan):8.2f} s "
-                f"{b.get('pulled_MB_median', nan):6.0f} ({b.get('needed_MB_median', nan):5.0f})")
+                f"{b.get('pulled_MB_median', nan):6.0f} ({b.get('needed_MB_median', nan):5.0f})"
+            )
     if "control" in doc:
         rows = doc["control"]["rows"]
-        lines += ["", "Control plane: node ticks/s (heartbeat + list_nodes), 50 in flight "
-                  "(one at a time)", f"{'nodes registered':>16s}" + "".join(
-                      f"{b:>24s}" for b in rows)]
+        lines += [
+            "",
+            "Control plane: node ticks/s (heartbeat + list_nodes), 50 in flight (one at a time)",
+            f"{'nodes registered':>16s}" + "".join(f"{b:>24s}" for b in rows),
+        ]
         for n in next(iter(rows.values())):
-            lines.append(f"{n:>16s}" + "".join(
-                f"{rows[b][n]['ticks_per_s_50_in_flight']:>11,.0f} "
-                f"({rows[b][n]['ticks_per_s_one_at_a_time']:>7,.0f})    " for b in rows))
+            lines.append(
+                f"{n:>16s}"
+                + "".join(
+                    f"{rows[b][n]['ticks_per_s_50_in_flight']:>11,.0f} "
+                    f"({rows[b][n]['ticks_per_s_one_at_a_time']:>7,.0f})    "
+                    for b in rows
+                )
+            )
     return "\n".join(lines)
 
 
@@ -640,8 +749,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a fast smoke run (~1 min)")
     ap.add_argument("--json", default=None, help="write the figures and samples here")
-    ap.add_argument("--only", action="append", choices=SECTIONS, default=None,
-                    help="run only this section (repeatable)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        default=None,
+        help="run only this section (repeatable)",
+    )
     ap.add_argument("--rounds", type=int, default=None, help="rounds (throughput, locality)")
     ap.add_argument("--seed", type=int, default=8)
     a = ap.parse_args()
@@ -665,8 +779,13 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_at_start": os.getloadavg(),  # others' work on this shared machine
     }
-    runners = {"latency": run_latency, "throughput": run_throughput,
-               "transfer": run_transfer, "locality": run_locality, "control": run_control}
+    runners = {
+        "latency": run_latency,
+        "throughput": run_throughput,
+        "transfer": run_transfer,
+        "locality": run_locality,
+        "control": run_control,
+    }
     t0 = time.perf_counter()
     for name in SECTIONS:
         if name in sections:

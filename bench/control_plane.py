@@ -45,8 +45,15 @@ def _tasks(ids: Any, n: int) -> list[tuple[int, bytes, int]]:
 
 def start_gcs(token: bytes, redis: str | None) -> subprocess.Popen:
     r, w = os.pipe()
-    args = [sys.executable, "-m", "rtml._control", "--token-hex", token.hex(),
-            "--ready-fd", str(w)] + (["--redis", redis] if redis else [])
+    args = [
+        sys.executable,
+        "-m",
+        "rtml._control",
+        "--token-hex",
+        token.hex(),
+        "--ready-fd",
+        str(w),
+    ] + (["--redis", redis] if redis else [])
     proc = subprocess.Popen(args, pass_fds=(w,), stderr=subprocess.DEVNULL)
     os.close(w)
     ready, _, _ = select.select([r], [], [], 30)
@@ -65,9 +72,11 @@ def rows_in_process(spec: str | None, duration: float) -> dict[str, list[float]]
     ids = itertools.count(1)
     out = {
         "in process, 1 task per call (calls/s)": timeit(
-            lambda: plane.handle(0, "add_tasks", (_tasks(ids, 1),)), duration),
+            lambda: plane.handle(0, "add_tasks", (_tasks(ids, 1),)), duration
+        ),
         f"in process, {BATCH} per batch (tasks/s)": timeit(
-            lambda: plane.handle(0, "add_tasks", (_tasks(ids, BATCH),)), duration, BATCH),
+            lambda: plane.handle(0, "add_tasks", (_tasks(ids, BATCH),)), duration, BATCH
+        ),
     }
     storage.close()
     return out
@@ -79,6 +88,7 @@ def rows_over_the_wire(spec: str | None, duration: float) -> dict[str, list[floa
     ids = itertools.count(1)
     try:
         with ControlClient(f"127.0.0.1:{proc.port}", token) as c:  # type: ignore[attr-defined]
+
             def pipelined() -> None:
                 futures = [c.submit("add_tasks", _tasks(ids, 1)) for _ in range(IN_FLIGHT)]
                 for f in futures:
@@ -86,11 +96,14 @@ def rows_over_the_wire(spec: str | None, duration: float) -> dict[str, list[floa
 
             return {
                 "client→server, 1 task per call (calls/s)": timeit(
-                    lambda: c.add_tasks(_tasks(ids, 1)), duration),
+                    lambda: c.add_tasks(_tasks(ids, 1)), duration
+                ),
                 f"client→server, {IN_FLIGHT} calls in flight (calls/s)": timeit(
-                    pipelined, duration, IN_FLIGHT),
+                    pipelined, duration, IN_FLIGHT
+                ),
                 f"client→server, {BATCH} per batch (tasks/s)": timeit(
-                    lambda: c.add_tasks(_tasks(ids, BATCH)), duration, BATCH),
+                    lambda: c.add_tasks(_tasks(ids, BATCH)), duration, BATCH
+                ),
             }
     finally:
         proc.terminate()

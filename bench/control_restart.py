@@ -79,15 +79,21 @@ def all_heartbeating(gcs: ControlClient) -> bool:
     return all(n.load for n in gcs.list_nodes(alive_only=True))
 
 
-def trial(cluster: Cluster, looper: Any, gcs: ControlClient, window: float,
-          restart: bool) -> dict[str, Any]:
+def trial(
+    cluster: Cluster, looper: Any, gcs: ControlClient, window: float, restart: bool
+) -> dict[str, Any]:
     stamps: dict[str, list[float]] = {name: [] for name in LOOPS}
     stop = threading.Event()
-    threads = [threading.Thread(target=loop, args=(fn, stop, stamps[name]), daemon=True)
-               for name, fn in (
-                   ("driver", lambda: rtml.get(tiny.options(scheduling_strategy="SPREAD")
-                                               .remote(), timeout=60)),
-                   ("gcs client", lambda: gcs.call("ping", timeout=60)))]
+    threads = [
+        threading.Thread(target=loop, args=(fn, stop, stamps[name]), daemon=True)
+        for name, fn in (
+            (
+                "driver",
+                lambda: rtml.get(tiny.options(scheduling_strategy="SPREAD").remote(), timeout=60),
+            ),
+            ("gcs client", lambda: gcs.call("ping", timeout=60)),
+        )
+    ]
     start = time.monotonic()
     node_side = looper.run.remote(window)
     for t in threads:
@@ -108,8 +114,9 @@ def trial(cluster: Cluster, looper: Any, gcs: ControlClient, window: float,
     stop.set()
     for t in threads:
         t.join(60)
-    out["max_gap_ms"] = {name: 1e3 * max_gap(stamps[name], start + 0.2, end - 0.2)
-                         for name in LOOPS}  # (0.2 s: the loops starting and ending)
+    out["max_gap_ms"] = {
+        name: 1e3 * max_gap(stamps[name], start + 0.2, end - 0.2) for name in LOOPS
+    }  # (0.2 s: the loops starting and ending)
     out["completions"] = {name: len(stamps[name]) for name in LOOPS}
     return out
 
@@ -123,7 +130,8 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
             "max_gap_ms_restart": max(t["max_gap_ms"][name] for t in restarts),
             "max_gap_ms_baseline": max(t["max_gap_ms"][name] for t in base),
             "median_of_max_gap_ms_restart": statistics.median(
-                t["max_gap_ms"][name] for t in restarts),
+                t["max_gap_ms"][name] for t in restarts
+            ),
         }
     for key in ("listening_s", "nodes_heartbeating_s"):
         values = [t[key] for t in restarts]
@@ -139,8 +147,7 @@ def main() -> None:
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, LocalRedis(tmp) as redis:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1},
-                          redis=redis.address)
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1}, redis=redis.address)
         try:
             cluster.add_node(num_cpus=1, resources={"side": 1})
             cluster.connect()
@@ -154,19 +161,29 @@ def main() -> None:
                     print(json.dumps(trials[-1]), file=sys.stderr, flush=True)
         finally:
             cluster.shutdown()
-    doc = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-           "restarts": args.restarts, "window_s": args.window,
-           "summary": summarize(trials), "trials": trials}
+    doc = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "restarts": args.restarts,
+        "window_s": args.window,
+        "summary": summarize(trials),
+        "trials": trials,
+    }
     s = doc["summary"]
     print(f"{'loop':<12} {'longest pause, restart':>24} {'baseline':>10}")
     for name in LOOPS:
-        print(f"{name:<12} {s[name]['max_gap_ms_restart']:>21.1f} ms "
-              f"{s[name]['max_gap_ms_baseline']:>7.1f} ms")
-    print(f"kill -> new control plane listening: median {s['listening_s']['median']:.3f} s, "
-          f"max {s['listening_s']['max']:.3f} s")
-    print(f"kill -> every node heartbeating again: median "
-          f"{s['nodes_heartbeating_s']['median']:.3f} s, "
-          f"max {s['nodes_heartbeating_s']['max']:.3f} s")
+        print(
+            f"{name:<12} {s[name]['max_gap_ms_restart']:>21.1f} ms "
+            f"{s[name]['max_gap_ms_baseline']:>7.1f} ms"
+        )
+    print(
+        f"kill -> new control plane listening: median {s['listening_s']['median']:.3f} s, "
+        f"max {s['listening_s']['max']:.3f} s"
+    )
+    print(
+        f"kill -> every node heartbeating again: median "
+        f"{s['nodes_heartbeating_s']['median']:.3f} s, "
+        f"max {s['nodes_heartbeating_s']['max']:.3f} s"
+    )
     if args.json:
         write_json_atomic(args.json, doc)
 

@@ -75,8 +75,9 @@ def log(msg: str) -> None:
 
 def _uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["uptime"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
     except OSError:
         return ""
 
@@ -128,8 +129,9 @@ def fns() -> dict[str, Any]:
 def local_cluster(workers: int = 2, redis: str | None = None) -> Iterator[Any]:
     from rtml.testing import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1}, heartbeat_timeout=2.0,
-                redis=redis)
+    c = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1}, heartbeat_timeout=2.0, redis=redis
+    )
     try:
         for _ in range(workers):
             c.add_node(num_cpus=1)
@@ -154,8 +156,11 @@ def warm_up(c: Any, *nodes: Any) -> None:
     refs = []
     for n in nodes or c.list_all_nodes():
         x = f["produce"].options(scheduling_strategy=on(n)).remote(0, 0)
-        refs.append(f["finish"].options(scheduling_strategy=on(n))
-                    .remote(f["step"].options(scheduling_strategy=on(n)).remote(x, 0), 0))
+        refs.append(
+            f["finish"]
+            .options(scheduling_strategy=on(n))
+            .remote(f["step"].options(scheduling_strategy=on(n)).remote(x, 0), 0)
+        )
     rtml.get(refs, timeout=60)
 
 
@@ -171,10 +176,14 @@ def only_copies_on(node_id: str) -> set[int]:
 
     rows = list_objects(limit=1_000_000, detail=True)
     held = {"SHARED_MEMORY", "SPILLED"}
-    there = {int(r["object_id"], 16) for r in rows
-             if r["node_id"] == node_id and r["where"] in held}
-    elsewhere = {int(r["object_id"], 16) for r in rows
-                 if r["node_id"] != node_id and r["where"] in held | {"INLINE"}}
+    there = {
+        int(r["object_id"], 16) for r in rows if r["node_id"] == node_id and r["where"] in held
+    }
+    elsewhere = {
+        int(r["object_id"], 16)
+        for r in rows
+        if r["node_id"] != node_id and r["where"] in held | {"INLINE"}
+    }
     return there - elsewhere
 
 
@@ -195,29 +204,56 @@ def run_chaos(a: argparse.Namespace) -> dict[str, Any]:
         order = ("baseline", "chaos") if p % 2 == 0 else ("chaos", "baseline")
         for kind in order:
             faults = [] if kind == "baseline" else list(_chaos.FAULTS)
-            row: dict[str, Any] = {"pair": p, "seed": seed, "kind": kind,
-                                   "load_before": os.getloadavg()}
+            row: dict[str, Any] = {
+                "pair": p,
+                "seed": seed,
+                "kind": kind,
+                "load_before": os.getloadavg(),
+            }
             t = time.perf_counter()
             try:
-                with tempfile.TemporaryDirectory(prefix="rtml-ft-redis-") as d, \
-                        LocalRedis(d) as r, local_cluster(redis=r.address) as c:
-                    rep = _chaos.run(c, seed, faults=faults, n_faults=a.n_faults,
-                                     timeout=a.chaos_timeout)
-                row.update(tasks=rep.tasks, seconds=rep.seconds, throughput=rep.throughput,
-                           wrong=rep.wrong, injector_errors=rep.errors,
-                           faults=[{"at": f.at, "kind": f.kind, "detail": f.detail,
-                                    "took": f.took, "landed": f.at < rep.seconds}
-                                   for f in rep.faults])
+                with (
+                    tempfile.TemporaryDirectory(prefix="rtml-ft-redis-") as d,
+                    LocalRedis(d) as r,
+                    local_cluster(redis=r.address) as c,
+                ):
+                    rep = _chaos.run(
+                        c, seed, faults=faults, n_faults=a.n_faults, timeout=a.chaos_timeout
+                    )
+                row.update(
+                    tasks=rep.tasks,
+                    seconds=rep.seconds,
+                    throughput=rep.throughput,
+                    wrong=rep.wrong,
+                    injector_errors=rep.errors,
+                    faults=[
+                        {
+                            "at": f.at,
+                            "kind": f.kind,
+                            "detail": f.detail,
+                            "took": f.took,
+                            "landed": f.at < rep.seconds,
+                        }
+                        for f in rep.faults
+                    ],
+                )
             except Exception as e:  # (reported; the next run goes on)
                 row["error"] = f"{type(e).__name__}: {e}"
             row["wall_s"] = time.perf_counter() - t
-            log(f"chaos pair {p} {kind}: " + (
-                f"{row['throughput']:.0f} tasks/s in {row['seconds']:.2f} s, "
-                f"{len(row['faults'])} faults, {len(row['wrong'])} wrong"
-                if "error" not in row else row["error"]))
+            log(
+                f"chaos pair {p} {kind}: "
+                + (
+                    f"{row['throughput']:.0f} tasks/s in {row['seconds']:.2f} s, "
+                    f"{len(row['faults'])} faults, {len(row['wrong'])} wrong"
+                    if "error" not in row
+                    else row["error"]
+                )
+            )
             runs.append(row)
-    ok = {k: [r["throughput"] for r in runs if r["kind"] == k and "error" not in r]
-          for k in ("baseline", "chaos")}
+    ok = {
+        k: [r["throughput"] for r in runs if r["kind"] == k and "error" not in r]
+        for k in ("baseline", "chaos")
+    }
     pairs = []
     for p in range(a.pairs):
         b = [r for r in runs if r["pair"] == p and r["kind"] == "baseline" and "error" not in r]
@@ -230,16 +266,22 @@ def run_chaos(a: argparse.Namespace) -> dict[str, Any]:
             if f["landed"]:
                 kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
     mb, mc = _median(ok["baseline"]), _median(ok["chaos"])
-    return {"runs": runs, "baseline_median": mb, "chaos_median": mc,
-            "ratio_of_medians": mc / mb if mb and mc else None, "pair_ratios": pairs,
-            "faults_landed_by_kind": kinds,
-            "chaos_seconds_median": _median([r["seconds"] for r in runs
-                                             if r["kind"] == "chaos" and "error" not in r]),
-            "baseline_seconds_median": _median([r["seconds"] for r in runs
-                                                if r["kind"] == "baseline"
-                                                and "error" not in r]),
-            "wrong_values": sum(len(r.get("wrong", [])) for r in runs),
-            "errors": [r["error"] for r in runs if "error" in r]}
+    return {
+        "runs": runs,
+        "baseline_median": mb,
+        "chaos_median": mc,
+        "ratio_of_medians": mc / mb if mb and mc else None,
+        "pair_ratios": pairs,
+        "faults_landed_by_kind": kinds,
+        "chaos_seconds_median": _median(
+            [r["seconds"] for r in runs if r["kind"] == "chaos" and "error" not in r]
+        ),
+        "baseline_seconds_median": _median(
+            [r["seconds"] for r in runs if r["kind"] == "baseline" and "error" not in r]
+        ),
+        "wrong_values": sum(len(r.get("wrong", [])) for r in runs),
+        "errors": [r["error"] for r in runs if "error" in r],
+    }
 
 
 # ---------------------------------------------------------------------- 2. recovery
@@ -255,14 +297,16 @@ def _recovery_once(c: Any, variant: str, a: argparse.Namespace) -> dict[str, Any
             # declared dead: the heartbeat timeout).
             warm_up(c, c.add_node(num_cpus=1))
 
+
 def _recovery_on(c: Any, victim: Any, variant: str, a: argparse.Namespace) -> dict[str, Any]:
     import rtml
 
     f = fns()
     s = on(victim)
     if variant in ("independent", "frozen"):
-        keep = [f["produce"].options(scheduling_strategy=s).remote(i, 0)
-                for i in range(a.rec_tasks)]
+        keep = [
+            f["produce"].options(scheduling_strategy=s).remote(i, 0) for i in range(a.rec_tasks)
+        ]
         expected = [float(i) for i in range(a.rec_tasks)]
     else:
         keep, expected = [], []
@@ -292,13 +336,22 @@ def _recovery_on(c: Any, victim: Any, variant: str, a: argparse.Namespace) -> di
     t_first = time.perf_counter() - t_kill
     values = rtml.get(keep, timeout=60)
     t_all = time.perf_counter() - t_kill
-    wrong = sum(1 for v, e in zip(values, expected, strict=True)
-                if not (v.shape == (N,) and float(v[0]) == e and float(v[-1]) == e))
+    wrong = sum(
+        1
+        for v, e in zip(values, expected, strict=True)
+        if not (v.shape == (N,) and float(v[0]) == e and float(v[-1]) == e)
+    )
     wrong += int(float(first[0]) != expected[0])
     del values, first, keep
-    return {"variant": variant, "first_ms": t_first * 1e3, "all_ms": t_all * 1e3,
-            "baseline_get_ms": baseline * 1e3, "objects": len(expected),
-            "held_only_on_victim": lost, "wrong": wrong}
+    return {
+        "variant": variant,
+        "first_ms": t_first * 1e3,
+        "all_ms": t_all * 1e3,
+        "baseline_get_ms": baseline * 1e3,
+        "objects": len(expected),
+        "held_only_on_victim": lost,
+        "wrong": wrong,
+    }
 
 
 def run_recovery(a: argparse.Namespace) -> dict[str, Any]:
@@ -311,7 +364,7 @@ def run_recovery(a: argparse.Namespace) -> dict[str, Any]:
         time.sleep(0.6)  # (a heartbeat, for the counter's starting value)
         before = reconstructed(gcs)
         for rep in range(a.reps):
-            for variant in VARIANTS[rep % 3:] + VARIANTS[:rep % 3]:
+            for variant in VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]:
                 try:
                     row = _recovery_once(c, variant, a)
                 except Exception as e:  # (reported; the next repetition goes on)
@@ -323,16 +376,27 @@ def run_recovery(a: argparse.Namespace) -> dict[str, Any]:
                 before = now
                 row["rep"] = rep
                 rows.append(row)
-                log(f"recovery {variant} rep {rep}: first {row['first_ms']:.0f} ms, all "
+                log(
+                    f"recovery {variant} rep {rep}: first {row['first_ms']:.0f} ms, all "
                     f"{row['all_ms']:.0f} ms, re-executed {row['re_executed']}, "
-                    f"only copy on victim {row['held_only_on_victim']}/{row['objects']}")
-    out: dict[str, Any] = {"rows": rows, "errors": errors,
-                           "args": {"independent_tasks": a.rec_tasks, "chains": a.rec_chains,
-                                    "chain_length": a.rec_length, "object_bytes": N * 8}}
+                    f"only copy on victim {row['held_only_on_victim']}/{row['objects']}"
+                )
+    out: dict[str, Any] = {
+        "rows": rows,
+        "errors": errors,
+        "args": {
+            "independent_tasks": a.rec_tasks,
+            "chains": a.rec_chains,
+            "chain_length": a.rec_length,
+            "object_bytes": N * 8,
+        },
+    }
     for variant in VARIANTS:
         rs = [r for r in rows if r["variant"] == variant]
-        out[variant] = {k: _median([r[k] for r in rs])
-                        for k in ("first_ms", "all_ms", "baseline_get_ms", "re_executed")}
+        out[variant] = {
+            k: _median([r[k] for r in rs])
+            for k in ("first_ms", "all_ms", "baseline_get_ms", "re_executed")
+        }
         out[variant]["n"] = len(rs)
         out[variant]["wrong"] = sum(r["wrong"] for r in rs)
     return out
@@ -405,10 +469,13 @@ def run_timeline(a: argparse.Namespace) -> dict[str, Any]:
                             lost = only_copies_on(victim.node_id)
                             rec["at"] = time.monotonic() - t0
                             c.remove_node(victim, allow_graceful=False)
-                            rec.update(node=victim.node_id, lost_objects=len(lost),
-                                       lost_tasks=sorted(task_of(o) for o in lost),
-                                       detail=f"node {victim.node_id} SIGKILLed "
-                                              f"({len(lost)} objects only there)")
+                            rec.update(
+                                node=victim.node_id,
+                                lost_objects=len(lost),
+                                lost_tasks=sorted(task_of(o) for o in lost),
+                                detail=f"node {victim.node_id} SIGKILLed "
+                                f"({len(lost)} objects only there)",
+                            )
                         else:
                             rec["detail"] = "no worker node to kill"
                     else:
@@ -425,8 +492,10 @@ def run_timeline(a: argparse.Namespace) -> dict[str, Any]:
                         errors.append(f"sample at {now:.1f} s: {type(e).__name__}: {e}")
                     next_sample += BUCKET
                 if now > a.duration + a.drain_timeout:
-                    errors.append(f"{len(pending)} chain steps not done {a.drain_timeout} s after "
-                                  "the run ended")
+                    errors.append(
+                        f"{len(pending)} chain steps not done {a.drain_timeout} s after "
+                        "the run ended"
+                    )
                     break
                 if not pending:
                     if now >= a.duration and not plan:
@@ -489,8 +558,9 @@ def run_timeline(a: argparse.Namespace) -> dict[str, Any]:
         fr["lost_rebuilt"] = len(lost_tasks & tasks)
         fr["lost_not_rebuilt"] = [format(t, "x") for t in sorted(lost_tasks - tasks)]
         fr["lost_tasks"] = [format(t, "x") for t in fr["lost_tasks"]]
-        fr["re_executed_per_lost_object"] = (len(mine) / fr["lost_objects"]
-                                             if fr["lost_objects"] else None)
+        fr["re_executed_per_lost_object"] = (
+            len(mine) / fr["lost_objects"] if fr["lost_objects"] else None
+        )
         fr["rebuilt_by_s"] = (mine[-1][0] - fr["at"]) if mine else None
     steps = [0] * n_buckets
     rex = [0] * n_buckets
@@ -504,31 +574,57 @@ def run_timeline(a: argparse.Namespace) -> dict[str, Any]:
         upto = [s for s in samples if s[0] < (b + 1) * BUCKET]
         cum.append(upto[-1][1] if upto else 0)
         nodes.append(upto[-1][2] if upto else None)
-    timeline = [{"t": b * BUCKET, "steps_per_s": steps[b] / BUCKET,
-                 "re_executed": rex[b], "re_executed_cumulative": sum(rex[:b + 1]),
-                 "reconstructed_counter": cum[b], "nodes_alive": nodes[b]}
-                for b in range(n_buckets)]
+    timeline = [
+        {
+            "t": b * BUCKET,
+            "steps_per_s": steps[b] / BUCKET,
+            "re_executed": rex[b],
+            "re_executed_cumulative": sum(rex[: b + 1]),
+            "reconstructed_counter": cum[b],
+            "nodes_alive": nodes[b],
+        }
+        for b in range(n_buckets)
+    ]
     lost_total = sum(fr["lost_objects"] for fr in kills)
-    quiet = [steps[b] / BUCKET for b in range(n_buckets)
-             if b * BUCKET >= 1.0 and (b + 1) * BUCKET <= min(fr["at"] for fr in kills)] \
-        if kills else []
-    return {"args": {"chains_in_flight": K, "chain_length": L, "step_ms": a.step_ms,
-                     "object_bytes": N * 8, "duration_s": a.duration, "kill_at": a.kill_at,
-                     "add_at": a.add_at},
-            "timeline": timeline, "faults": faults, "chains_started": len(chains),
-            "chains_done": sum(1 for ch in chains if ch.left == 0),
-            "steps_done": len(completions), "seconds": end,
-            "steps_per_s_before_first_kill": _median(quiet),
-            "re_executed_from_events": len(reexec),
-            "reconstructed_counter": stat_total,
-            "retried_tasks": len(retried),
-            "lost_objects": lost_total,
-            "re_executed_per_lost_object": len(reexec) / lost_total if lost_total else None,
-            "re_executions": [{"t": t, "task": format(tid, "x"), "node": n}
-                              for t, tid, n in reexec],
-            "finished_per_node": per_node, "head": head,
-            "samples": samples, "events_dropped": dropped, "wrong_chains": wrong,
-            "errors": errors}
+    quiet = (
+        [
+            steps[b] / BUCKET
+            for b in range(n_buckets)
+            if b * BUCKET >= 1.0 and (b + 1) * BUCKET <= min(fr["at"] for fr in kills)
+        ]
+        if kills
+        else []
+    )
+    return {
+        "args": {
+            "chains_in_flight": K,
+            "chain_length": L,
+            "step_ms": a.step_ms,
+            "object_bytes": N * 8,
+            "duration_s": a.duration,
+            "kill_at": a.kill_at,
+            "add_at": a.add_at,
+        },
+        "timeline": timeline,
+        "faults": faults,
+        "chains_started": len(chains),
+        "chains_done": sum(1 for ch in chains if ch.left == 0),
+        "steps_done": len(completions),
+        "seconds": end,
+        "steps_per_s_before_first_kill": _median(quiet),
+        "re_executed_from_events": len(reexec),
+        "reconstructed_counter": stat_total,
+        "retried_tasks": len(retried),
+        "lost_objects": lost_total,
+        "re_executed_per_lost_object": len(reexec) / lost_total if lost_total else None,
+        "re_executions": [{"t": t, "task": format(tid, "x"), "node": n} for t, tid, n in reexec],
+        "finished_per_node": per_node,
+        "head": head,
+        "samples": samples,
+        "events_dropped": dropped,
+        "wrong_chains": wrong,
+        "errors": errors,
+    }
 
 
 # ---------------------------------------------------------------------- 4. actor
@@ -537,8 +633,9 @@ def run_actor(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rtml-ft-actor-") as d:
         out = os.path.join(d, "actor_checkpoint.json")
         cmd = [sys.executable, script, "--json", out] + (["--quick"] if a.quick else [])
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
             stdout, stderr = proc.communicate(timeout=a.actor_timeout)
         except subprocess.TimeoutExpired:
@@ -549,9 +646,14 @@ def run_actor(a: argparse.Namespace) -> dict[str, Any]:
             return {"error": f"exit {proc.returncode}", "stderr": stderr[-2000:]}
         with open(out, encoding="utf-8") as fh:
             doc = json.load(fh)
-    return {"command": " ".join(["python", "bench/actor_checkpoint.py", *cmd[4:]]),
-            "recovery_summary": doc["recovery_summary"], "steady": doc["steady"],
-            "recovery": doc["recovery"], "args": doc["args"], "report": stdout.strip()}
+    return {
+        "command": " ".join(["python", "bench/actor_checkpoint.py", *cmd[4:]]),
+        "recovery_summary": doc["recovery_summary"],
+        "steady": doc["steady"],
+        "recovery": doc["recovery"],
+        "args": doc["args"],
+        "report": stdout.strip(),
+    }
 
 
 # ---------------------------------------------------------------------- report
@@ -563,78 +665,109 @@ def report(doc: dict[str, Any]) -> str:
     lines: list[str] = []
     ch = doc.get("chaos")
     if ch:
-        lines += ["", "== chaos: tasks/s of the chaos DAG, undisturbed vs every fault kind "
-                  f"({len(ch['runs']) // 2} pairs, fresh Redis-backed cluster per run)", "",
-                  f"{'pair':>4}  {'seed':>9}  {'baseline':>9}  {'chaos':>9}  {'ratio':>5}  "
-                  "faults that landed (kind@s)"]
+        lines += [
+            "",
+            "== chaos: tasks/s of the chaos DAG, undisturbed vs every fault kind "
+            f"({len(ch['runs']) // 2} pairs, fresh Redis-backed cluster per run)",
+            "",
+            f"{'pair':>4}  {'seed':>9}  {'baseline':>9}  {'chaos':>9}  {'ratio':>5}  "
+            "faults that landed (kind@s)",
+        ]
         for p in sorted({r["pair"] for r in ch["runs"]}):
             b = next((r for r in ch["runs"] if r["pair"] == p and r["kind"] == "baseline"), {})
             c = next((r for r in ch["runs"] if r["pair"] == p and r["kind"] == "chaos"), {})
-            ratio = (c["throughput"] / b["throughput"]
-                     if b.get("throughput") and c.get("throughput") else None)
-            fl = " ".join(f"{f['kind']}@{f['at']:.1f}" for f in c.get("faults", [])
-                          if f["landed"])
-            lines.append(f"{p:>4}  {b.get('seed', c.get('seed', '')):>9}  "
-                         f"{_fmt(b.get('throughput')):>9}  {_fmt(c.get('throughput')):>9}  "
-                         f"{_fmt(ratio, '.2f'):>5}  {fl or c.get('error', '')}")
-        lines.append(f"median: baseline {_fmt(ch['baseline_median'])} tasks/s "
-                     f"({_fmt(ch['baseline_seconds_median'], '.2f')} s), chaos "
-                     f"{_fmt(ch['chaos_median'])} tasks/s "
-                     f"({_fmt(ch['chaos_seconds_median'], '.2f')} s), ratio "
-                     f"{_fmt(ch['ratio_of_medians'], '.2f')}; wrong values "
-                     f"{ch['wrong_values']}; errors {len(ch['errors'])}")
+            ratio = (
+                c["throughput"] / b["throughput"]
+                if b.get("throughput") and c.get("throughput")
+                else None
+            )
+            fl = " ".join(f"{f['kind']}@{f['at']:.1f}" for f in c.get("faults", []) if f["landed"])
+            lines.append(
+                f"{p:>4}  {b.get('seed', c.get('seed', '')):>9}  "
+                f"{_fmt(b.get('throughput')):>9}  {_fmt(c.get('throughput')):>9}  "
+                f"{_fmt(ratio, '.2f'):>5}  {fl or c.get('error', '')}"
+            )
+        lines.append(
+            f"median: baseline {_fmt(ch['baseline_median'])} tasks/s "
+            f"({_fmt(ch['baseline_seconds_median'], '.2f')} s), chaos "
+            f"{_fmt(ch['chaos_median'])} tasks/s "
+            f"({_fmt(ch['chaos_seconds_median'], '.2f')} s), ratio "
+            f"{_fmt(ch['ratio_of_medians'], '.2f')}; wrong values "
+            f"{ch['wrong_values']}; errors {len(ch['errors'])}"
+        )
     rc = doc.get("recovery")
     if rc:
         ar = rc["args"]
-        lines += ["", "== recovery: SIGKILL of the node holding the only copies -> rtml.get "
-                  f"(medians of {rc['independent']['n']} repetitions, "
-                  f"{ar['object_bytes'] / 2**20:.0f} MiB objects)", "",
-                  f"{'workload':<32}  {'first':>8}  {'all':>8}  {'re-executed':>11}  "
-                  "get, no loss"]
-        for v, label in (("independent", f"{ar['independent_tasks']} independent tasks"),
-                         ("chains", f"{ar['chains']} chains of {ar['chain_length']} tasks"),
-                         ("frozen", f"{ar['independent_tasks']} tasks, node SIGSTOPped")):
+        lines += [
+            "",
+            "== recovery: SIGKILL of the node holding the only copies -> rtml.get "
+            f"(medians of {rc['independent']['n']} repetitions, "
+            f"{ar['object_bytes'] / 2**20:.0f} MiB objects)",
+            "",
+            f"{'workload':<32}  {'first':>8}  {'all':>8}  {'re-executed':>11}  get, no loss",
+        ]
+        for v, label in (
+            ("independent", f"{ar['independent_tasks']} independent tasks"),
+            ("chains", f"{ar['chains']} chains of {ar['chain_length']} tasks"),
+            ("frozen", f"{ar['independent_tasks']} tasks, node SIGSTOPped"),
+        ):
             s = rc[v]
-            lines.append(f"{label:<32}  {_fmt(s['first_ms'], '.0f') + ' ms':>8}  "
-                         f"{_fmt(s['all_ms'], '.0f') + ' ms':>8}  "
-                         f"{_fmt(s['re_executed'], '.0f'):>11}  "
-                         f"{_fmt(s['baseline_get_ms'], '.1f')} ms")
+            lines.append(
+                f"{label:<32}  {_fmt(s['first_ms'], '.0f') + ' ms':>8}  "
+                f"{_fmt(s['all_ms'], '.0f') + ' ms':>8}  "
+                f"{_fmt(s['re_executed'], '.0f'):>11}  "
+                f"{_fmt(s['baseline_get_ms'], '.1f')} ms"
+            )
         if rc["errors"]:
             lines.append(f"errors: {rc['errors']}")
     tl = doc.get("timeline")
     if tl:
         ar = tl["args"]
-        lines += ["", f"== timeline (Fig. 11a analogue): {ar['chains_in_flight']} chains of "
-                  f"{ar['chain_length']} x {ar['step_ms']:.0f} ms steps in flight, "
-                  f"{ar['object_bytes'] / 2**20:.0f} MiB results; ideal 10 steps/s per CPU",
-                  "re-exec: tasks re-executed that finished in that second; resubmitted: the "
-                  "head's cumulative count of tasks resubmitted to rebuild (per heartbeat); "
-                  "nodes: alive as the control plane lists them",
-                  "", f"{'t (s)':>6}  {'steps/s':>7}  {'re-exec':>7}  {'resubmitted':>11}  "
-                  f"{'nodes':>5}  event"]
+        lines += [
+            "",
+            f"== timeline (Fig. 11a analogue): {ar['chains_in_flight']} chains of "
+            f"{ar['chain_length']} x {ar['step_ms']:.0f} ms steps in flight, "
+            f"{ar['object_bytes'] / 2**20:.0f} MiB results; ideal 10 steps/s per CPU",
+            "re-exec: tasks re-executed that finished in that second; resubmitted: the "
+            "head's cumulative count of tasks resubmitted to rebuild (per heartbeat); "
+            "nodes: alive as the control plane lists them",
+            "",
+            f"{'t (s)':>6}  {'steps/s':>7}  {'re-exec':>7}  {'resubmitted':>11}  "
+            f"{'nodes':>5}  event",
+        ]
         rows = tl["timeline"]
         for i in range(0, len(rows), 2):  # 1 s rows (the JSON and the figure: 0.5 s)
-            pair = rows[i:i + 2]
+            pair = rows[i : i + 2]
             t = pair[0]["t"]
-            ev = "; ".join([f"{f['kind']} @{f['at']:.1f}" for f in tl["faults"]
-                            if t <= f["at"] < t + 2 * BUCKET]
-                           + (["no new chains from here"]
-                              if t <= ar["duration_s"] < t + 2 * BUCKET else []))
-            lines.append(f"{t:>6.0f}  {statistics.mean(r['steps_per_s'] for r in pair):>7.1f}"
-                         f"  {sum(r['re_executed'] for r in pair):>7}  "
-                         f"{pair[-1]['reconstructed_counter']:>11}  "
-                         f"{_fmt(pair[-1]['nodes_alive'], 'd', '-'):>5}  {ev}")
+            ev = "; ".join(
+                [
+                    f"{f['kind']} @{f['at']:.1f}"
+                    for f in tl["faults"]
+                    if t <= f["at"] < t + 2 * BUCKET
+                ]
+                + (["no new chains from here"] if t <= ar["duration_s"] < t + 2 * BUCKET else [])
+            )
+            lines.append(
+                f"{t:>6.0f}  {statistics.mean(r['steps_per_s'] for r in pair):>7.1f}"
+                f"  {sum(r['re_executed'] for r in pair):>7}  "
+                f"{pair[-1]['reconstructed_counter']:>11}  "
+                f"{_fmt(pair[-1]['nodes_alive'], 'd', '-'):>5}  {ev}"
+            )
         lines.append("")
         for f in tl["faults"]:
             if f["kind"] == "kill" and "node" in f:
-                lines.append(f"kill @{f['at']:.1f} s: {f['lost_objects']} objects lost "
-                             f"(only copy there), {f['re_executed']} tasks re-executed "
-                             f"({_fmt(f['re_executed_per_lost_object'], '.1f')} per lost "
-                             f"object), {f['lost_rebuilt']} of the lost rebuilt, last "
-                             f"re-execution {_fmt(f['rebuilt_by_s'], '.1f')} s after the kill")
+                lines.append(
+                    f"kill @{f['at']:.1f} s: {f['lost_objects']} objects lost "
+                    f"(only copy there), {f['re_executed']} tasks re-executed "
+                    f"({_fmt(f['re_executed_per_lost_object'], '.1f')} per lost "
+                    f"object), {f['lost_rebuilt']} of the lost rebuilt, last "
+                    f"re-execution {_fmt(f['rebuilt_by_s'], '.1f')} s after the kill"
+                )
             elif f["kind"] == "add":
-                lines.append(f"add  @{f['at']:.1f} s: {f.get('detail')} "
-                             f"(took {_fmt(f.get('took'), '.1f')} s)")
+                lines.append(
+                    f"add  @{f['at']:.1f} s: {f.get('detail')} "
+                    f"(took {_fmt(f.get('took'), '.1f')} s)"
+                )
         lines.append(
             f"steps {tl['steps_done']} in {tl['seconds']:.1f} s ({tl['chains_done']}/"
             f"{tl['chains_started']} chains), {_fmt(tl['steps_per_s_before_first_kill'], '.1f')}"
@@ -642,7 +775,8 @@ def report(doc: dict[str, Any]) -> str:
             f"(events) / {tl['reconstructed_counter']} (counter), retried "
             f"{tl['retried_tasks']}, lost {tl['lost_objects']} -> "
             f"{_fmt(tl['re_executed_per_lost_object'], '.1f')} re-executed per lost object; "
-            f"wrong chains {len(tl['wrong_chains'])}; errors {tl['errors'] or 'none'}")
+            f"wrong chains {len(tl['wrong_chains'])}; errors {tl['errors'] or 'none'}"
+        )
     ac = doc.get("actor")
     if ac:
         lines += ["", "== actor checkpoints (bench/actor_checkpoint.py)", ""]
@@ -660,8 +794,10 @@ def plot(doc: dict[str, Any], path: str) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("matplotlib is not importable here: no figure (try bench/.peers-venv/bin/python "
-            "bench/fault_tolerance.py --replot JSON --png PATH)")
+        log(
+            "matplotlib is not importable here: no figure (try bench/.peers-venv/bin/python "
+            "bench/fault_tolerance.py --replot JSON --png PATH)"
+        )
         return False
     tl = doc.get("timeline")
     if not tl:
@@ -670,34 +806,70 @@ def plot(doc: dict[str, Any], path: str) -> bool:
     rows = tl["timeline"]
     ar = tl["args"]
     ts = [r["t"] for r in rows]
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 1.3]})
-    ax.bar(ts, [r["steps_per_s"] for r in rows], width=BUCKET, align="edge",
-           color="#4c72b0", label="chain steps completed (first time)")
-    ax.bar(ts, [r["re_executed"] / BUCKET for r in rows], width=BUCKET, align="edge",
-           bottom=[r["steps_per_s"] for r in rows], color="#dd8452",
-           label="tasks re-executed (lineage)")
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(9, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
+    )
+    ax.bar(
+        ts,
+        [r["steps_per_s"] for r in rows],
+        width=BUCKET,
+        align="edge",
+        color="#4c72b0",
+        label="chain steps completed (first time)",
+    )
+    ax.bar(
+        ts,
+        [r["re_executed"] / BUCKET for r in rows],
+        width=BUCKET,
+        align="edge",
+        bottom=[r["steps_per_s"] for r in rows],
+        color="#dd8452",
+        label="tasks re-executed (lineage)",
+    )
     for f in tl["faults"]:
         for a_ in (ax, ax2):
             a_.axvline(f["at"], color="red" if f["kind"] == "kill" else "green", ls="--", lw=1)
-        ax.text(f["at"], ax.get_ylim()[1] * 0.97,
-                " node killed" if f["kind"] == "kill" else " node added",
-                color="red" if f["kind"] == "kill" else "green", va="top", fontsize=8)
+        ax.text(
+            f["at"],
+            ax.get_ylim()[1] * 0.97,
+            " node killed" if f["kind"] == "kill" else " node added",
+            color="red" if f["kind"] == "kill" else "green",
+            va="top",
+            fontsize=8,
+        )
     ax.set_ylabel("tasks/s (0.5 s buckets)")
-    ax.set_title(f"{ar['chains_in_flight']} chains of {ar['chain_length']} x "
-                 f"{ar['step_ms']:.0f} ms tasks, 1 MiB results; 1-CPU nodes on 2 cores")
+    ax.set_title(
+        f"{ar['chains_in_flight']} chains of {ar['chain_length']} x "
+        f"{ar['step_ms']:.0f} ms tasks, 1 MiB results; 1-CPU nodes on 2 cores"
+    )
     ax.legend(loc="lower left", fontsize=8)
-    ax2.step([t + BUCKET for t in ts], [r["re_executed_cumulative"] for r in rows],
-             where="post", color="#dd8452", label="re-executed (finished)")
-    ax2.step([t + BUCKET for t in ts], [r["reconstructed_counter"] for r in rows],
-             where="post", color="#555555", ls=":",
-             label="resubmitted (head's counter, per heartbeat)")
+    ax2.step(
+        [t + BUCKET for t in ts],
+        [r["re_executed_cumulative"] for r in rows],
+        where="post",
+        color="#dd8452",
+        label="re-executed (finished)",
+    )
+    ax2.step(
+        [t + BUCKET for t in ts],
+        [r["reconstructed_counter"] for r in rows],
+        where="post",
+        color="#555555",
+        ls=":",
+        label="resubmitted (head's counter, per heartbeat)",
+    )
     ax2.set_ylabel("tasks\n(cumulative)")
     ax2.legend(loc="upper left", fontsize=8)
     for a_ in (ax, ax2):
         a_.axvline(ar["duration_s"], color="gray", ls=":", lw=1)
-    ax.text(ar["duration_s"], ax.get_ylim()[1] * 0.97, " no new chains", color="gray",
-            va="top", fontsize=8)
+    ax.text(
+        ar["duration_s"],
+        ax.get_ylim()[1] * 0.97,
+        " no new chains",
+        color="gray",
+        va="top",
+        fontsize=8,
+    )
     ax2.set_xlabel("seconds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -711,10 +883,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a short smoke run (~1 min)")
     ap.add_argument("--json", default=None, help="write the figures and samples here")
     ap.add_argument("--png", default=None, help="draw the timeline here (needs matplotlib)")
-    ap.add_argument("--replot", default=None, metavar="JSON",
-                    help="only draw --png from a JSON this script wrote")
-    ap.add_argument("--only", action="append", choices=SECTIONS, default=None,
-                    help="run only this section (repeatable)")
+    ap.add_argument(
+        "--replot",
+        default=None,
+        metavar="JSON",
+        help="only draw --png from a JSON this script wrote",
+    )
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        default=None,
+        help="run only this section (repeatable)",
+    )
     ap.add_argument("--seed", type=int, default=20261124, help="chaos seed of the first pair")
     a = ap.parse_args()
     if a.replot:
@@ -741,14 +922,18 @@ def main() -> None:
         "command": "python bench/fault_tolerance.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "cluster": "rtml.testing.Cluster: head num_cpus=1 (the driver's) + 2 worker nodes "
-                   "num_cpus=1, heartbeat_timeout=2.0",
+        "num_cpus=1, heartbeat_timeout=2.0",
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "uptime_at_start": _uptime(),
         "load_average_at_start": os.getloadavg(),  # others' work on this shared machine
         "load_average": {},
     }
-    runners = {"chaos": run_chaos, "recovery": run_recovery, "timeline": run_timeline,
-               "actor": run_actor}
+    runners = {
+        "chaos": run_chaos,
+        "recovery": run_recovery,
+        "timeline": run_timeline,
+        "actor": run_actor,
+    }
     t0 = time.perf_counter()
     for name in SECTIONS:
         if name not in sections:
@@ -761,8 +946,7 @@ def main() -> None:
         except Exception as e:  # (a section that fails does not lose the others' figures)
             import traceback
 
-            doc[name] = {"error": f"{type(e).__name__}: {e}",
-                         "traceback": traceback.format_exc()}
+            doc[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
             log(f"{name} failed: {doc[name]['traceback']}")
         doc[name]["seconds_total"] = round(time.perf_counter() - t, 1)
         doc["load_average"][name] = {"before": before, "after": os.getloadavg()}

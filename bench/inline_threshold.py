@@ -42,6 +42,8 @@ for n in [8 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20, 4 << 20]:
     ts = per_call_us(lambda n=n: rtml.get(make.remote(n)))
     tp = per_call_us(lambda arr=arr: rtml.get(rtml.put(arr)))
     ta = per_call_us(lambda arr=arr: rtml.get(consume.remote(arr)))
-    print(f"{n >> 10:6d} KiB  task-result {ts:8.0f} us  put+get {tp:8.0f} us  "
-          f"arg-to-task {ta:8.0f} us")
+    print(
+        f"{n >> 10:6d} KiB  task-result {ts:8.0f} us  put+get {tp:8.0f} us  "
+        f"arg-to-task {ta:8.0f} us"
+    )
 rtml.shutdown()

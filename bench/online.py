@@ -43,27 +43,39 @@ def _models():
     return {
         "logreg": lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
         "hoeffding": lambda: tree.HoeffdingTreeClassifier(),
-        "bagging": lambda: ensemble.BaggingClassifier(tree.HoeffdingTreeClassifier(),
-                                                      n_models=3, seed=42),
+        "bagging": lambda: ensemble.BaggingClassifier(
+            tree.HoeffdingTreeClassifier(), n_models=3, seed=42
+        ),
     }
 
 
 def parity(n: int) -> dict:
-    data = {"phishing": list(datasets.Phishing()), "bananas": list(datasets.Bananas())[:n],
-            "drift": list(synth.ConceptDriftStream(seed=7, position=n // 2, width=100).take(n))}
+    data = {
+        "phishing": list(datasets.Phishing()),
+        "bananas": list(datasets.Bananas())[:n],
+        "drift": list(synth.ConceptDriftStream(seed=7, position=n // 2, width=100).take(n)),
+    }
     rows = []
     for dname, d in data.items():
         for mname, mk in _models().items():
-            acc, auc = list(evaluate.progressive_val_score(d, mk(),
-                                                           metrics.Accuracy() + metrics.ROCAUC()))
+            acc, auc = list(
+                evaluate.progressive_val_score(d, mk(), metrics.Accuracy() + metrics.ROCAUC())
+            )
             st = OnlineState(mk(), [metrics.Accuracy(), metrics.ROCAUC()], window=0)
             for x, y in d:
                 st.learn(x, y)
             mv = st.metric_values()
-            rows.append({"data": dname, "model": mname, "river_accuracy": acc.get(),
-                         "rtml_accuracy": mv["Accuracy"], "river_auc": float(auc.get()),
-                         "rtml_auc": float(mv["ROCAUC"]),
-                         "equal": bool(mv["Accuracy"] == acc.get() and mv["ROCAUC"] == auc.get())})
+            rows.append(
+                {
+                    "data": dname,
+                    "model": mname,
+                    "river_accuracy": acc.get(),
+                    "rtml_accuracy": mv["Accuracy"],
+                    "river_auc": float(auc.get()),
+                    "rtml_auc": float(mv["ROCAUC"]),
+                    "equal": bool(mv["Accuracy"] == acc.get() and mv["ROCAUC"] == auc.get()),
+                }
+            )
     return {"parity_ok": all(r["equal"] for r in rows), "parity": rows}
 
 
@@ -146,26 +158,31 @@ def throughput(n: int) -> dict:
     dp.learn_from(data[:5000], batch=100)
     st = dp.stats()
     dp_acc = sum(s["metrics"]["Accuracy"] * s["position"] for s in st) / sum(
-        s["position"] for s in st)
+        s["position"] for s in st
+    )
     dp.kill()
     single = OnlineState(mk(), [metrics.Accuracy()], window=0)
     for x, y in data[:5000]:
         single.learn(x, y)
-    return {"floor_learn_per_s": round(floor), "learn_per_s": round(rate),
-            "learn_per_s_steady": round(steady), "learner_actor_learn_per_s": round(actor),
-            "online_state_in_process_learn_per_s": round(in_process),
-            "exactly_once_learn_per_s": round(eo_rate),
-            "exactly_once_learn_per_s_steady": round(eo_steady),
-            "exactly_once_actor_learn_per_s": round(eo_actor),
-            "partitioned_2_actors_learn_per_s": round(part),
-            "partitioned_speedup": round(part / floor, 2),
-            "partitioned_dataflow_learn_per_s": round(part_flow),
-            "partitioned_dataflow_speedup": round(part_flow / floor, 2),
-            "mini_batch_learn_per_s": round(mb_rate),
-            "mini_batch_accuracy": round(mb_acc, 4),
-            "one_by_one_accuracy": round(acc.get(), 4),
-            "data_parallel_accuracy": round(dp_acc, 4),
-            "single_accuracy": round(single.metric_values()["Accuracy"], 4)}
+    return {
+        "floor_learn_per_s": round(floor),
+        "learn_per_s": round(rate),
+        "learn_per_s_steady": round(steady),
+        "learner_actor_learn_per_s": round(actor),
+        "online_state_in_process_learn_per_s": round(in_process),
+        "exactly_once_learn_per_s": round(eo_rate),
+        "exactly_once_learn_per_s_steady": round(eo_steady),
+        "exactly_once_actor_learn_per_s": round(eo_actor),
+        "partitioned_2_actors_learn_per_s": round(part),
+        "partitioned_speedup": round(part / floor, 2),
+        "partitioned_dataflow_learn_per_s": round(part_flow),
+        "partitioned_dataflow_speedup": round(part_flow / floor, 2),
+        "mini_batch_learn_per_s": round(mb_rate),
+        "mini_batch_accuracy": round(mb_acc, 4),
+        "one_by_one_accuracy": round(acc.get(), 4),
+        "data_parallel_accuracy": round(dp_acc, 4),
+        "single_accuracy": round(single.metric_values()["Accuracy"], 4),
+    }
 
 
 def metric_over_time(n: int, every: int) -> dict:
@@ -174,15 +191,22 @@ def metric_over_time(n: int, every: int) -> dict:
     from rtml.online import Drift
 
     data = list(synth.ConceptDriftStream(seed=7, position=n // 2, width=100).take(n))
-    st = OnlineState(tree.HoeffdingTreeClassifier(), [metrics.Accuracy()], window=every,
-                     drift=Drift(action="reset"))
+    st = OnlineState(
+        tree.HoeffdingTreeClassifier(),
+        [metrics.Accuracy()],
+        window=every,
+        drift=Drift(action="reset"),
+    )
     series = []
     for i, (x, y) in enumerate(data, 1):
         st.learn(x, y)
         if i % every == 0:
             series.append([i, round(st.metric_values()["rolling Accuracy"], 4)])
-    return {"accuracy_over_time": series, "drift_positions": [d["position"] for d in st.drifts],
-            "drift_at": n // 2}
+    return {
+        "accuracy_over_time": series,
+        "drift_positions": [d["position"] for d in st.drifts],
+        "drift_at": n // 2,
+    }
 
 
 def chart(series: list, drifts: list, file: Any) -> None:
@@ -193,10 +217,13 @@ def chart(series: list, drifts: list, file: Any) -> None:
     for c, (_, v) in enumerate(series):
         grid[rows - 1 - int((v - lo) / span * (rows - 1))][c] = "*"
     step = series[0][0]
-    marks = "".join("^" if any(p // step == c for p in drifts) else " "
-                    for c in range(1, len(series) + 1))
-    print(f"rolling accuracy over samples ({series[0][0]}..{series[-1][0]}); ^ drift detected",
-          file=file)
+    marks = "".join(
+        "^" if any(p // step == c for p in drifts) else " " for c in range(1, len(series) + 1)
+    )
+    print(
+        f"rolling accuracy over samples ({series[0][0]}..{series[-1][0]}); ^ drift detected",
+        file=file,
+    )
     for r, line in enumerate(grid):
         label = hi - r * span / (rows - 1)
         print(f"{label:6.3f} |{''.join(line)}", file=file)
@@ -242,8 +269,14 @@ def freshness(seconds: float, rate: int, qps: int) -> dict:
     serve.start(http_options={"port": port})
     with tempfile.TemporaryDirectory() as d:
         reg = ModelRegistry(d)
-        lr = Learner(_models()["logreg"](), [metrics.Accuracy()], window=0, registry=reg,
-                     publish_every=10**9, publish_interval=0.2)
+        lr = Learner(
+            _models()["logreg"](),
+            [metrics.Accuracy()],
+            window=0,
+            registry=reg,
+            publish_every=10**9,
+            publish_interval=0.2,
+        )
         lr.get("publish")
         handle = serve.run(_ctr_deployment().bind(reg), name="ctr", route_prefix="/ctr")
         url = f"http://127.0.0.1:{port}/ctr"
@@ -293,8 +326,9 @@ def freshness(seconds: float, rate: int, qps: int) -> dict:
     lat = []
     j = 0
     for te in events:
-        while j < len(served) and (event_time[served[j][1]] is None
-                                   or event_time[served[j][1]] < te):
+        while j < len(served) and (
+            event_time[served[j][1]] is None or event_time[served[j][1]] < te
+        ):
             j += 1
         if j == len(served):
             break
@@ -304,13 +338,27 @@ def freshness(seconds: float, rate: int, qps: int) -> dict:
     def q(p: float) -> float | None:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))], 4) if lat else None
 
-    return {"freshness_p50_s": q(0.5), "freshness_p99_s": q(0.99),
-            "failed_predictions": failed[0], "predictions": len(served),
-            "events": len(events) * batch,
-            "server": "rtml.serve deployment (HTTP) + Subscriber",
-            "subscriber": {k: sub[k] for k in (
-                "version", "swaps", "predictions", "freshness_p50_s", "freshness_p99_s",
-                "version_lag", "load_ms_p99", "unserved_versions")}}
+    return {
+        "freshness_p50_s": q(0.5),
+        "freshness_p99_s": q(0.99),
+        "failed_predictions": failed[0],
+        "predictions": len(served),
+        "events": len(events) * batch,
+        "server": "rtml.serve deployment (HTTP) + Subscriber",
+        "subscriber": {
+            k: sub[k]
+            for k in (
+                "version",
+                "swaps",
+                "predictions",
+                "freshness_p50_s",
+                "freshness_p99_s",
+                "version_lag",
+                "load_ms_p99",
+                "unserved_versions",
+            )
+        },
+    }
 
 
 def main() -> None:
@@ -336,8 +384,11 @@ def main() -> None:
     chart(out["accuracy_over_time"], out["drift_positions"], sys.stderr)
     if not a.quick:
         for r in out["parity"]:
-            print(f"{r['data']:9} {r['model']:9} acc {r['rtml_accuracy']:.4f} "
-                  f"auc {r['rtml_auc']:.4f} equal={r['equal']}", file=sys.stderr)
+            print(
+                f"{r['data']:9} {r['model']:9} acc {r['rtml_accuracy']:.4f} "
+                f"auc {r['rtml_auc']:.4f} equal={r['equal']}",
+                file=sys.stderr,
+            )
     print(json.dumps({k: v for k, v in out.items() if k not in ("parity", "accuracy_over_time")}))
 
 

@@ -98,11 +98,16 @@ def rtml_ppo(max_steps: int, target: float) -> dict[str, Any]:
         ms = ppo.train(env_steps=max_steps, target_return=target, progress=False)
         wall = time.perf_counter() - t0
         ppo.stop()
-        return {"wall_s": wall, "setup_s": t_ready - t0, "env_steps": ms[-1]["env_steps"],
-                "return": ms[-1]["return_mean"], "reached": ms[-1]["return_mean"] >= target,
-                "learner_s": sum(m["learner_s"] for m in ms), "iterations": len(ms),
-                "curve": [(m["time_s"] + (t_ready - t0), m["env_steps"], m["return_mean"])
-                          for m in ms]}
+        return {
+            "wall_s": wall,
+            "setup_s": t_ready - t0,
+            "env_steps": ms[-1]["env_steps"],
+            "return": ms[-1]["return_mean"],
+            "reached": ms[-1]["return_mean"] >= target,
+            "learner_s": sum(m["learner_s"] for m in ms),
+            "iterations": len(ms),
+            "curve": [(m["time_s"] + (t_ready - t0), m["env_steps"], m["return_mean"]) for m in ms],
+        }
     finally:
         rtml.shutdown()
 
@@ -154,8 +159,7 @@ def rtml_mcts(budget: float, games: int) -> dict[str, Any]:
         mcts(start, 0.3, mode="root")
         for mode in ("serial", "root", "tree"):
             rs = [mcts(start.play(3), budget, mode=mode, seed=s) for s in range(3)]
-            out[f"{mode}_sims_per_s"] = sum(r.simulations for r in rs) / sum(r.elapsed
-                                                                             for r in rs)
+            out[f"{mode}_sims_per_s"] = sum(r.simulations for r in rs) / sum(r.elapsed for r in rs)
         for mode in ("root", "tree"):
             wins = draws = 0
             for gi in range(games):
@@ -164,8 +168,9 @@ def rtml_mcts(budget: float, games: int) -> dict[str, Any]:
                 g = g.play(rng.randrange(7))  # a random opening move for variety
                 while not g.is_terminal():
                     par_turn = (g.to_play == 1) == par_first  # the opening was player 0's
-                    m = mcts(g, budget, mode=mode if par_turn else "serial",
-                             seed=rng.getrandbits(30)).move
+                    m = mcts(
+                        g, budget, mode=mode if par_turn else "serial", seed=rng.getrandbits(30)
+                    ).move
                     g = g.play(m)
                 w = g.winner()
                 if w is None:
@@ -186,8 +191,11 @@ def rllib_sample(seconds: float) -> dict[str, Any]:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        cfg = (PPOConfig().environment("CartPole-v1")
-               .env_runners(num_env_runners=2, num_envs_per_env_runner=8))
+        cfg = (
+            PPOConfig()
+            .environment("CartPole-v1")
+            .env_runners(num_env_runners=2, num_envs_per_env_runner=8)
+        )
         algo = cfg.build_algo()
         g = algo.env_runner_group
 
@@ -213,10 +221,17 @@ def rllib_ppo(max_steps: int, target: float, limit_s: float) -> dict[str, Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.perf_counter()
-        cfg = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=2)
-               .training(lr=0.0003, num_epochs=6, vf_loss_coeff=0.01)
-               .rl_module(model_config=DefaultModelConfig(
-                   fcnet_hiddens=[32], fcnet_activation="linear", vf_share_layers=True)))
+        cfg = (
+            PPOConfig()
+            .environment("CartPole-v1")
+            .env_runners(num_env_runners=2)
+            .training(lr=0.0003, num_epochs=6, vf_loss_coeff=0.01)
+            .rl_module(
+                model_config=DefaultModelConfig(
+                    fcnet_hiddens=[32], fcnet_activation="linear", vf_share_layers=True
+                )
+            )
+        )
         algo = cfg.build_algo()
         t_ready = time.perf_counter()
         curve, ret, steps = [], None, 0
@@ -224,16 +239,24 @@ def rllib_ppo(max_steps: int, target: float, limit_s: float) -> dict[str, Any]:
             res = algo.train()
             er = res.get("env_runners", {})
             ret = er.get("episode_return_mean")
-            steps = int(res.get("num_env_steps_sampled_lifetime")
-                        or er.get("num_env_steps_sampled_lifetime") or 0)
+            steps = int(
+                res.get("num_env_steps_sampled_lifetime")
+                or er.get("num_env_steps_sampled_lifetime")
+                or 0
+            )
             curve.append((time.perf_counter() - t0, steps, None if ret is None else float(ret)))
             if ret is not None and ret >= target:
                 break
         wall = time.perf_counter() - t0
         algo.stop()
-        return {"wall_s": wall, "setup_s": t_ready - t0, "env_steps": steps,
-                "return": None if ret is None else float(ret),
-                "reached": bool(ret is not None and ret >= target), "curve": curve}
+        return {
+            "wall_s": wall,
+            "setup_s": t_ready - t0,
+            "env_steps": steps,
+            "return": None if ret is None else float(ret),
+            "reached": bool(ret is not None and ret >= target),
+            "curve": curve,
+        }
     finally:
         ray.shutdown()
 
@@ -262,9 +285,13 @@ def learner_compare(reps: int) -> dict[str, Any]:
         opt.step(pol.flat, grad)
 
     def mlp(out: int) -> Any:
-        return torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(),
-                                   torch.nn.Linear(64, 64), torch.nn.Tanh(),
-                                   torch.nn.Linear(64, out))
+        return torch.nn.Sequential(
+            torch.nn.Linear(4, 64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(64, 64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(64, out),
+        )
 
     pi, vf = mlp(2), mlp(1)
     topt = torch.optim.Adam(list(pi.parameters()) + list(vf.parameters()), lr=3e-4)
@@ -275,8 +302,10 @@ def learner_compare(reps: int) -> dict[str, Any]:
         logp_all = torch.log_softmax(pi(tx), dim=1)
         lp = logp_all.gather(1, ta[:, None])[:, 0]
         ratio = torch.exp(lp - tlp0)
-        loss = -torch.min(ratio * tad, torch.clamp(ratio, 0.8, 1.2) * tad).mean() \
+        loss = (
+            -torch.min(ratio * tad, torch.clamp(ratio, 0.8, 1.2) * tad).mean()
             + 0.5 * ((vf(tx)[:, 0] - trt) ** 2).mean()
+        )
         topt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(pi.parameters()) + list(vf.parameters()), 0.5)
@@ -294,8 +323,12 @@ def learner_compare(reps: int) -> dict[str, Any]:
             vf(t8)
 
     out = {}
-    for name, fn in (("numpy_update_us", np_update), ("torch_update_us", torch_update),
-                     ("numpy_forward8_us", np_forward), ("torch_forward8_us", torch_forward)):
+    for name, fn in (
+        ("numpy_update_us", np_update),
+        ("torch_update_us", torch_update),
+        ("numpy_forward8_us", np_forward),
+        ("torch_forward8_us", torch_forward),
+    ):
         for _ in range(50):
             fn()
         t = time.perf_counter()
@@ -305,10 +338,16 @@ def learner_compare(reps: int) -> dict[str, Any]:
     return out
 
 
-CHILDREN = {"rtml_sample": rtml_sample, "gym_async_sample": gym_async_sample,
-            "rtml_ppo": rtml_ppo, "rtml_es": rtml_es, "rtml_mcts": rtml_mcts,
-            "rllib_sample": rllib_sample, "rllib_ppo": rllib_ppo,
-            "learner_compare": learner_compare}
+CHILDREN = {
+    "rtml_sample": rtml_sample,
+    "gym_async_sample": gym_async_sample,
+    "rtml_ppo": rtml_ppo,
+    "rtml_es": rtml_es,
+    "rtml_mcts": rtml_mcts,
+    "rllib_sample": rllib_sample,
+    "rllib_ppo": rllib_ppo,
+    "learner_compare": learner_compare,
+}
 
 
 # --------------------------------------------------------------------------- parent
@@ -318,8 +357,7 @@ def run(name: str, *args: Any, python: str = sys.executable, timeout: float = 12
     os.makedirs(os.path.dirname(out), exist_ok=True)
     cmd = [python, __file__, "--child", name, out, json.dumps(args)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     if proc.returncode != 0 or not os.path.exists(out):
@@ -341,8 +379,11 @@ def chart(doc: dict, path: str) -> None:
         print("(matplotlib missing: no chart)")
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, key in (("rtml.rl PPO", "rtml_ppo"), ("RLlib PPO", "rllib_ppo"),
-                       ("rtml.rl ES (eval)", "rtml_es")):
+    for label, key in (
+        ("rtml.rl PPO", "rtml_ppo"),
+        ("RLlib PPO", "rllib_ppo"),
+        ("rtml.rl ES (eval)", "rtml_es"),
+    ):
         curve = doc.get(key, {}).get("curve")
         if curve:
             pts = [(t, r) for t, _, r in curve if r is not None]
@@ -378,16 +419,27 @@ def main() -> int:
         ppo = run("rtml_ppo", 300_000, 450.0)
         es = run("rtml_es", 12, 475.0, False)
         gym_best = max(g16.get("steps_per_s", 0.0), g2.get("steps_per_s", 0.0))
-        print(json.dumps({"steps_per_s": round(s.get("steps_per_s", 0.0)),
-                          "async_vector_env_steps_per_s": round(gym_best),
-                          "ppo_return": ppo.get("return"), "ppo_env_steps": ppo.get("env_steps"),
-                          "es_speedup": round(es.get("speedup", 0.0), 2)}))
+        print(
+            json.dumps(
+                {
+                    "steps_per_s": round(s.get("steps_per_s", 0.0)),
+                    "async_vector_env_steps_per_s": round(gym_best),
+                    "ppo_return": ppo.get("return"),
+                    "ppo_env_steps": ppo.get("env_steps"),
+                    "es_speedup": round(es.get("speedup", 0.0), 2),
+                }
+            )
+        )
         return 0
     from _report import machine, write_json_atomic
 
     peers = os.path.exists(PEERS_PY) and not a.no_rllib
-    doc: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M"),
-                           "loadavg_before": os.getloadavg(), "sampling": {}}
+    doc: dict[str, Any] = {
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M"),
+        "loadavg_before": os.getloadavg(),
+        "sampling": {},
+    }
     for pol in ("random", "mlp"):
         row = doc["sampling"][pol] = {}
         row["rtml"] = run("rtml_sample", pol, a.seconds)
@@ -395,18 +447,19 @@ def main() -> int:
         row["gym_async_2"] = run("gym_async_sample", pol, a.seconds, 2)
         if peers and pol == "mlp":
             row["rllib"] = run("rllib_sample", a.seconds, python=PEERS_PY)
-        print(f"sampling {pol}: " + ", ".join(f"{k} {v.get('steps_per_s', v.get('error'))}"
-                                              for k, v in row.items()), flush=True)
+        print(
+            f"sampling {pol}: "
+            + ", ".join(f"{k} {v.get('steps_per_s', v.get('error'))}" for k, v in row.items()),
+            flush=True,
+        )
     if peers:
         doc["learner_compare"] = run("learner_compare", 2000, python=PEERS_PY)
         print("learner numpy vs torch:", doc["learner_compare"], flush=True)
     doc["rtml_ppo"] = run("rtml_ppo", 300_000, 450.0)
     print("rtml ppo:", {k: v for k, v in doc["rtml_ppo"].items() if k != "curve"}, flush=True)
     if peers:
-        doc["rllib_ppo"] = run("rllib_ppo", 300_000, 450.0, 900.0, python=PEERS_PY,
-                               timeout=1000)
-        print("rllib ppo:", {k: v for k, v in doc["rllib_ppo"].items() if k != "curve"},
-              flush=True)
+        doc["rllib_ppo"] = run("rllib_ppo", 300_000, 450.0, 900.0, python=PEERS_PY, timeout=1000)
+        print("rllib ppo:", {k: v for k, v in doc["rllib_ppo"].items() if k != "curve"}, flush=True)
     doc["rtml_es"] = run("rtml_es", 20, 475.0, True)
     print("es:", {k: v for k, v in doc["rtml_es"].items() if k != "curve"}, flush=True)
     doc["rtml_mcts"] = run("rtml_mcts", 0.2, a.games)
@@ -420,12 +473,16 @@ def main() -> int:
         for peer in ("gym_async_16", "gym_async_2", "rllib"):
             p = r.get(peer, {}).get("steps_per_s")
             if mine and p:
-                print(f"{'steps/s ' + pol + ' vs ' + peer:44s} {mine:12,.0f} {p:12,.0f} "
-                      f"{mine / p:6.2f}x")
+                print(
+                    f"{'steps/s ' + pol + ' vs ' + peer:44s} {mine:12,.0f} {p:12,.0f} "
+                    f"{mine / p:6.2f}x"
+                )
     rp, lp = doc["rtml_ppo"], doc.get("rllib_ppo", {})
     if rp.get("wall_s") and lp.get("wall_s"):
-        print(f"{'PPO wall s to 450 (RLlib: ' + str(lp.get('reached')) + ')':44s} "
-              f"{rp['wall_s']:12.1f} {lp['wall_s']:12.1f} {lp['wall_s'] / rp['wall_s']:6.2f}x")
+        print(
+            f"{'PPO wall s to 450 (RLlib: ' + str(lp.get('reached')) + ')':44s} "
+            f"{rp['wall_s']:12.1f} {lp['wall_s']:12.1f} {lp['wall_s'] / rp['wall_s']:6.2f}x"
+        )
     path = a.json or os.path.join(HERE, "results", "rl.json")
     write_json_atomic(path, doc)
     chart(doc, os.path.join(os.path.dirname(path), "rl.png"))

@@ -33,9 +33,17 @@ sys.path.insert(0, HERE)
 
 from _report import chart, fmt, write_json_atomic  # noqa: E402
 
-PLAN = [("rtml", "dynamic"), ("rtml", "bsp"), ("ray", "dynamic"), ("ray", "bsp"),
-        ("dask", "dynamic"), ("mp.Pool", "bsp"), ("rtml", "tree"), ("ray", "tree"),
-        ("dask", "tree")]
+PLAN = [
+    ("rtml", "dynamic"),
+    ("rtml", "bsp"),
+    ("ray", "dynamic"),
+    ("ray", "bsp"),
+    ("dask", "dynamic"),
+    ("mp.Pool", "bsp"),
+    ("rtml", "tree"),
+    ("ray", "tree"),
+    ("dask", "tree"),
+]
 
 
 def durations(n: int, seed: int) -> list[float]:
@@ -81,8 +89,9 @@ class Runner:
             import distributed
 
             cloudpickle.register_pickle_by_value(sys.modules[__name__])
-            self.cluster = distributed.LocalCluster(n_workers=cpus, threads_per_worker=1,
-                                                    processes=True, dashboard_address=None)
+            self.cluster = distributed.LocalCluster(
+                n_workers=cpus, threads_per_worker=1, processes=True, dashboard_address=None
+            )
             self.client = distributed.Client(self.cluster)
         else:
             import multiprocessing
@@ -119,8 +128,9 @@ class Runner:
             from distributed import as_completed
 
             c = self.client
-            ac = as_completed([c.submit(simulate, policy.copy(), d[i], i, pure=False)
-                               for i in range(min(k, n))])
+            ac = as_completed(
+                [c.submit(simulate, policy.copy(), d[i], i, pure=False) for i in range(min(k, n))]
+            )
             launched = min(k, n)
             for fut in ac:
                 policy[:16] += 0.01 * fut.result()
@@ -149,8 +159,9 @@ class Runner:
                 if dep == 0:
                     return nested(0, b, None, None)
                 with worker_client() as wc:  # secedes from the worker's thread pool
-                    return sum(wc.gather([wc.submit(node, dep - 1, b, pure=False)
-                                          for _ in range(b)]))
+                    return sum(
+                        wc.gather([wc.submit(node, dep - 1, b, pure=False) for _ in range(b)])
+                    )
 
             return self.client.submit(node, depth, branching, pure=False).result()
         ray = self.ray
@@ -168,7 +179,7 @@ def child(fw: str, variant: str, a: argparse.Namespace) -> dict:
     r = Runner(fw, a.num_cpus)
     try:
         if variant == "tree":
-            total = sum(a.branching ** i for i in range(a.depth + 1))
+            total = sum(a.branching**i for i in range(a.depth + 1))
             times = []
             for _ in range(a.tree_reps + 1):  # the first (cold: workers start) is reported apart
                 t = time.perf_counter()
@@ -196,15 +207,26 @@ def summarize(fw: str, variant: str, res: dict, cpus: int) -> dict:
     if variant == "tree":
         cold, warm = res["tree_s"][0], res["tree_s"][1:]
         n = res["tasks_per_tree"]
-        return {"framework": fw, "variant": variant, "tasks_per_tree": n,
-                "cold_tasks_per_s": n / cold, "tasks_per_s": n * len(warm) / sum(warm)}
+        return {
+            "framework": fw,
+            "variant": variant,
+            "tasks_per_tree": n,
+            "cold_tasks_per_s": n / cold,
+            "tasks_per_s": n * len(warm) / sum(warm),
+        }
     stamps = res["stamps"]
     wall = stamps[-1] - res["t0"]
     gaps = [b - a for a, b in zip([res["t0"], *stamps[:-1]], stamps, strict=True)]
-    return {"framework": fw, "variant": variant, "sims_per_s": res["n"] / wall,
-            "update_latency_median_ms": pct(gaps, 0.5) * 1e3,
-            "update_latency_p99_ms": pct(gaps, 0.99) * 1e3, "updates": len(stamps),
-            "utilisation": res["sum_d"] / (wall * cpus), "wall_s": wall}
+    return {
+        "framework": fw,
+        "variant": variant,
+        "sims_per_s": res["n"] / wall,
+        "update_latency_median_ms": pct(gaps, 0.5) * 1e3,
+        "update_latency_p99_ms": pct(gaps, 0.99) * 1e3,
+        "updates": len(stamps),
+        "utilisation": res["sum_d"] / (wall * cpus),
+        "wall_s": wall,
+    }
 
 
 def main() -> int:
@@ -227,9 +249,11 @@ def main() -> int:
         return 0
     os.makedirs(a.out_dir, exist_ok=True)
     d = durations(a.sims, a.seed)
-    print(f"{a.sims} simulations, K={a.k}, {a.num_cpus} slots; durations median "
-          f"{pct(d, 0.5) * 1e3:.1f} ms, p99 {pct(d, 0.99) * 1e3:.1f} ms, max {max(d) * 1e3:.1f} ms;"
-          f" ideal {sum(d) / a.num_cpus:.1f} s ({a.sims * a.num_cpus / sum(d):.0f} sims/s)")
+    print(
+        f"{a.sims} simulations, K={a.k}, {a.num_cpus} slots; durations median "
+        f"{pct(d, 0.5) * 1e3:.1f} ms, p99 {pct(d, 0.99) * 1e3:.1f} ms, max {max(d) * 1e3:.1f} ms;"
+        f" ideal {sum(d) / a.num_cpus:.1f} s ({a.sims * a.num_cpus / sum(d):.0f} sims/s)"
+    )
     rows = []
     for fw, variant in PLAN:
         if fw not in a.frameworks:
@@ -247,38 +271,56 @@ def main() -> int:
             rows.append(summarize(fw, variant, json.load(f), a.num_cpus))
         os.unlink(out)
         print(f"  {fw:8s} {variant:8s} done in {time.perf_counter() - t:.1f} s", flush=True)
-    print(f"\n{'framework':10s} {'variant':8s} {'sims/s':>9s} {'upd p50 ms':>11s} "
-          f"{'upd p99 ms':>11s} {'util':>6s}")
+    print(
+        f"\n{'framework':10s} {'variant':8s} {'sims/s':>9s} {'upd p50 ms':>11s} "
+        f"{'upd p99 ms':>11s} {'util':>6s}"
+    )
     for r in rows:
         if r["variant"] != "tree" and "error" not in r:
-            print(f"{r['framework']:10s} {r['variant']:8s} {fmt(r['sims_per_s']):>9s} "
-                  f"{fmt(r['update_latency_median_ms']):>11s} "
-                  f"{fmt(r['update_latency_p99_ms']):>11s} {r['utilisation']:6.2f}")
-    print(f"\ntree search, depth {a.depth} x branching {a.branching} (tasks spawn tasks, "
-          f"nested get), {a.tree_reps} warm trees after one cold")
+            print(
+                f"{r['framework']:10s} {r['variant']:8s} {fmt(r['sims_per_s']):>9s} "
+                f"{fmt(r['update_latency_median_ms']):>11s} "
+                f"{fmt(r['update_latency_p99_ms']):>11s} {r['utilisation']:6.2f}"
+            )
+    print(
+        f"\ntree search, depth {a.depth} x branching {a.branching} (tasks spawn tasks, "
+        f"nested get), {a.tree_reps} warm trees after one cold"
+    )
     for r in rows:
         if r["variant"] == "tree" and "error" not in r:
-            print(f"{r['framework']:10s} {fmt(r['tasks_per_s']):>9s} tasks/s sustained "
-                  f"(cold first tree: {fmt(r['cold_tasks_per_s'])} tasks/s)")
+            print(
+                f"{r['framework']:10s} {fmt(r['tasks_per_s']):>9s} tasks/s sustained "
+                f"(cold first tree: {fmt(r['cold_tasks_per_s'])} tasks/s)"
+            )
     for r in rows:
         if "error" in r:
             print(f"{r['framework']:10s} {r['variant']:8s} error: {r['error']}")
-    write_json_atomic(os.path.join(a.out_dir, "rl_loop.json"),
-                      {"args": {k: v for k, v in vars(a).items() if k != "child"},
-                       "rows": rows})
-    plot_rows = [{"workload": f"RL {v} sims/s", "unit": "per second", "values": {}}
-                 for v in ("dynamic", "bsp")]
+    write_json_atomic(
+        os.path.join(a.out_dir, "rl_loop.json"),
+        {"args": {k: v for k, v in vars(a).items() if k != "child"}, "rows": rows},
+    )
+    plot_rows = [
+        {"workload": f"RL {v} sims/s", "unit": "per second", "values": {}}
+        for v in ("dynamic", "bsp")
+    ]
     plot_rows.append({"workload": "tree search tasks/s", "unit": "per second", "values": {}})
     for r in rows:
         if "error" in r:
             continue
-        target = plot_rows[2] if r["variant"] == "tree" else \
-            plot_rows[0 if r["variant"] == "dynamic" else 1]
+        target = (
+            plot_rows[2]
+            if r["variant"] == "tree"
+            else plot_rows[0 if r["variant"] == "dynamic" else 1]
+        )
         val = r.get("tasks_per_s") or r.get("sims_per_s")
         target["values"][r["framework"]] = {"mean": val, "std": 0.0}
     fws = [f for f in ["rtml", "ray", "dask", "mp.Pool"] if f in a.frameworks]
-    chart(plot_rows, fws, os.path.join(a.out_dir, "rl_loop.png"),
-          "RL loop and tree search (log scale)")
+    chart(
+        plot_rows,
+        fws,
+        os.path.join(a.out_dir, "rl_loop.png"),
+        "RL loop and tree search (log scale)",
+    )
     print(f"\nwrote {os.path.join(a.out_dir, 'rl_loop.json')} and rl_loop.png")
     return 0
 

@@ -60,8 +60,13 @@ def make_app(serve: Any, kind: str, replicas: int, broken: bool = False) -> Any:
     """The benchmark deployment for ``serve`` (rtml.serve or ray.serve); ``broken``: a new
     version whose constructor fails (for the rollback run)."""
 
-    @serve.deployment(name="Model", num_replicas=replicas, max_ongoing_requests=100,
-                      user_config={"v": 0}, ray_actor_options={"num_cpus": 0})
+    @serve.deployment(
+        name="Model",
+        num_replicas=replicas,
+        max_ongoing_requests=100,
+        user_config={"v": 0},
+        ray_actor_options={"num_cpus": 0},
+    )
     class Model:
         def __init__(self, code_version: int = 0) -> None:
             # A new code_version is a new version of the code for both frameworks (new
@@ -128,16 +133,31 @@ def _ms(text: str) -> float:
 def wrk(port: int, conc: int, duration: float, kind: str) -> dict[str, Any]:
     """One wrk run; requests/s, latency quantiles (ms), requests and failures."""
     script = None
-    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s"]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{conc}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     if kind == "river":
         fd, script = tempfile.mkstemp(suffix=".lua")
         with os.fdopen(fd, "w") as f:
-            f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = '{json.dumps(FEATURES)}'\n")
+            f.write(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = '{json.dumps(FEATURES)}'\n"
+            )
         cmd += ["-s", script]
     try:
-        out = subprocess.run([*cmd, f"http://127.0.0.1:{port}/"], capture_output=True,
-                             text=True, timeout=duration + 60, check=False).stdout
+        out = subprocess.run(
+            [*cmd, f"http://127.0.0.1:{port}/"],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            check=False,
+        ).stdout
     finally:
         if script:
             os.unlink(script)
@@ -180,9 +200,17 @@ def _replica_pids(serve: Any, n: int) -> list[int]:
     return sorted(pids)
 
 
-def run_framework(fw: str, kinds: list[str], replicas: list[int], concs: list[int],
-                  duration: float, pairs: int, window: float, kill_s: float,
-                  code_swaps: bool) -> dict[str, Any]:
+def run_framework(
+    fw: str,
+    kinds: list[str],
+    replicas: list[int],
+    concs: list[int],
+    duration: float,
+    pairs: int,
+    window: float,
+    kill_s: float,
+    code_swaps: bool,
+) -> dict[str, Any]:
     ray, serve = _serve_module(fw)
     port = free_port()
     t0 = time.perf_counter()
@@ -197,14 +225,25 @@ def run_framework(fw: str, kinds: list[str], replicas: list[int], concs: list[in
                 out.setdefault("startup_s", round(time.perf_counter() - t0, 2))
                 wrk(port, 8, 1.0, kind)  # warm-up
                 for c in concs:
-                    out["rows"].append({"model": kind, "replicas": n, **wrk(port, c, duration,
-                                                                             kind)})
+                    out["rows"].append(
+                        {"model": kind, "replicas": n, **wrk(port, c, duration, kind)}
+                    )
             if pairs:
-                modes = ["config"] + (["code"] if code_swaps else []) + \
-                    (["rollback"] if fw == "rtml" else [])  # Ray Serve does not roll back
+                modes = (
+                    ["config"]
+                    + (["code"] if code_swaps else [])
+                    + (["rollback"] if fw == "rtml" else [])
+                )  # Ray Serve does not roll back
                 out["events"][f"changes_{kind}"] = _alternating_run(
-                    port, kind, serve, make_app(serve, kind, replicas[0]),
-                    make_app(serve, kind, replicas[0], broken=True), modes, pairs, window)
+                    port,
+                    kind,
+                    serve,
+                    make_app(serve, kind, replicas[0]),
+                    make_app(serve, kind, replicas[0], broken=True),
+                    modes,
+                    pairs,
+                    window,
+                )
             if kill_s:
                 Model = make_app(serve, kind, 2)
                 serve.run(Model.bind(), name="bench", route_prefix="/")
@@ -215,8 +254,16 @@ def run_framework(fw: str, kinds: list[str], replicas: list[int], concs: list[in
     return out
 
 
-def _alternating_run(port: int, kind: str, serve: Any, Model: Any, Broken: Any,
-                     modes: list[str], pairs: int, window: float) -> dict:
+def _alternating_run(
+    port: int,
+    kind: str,
+    serve: Any,
+    Model: Any,
+    Broken: Any,
+    modes: list[str],
+    pairs: int,
+    window: float,
+) -> dict:
     """Steady and change windows alternating within one load run: ``steady, <mode 1>,
     steady, <mode 2>, ...`` (``pairs`` of each mode), each ``window`` s of wrk at 16 clients.
     A change window starts one update 0.2 s in: a new user_config (``config``), new code
@@ -228,8 +275,9 @@ def _alternating_run(port: int, kind: str, serve: Any, Model: Any, Broken: Any,
     wrk(port, 16, 1.0, kind)  # warm-up
     code_v = 0
     windows: list[dict[str, Any]] = []
-    out: dict[str, Any] = {m: {"ratios": [], "failed": 0, "requests": 0, "call_s": [],
-                               "errors": []} for m in modes}
+    out: dict[str, Any] = {
+        m: {"ratios": [], "failed": 0, "requests": 0, "call_s": [], "errors": []} for m in modes
+    }
     for i in range(pairs * len(modes)):
         mode = modes[i % len(modes)]
         steady = wrk(port, 16, window, kind)
@@ -268,8 +316,13 @@ def _alternating_run(port: int, kind: str, serve: Any, Model: Any, Broken: Any,
     for o in out.values():
         o["median_p99_ratio"] = statistics.median(o["ratios"]) if o["ratios"] else None
     steady_failed = sum(w["failed"] for w in windows if w["kind"] == "steady")
-    return {"window_s": window, "pairs": pairs, "modes": out, "steady_failed": steady_failed,
-            "windows": windows}
+    return {
+        "window_s": window,
+        "pairs": pairs,
+        "modes": out,
+        "steady_failed": steady_failed,
+        "windows": windows,
+    }
 
 
 def _kill_run(port: int, kind: str, serve: Any, duration: float) -> dict:
@@ -289,13 +342,13 @@ def _kill_run(port: int, kind: str, serve: Any, duration: float) -> dict:
     return {"during": res, "killed_pid": killed[0] if killed else None}
 
 
-def run_floor(kinds: list[str], concs: list[int], duration: float,
-              workers: int) -> dict[str, Any]:
+def run_floor(kinds: list[str], concs: list[int], duration: float, workers: int) -> dict[str, Any]:
     out: dict[str, Any] = {"framework": f"floor-{workers}w", "rows": []}
     for kind in kinds:
         port = free_port()
-        proc = subprocess.Popen([sys.executable, __file__, "--floor-server", kind, str(port),
-                                 str(workers)])
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--floor-server", kind, str(port), str(workers)]
+        )
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -306,8 +359,7 @@ def run_floor(kinds: list[str], concs: list[int], duration: float,
                     time.sleep(0.05)
             wrk(port, 8, 1.0, kind)
             for c in concs:
-                out["rows"].append({"model": kind, "replicas": 1, **wrk(port, c, duration,
-                                                                         kind)})
+                out["rows"].append({"model": kind, "replicas": 1, **wrk(port, c, duration, kind)})
         finally:
             proc.terminate()
             try:
@@ -323,8 +375,13 @@ def spawn(python: str, args: list[str], timeout: float) -> dict[str, Any] | None
     fd, path = tempfile.mkstemp(suffix=".json", prefix="serve-bench-")
     os.close(fd)
     try:
-        proc = subprocess.run([python, __file__, *args, "--out", path], capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            [python, __file__, *args, "--out", path],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if proc.returncode != 0:
             sys.stderr.write(f"{args[:2]} exited {proc.returncode}:\n{proc.stderr[-3000:]}\n")
             return None
@@ -335,19 +392,44 @@ def spawn(python: str, args: list[str], timeout: float) -> dict[str, Any] | None
 
 
 def quick() -> dict[str, Any]:
-    rt = spawn(RTML_PY if os.path.exists(RTML_PY) else sys.executable,
-               ["--worker", "rtml", "--kinds", "noop", "--replicas", "1", "--conc", "1,64",
-                "--duration", "3", "--pairs", "3", "--window", "2", "--kill", "4"], 150)
-    fl = spawn(sys.executable, ["--worker", "floor", "--kinds", "noop", "--conc", "1,64",
-                                "--duration", "3"], 60)
+    rt = spawn(
+        RTML_PY if os.path.exists(RTML_PY) else sys.executable,
+        [
+            "--worker",
+            "rtml",
+            "--kinds",
+            "noop",
+            "--replicas",
+            "1",
+            "--conc",
+            "1,64",
+            "--duration",
+            "3",
+            "--pairs",
+            "3",
+            "--window",
+            "2",
+            "--kill",
+            "4",
+        ],
+        150,
+    )
+    fl = spawn(
+        sys.executable,
+        ["--worker", "floor", "--kinds", "noop", "--conc", "1,64", "--duration", "3"],
+        60,
+    )
+
     def row(doc: dict | None, c: int) -> dict:
         return next((r for r in (doc or {}).get("rows", []) if r["concurrency"] == c), {})
 
     ev = (rt or {}).get("events", {})
     modes = ev.get("changes_noop", {}).get("modes", {})
     return {
-        "qps_c64": row(rt, 64).get("qps"), "floor_qps_c64": row(fl, 64).get("qps"),
-        "p50_ms_c1": row(rt, 1).get("p50_ms"), "p99_ms_c1": row(rt, 1).get("p99_ms"),
+        "qps_c64": row(rt, 64).get("qps"),
+        "floor_qps_c64": row(fl, 64).get("qps"),
+        "p50_ms_c1": row(rt, 1).get("p50_ms"),
+        "p99_ms_c1": row(rt, 1).get("p99_ms"),
         "swap_failed": modes.get("config", {}).get("failed"),
         "kill_failed": ev.get("kill_noop", {}).get("during", {}).get("failed"),
         "rollback_failed": modes.get("rollback", {}).get("failed"),
@@ -359,20 +441,53 @@ def quick() -> dict[str, Any]:
 def full(args: argparse.Namespace) -> dict[str, Any]:
     from _report import machine  # bench/ is on sys.path when run as a script
 
-    common = ["--kinds", "noop,river", "--replicas", "1,2", "--conc", "1,16,64",
-              "--duration", str(args.duration), "--pairs", "5", "--window", "2", "--kill", "6",
-              "--code-swaps"]
+    common = [
+        "--kinds",
+        "noop,river",
+        "--replicas",
+        "1,2",
+        "--conc",
+        "1,16,64",
+        "--duration",
+        str(args.duration),
+        "--pairs",
+        "5",
+        "--window",
+        "2",
+        "--kill",
+        "6",
+        "--code-swaps",
+    ]
     only = set(args.frameworks.split(","))
     docs = []
     if "rtml" in only:
-        docs.append(spawn(RTML_PY if os.path.exists(RTML_PY) else sys.executable,
-                          ["--worker", "rtml", *common], 900))
+        docs.append(
+            spawn(
+                RTML_PY if os.path.exists(RTML_PY) else sys.executable,
+                ["--worker", "rtml", *common],
+                900,
+            )
+        )
     if "floor" in only:
         for workers in (1, os.cpu_count() or 1):
-            docs.append(spawn(sys.executable, ["--worker", "floor", "--kinds", "noop,river",
-                                               "--conc", "1,16,64", "--duration",
-                                               str(args.duration), "--floor-workers",
-                                               str(workers)], 300))
+            docs.append(
+                spawn(
+                    sys.executable,
+                    [
+                        "--worker",
+                        "floor",
+                        "--kinds",
+                        "noop,river",
+                        "--conc",
+                        "1,16,64",
+                        "--duration",
+                        str(args.duration),
+                        "--floor-workers",
+                        str(workers),
+                    ],
+                    300,
+                )
+            )
     if "ray" in only and os.path.exists(PEERS_PY):
         docs.append(spawn(PEERS_PY, ["--worker", "ray", *common], 1200))
     fresh = [d for d in docs if d]
@@ -386,26 +501,34 @@ def full(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(doc: dict[str, Any]) -> None:
-    print(f"{'framework':<8} {'model':<6} {'repl':>4} {'conc':>4} {'req/s':>9} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'failed':>6}")
+    print(
+        f"{'framework':<8} {'model':<6} {'repl':>4} {'conc':>4} {'req/s':>9} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'failed':>6}"
+    )
     for fw in doc["frameworks"]:
         for r in fw["rows"]:
-            print(f"{fw['framework']:<8} {r['model']:<6} {r['replicas']:>4} "
-                  f"{r['concurrency']:>4} {r['qps']:>9,.0f} {r['p50_ms'] or 0:>8.3f} "
-                  f"{r['p99_ms'] or 0:>8.3f} {r['failed']:>6}")
+            print(
+                f"{fw['framework']:<8} {r['model']:<6} {r['replicas']:>4} "
+                f"{r['concurrency']:>4} {r['qps']:>9,.0f} {r['p50_ms'] or 0:>8.3f} "
+                f"{r['p99_ms'] or 0:>8.3f} {r['failed']:>6}"
+            )
     for fw in doc["frameworks"]:
         for name, ev in fw.get("events", {}).items():
             if "modes" in ev:
                 for mode, o in ev["modes"].items():
                     calls = o["call_s"]
                     span = f"{min(calls)}-{max(calls)}" if calls else "-"
-                    print(f"{fw['framework']:<8} {name:<14} {mode:<8} {o['requests']:>7} "
-                          f"requests, {o['failed']} failed, p99/steady median "
-                          f"{o['median_p99_ratio']} of {o['ratios']}; serve.run {span} s")
+                    print(
+                        f"{fw['framework']:<8} {name:<14} {mode:<8} {o['requests']:>7} "
+                        f"requests, {o['failed']} failed, p99/steady median "
+                        f"{o['median_p99_ratio']} of {o['ratios']}; serve.run {span} s"
+                    )
                 continue
             d = ev["during"]
-            print(f"{fw['framework']:<8} {name:<14} {d['requests']:>7} requests, "
-                  f"{d['failed']} failed, {d['qps']:,.0f} req/s, p99 {d['p99_ms']} ms")
+            print(
+                f"{fw['framework']:<8} {name:<14} {d['requests']:>7} requests, "
+                f"{d['failed']} failed, {d['qps']:,.0f} req/s, p99 {d['p99_ms']} ms"
+            )
 
 
 def chart(doc: dict[str, Any], path: str) -> None:
@@ -425,11 +548,18 @@ def chart(doc: dict[str, Any], path: str) -> None:
                 rows = [r for r in fw["rows"] if r["model"] == kind and r["replicas"] == n]
                 if not rows:
                     continue
-                label = fw["framework"] if fw["framework"].startswith("floor") else \
-                    f"{fw['framework']} ({n} replica{'s' if n > 1 else ''})"
+                label = (
+                    fw["framework"]
+                    if fw["framework"].startswith("floor")
+                    else f"{fw['framework']} ({n} replica{'s' if n > 1 else ''})"
+                )
                 labels.append(label)
-                ax.plot([r["concurrency"] for r in rows], [r["qps"] for r in rows],
-                        marker="o", label=label)
+                ax.plot(
+                    [r["concurrency"] for r in rows],
+                    [r["qps"] for r in rows],
+                    marker="o",
+                    label=label,
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients (wrk, keep-alive)")
         ax.set_ylabel("requests/s (higher is better)")
@@ -446,8 +576,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="rtml and the floor only, < 1 min")
     p.add_argument("--json", default=os.path.join(HERE, "results", "serve.json"))
     p.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
-    p.add_argument("--frameworks", default="rtml,floor,ray",
-                   help="which to run (a partial run keeps the others' results in --json)")
+    p.add_argument(
+        "--frameworks",
+        default="rtml,floor,ray",
+        help="which to run (a partial run keeps the others' results in --json)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--kinds", default="noop", help=argparse.SUPPRESS)
@@ -458,17 +591,24 @@ def main() -> None:
     p.add_argument("--kill", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--code-swaps", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--floor-server", nargs=3, help=argparse.SUPPRESS)
-    p.add_argument("--floor-workers", type=int, default=os.cpu_count() or 1,
-                   help=argparse.SUPPRESS)
+    p.add_argument("--floor-workers", type=int, default=os.cpu_count() or 1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.floor_server:
         import uvicorn
 
         kind, port, workers = args.floor_server
         os.environ["SERVE_BENCH_KIND"] = kind
-        uvicorn.run("serve:floor_factory", factory=True, app_dir=HERE, host="127.0.0.1",
-                    port=int(port), workers=int(workers), log_level="warning",
-                    access_log=False, http="h11")
+        uvicorn.run(
+            "serve:floor_factory",
+            factory=True,
+            app_dir=HERE,
+            host="127.0.0.1",
+            port=int(port),
+            workers=int(workers),
+            log_level="warning",
+            access_log=False,
+            http="h11",
+        )
         return
     if args.worker:
         kinds = args.kinds.split(",")
@@ -476,9 +616,17 @@ def main() -> None:
         if args.worker == "floor":
             doc = run_floor(kinds, concs, args.duration, args.floor_workers)
         else:
-            doc = run_framework(args.worker, kinds, [int(r) for r in args.replicas.split(",")],
-                                concs, args.duration, args.pairs, args.window, args.kill,
-                                args.code_swaps)
+            doc = run_framework(
+                args.worker,
+                kinds,
+                [int(r) for r in args.replicas.split(",")],
+                concs,
+                args.duration,
+                args.pairs,
+                args.window,
+                args.kill,
+                args.code_swaps,
+            )
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(doc, f)
         return

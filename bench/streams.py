@@ -67,6 +67,7 @@ def table_rows(rows: int, keys: int):
 
 # -- the floor: one process, plain Python ---------------------------------------------------
 
+
 def floor(workload: str, n: int, keys: int, rows: int) -> dict:
     t0 = time.perf_counter()
     if workload == "a":
@@ -104,8 +105,10 @@ def floor(workload: str, n: int, keys: int, rows: int) -> dict:
 
 # -- rtml.stream, on rtml or on Ray ---------------------------------------------------------
 
-def stream_run(engine_name: str, workload: str, n: int, keys: int, rows: int,
-               redis_address: str | None) -> dict:
+
+def stream_run(
+    engine_name: str, workload: str, n: int, keys: int, rows: int, redis_address: str | None
+) -> dict:
     if engine_name == "ray":
         import ray as eng
 
@@ -132,25 +135,45 @@ def _throughput(rs, engine, workload, n, keys, rows):
     flow = rs.Dataflow(f"bench-{workload}")
     half = n // 2
     if workload == "a":
-        src = rs.IterableSource(lambda p: map(event_json, range(p * half, (p + 1) * half)),
-                                partitions=2)
-        (flow.source(src).map(_parse).filter(_is_click).map(_project)
-             .sink(rs.CallableSink(_drop, batch=True)))
+        src = rs.IterableSource(
+            lambda p: map(event_json, range(p * half, (p + 1) * half)), partitions=2
+        )
+        (
+            flow.source(src)
+            .map(_parse)
+            .filter(_is_click)
+            .map(_project)
+            .sink(rs.CallableSink(_drop, batch=True))
+        )
     elif workload == "b":
         src = rs.IterableSource(
             lambda p: (window_event(i, keys, n) for i in range(p * half, (p + 1) * half)),
-            partitions=2)
-        (flow.source(src).with_event_time(_second, max_out_of_order=1.0)
-             .key_by(_first).window(rs.Tumbling(seconds=10)).count()
-             .sink(rs.CallableSink(_drop, batch=True)))
+            partitions=2,
+        )
+        (
+            flow.source(src)
+            .with_event_time(_second, max_out_of_order=1.0)
+            .key_by(_first)
+            .window(rs.Tumbling(seconds=10))
+            .count()
+            .sink(rs.CallableSink(_drop, batch=True))
+        )
     else:
         table = rs.Table.from_rows(list(table_rows(rows, keys)), key="user", time="t")
         src = rs.IterableSource(
-            lambda p: (((i * 7919) % keys, (i % 1000) / 10.0)
-                       for i in range(p * half, (p + 1) * half)), partitions=2)
-        (flow.source(src).with_event_time(_second, max_out_of_order=100.0)
-             .key_by(_first).join_as_of(table).map(_score)
-             .sink(rs.CallableSink(_drop, batch=True)))
+            lambda p: (
+                ((i * 7919) % keys, (i % 1000) / 10.0) for i in range(p * half, (p + 1) * half)
+            ),
+            partitions=2,
+        )
+        (
+            flow.source(src)
+            .with_event_time(_second, max_out_of_order=100.0)
+            .key_by(_first)
+            .join_as_of(table)
+            .map(_score)
+            .sink(rs.CallableSink(_drop, batch=True))
+        )
     t_start = time.perf_counter()
     run = flow.run(parallelism=2, checkpoint_every=None, max_batch=2048, engine=engine)
     t_ready = time.perf_counter()  # join tables are loaded and sharded in run()
@@ -200,15 +223,19 @@ def _latency(rs, engine, n, redis_address):
     eng = __import__(engine)
     lat = eng.remote(num_cpus=0)(_Latencies).remote()
     flow = rs.Dataflow(f"bench-d-{os.getpid()}")
-    (flow.source(rs.RedisStreamSource(key, redis_address, start="0"))
-         .map(_as_event).sink(rs.ActorSink(lat, "add", engine=engine)))
+    (
+        flow.source(rs.RedisStreamSource(key, redis_address, start="0"))
+        .map(_as_event)
+        .sink(rs.ActorSink(lat, "add", engine=engine))
+    )
     run = flow.run(parallelism=1, checkpoint_every=1.0, engine=engine)
     time.sleep(1.0)  # actors up and reading before the clock starts
     rate = 10_000
     # The producer is its own process, as an application appending events would be (in the
     # driver it would share a GIL with the embedded node).
-    producer = subprocess.Popen([sys.executable, __file__, "--produce", redis_address, key,
-                                 str(n), str(rate)])
+    producer = subprocess.Popen(
+        [sys.executable, __file__, "--produce", redis_address, key, str(n), str(rate)]
+    )
     producer.wait(timeout=n / rate + 60)
     deadline = time.time() + 30
     values = []
@@ -228,9 +255,16 @@ def _latency(rs, engine, n, redis_address):
 
     def pick(xs, q):
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
-    return {"events_per_s": rate, "received": len(values), "p50_ms": pick(steady, 0.5),
-            "p99_ms": pick(steady, 0.99), "max_ms": pick(steady, 1.0),
-            "p99_all_ms": pick(every, 0.99), "warmup_s": WARMUP_S}
+
+    return {
+        "events_per_s": rate,
+        "received": len(values),
+        "p50_ms": pick(steady, 0.5),
+        "p99_ms": pick(steady, 0.99),
+        "max_ms": pick(steady, 1.0),
+        "p99_all_ms": pick(every, 0.99),
+        "warmup_s": WARMUP_S,
+    }
 
 
 def produce(address: str, key: str, n: int, rate: int) -> None:
@@ -266,8 +300,12 @@ def _mod5(x):
 def _recovery(rs, eng, engine, n):
     sink = rs.CollectSink(exactly_once=True, engine=engine)
     flow = rs.Dataflow(f"bench-e-{os.getpid()}")
-    (flow.source(rs.IterableSource(list(range(n)), partitions=2, rate=n / 8))
-         .key_by(_mod5).stateful_map(_running).sink(sink))
+    (
+        flow.source(rs.IterableSource(list(range(n)), partitions=2, rate=n / 8))
+        .key_by(_mod5)
+        .stateful_map(_running)
+        .sink(sink)
+    )
     run = flow.run(parallelism=2, checkpoint_every=0.2, engine=engine)
     deadline = time.time() + 30
     while (run.last_checkpoint < 5) and time.time() < deadline:
@@ -286,11 +324,17 @@ def _recovery(rs, eng, engine, n):
     run.wait(timeout=120)
     values = [x for x, _ in sink.items()]
     seen = set(values)
-    return {"events_per_s": n / 8, "resume_s": resume_s, "lost": n - len(seen),
-            "duplicated": len(values) - len(seen), "restarts": run.restarts}
+    return {
+        "events_per_s": n / 8,
+        "resume_s": resume_s,
+        "lost": n - len(seen),
+        "duplicated": len(values) - len(seen),
+        "restarts": run.restarts,
+    }
 
 
 # -- Bytewax 0.21 ---------------------------------------------------------------------------
+
 
 def bytewax_run(workload: str, n: int, keys: int, rows: int, procs: int) -> dict:
     """Runs `procs` Bytewax processes (one worker each) as a cluster; returns the slowest."""
@@ -303,14 +347,32 @@ def bytewax_run(workload: str, n: int, keys: int, rows: int, procs: int) -> dict
             ports.append(s.getsockname()[1])
     addrs = ",".join(f"127.0.0.1:{p}" for p in ports)
     t0 = time.perf_counter()
-    ps = [subprocess.Popen([sys.executable, __file__, "--bytewax-proc", workload, str(n),
-                            str(keys), str(rows), addrs, str(i)], stdout=subprocess.PIPE,
-                           text=True) for i in range(procs)]
+    ps = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--bytewax-proc",
+                workload,
+                str(n),
+                str(keys),
+                str(rows),
+                addrs,
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(procs)
+    ]
     outs = [json.loads(p.communicate(timeout=900)[0].strip().splitlines()[-1]) for p in ps]
     wall = time.perf_counter() - t0
     load = max(o.get("table_load_s", 0.0) for o in outs)
-    return {"events_per_s": n / (wall - load), "wall_s": wall,
-            **({"table_load_s": load} if workload == "c" else {})}
+    return {
+        "events_per_s": n / (wall - load),
+        "wall_s": wall,
+        **({"table_load_s": load} if workload == "c" else {}),
+    }
 
 
 def bytewax_proc(workload, n, keys, rows, addrs, proc_id) -> None:
@@ -369,6 +431,7 @@ def bytewax_proc(workload, n, keys, rows, addrs, proc_id) -> None:
         def make(i):
             k, ts = window_event(i, keys, n)
             return (str(k), epoch0 + timedelta(seconds=ts))
+
         s = op.input("in", flow, Src())
         clock = win.EventClock(lambda e: e[1], wait_for_system_duration=timedelta(seconds=1))
         windower = win.TumblingWindower(length=timedelta(seconds=10), align_to=epoch0)
@@ -390,6 +453,7 @@ def bytewax_proc(workload, n, keys, rows, addrs, proc_id) -> None:
             times, rs_ = index[int(k)]
             j = bisect.bisect_right(times, ev[1])
             return (ev, rs_[j - 1]["score"] if j else None)
+
         s = op.input("in", flow, Src())
         s = op.key_on("key", s, lambda e: str(e[0]))
         s = op.map("asof", s, look)
@@ -400,15 +464,30 @@ def bytewax_proc(workload, n, keys, rows, addrs, proc_id) -> None:
 
 # -- orchestration --------------------------------------------------------------------------
 
-SIZES = {"quick": {"a": 400_000, "b": 400_000, "c": 300_000, "d": 20_000, "e": 8_000,
-                   "keys": 100_000, "rows": 1_000_000},
-         "full": {"a": 2_000_000, "b": 1_000_000, "c": 1_000_000, "d": 50_000, "e": 16_000,
-                  "keys": 100_000, "rows": 1_000_000}}
+SIZES = {
+    "quick": {
+        "a": 400_000,
+        "b": 400_000,
+        "c": 300_000,
+        "d": 20_000,
+        "e": 8_000,
+        "keys": 100_000,
+        "rows": 1_000_000,
+    },
+    "full": {
+        "a": 2_000_000,
+        "b": 1_000_000,
+        "c": 1_000_000,
+        "d": 50_000,
+        "e": 16_000,
+        "keys": 100_000,
+        "rows": 1_000_000,
+    },
+}
 
 
 def _sub(args: list[str], python: str = sys.executable, timeout: float = 900) -> dict:
-    out = subprocess.run([python, __file__, *args], capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run([python, __file__, *args], capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:300]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -421,8 +500,7 @@ def main() -> None:
     ap.add_argument("--chart", help="write a PNG bar chart here (needs matplotlib)")
     ap.add_argument("--frameworks", nargs="*", default=None)
     ap.add_argument("--workloads", nargs="*", default=list("abcde"))
-    ap.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS)
     ap.add_argument("--bytewax-proc", nargs=6, help=argparse.SUPPRESS)
     ap.add_argument("--redis", help=argparse.SUPPRESS)
     ap.add_argument("--produce", nargs=4, help=argparse.SUPPRESS)
@@ -450,8 +528,9 @@ def main() -> None:
         return
 
     size = "quick" if a.quick else "full"
-    frameworks = a.frameworks or (["rtml", "floor"] if a.quick
-                                  else ["rtml", "ray", "bytewax", "floor"])
+    frameworks = a.frameworks or (
+        ["rtml", "floor"] if a.quick else ["rtml", "ray", "bytewax", "floor"]
+    )
     redis = None
     if "d" in a.workloads and shutil.which("redis-server"):
         sys.path.insert(0, os.path.join(HERE, "..", "src"))
@@ -509,8 +588,13 @@ def _summary(results: dict, size: str) -> dict:
 
 
 def _table(results: dict) -> None:
-    names = {"a": "parse/filter/map", "b": "window count 100k keys", "c": "as-of join 1M rows",
-             "d": "latency at 10k/s", "e": "recovery"}
+    names = {
+        "a": "parse/filter/map",
+        "b": "window count 100k keys",
+        "c": "as-of join 1M rows",
+        "d": "latency at 10k/s",
+        "e": "recovery",
+    }
     for wl, per in results.items():
         cells = []
         for fw, r in per.items():
@@ -519,8 +603,10 @@ def _table(results: dict) -> None:
             elif wl == "d":
                 cells.append(f"{fw}: p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms")
             elif wl == "e":
-                cells.append(f"{fw}: resumed in {r['resume_s']:.2f} s, lost {r['lost']}, "
-                             f"duplicated {r['duplicated']}")
+                cells.append(
+                    f"{fw}: resumed in {r['resume_s']:.2f} s, lost {r['lost']}, "
+                    f"duplicated {r['duplicated']}"
+                )
             else:
                 cells.append(f"{fw}: {r['events_per_s']:,.0f}/s")
         print(f"({wl}) {names[wl]:24s} " + " | ".join(cells), file=sys.stderr)
@@ -540,7 +626,7 @@ def _chart(results: dict, path: str) -> None:
         vals = [results[w].get(fw, {}).get("events_per_s") or 0 for w in wls]
         ax.bar([i + j * width for i in range(len(wls))], vals, width, label=fw)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(wls))])
-    ax.set_xticklabels(["(a) parse/filter/map", "(b) window count", "(c) as-of join"][:len(wls)])
+    ax.set_xticklabels(["(a) parse/filter/map", "(b) window count", "(c) as-of join"][: len(wls)])
     ax.set_ylabel("events/s (2 cores, parallelism 2)")
     ax.legend()
     fig.tight_layout()

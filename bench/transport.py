@@ -66,7 +66,7 @@ class Decoder:
             (ln,) = HDR.unpack_from(buf, pos)
             if n - pos - 4 < ln:
                 break
-            out.extend(pickle.loads(memoryview(buf)[pos + 4: pos + 4 + ln]))
+            out.extend(pickle.loads(memoryview(buf)[pos + 4 : pos + 4 + ln]))
             pos += 4 + ln
         del buf[:pos]
         return out
@@ -84,7 +84,7 @@ class FdEnd:
     def send(self, b: bytes) -> None:
         view = memoryview(b)
         while view:
-            view = view[os.write(self.wfd, view):]
+            view = view[os.write(self.wfd, view) :]
 
     def recv(self) -> bytes:
         return os.read(self.rfd, RECV[0])
@@ -281,8 +281,11 @@ def measure(ep: Any, args: argparse.Namespace) -> dict:
     push(ep, 0.1, args.window)
     rate = push(ep, args.duration, args.window)
     trips.sort()
-    return {"rtt_median_us": statistics.median(trips) * 1e6,
-            "rtt_p99_us": trips[int(0.99 * (len(trips) - 1))] * 1e6, "msgs_per_s": rate}
+    return {
+        "rtt_median_us": statistics.median(trips) * 1e6,
+        "rtt_p99_us": trips[int(0.99 * (len(trips) - 1))] * 1e6,
+        "msgs_per_s": rate,
+    }
 
 
 def candidates() -> dict[str, Any]:
@@ -334,17 +337,32 @@ def main() -> int:
         p99 = statistics.median(r["rtt_p99_us"] for r in rs)
         rates = [r["msgs_per_s"] for r in rs]
         m, sd = statistics.fmean(rates), statistics.pstdev(rates)
-        summary[name] = {"rtt_median_us": med, "rtt_p99_us": p99, "msgs_per_s_mean": m,
-                         "msgs_per_s_std": sd, "runs": rs}
+        summary[name] = {
+            "rtt_median_us": med,
+            "rtt_p99_us": p99,
+            "msgs_per_s_mean": m,
+            "msgs_per_s_std": sd,
+            "runs": rs,
+        }
         print(f"{name:30s} {med:14.1f} {p99:11.1f} {f'{m:,.0f} ± {sd:,.0f}':>20s}")
     os.makedirs(args.out_dir, exist_ok=True)
-    write_json_atomic(os.path.join(args.out_dir, "transport.json"),
-                      {"meta": {"python": platform.python_version(),
-                                "platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                "args": vars(args), "msg_frame_bytes": len(encode([MSG]))},
-                       "results": summary})
-    print(f"\nframe size {len(encode([MSG]))} bytes; wrote "
-          f"{os.path.join(args.out_dir, 'transport.json')}")
+    write_json_atomic(
+        os.path.join(args.out_dir, "transport.json"),
+        {
+            "meta": {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "args": vars(args),
+                "msg_frame_bytes": len(encode([MSG])),
+            },
+            "results": summary,
+        },
+    )
+    print(
+        f"\nframe size {len(encode([MSG]))} bytes; wrote "
+        f"{os.path.join(args.out_dir, 'transport.json')}"
+    )
     return 0
 
 

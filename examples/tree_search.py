@@ -70,15 +70,16 @@ class SearchStats:
 def expand(path: tuple[int, ...], rollouts: int, seed: int, stats) -> list[tuple[float, tuple]]:
     """Evaluate every child of ``path`` with rollouts run as nested tasks."""
     children = [(*path, a) for a in range(BRANCHING)]
-    refs = {c: [rollout.remote(c, seed * 1000 + 10 * a + k) for k in range(rollouts)]
-            for a, c in enumerate(children)}
+    refs = {
+        c: [rollout.remote(c, seed * 1000 + 10 * a + k) for k in range(rollouts)]
+        for a, c in enumerate(children)
+    }
     scored = [(sum(rtml.get(r, timeout=60)) / rollouts, c) for c, r in refs.items()]
     stats.record.remote(len(children) * rollouts, *max(scored))  # fire and forget
     return scored
 
 
-def search(budget: int, in_flight: int, rollouts: int,
-           stats) -> tuple[float, tuple[int, ...], int]:
+def search(budget: int, in_flight: int, rollouts: int, stats) -> tuple[float, tuple[int, ...], int]:
     frontier: list[tuple[float, tuple[int, ...]]] = [(-0.0, ())]
     pending: dict[rtml.ObjectRef, tuple[int, ...]] = {}
     best = (-math.inf, ())
@@ -118,17 +119,20 @@ def main() -> None:
     elapsed = time.perf_counter() - t1
     summary = rtml.get(stats.summary.remote(), timeout=60)
     tasks = expanded * (1 + BRANCHING * args.rollouts)
-    optimum = max(
-        (reward(p), p) for p in _all_paths(DEPTH)
-    )
+    optimum = max((reward(p), p) for p in _all_paths(DEPTH))
     print(f"runtime started in {t_init * 1000:.0f} ms")
-    print(f"expanded {expanded} nodes with {tasks} tasks in {elapsed:.2f} s "
-          f"({tasks / elapsed:,.0f} tasks/s, nested tasks and wait-driven scheduling)")
-    print(f"best path found {path} reward {value:.3f}; optimum {optimum[1]} "
-          f"reward {optimum[0]:.3f}")
-    print(f"stats actor: {summary['expansions']} expansions and {summary['rollouts']} rollouts "
-          f"recorded by the tasks; best rollout estimate {summary['best'][0]:.3f} "
-          f"at {summary['best'][1]}")
+    print(
+        f"expanded {expanded} nodes with {tasks} tasks in {elapsed:.2f} s "
+        f"({tasks / elapsed:,.0f} tasks/s, nested tasks and wait-driven scheduling)"
+    )
+    print(
+        f"best path found {path} reward {value:.3f}; optimum {optimum[1]} reward {optimum[0]:.3f}"
+    )
+    print(
+        f"stats actor: {summary['expansions']} expansions and {summary['rollouts']} rollouts "
+        f"recorded by the tasks; best rollout estimate {summary['best'][0]:.3f} "
+        f"at {summary['best'][1]}"
+    )
     rtml.shutdown()
 
 

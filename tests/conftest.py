@@ -19,8 +19,11 @@ import rtml
 
 
 def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE}
+    return {
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    }
 
 
 def _threads() -> set[str]:
@@ -50,8 +53,7 @@ def _segments() -> set[str]:
 
 
 def _snapshot() -> dict[str, set]:
-    return {"processes": _children(), "threads": _threads(), "fds": _fds(),
-            "segments": _segments()}
+    return {"processes": _children(), "threads": _threads(), "fds": _fds(), "segments": _segments()}
 
 
 _BASELINE: dict[str, set] = {}
@@ -78,7 +80,7 @@ def readme_block(heading: str) -> str:
 
     with open(README, encoding="utf-8") as f:
         text = f.read()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -99,8 +101,9 @@ def in_threads(target, n: int, timeout: float) -> list[BaseException]:
     deadline = time.monotonic() + timeout
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
-    errors.extend(TimeoutError(f"{t.name} still running after {timeout} s")
-                  for t in threads if t.is_alive())
+    errors.extend(
+        TimeoutError(f"{t.name} still running after {timeout} s") for t in threads if t.is_alive()
+    )
     return errors
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 @dataclass
 class Result:
-    sent: float          # wall clock
+    sent: float  # wall clock
     latency_ms: float
-    status: int          # 0: no response (connection error or time-out)
+    status: int  # 0: no response (connection error or time-out)
     version: int | None  # the model version that answered
     error: str = ""
 
@@ -37,11 +37,30 @@ class LoadClient:
     """Sends requests from a child process between :meth:`start` and :meth:`stop`;
     :attr:`results` holds every answer received so far."""
 
-    def __init__(self, url: str, users: int, rate: float = 200.0, max_in_flight: int = 64,
-                 timeout: float = 5.0, log: str = "requests.jsonl") -> None:
-        self.argv = [sys.executable, os.path.abspath(__file__), url, "--users", str(users),
-                     "--rate", str(rate), "--max-in-flight", str(max_in_flight),
-                     "--timeout", str(timeout), "--log", log]
+    def __init__(
+        self,
+        url: str,
+        users: int,
+        rate: float = 200.0,
+        max_in_flight: int = 64,
+        timeout: float = 5.0,
+        log: str = "requests.jsonl",
+    ) -> None:
+        self.argv = [
+            sys.executable,
+            os.path.abspath(__file__),
+            url,
+            "--users",
+            str(users),
+            "--rate",
+            str(rate),
+            "--max-in-flight",
+            str(max_in_flight),
+            "--timeout",
+            str(timeout),
+            "--log",
+            log,
+        ]
         self.log = log
         self.results: list[Result] = []
         self.proc: subprocess.Popen | None = None
@@ -63,7 +82,7 @@ class LoadClient:
         with open(self.log, encoding="utf-8") as f:
             f.seek(self._offset)
             chunk = f.read()
-        end = chunk.rfind("\n") + 1          # a line being written waits for the next call
+        end = chunk.rfind("\n") + 1  # a line being written waits for the next call
         self._offset += len(chunk[:end].encode())
         self.results.extend(Result(**json.loads(line)) for line in chunk[:end].splitlines())
         return self.results
@@ -96,17 +115,21 @@ class _Connection:
     async def get(self, target: str) -> tuple[int, dict[str, str], bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout)
+                asyncio.open_connection(self.host, self.port), self.timeout
+            )
         assert self.reader is not None
         self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
         try:
             head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), self.timeout)
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split()[1])
-            headers = {k.strip().lower(): v.strip()
-                       for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+            }
             body = await asyncio.wait_for(
-                self.reader.readexactly(int(headers.get("content-length", 0))), self.timeout)
+                self.reader.readexactly(int(headers.get("content-length", 0))), self.timeout
+            )
         except BaseException:
             self.close()
             raise
@@ -120,14 +143,23 @@ class _Connection:
         self.reader = self.writer = None
 
 
-async def _send(url: str, users: int, rate: float, max_in_flight: int, timeout: float,
-                log: Any, stop: asyncio.Event) -> None:
+async def _send(
+    url: str,
+    users: int,
+    rate: float,
+    max_in_flight: int,
+    timeout: float,
+    log: Any,
+    stop: asyncio.Event,
+) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     rng = random.Random(11)
-    idle = [_Connection(parts.hostname or "127.0.0.1", parts.port or 80, timeout)
-            for _ in range(max_in_flight)]
+    idle = [
+        _Connection(parts.hostname or "127.0.0.1", parts.port or 80, timeout)
+        for _ in range(max_in_flight)
+    ]
     tasks: set[asyncio.Task] = set()
     sem = asyncio.Semaphore(max_in_flight)
 
@@ -137,12 +169,17 @@ async def _send(url: str, users: int, rate: float, max_in_flight: int, timeout: 
         try:
             status, headers, body = await conn.get(f"{parts.path}?user={user}&k=10")
             v = headers.get("x-model-version")
-            res = Result(sent, (time.perf_counter() - t0) * 1e3, status,
-                         int(v) if v else None,
-                         "" if status == 200 else body[:200].decode(errors="replace"))
+            res = Result(
+                sent,
+                (time.perf_counter() - t0) * 1e3,
+                status,
+                int(v) if v else None,
+                "" if status == 200 else body[:200].decode(errors="replace"),
+            )
         except Exception as e:  # a failed request is a figure, not a crash of the client
-            res = Result(sent, (time.perf_counter() - t0) * 1e3, 0, None,
-                         f"{type(e).__name__}: {e}")
+            res = Result(
+                sent, (time.perf_counter() - t0) * 1e3, 0, None, f"{type(e).__name__}: {e}"
+            )
         finally:
             idle.append(conn)
             sem.release()

@@ -12,9 +12,14 @@ from river import base, linear_model, optim
 
 def encode(x: dict) -> dict[str, float]:
     """One-hot cohort, topic and their cross as sparse keys, numbers as they are."""
-    return {f"cohort={x['cohort']}": 1.0, f"topic={x['topic']}": 1.0,
-            f"cross={x['cross']}": 1.0, "quality": x["quality"], "activity": x["activity"],
-            "popularity": x["popularity"]}
+    return {
+        f"cohort={x['cohort']}": 1.0,
+        f"topic={x['topic']}": 1.0,
+        f"cross={x['cross']}": 1.0,
+        "quality": x["quality"],
+        "activity": x["activity"],
+        "popularity": x["popularity"],
+    }
 
 
 class Encoded(base.Classifier):

@@ -13,8 +13,15 @@ import os
 import statistics
 from typing import Any
 
-JSON_FIELDS = ("events_per_s", "requests_per_s", "freshness_p99_s", "serve_p99_ms",
-               "failed_requests", "auc_continual_after_drift", "auc_frozen_after_drift")
+JSON_FIELDS = (
+    "events_per_s",
+    "requests_per_s",
+    "freshness_p99_s",
+    "serve_p99_ms",
+    "failed_requests",
+    "auc_continual_after_drift",
+    "auc_frozen_after_drift",
+)
 
 
 def _stats(learner: Any) -> dict[str, Any] | None:
@@ -30,31 +37,38 @@ def _auc(stats: dict[str, Any] | None) -> float | None:
     return round(float(stats["metrics"]["rolling ROCAUC"]), 4)
 
 
-def sample(t: float, start: float, continual: Any, frozen: Any, registry: Any,
-           results: list) -> dict[str, Any] | None:
+def sample(
+    t: float, start: float, continual: Any, frozen: Any, registry: Any, results: list
+) -> dict[str, Any] | None:
     """One point of every curve at ``t`` seconds after the start."""
     if t < 0:
         return None
     sc, sf = _stats(continual), _stats(frozen)
     recent = [r for r in results[-2000:] if r.sent >= results[-1].sent - 1.0] if results else []
     lat = sorted(r.latency_ms for r in recent if r.status == 200)
-    return {"t": round(t, 2), "auc_continual": _auc(sc), "auc_frozen": _auc(sf),
-            "learned": sc["position"] if sc else None,
-            "version": registry.current(),
-            "requests_per_s": len(recent),
-            "p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 2) if lat else None,
-            "failed": sum(1 for r in results if r.status != 200),
-            "drifts": [round(d["event_time"] - start, 2) for d in sc["drifts"]] if sc else []}
+    return {
+        "t": round(t, 2),
+        "auc_continual": _auc(sc),
+        "auc_frozen": _auc(sf),
+        "learned": sc["position"] if sc else None,
+        "version": registry.current(),
+        "requests_per_s": len(recent),
+        "p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 2) if lat else None,
+        "failed": sum(1 for r in results if r.status != 200),
+        "drifts": [round(d["event_time"] - start, 2) for d in sc["drifts"]] if sc else [],
+    }
 
 
 def progress(row: dict[str, Any]) -> str:
     def f(x: Any, fmt: str) -> str:
         return "  -  " if x is None else format(x, fmt)
 
-    return (f"t={row['t']:6.1f}s  learned {f(row['learned'], '>8')}  v{row['version']:<4} "
-            f"AUC continual {f(row['auc_continual'], '.3f')} frozen "
-            f"{f(row['auc_frozen'], '.3f')}  {row['requests_per_s']:>4} req/s  p99 "
-            f"{f(row['p99_ms'], '.1f')} ms  failed {row['failed']}")
+    return (
+        f"t={row['t']:6.1f}s  learned {f(row['learned'], '>8')}  v{row['version']:<4} "
+        f"AUC continual {f(row['auc_continual'], '.3f')} frozen "
+        f"{f(row['auc_frozen'], '.3f')}  {row['requests_per_s']:>4} req/s  p99 "
+        f"{f(row['p99_ms'], '.1f')} ms  failed {row['failed']}"
+    )
 
 
 def freshness(registry: Any, results: list) -> tuple[list[float], list[tuple[float, float]]]:
@@ -105,9 +119,20 @@ def _mean(xs: list[float | None]) -> float | None:
     return round(statistics.fmean(xs), 4) if xs else None
 
 
-def summarize(args: Any, world: Any, freeze_at: float, series: list[dict], results: list,
-              registry: Any, run: Any, continual: Any, frozen: Any, chaos: list,
-              setup_s: float, start: float) -> dict[str, Any]:
+def summarize(
+    args: Any,
+    world: Any,
+    freeze_at: float,
+    series: list[dict],
+    results: list,
+    registry: Any,
+    run: Any,
+    continual: Any,
+    frozen: Any,
+    chaos: list,
+    setup_s: float,
+    start: float,
+) -> dict[str, Any]:
     ok = [r for r in results if r.status == 200]
     failed = [r for r in results if r.status != 200]
     lat = [r.latency_ms for r in ok]
@@ -115,24 +140,31 @@ def summarize(args: Any, world: Any, freeze_at: float, series: list[dict], resul
     m = run.metrics()
     events = m["operators"]["events"]["out"]
     span = (max(r.sent for r in results) - min(r.sent for r in results)) if results else 0
-    before = [row["auc_continual"] for row in series
-              if world.drift_at - 4 <= row["t"] < world.drift_at]
+    before = [
+        row["auc_continual"] for row in series if world.drift_at - 4 <= row["t"] < world.drift_at
+    ]
     tail = args.duration * 0.8
     after_c = [row["auc_continual"] for row in series if tail <= row["t"] <= args.duration]
     after_f = [row["auc_frozen"] for row in series if tail <= row["t"] <= args.duration]
-    before_f = [row["auc_frozen"] for row in series
-                if world.drift_at - 4 <= row["t"] < world.drift_at]
+    before_f = [
+        row["auc_frozen"] for row in series if world.drift_at - 4 <= row["t"] < world.drift_at
+    ]
     sc, sf = continual.get("stats", timeout=30), frozen.get("stats", timeout=30)
     auc_before, auc_after = _mean(before), _mean(after_c)
     return {
-        "source": args.source, "chaos": chaos, "duration_s": args.duration,
+        "source": args.source,
+        "chaos": chaos,
+        "duration_s": args.duration,
         "setup_s": round(setup_s, 2),
-        "events": events, "events_per_s": round(events / (args.duration + world.window), 1),
+        "events": events,
+        "events_per_s": round(events / (args.duration + world.window), 1),
         "samples_learned": sc["position"],
-        "requests": len(results), "requests_per_s": round(len(ok) / span, 1) if span else 0.0,
+        "requests": len(results),
+        "requests_per_s": round(len(ok) / span, 1) if span else 0.0,
         "failed_requests": len(failed),
         "failures": sorted({r.error for r in failed})[:5],
-        "serve_p50_ms": round(_pct(lat, 0.5) or 0, 2), "serve_p99_ms": round(_pct(lat, 0.99) or 0, 2),
+        "serve_p50_ms": round(_pct(lat, 0.5) or 0, 2),
+        "serve_p99_ms": round(_pct(lat, 0.99) or 0, 2),
         "freshness_p50_s": round(_pct(fresh, 0.5) or 0, 3),
         "freshness_p99_s": round(_pct(fresh, 0.99) or 0, 3),
         "versions": len(registry.versions()),
@@ -141,52 +173,75 @@ def summarize(args: Any, world: Any, freeze_at: float, series: list[dict], resul
         "auc_continual_after_drift": auc_after,
         "auc_frozen_before_drift": _mean(before_f),
         "auc_frozen_after_drift": _mean(after_f),
-        "recovered": (auc_before is not None and auc_after is not None
-                      and auc_after >= auc_before - 0.02),
+        "recovered": (
+            auc_before is not None and auc_after is not None and auc_after >= auc_before - 0.02
+        ),
         "auc_continual_whole_run": round(float(sc["metrics"]["ROCAUC"]), 4),
         "auc_frozen_whole_run": round(float(sf["metrics"]["ROCAUC"]), 4),
-        "drift_at_s": world.drift_at, "freeze_at_s": freeze_at,
+        "drift_at_s": world.drift_at,
+        "freeze_at_s": freeze_at,
         "drifts_detected": [round(d["event_time"] - start, 2) for d in sc["drifts"]],
-        "dataflow_restarts": run.restarts, "dead_letters": m["dead_letters"],
+        "dataflow_restarts": run.restarts,
+        "dead_letters": m["dead_letters"],
         "learner_counts": sc["counts"],
     }
 
 
-def page_doc(series: list[dict], world: Any, freeze_at: float, chaos: list,
-             summary: dict | None = None) -> dict[str, Any]:
+def page_doc(
+    series: list[dict], world: Any, freeze_at: float, chaos: list, summary: dict | None = None
+) -> dict[str, Any]:
     """What the live page draws."""
-    cols = ("t", "auc_continual", "auc_frozen", "version", "requests_per_s", "p99_ms",
-            "failed")
-    return {"series": {c: [row[c] for row in series] for c in cols},
-            "marks": {"drift": world.drift_at, "freeze": freeze_at, "chaos": chaos,
-                      "duration": world.duration,
-                      "detected": series[-1]["drifts"] if series else []},
-            "summary": summary or {}}
+    cols = ("t", "auc_continual", "auc_frozen", "version", "requests_per_s", "p99_ms", "failed")
+    return {
+        "series": {c: [row[c] for row in series] for c in cols},
+        "marks": {
+            "drift": world.drift_at,
+            "freeze": freeze_at,
+            "chaos": chaos,
+            "duration": world.duration,
+            "detected": series[-1]["drifts"] if series else [],
+        },
+        "summary": summary or {},
+    }
 
 
 def table(s: dict[str, Any]) -> str:
     rows = [
         ("events through the dataflow", f"{s['events']:,} ({s['events_per_s']:,.0f}/s)"),
         ("samples learned", f"{s['samples_learned']:,}"),
-        ("requests served", f"{s['requests']:,} ({s['requests_per_s']:,.0f}/s), "
-                            f"{s['failed_requests']} failed"),
+        (
+            "requests served",
+            f"{s['requests']:,} ({s['requests_per_s']:,.0f}/s), {s['failed_requests']} failed",
+        ),
         ("serving latency p50 / p99", f"{s['serve_p50_ms']:.2f} / {s['serve_p99_ms']:.2f} ms"),
         ("freshness p50 / p99", f"{s['freshness_p50_s']:.3f} / {s['freshness_p99_s']:.3f} s"),
         ("model versions published / served", f"{s['versions']} / {s['versions_served']}"),
-        ("AUC continual, before -> after drift",
-         f"{s['auc_continual_before_drift']} -> {s['auc_continual_after_drift']}"
-         + ("  (recovered)" if s["recovered"] else "  (NOT recovered)")),
-        ("AUC frozen, before -> after drift",
-         f"{s['auc_frozen_before_drift']} -> {s['auc_frozen_after_drift']}"),
-        ("drift at / first detected after it",
-         f"{s['drift_at_s']:.1f} s / " + _first_after(s["drifts_detected"], s["drift_at_s"])
-         + f" (ADWIN alarms in the run: {len(s['drifts_detected'])})"),
+        (
+            "AUC continual, before -> after drift",
+            f"{s['auc_continual_before_drift']} -> {s['auc_continual_after_drift']}"
+            + ("  (recovered)" if s["recovered"] else "  (NOT recovered)"),
+        ),
+        (
+            "AUC frozen, before -> after drift",
+            f"{s['auc_frozen_before_drift']} -> {s['auc_frozen_after_drift']}",
+        ),
+        (
+            "drift at / first detected after it",
+            f"{s['drift_at_s']:.1f} s / "
+            + _first_after(s["drifts_detected"], s["drift_at_s"])
+            + f" (ADWIN alarms in the run: {len(s['drifts_detected'])})",
+        ),
     ]
     if s["chaos"]:
-        rows.append(("chaos", ", ".join(f"{c['what']} killed at {c['t']:.1f} s"
-                                        for c in s["chaos"])))
-        rows.append(("learner restarts / dataflow restarts",
-                     f"{s.get('learner_restarts', 0)} / {s['dataflow_restarts']}"))
+        rows.append(
+            ("chaos", ", ".join(f"{c['what']} killed at {c['t']:.1f} s" for c in s["chaos"]))
+        )
+        rows.append(
+            (
+                "learner restarts / dataflow restarts",
+                f"{s.get('learner_restarts', 0)} / {s['dataflow_restarts']}",
+            )
+        )
     w = max(len(k) for k, _ in rows)
     head = f"live recommender, {s['duration_s']:.0f} s, source: {s['source']}"
     return "\n".join([head, "-" * len(head)] + [f"{k:<{w}}  {v}" for k, v in rows])
@@ -197,19 +252,20 @@ def _first_after(detected: list[float], t: float) -> str:
     return f"{after[0]:.1f} s" if after else "-"
 
 
-def write(out: str, summary: dict[str, Any], series: list[dict], world: Any,
-          freeze_at: float) -> None:
+def write(
+    out: str, summary: dict[str, Any], series: list[dict], world: Any, freeze_at: float
+) -> None:
     """summary.json, series.json and (with matplotlib) chart.png into ``out``."""
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(out, "series.json"), "w") as f:
         json.dump(series, f)
-    summary["chart"] = chart(os.path.join(out, "chart.png"), series, world, freeze_at,
-                             summary)
+    summary["chart"] = chart(os.path.join(out, "chart.png"), series, world, freeze_at, summary)
 
 
-def chart(path: str, series: list[dict], world: Any, freeze_at: float,
-          summary: dict[str, Any]) -> str | None:
+def chart(
+    path: str, series: list[dict], world: Any, freeze_at: float, summary: dict[str, Any]
+) -> str | None:
     """AUC continual vs frozen, model version, requests/s and p99 over time; the path."""
     try:
         import matplotlib
@@ -219,8 +275,9 @@ def chart(path: str, series: list[dict], world: Any, freeze_at: float,
     except ImportError:
         return None
     t = [r["t"] for r in series]
-    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True,
-                                        height_ratios=[3, 1.3, 1.3])
+    fig, (ax1, ax2, ax3) = plt.subplots(
+        3, 1, figsize=(9, 8), sharex=True, height_ratios=[3, 1.3, 1.3]
+    )
     ax1.plot(t, [r["auc_continual"] for r in series], label="continual (learns all the time)")
     ax1.plot(t, [r["auc_frozen"] for r in series], label="frozen (trained once, first 40 %)")
     ax1.set_ylabel("ROC AUC (last 5k samples)")
@@ -240,9 +297,12 @@ def chart(path: str, series: list[dict], world: Any, freeze_at: float,
             ax.axvline(c["t"], color="tab:red", linestyle="-.", linewidth=1)
     ax1.text(world.drift_at, ax1.get_ylim()[1], " drift", va="top", fontsize=8)
     ax1.text(freeze_at, ax1.get_ylim()[0], " frozen from here", va="bottom", fontsize=8)
-    ax1.set_title(f"freshness p99 {summary['freshness_p99_s']:.2f} s, serving p99 "
-                  f"{summary['serve_p99_ms']:.1f} ms, {summary['failed_requests']} failed "
-                  "requests", fontsize=10)
+    ax1.set_title(
+        f"freshness p99 {summary['freshness_p99_s']:.2f} s, serving p99 "
+        f"{summary['serve_p99_ms']:.1f} ms, {summary['failed_requests']} failed "
+        "requests",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -35,8 +35,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 # Actor and replica processes import this example's modules too: they inherit PYTHONPATH.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [HERE, *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ["PYTHONPATH"] = os.pathsep.join([HERE, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 import report  # noqa: E402
 import world as worldlib  # noqa: E402
@@ -50,27 +49,50 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=30.0, help="seconds of events (30)")
     p.add_argument("--rate", type=float, default=5000.0, help="impressions per second (5000)")
-    p.add_argument("--drift-at", type=float, default=None,
-                   help="when tastes change, seconds after the start (default: half-way)")
+    p.add_argument(
+        "--drift-at",
+        type=float,
+        default=None,
+        help="when tastes change, seconds after the start (default: half-way)",
+    )
     p.add_argument("--requests-per-s", type=float, default=200.0, help="load client rate (200)")
     p.add_argument("--source", choices=("embedded", "redis", "kafka"), default="embedded")
-    p.add_argument("--redis", default=None, help="host:port of a Redis server (default: start "
-                   "a redis-server on a free port)")
-    p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: "
-                   "librdkafka's in-process mock cluster)")
-    p.add_argument("--chaos", action="store_true",
-                   help="kill the learner's actor and a serving replica during the run")
+    p.add_argument(
+        "--redis",
+        default=None,
+        help="host:port of a Redis server (default: start a redis-server on a free port)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        default=None,
+        help="Kafka bootstrap servers (default: librdkafka's in-process mock cluster)",
+    )
+    p.add_argument(
+        "--chaos",
+        action="store_true",
+        help="kill the learner's actor and a serving replica during the run",
+    )
     p.add_argument("--port", type=int, default=8000, help="HTTP port (8000)")
-    p.add_argument("--out", default=None, help="the run's folder (default: a new one under "
-                   "./runs/)")
-    p.add_argument("--lead", type=float, default=6.0,
-                   help="seconds between start-up and the first event (6)")
-    p.add_argument("--checkpoint-every", type=float, default=0.25,
-                   help="seconds between the dataflow's checkpoints (0.25): the learner learns "
-                   "each checkpoint's samples exactly once, when the checkpoint is durable")
-    p.add_argument("--exactly-once", action=argparse.BooleanOptionalAction, default=True,
-                   help="learn each sample exactly once, also through a crash (default), "
-                   "or as samples arrive (--no-exactly-once: lower latency, at-least-once)")
+    p.add_argument(
+        "--out", default=None, help="the run's folder (default: a new one under ./runs/)"
+    )
+    p.add_argument(
+        "--lead", type=float, default=6.0, help="seconds between start-up and the first event (6)"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=0.25,
+        help="seconds between the dataflow's checkpoints (0.25): the learner learns "
+        "each checkpoint's samples exactly once, when the checkpoint is durable",
+    )
+    p.add_argument(
+        "--exactly-once",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="learn each sample exactly once, also through a crash (default), "
+        "or as samples arrive (--no-exactly-once: lower latency, at-least-once)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     a = p.parse_args(argv)
@@ -102,14 +124,29 @@ class Brokers:
         import subprocess
 
         if shutil.which("redis-server") is None:
-            raise SystemExit("--source redis needs redis-server (apt-get install redis-server) "
-                             "or --redis HOST:PORT of a running one")
+            raise SystemExit(
+                "--source redis needs redis-server (apt-get install redis-server) "
+                "or --redis HOST:PORT of a running one"
+            )
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.redis_server = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", work], stdout=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                work,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         import redis
 
         deadline = time.time() + 10
@@ -131,13 +168,15 @@ class Brokers:
 
     def source(self) -> tuple[rs.Source, Any]:
         if self.kind == "redis":
-            return rs.RedisStreamSource("recommender:events", self.address,
-                                        group="recommender"), _decode_redis
+            return rs.RedisStreamSource(
+                "recommender:events", self.address, group="recommender"
+            ), _decode_redis
         from confluent_kafka import Producer
 
         # Asking for the topic's metadata creates it (auto-creation, on in the mock cluster).
-        Producer({"bootstrap.servers": self.bootstrap}).list_topics("recommender-events",
-                                                                    timeout=10)
+        Producer({"bootstrap.servers": self.bootstrap}).list_topics(
+            "recommender-events", timeout=10
+        )
         return rs.KafkaSource("recommender-events", self.bootstrap, format="json"), None
 
     def start(self, world: worldlib.World, start: float) -> None:
@@ -157,9 +196,10 @@ class Brokers:
             prod = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 1})
 
             def put(events: list[dict]) -> None:
-                for e in events:   # keyed by impression: its click follows it in one partition
-                    prod.produce("recommender-events", json.dumps(e).encode(),
-                                 key=str(e["id"]).encode())
+                for e in events:  # keyed by impression: its click follows it in one partition
+                    prod.produce(
+                        "recommender-events", json.dumps(e).encode(), key=str(e["id"]).encode()
+                    )
                 prod.poll(0)
 
         def main() -> None:
@@ -187,8 +227,14 @@ def _decode_redis(entry: dict[str, str]) -> dict[str, Any]:
 def _restarts(class_part: str) -> int:
     from rtml.util.state import list_actors
 
-    return max([a.get("num_restarts") or 0 for a in list_actors(limit=1000)
-                if class_part in (a.get("class_name") or "")] or [0])
+    return max(
+        [
+            a.get("num_restarts") or 0
+            for a in list_actors(limit=1000)
+            if class_part in (a.get("class_name") or "")
+        ]
+        or [0]
+    )
 
 
 def _replica_pids() -> list[int]:
@@ -204,8 +250,12 @@ def _start_when_served(url: str, load: Any, registry: Any, deadline: float) -> N
     ok = 0
     while ok < 10 and time.time() < deadline and not load.stopping():
         try:
-            ok = ok + 1 if registry.current() and httpx.get(
-                f"{url}?user=0&k=1", timeout=5).status_code == 200 else 0
+            ok = (
+                ok + 1
+                if registry.current()
+                and httpx.get(f"{url}?user=0&k=1", timeout=5).status_code == 200
+                else 0
+            )
         except httpx.HTTPError:
             ok = 0
         time.sleep(0.02)
@@ -263,8 +313,15 @@ def _say(args: argparse.Namespace, *msg: Any) -> None:
         print(*msg, flush=True)
 
 
-def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
-         freeze_at: float, brokers: Brokers | None, t_setup: float) -> dict[str, Any]:
+def _run(
+    args: argparse.Namespace,
+    out: str,
+    work: str,
+    world: worldlib.World,
+    freeze_at: float,
+    brokers: Brokers | None,
+    t_setup: float,
+) -> dict[str, Any]:
     import models
     import pipeline
     import serving
@@ -277,29 +334,51 @@ def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
     _say(args, f"live page: http://127.0.0.1:{args.port}/")
 
     start = time.time() + args.lead
-    shutil.rmtree(os.path.join(out, "models"), ignore_errors=True)   # versions of this run only
+    shutil.rmtree(os.path.join(out, "models"), ignore_errors=True)  # versions of this run only
     registry = online.ModelRegistry(os.path.join(out, "models"))
-    continual = online.Learner(models.make_model(), [metrics.ROCAUC()], window=5000,
-                               drift=online.Drift(action="alert"), registry=registry,
-                               publish_every=5000, publish_interval=0.2)
-    frozen = online.Learner(models.Frozen(models.make_model(), start + freeze_at),
-                            [metrics.ROCAUC()], window=5000)
+    continual = online.Learner(
+        models.make_model(),
+        [metrics.ROCAUC()],
+        window=5000,
+        drift=online.Drift(action="alert"),
+        registry=registry,
+        publish_every=5000,
+        publish_interval=0.2,
+    )
+    frozen = online.Learner(
+        models.Frozen(models.make_model(), start + freeze_at), [metrics.ROCAUC()], window=5000
+    )
     users_path, items_path = world.write_tables(start, work)
     users = rs.Table.from_parquet(users_path, key="user", time="updated_at")
     items = rs.Table.from_parquet(items_path, key="item", time="updated_at")
-    serve.run(serving.Recommender.bind(registry, users_path, items_path), name="recommender",
-              route_prefix="/recommend", blocking=False)
+    serve.run(
+        serving.Recommender.bind(registry, users_path, items_path),
+        name="recommender",
+        route_prefix="/recommend",
+        blocking=False,
+    )
 
     if brokers is None:
         source, decode = worldlib.WorldSource(world, start), None
     else:
         source, decode = brokers.source()
-    flow = pipeline.build(source, world.window, users, items,
-                          [continual.sink(exactly_once=args.exactly_once, order="time"),
-                           frozen.sink(exactly_once=args.exactly_once, order="time")],
-                          decode=decode)
-    run = flow.run(parallelism=1, checkpoint_every=args.checkpoint_every,
-                   checkpoint_dir=os.path.join(work, "checkpoints"), max_restarts=5)
+    flow = pipeline.build(
+        source,
+        world.window,
+        users,
+        items,
+        [
+            continual.sink(exactly_once=args.exactly_once, order="time"),
+            frozen.sink(exactly_once=args.exactly_once, order="time"),
+        ],
+        decode=decode,
+    )
+    run = flow.run(
+        parallelism=1,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=os.path.join(work, "checkpoints"),
+        max_restarts=5,
+    )
     if brokers is not None:
         brokers.start(world, start)
     setup_s = time.time() - t_setup
@@ -307,10 +386,15 @@ def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
 
     # The load client starts once both replicas serve a first version (in the background).
     url = f"http://127.0.0.1:{args.port}/recommend"
-    load = LoadClient(url, world.users, rate=args.requests_per_s,
-                      log=os.path.join(out, "requests.jsonl"))
-    waiter = threading.Thread(target=_start_when_served, args=(url, load, registry, start + 60),
-                              name="recommender-ready", daemon=True)
+    load = LoadClient(
+        url, world.users, rate=args.requests_per_s, log=os.path.join(out, "requests.jsonl")
+    )
+    waiter = threading.Thread(
+        target=_start_when_served,
+        args=(url, load, registry, start + 60),
+        name="recommender-ready",
+        daemon=True,
+    )
     waiter.start()
     chaos = Chaos(start, args.duration, continual) if args.chaos else None
     series: list[dict[str, Any]] = []
@@ -323,28 +407,47 @@ def _run(args: argparse.Namespace, out: str, work: str, world: worldlib.World,
             row = report.sample(now - start, start, continual, frozen, registry, load.poll())
             if row is not None:
                 series.append(row)
-            rtml.get(timeline.update.remote(report.page_doc(
-                series, world, freeze_at, chaos.done if chaos else [])), timeout=10)
+            rtml.get(
+                timeline.update.remote(
+                    report.page_doc(series, world, freeze_at, chaos.done if chaos else [])
+                ),
+                timeout=10,
+            )
             if not args.quiet and row is not None:
                 print(report.progress(row), flush=True)
             if run.status == "failed":
-                run.wait(timeout=1)   # raises the dataflow's error
-            if now > end and (run.status != "running" or brokers is not None
-                              or now > end + 20):
+                run.wait(timeout=1)  # raises the dataflow's error
+            if now > end and (run.status != "running" or brokers is not None or now > end + 20):
                 break
             time.sleep(0.5)
-        if brokers is not None:   # a broker's stream has no end: stop once all was read
+        if brokers is not None:  # a broker's stream has no end: stop once all was read
             run.stop(timeout=60)
         run.wait(timeout=30)
     finally:
         results = load.stop()
         waiter.join(timeout=10)
-    summary = report.summarize(args, world, freeze_at, series, results, registry, run,
-                               continual, frozen, chaos.done if chaos else [], setup_s, start)
+    summary = report.summarize(
+        args,
+        world,
+        freeze_at,
+        series,
+        results,
+        registry,
+        run,
+        continual,
+        frozen,
+        chaos.done if chaos else [],
+        setup_s,
+        start,
+    )
     summary["learner_restarts"] = _restarts("_LearnerActor")
     report.write(out, summary, series, world, freeze_at)
-    rtml.get(timeline.update.remote(report.page_doc(series, world, freeze_at, summary["chaos"],
-                                                    summary)), timeout=10)
+    rtml.get(
+        timeline.update.remote(
+            report.page_doc(series, world, freeze_at, summary["chaos"], summary)
+        ),
+        timeout=10,
+    )
     print(report.table(summary), flush=True)
     if args.json:
         print(json.dumps({k: summary[k] for k in report.JSON_FIELDS} | {"details": summary}))

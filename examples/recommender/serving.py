@@ -51,8 +51,9 @@ class _Rows:
 class Recommender:
     """Ranks ``candidates`` items (a per-user, per-second sample) by predicted click chance."""
 
-    def __init__(self, registry: Any, users_path: str, items_path: str,
-                 candidates: int = 40) -> None:
+    def __init__(
+        self, registry: Any, users_path: str, items_path: str, candidates: int = 40
+    ) -> None:
         self.models = registry.subscriber(interval=0.02)
         self.users = _Rows(users_path, "user")
         self.items = _Rows(items_path, "item")
@@ -67,8 +68,11 @@ class Recommender:
             return JSONResponse({"error": "pass /recommend?user=<int>&k=<int>"}, status_code=400)
         version = self.models.version
         if version is None:
-            return JSONResponse({"error": "no model version published yet"}, status_code=503,
-                                headers={"retry-after": "1"})
+            return JSONResponse(
+                {"error": "no model version published yet"},
+                status_code=503,
+                headers={"retry-after": "1"},
+            )
         now = time.time()
         urow = self.users.at(user, now)
         pool = random.Random(user * 1_000_003 + int(now)).sample(self.item_ids, self.candidates)
@@ -78,10 +82,15 @@ class Recommender:
             x = pipeline.features(urow, self.items.at(item, now), now)
             scored.append((model.predict_proba_one(x).get(True, 0.0), item))
         scored.sort(reverse=True)
-        return JSONResponse({"user": user, "model_version": version.number,
-                             "items": [i for _, i in scored[:k]],
-                             "scores": [round(p, 4) for p, _ in scored[:k]]},
-                            headers={"x-model-version": str(version.number)})
+        return JSONResponse(
+            {
+                "user": user,
+                "model_version": version.number,
+                "items": [i for _, i in scored[:k]],
+                "scores": [round(p, 4) for p, _ in scored[:k]],
+            },
+            headers={"x-model-version": str(version.number)},
+        )
 
 
 @rtml.remote(num_cpus=0)

@@ -24,7 +24,7 @@ from typing import Any
 
 from rtml import stream as rs
 
-POPULARITY_LAG_S = 2.0   # the offline popularity feature notices a trend this late
+POPULARITY_LAG_S = 2.0  # the offline popularity feature notices a trend this late
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,16 @@ class World:
     items: int = 300
     cohorts: int = 6
     topics: int = 10
-    rate: float = 5000.0        # impressions per second
-    duration: float = 30.0      # seconds of events
-    drift_at: float = 15.0      # seconds after start
-    window: float = 1.0         # attribution window: a click later than this does not count
+    rate: float = 5000.0  # impressions per second
+    duration: float = 30.0  # seconds of events
+    drift_at: float = 15.0  # seconds after start
+    window: float = 1.0  # attribution window: a click later than this does not count
 
     def __post_init__(self) -> None:
         if not (0 < self.drift_at < self.duration):
-            raise ValueError(f"drift_at ({self.drift_at}) must fall inside the run "
-                             f"(0, {self.duration})")
+            raise ValueError(
+                f"drift_at ({self.drift_at}) must fall inside the run (0, {self.duration})"
+            )
         if self.rate <= 0 or self.window <= 0:
             raise ValueError("rate and window must be positive")
 
@@ -61,10 +62,19 @@ class World:
         moved = list(range(self.topics))
         rng.shuffle(moved)
         trending = rng.randrange(self.topics)
-        after = [[before[c][moved[k]] + (1.5 if k == trending else 0.0)
-                  for k in range(self.topics)] for c in range(self.cohorts)]
-        return {"cohort": cohort, "activity": activity, "topic": topic, "quality": quality,
-                "before": before, "after": after, "trending": trending}
+        after = [
+            [before[c][moved[k]] + (1.5 if k == trending else 0.0) for k in range(self.topics)]
+            for c in range(self.cohorts)
+        ]
+        return {
+            "cohort": cohort,
+            "activity": activity,
+            "topic": topic,
+            "quality": quality,
+            "before": before,
+            "after": after,
+            "trending": trending,
+        }
 
     # -- offline feature tables ------------------------------------------------------------
 
@@ -72,18 +82,34 @@ class World:
         """User rows (one per user) and item rows (one per item, plus a second row from the
         moment the offline job sees the trend), with wall-clock validity times."""
         tr = self.truth()
-        users = [{"user": u, "updated_at": 0.0, "cohort": f"c{tr['cohort'][u]}",
-                  "activity": round(tr["activity"][u], 3)} for u in range(self.users)]
+        users = [
+            {
+                "user": u,
+                "updated_at": 0.0,
+                "cohort": f"c{tr['cohort'][u]}",
+                "activity": round(tr["activity"][u], 3),
+            }
+            for u in range(self.users)
+        ]
         items = []
         rng = random.Random(self.seed + 1)
         for i in range(self.items):
-            row = {"item": i, "updated_at": 0.0, "topic": f"t{tr['topic'][i]}",
-                   "quality": round(tr["quality"][i] + rng.gauss(0.0, 0.2), 3),
-                   "popularity": 0.2}
+            row = {
+                "item": i,
+                "updated_at": 0.0,
+                "topic": f"t{tr['topic'][i]}",
+                "quality": round(tr["quality"][i] + rng.gauss(0.0, 0.2), 3),
+                "popularity": 0.2,
+            }
             items.append(row)
             if tr["topic"][i] == tr["trending"]:
-                items.append({**row, "updated_at": start + self.drift_at + POPULARITY_LAG_S,
-                              "popularity": 1.0})
+                items.append(
+                    {
+                        **row,
+                        "updated_at": start + self.drift_at + POPULARITY_LAG_S,
+                        "popularity": 1.0,
+                    }
+                )
         return users, items
 
     def write_tables(self, start: float, folder: str) -> tuple[str, str]:
@@ -99,18 +125,23 @@ class World:
 
     # -- events ----------------------------------------------------------------------------
 
-    def click_probability(self, tr: dict[str, Any], user: int, item: int, t: float,
-                          start: float) -> float:
+    def click_probability(
+        self, tr: dict[str, Any], user: int, item: int, t: float, start: float
+    ) -> float:
         taste = tr["after"] if t >= start + self.drift_at else tr["before"]
-        logit = (-2.3 + taste[tr["cohort"][user]][tr["topic"][item]] + tr["quality"][item]
-                 + 0.6 * (tr["activity"][user] - 0.5))
+        logit = (
+            -2.3
+            + taste[tr["cohort"][user]][tr["topic"][item]]
+            + tr["quality"][item]
+            + 0.6 * (tr["activity"][user] - 0.5)
+        )
         return 1.0 / (1.0 + math.exp(-logit))
 
     def events(self, start: float) -> Iterator[dict[str, Any]]:
         """Impressions and clicks in event-time order (not paced: see :class:`WorldSource`)."""
         tr = self.truth()
         rng = random.Random(self.seed + 2)
-        pending: list[tuple[float, int]] = []   # (click time, impression id)
+        pending: list[tuple[float, int]] = []  # (click time, impression id)
         total = int(self.duration * self.rate)
         n = 0
         while n < total or pending:
@@ -148,7 +179,7 @@ class _WorldReader(rs.SourceReader):
         self._events, self._pos = events, 0
         self._next: dict[str, Any] | None = None
         self._done = False
-        for _ in range(skip):   # replay: the same events, already delivered before
+        for _ in range(skip):  # replay: the same events, already delivered before
             self._take()
 
     def _take(self) -> dict[str, Any] | None:

@@ -44,6 +44,7 @@ def __getattr__(name: str):
         return importlib.import_module(f"rtml.{name}")
     raise AttributeError(f"module 'rtml' has no attribute {name!r}")
 
+
 __all__ = [
     "ObjectRef",
     "ObjectRefGenerator",

@@ -15,11 +15,25 @@ _runtime: Any = None
 
 # Keyword arguments Ray's init() takes that change nothing for the embedded runtime.
 _IGNORED_INIT = {
-    "logging_level", "logging_format",
-    "configure_logging", "log_to_driver_level", "job_config", "_temp_dir", "_system_config",
-    "_plasma_directory", "_node_ip_address", "_enable_object_reconstruction",
-    "runtime_env_setup", "storage", "_memory", "_redis_password", "enable_resource_isolation",
-    "labels", "_metrics_export_port", "logging_config", "_tracing_startup_hook",
+    "logging_level",
+    "logging_format",
+    "configure_logging",
+    "log_to_driver_level",
+    "job_config",
+    "_temp_dir",
+    "_system_config",
+    "_plasma_directory",
+    "_node_ip_address",
+    "_enable_object_reconstruction",
+    "runtime_env_setup",
+    "storage",
+    "_memory",
+    "_redis_password",
+    "enable_resource_isolation",
+    "labels",
+    "_metrics_export_port",
+    "logging_config",
+    "_tracing_startup_hook",
 }
 
 
@@ -108,28 +122,41 @@ def init(
                 return _context_info()
             raise RuntimeError(
                 "rtml.init() was called twice; call rtml.shutdown() first, or pass "
-                "ignore_reinit_error=True")
+                "ignore_reinit_error=True"
+            )
         if local_mode and address not in (None, "local"):
             raise ValueError(
                 f"local_mode=True runs everything in this process; it cannot join the cluster "
-                f"at {address!r} (drop address=, or drop local_mode=True)")
+                f"at {address!r} (drop address=, or drop local_mode=True)"
+            )
         if address is None and not local_mode:
             address = os.environ.get("RTML_ADDRESS") or None
         if address is not None and address != "local":
-            return _connect(address, namespace, log_to_driver, env_vars_of(runtime_env),
-                            num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                            object_store_memory=object_store_memory)
+            return _connect(
+                address,
+                namespace,
+                log_to_driver,
+                env_vars_of(runtime_env),
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=resources,
+                object_store_memory=object_store_memory,
+            )
         cpus = float(os.cpu_count() or 1) if num_cpus is None else num_cpus
         normalize_request(cpus, num_gpus or 0, resources)  # validates the numbers
         if object_store_memory is None:
             object_store_memory = default_object_store_memory()
         elif not isinstance(object_store_memory, int) or object_store_memory <= 0:
             raise ValueError(
-                f"object_store_memory must be a positive int (bytes), got {object_store_memory!r}")
+                f"object_store_memory must be a positive int (bytes), got {object_store_memory!r}"
+            )
         config = Config(
-            num_cpus=float(cpus), num_gpus=float(num_gpus or 0),
-            resources=dict(resources or {}), object_store_memory=object_store_memory,
-            namespace=namespace or "default", log_to_driver=log_to_driver,
+            num_cpus=float(cpus),
+            num_gpus=float(num_gpus or 0),
+            resources=dict(resources or {}),
+            object_store_memory=object_store_memory,
+            namespace=namespace or "default",
+            log_to_driver=log_to_driver,
             env_vars=env_vars_of(runtime_env) or {},
         )
         config.include_dashboard = include_dashboard is not False
@@ -148,8 +175,13 @@ def init(
         return _context_info()
 
 
-def _connect(address: str, namespace: str | None, log_to_driver: bool,
-             env_vars: dict[str, str] | None, **node_options: Any) -> InitContext:
+def _connect(
+    address: str,
+    namespace: str | None,
+    log_to_driver: bool,
+    env_vars: dict[str, str] | None,
+    **node_options: Any,
+) -> InitContext:
     """Join a running cluster as a new job (``_init_lock`` held)."""
     from rtml._runtime._remote import RemoteRuntime
 
@@ -158,7 +190,8 @@ def _connect(address: str, namespace: str | None, log_to_driver: bool,
     if given:
         raise ValueError(
             f"{', '.join(given)} cannot be given when connecting to a running cluster (they "
-            "describe a node); pass them to `rtml start` instead")
+            "describe a node); pass them to `rtml start` instead"
+        )
     if not isinstance(address, str):
         raise TypeError(f"address must be a string like 'HOST:PORT' or 'auto', got {address!r}")
     rt = RemoteRuntime(address, None, namespace, log_to_driver, env_vars)
@@ -240,13 +273,16 @@ def _as_ref_list(object_refs: Any, fn: str) -> tuple[list[ObjectRef], bool]:
             if not isinstance(r, ObjectRef):
                 raise TypeError(
                     f"{fn}() takes an ObjectRef or a list of ObjectRefs; the list holds a "
-                    f"{type(r).__name__} ({r!r:.80})")
+                    f"{type(r).__name__} ({r!r:.80})"
+                )
         return list(object_refs), False
     if isinstance(object_refs, ObjectRefGenerator):
         raise TypeError(
-            f"{fn}() got an ObjectRefGenerator; iterate it (for ref in gen) and {fn}() the refs")
+            f"{fn}() got an ObjectRefGenerator; iterate it (for ref in gen) and {fn}() the refs"
+        )
     raise TypeError(
-        f"{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}")
+        f"{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}"
+    )
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
@@ -336,8 +372,13 @@ class _RefList(list):
         super().reverse()
 
 
-def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
-         fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
+def wait(
+    object_refs: list[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Wait until ``num_returns`` of the refs are ready, or ``timeout`` seconds pass.
 
     Returns:
@@ -352,7 +393,8 @@ def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float |
         if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
             raise TypeError(
                 f"wait() takes a list of ObjectRefs, got {type(object_refs).__name__}; "
-                "wrap a single ref in a list: rtml.wait([ref])")
+                "wrap a single ref in a list: rtml.wait([ref])"
+            )
         try:
             ids = [r._id for r in object_refs]  # the fast path; anything else is checked below
         except AttributeError:
@@ -366,7 +408,8 @@ def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float |
         raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
     if num_returns > len(ids):
         raise ValueError(
-            f"num_returns ({num_returns}) is larger than the number of refs ({len(ids)})")
+            f"num_returns ({num_returns}) is larger than the number of refs ({len(ids)})"
+        )
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     ready, not_ready, not_ready_ids = _client().wait(object_refs, num_returns, timeout, ids)
@@ -512,7 +555,18 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
 
 
 __all__ = [
-    "available_resources", "cancel", "cluster_resources", "get", "get_gpu_ids",
-    "get_runtime_context", "init", "is_initialized", "nodes", "put", "remote", "shutdown",
-    "timeline", "wait",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "timeline",
+    "wait",
 ]

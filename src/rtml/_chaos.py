@@ -66,8 +66,14 @@ class Dag:
     check: list[int]  # nodes whose values are kept and checked (last layer + a sample)
 
 
-def make_dag(seed: int, layers: int, width: int, big_fraction: float = 0.2,
-             actor_fraction: float = 0.1, n_actors: int = 2) -> Dag:
+def make_dag(
+    seed: int,
+    layers: int,
+    width: int,
+    big_fraction: float = 0.2,
+    actor_fraction: float = 0.1,
+    n_actors: int = 2,
+) -> Dag:
     rng = random.Random(seed)
     nodes: list[tuple[Any, tuple, bool]] = []
     grid: list[list[int]] = []
@@ -159,8 +165,15 @@ class ChaosReport:
 class FaultInjector(threading.Thread):
     """Injects ``plan`` (kinds, one every ``interval`` s give or take half) into ``cluster``."""
 
-    def __init__(self, cluster: Any, actors: list[Any], actor_pids: list[int], plan: list[str],
-                 interval: float, seed: int) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        actors: list[Any],
+        actor_pids: list[int],
+        plan: list[str],
+        interval: float,
+        seed: int,
+    ) -> None:
         super().__init__(name="chaos-injector", daemon=True)
         self.cluster = cluster
         self.actors = actors
@@ -205,8 +218,11 @@ class FaultInjector(threading.Thread):
         from rtml.util.state import list_actors
 
         # (Not by asking the actor: a call waits behind every earlier call of this driver.)
-        alive = [a for a in list_actors(filters=[("class_name", "=", "Mixer")])
-                 if a.get("state") == "ALIVE" and a.get("pid")]
+        alive = [
+            a
+            for a in list_actors(filters=[("class_name", "=", "Mixer")])
+            if a.get("state") == "ALIVE" and a.get("pid")
+        ]
         if not alive:
             return "no live actor"
         a = self.rng.choice(alive)
@@ -239,9 +255,17 @@ def fault_plan(seed: int, kinds: list[str], n: int) -> list[str]:
     return plan
 
 
-def run(cluster: Any, seed: int, layers: int = 12, width: int = 150, task_ms: float = 10.0,
-        faults: list[str] | None = None, n_faults: int = 8, interval: float = 0.5,
-        timeout: float = 300.0) -> ChaosReport:
+def run(
+    cluster: Any,
+    seed: int,
+    layers: int = 12,
+    width: int = 150,
+    task_ms: float = 10.0,
+    faults: list[str] | None = None,
+    n_faults: int = 8,
+    interval: float = 0.5,
+    timeout: float = 300.0,
+) -> ChaosReport:
     """Run the DAG on ``cluster`` (this process connected to it) with ``faults`` injected;
     None or [] runs it undisturbed (the baseline)."""
     scales = [1.5, 0.75]
@@ -252,8 +276,9 @@ def run(cluster: Any, seed: int, layers: int = 12, width: int = 150, task_ms: fl
     actor_pids = [rtml.get(a.pid.remote(), timeout=60) for a in actors]
     injector = None
     if faults:
-        injector = FaultInjector(cluster, actors, actor_pids,
-                                 fault_plan(seed, faults, n_faults), interval, seed)
+        injector = FaultInjector(
+            cluster, actors, actor_pids, fault_plan(seed, faults, n_faults), interval, seed
+        )
     t0 = time.monotonic()
     if injector is not None:
         injector.t0 = t0

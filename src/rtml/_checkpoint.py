@@ -76,7 +76,8 @@ def check_interval(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(
             f"checkpoint_interval must be an int >= 0 (checkpoint after every N calls; 0: only "
-            f"when asked with handle.__rtml_checkpoint__.remote()), got {value!r}")
+            f"when asked with handle.__rtml_checkpoint__.remote()), got {value!r}"
+        )
     return value
 
 
@@ -88,16 +89,21 @@ def check_dir(value: Any) -> str | None:
         value = os.fspath(value)
     if not isinstance(value, str) or not value:
         raise ValueError(
-            f"checkpoint_dir must be a directory path (str or os.PathLike), got {value!r}")
+            f"checkpoint_dir must be a directory path (str or os.PathLike), got {value!r}"
+        )
     return os.path.abspath(value)
 
 
-def new_config(interval: int, directory: str | None, session: str, actor_id: int,
-               detached: bool = False) -> dict[str, Any]:
+def new_config(
+    interval: int, directory: str | None, session: str, actor_id: int, detached: bool = False
+) -> dict[str, Any]:
     """The checkpoint settings of a new actor, carried in its info to every (re)start."""
     group = "detached" if detached else session
-    return {"interval": interval, "dir": directory,
-            "key": f"{group}/{actor_id:x}-{secrets.token_hex(4)}"}
+    return {
+        "interval": interval,
+        "dir": directory,
+        "key": f"{group}/{actor_id:x}-{secrets.token_hex(4)}",
+    }
 
 
 def default_root() -> str:
@@ -146,8 +152,10 @@ def snapshot(instance: Any) -> Any:
         if inspect.isawaitable(state):
             if inspect.iscoroutine(state):
                 state.close()
-            raise TypeError(f"{type(instance).__name__}.{SAVE_METHOD} must be a plain def "
-                            "returning the state, not a coroutine function")
+            raise TypeError(
+                f"{type(instance).__name__}.{SAVE_METHOD} must be a plain def "
+                "returning the state, not a coroutine function"
+            )
         return state
     try:
         return dict(vars(instance))
@@ -155,7 +163,8 @@ def snapshot(instance: Any) -> Any:
         raise TypeError(
             f"{type(instance).__name__} has no __dict__ (it uses __slots__): define "
             f"{SAVE_METHOD}(self) -> state and {RESTORE_METHOD}(self, state) to checkpoint "
-            "it") from None
+            "it"
+        ) from None
 
 
 def restore(instance: Any, state: Any) -> None:
@@ -165,13 +174,16 @@ def restore(instance: Any, state: Any) -> None:
         result = hook(instance, state)
         if inspect.iscoroutine(result):
             result.close()
-            raise TypeError(f"{type(instance).__name__}.{RESTORE_METHOD} must be a plain def, "
-                            "not a coroutine function")
+            raise TypeError(
+                f"{type(instance).__name__}.{RESTORE_METHOD} must be a plain def, "
+                "not a coroutine function"
+            )
         return
     if not isinstance(state, dict):
         raise TypeError(
             f"the checkpoint of {type(instance).__name__} holds a {type(state).__name__}, not "
-            f"an instance __dict__: define {RESTORE_METHOD}(self, state) to restore it")
+            f"an instance __dict__: define {RESTORE_METHOD}(self, state) to restore it"
+        )
     vars(instance).update(state)
 
 
@@ -183,7 +195,8 @@ def encode(state: Any, seq: int, class_name: str = "actor") -> bytes:
         raise TypeError(
             f"the state of {class_name} cannot be checkpointed: it is not picklable ({e}); "
             f"define {SAVE_METHOD}(self) to return only picklable state (and "
-            f"{RESTORE_METHOD}(self, state) to put it back)") from e
+            f"{RESTORE_METHOD}(self, state) to put it back)"
+        ) from e
     head = pickle.dumps((seq, time.time()), protocol=5)
     return _MAGIC + len(head).to_bytes(4, "little") + head + body
 
@@ -192,9 +205,9 @@ def decode(blob: bytes, where: str = "checkpoint") -> Checkpoint:
     if not blob.startswith(_MAGIC):
         raise ValueError(f"{where} is not an rtml checkpoint")
     n = len(_MAGIC)
-    size = int.from_bytes(blob[n:n + 4], "little")
-    seq, when = pickle.loads(blob[n + 4:n + 4 + size])
-    return Checkpoint(seq, when, pickle.loads(blob[n + 4 + size:]))
+    size = int.from_bytes(blob[n : n + 4], "little")
+    seq, when = pickle.loads(blob[n + 4 : n + 4 + size])
+    return Checkpoint(seq, when, pickle.loads(blob[n + 4 + size :]))
 
 
 # ---------------------------------------------------------------------------- files
@@ -214,15 +227,16 @@ def write(config: dict[str, Any], blob: bytes, create: bool = True) -> str:
         fd = os.open(tmp, flags, 0o600)
     except FileNotFoundError:
         if not create:
-            raise DirectoryRemoved(f"the checkpoint directory {d} was removed (the actor was "
-                                   "ended for good)") from None
+            raise DirectoryRemoved(
+                f"the checkpoint directory {d} was removed (the actor was ended for good)"
+            ) from None
         _make_dir(config)
         fd = os.open(tmp, flags, 0o600)
     try:
         try:
             view = memoryview(blob)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -233,8 +247,10 @@ def write(config: dict[str, Any], blob: bytes, create: bool = True) -> str:
         except OSError:
             pass
         if isinstance(e, FileNotFoundError):  # our temp file vanished: ``remove`` ran
-            raise DirectoryRemoved(f"the checkpoint directory {d} was removed while a "
-                                   "checkpoint was written (the actor was ended for good)") from e
+            raise DirectoryRemoved(
+                f"the checkpoint directory {d} was removed while a "
+                "checkpoint was written (the actor was ended for good)"
+            ) from e
         raise
     try:
         dfd = os.open(d, os.O_RDONLY)
@@ -267,7 +283,8 @@ def load(config: dict[str, Any]) -> Checkpoint | None:
     except Exception as e:
         raise RuntimeError(
             f"the actor's checkpoint {path} cannot be read back ({type(e).__name__}: {e}); "
-            "remove the file to restart the actor from its constructor's state") from e
+            "remove the file to restart the actor from its constructor's state"
+        ) from e
 
 
 def remove(info: dict[str, Any] | None) -> None:
@@ -316,8 +333,9 @@ class Checkpointer:
     retry that runs it twice. ``save()`` raises instead.
     """
 
-    def __init__(self, config: dict[str, Any], class_name: str = "actor",
-                 background: bool = True) -> None:
+    def __init__(
+        self, config: dict[str, Any], class_name: str = "actor", background: bool = True
+    ) -> None:
         self.config = config
         self.interval: int = config.get("interval") or 0
         self.class_name = class_name
@@ -417,8 +435,9 @@ class Checkpointer:
             self._pending = (seq, blob)
             self._submitted = seq
             if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, daemon=True,
-                                                name="rtml-checkpoint-writer")
+                self._writer = threading.Thread(
+                    target=self._write_loop, daemon=True, name="rtml-checkpoint-writer"
+                )
                 self._writer.start()
             self._cond.notify_all()
 
@@ -455,5 +474,8 @@ class Checkpointer:
         text = f"{type(e).__name__}: {e}"
         if text != self._warned:  # once per distinct failure, not once per call
             self._warned = text
-            print(f"rtml: checkpoint of actor {self.class_name} failed, it goes on from its "
-                  f"previous checkpoint if restarted: {text}", file=sys.stderr)
+            print(
+                f"rtml: checkpoint of actor {self.class_name} failed, it goes on from its "
+                f"previous checkpoint if restarted: {text}",
+                file=sys.stderr,
+            )

@@ -31,8 +31,9 @@ class Started:
     log_path: str | None = None
 
 
-def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
-           timeout: float) -> tuple[subprocess.Popen, list[str]]:
+def _spawn(
+    args: list[str], token: bytes, log_path: str | None, detach: bool, timeout: float
+) -> tuple[subprocess.Popen, list[str]]:
     r, w = os.pipe()
     env = dict(os.environ)
     env[TOKEN_ENV] = token.hex()
@@ -44,9 +45,14 @@ def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", *args, "--ready-fd", str(w)], pass_fds=(w,), env=env,
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out if log_path else None,
-            start_new_session=detach)
+            [sys.executable, "-m", *args, "--ready-fd", str(w)],
+            pass_fds=(w,),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out if log_path else None,
+            start_new_session=detach,
+        )
     finally:
         os.close(w)
         if log_path is not None:
@@ -59,16 +65,18 @@ def _spawn(args: list[str], token: bytes, log_path: str | None, detach: bool,
             if remaining <= 0:
                 proc.kill()
                 proc.wait()
-                raise TimeoutError(f"{args[0]} did not become ready within {timeout:.0f}s"
-                                   f"{_tail(log_path)}")
+                raise TimeoutError(
+                    f"{args[0]} did not become ready within {timeout:.0f}s{_tail(log_path)}"
+                )
             ready, _, _ = select.select([r], [], [], remaining)
             if not ready:
                 continue
             chunk = os.read(r, 4096)
             if not chunk:
                 code = proc.wait()
-                raise RuntimeError(f"{args[0]} exited with code {code} while starting"
-                                   f"{_tail(log_path)}")
+                raise RuntimeError(
+                    f"{args[0]} exited with code {code} while starting{_tail(log_path)}"
+                )
             buf += chunk
     finally:
         os.close(r)
@@ -109,10 +117,16 @@ def _tail(log_path: str | None) -> str:
         return ""
 
 
-def start_control_plane(token: bytes, host: str = "127.0.0.1", port: int = 0,
-                        redis: str | None = None, heartbeat_timeout: float | None = None,
-                        log_path: str | None = None, detach: bool = False,
-                        timeout: float = READY_TIMEOUT_S) -> Started:
+def start_control_plane(
+    token: bytes,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    redis: str | None = None,
+    heartbeat_timeout: float | None = None,
+    log_path: str | None = None,
+    detach: bool = False,
+    timeout: float = READY_TIMEOUT_S,
+) -> Started:
     args = ["rtml._control", "--host", host, "--port", str(port)]
     if redis:
         args += ["--redis", redis]
@@ -122,15 +136,38 @@ def start_control_plane(token: bytes, host: str = "127.0.0.1", port: int = 0,
     return Started(proc, int(words[-1]), log_path=log_path)
 
 
-def start_node(gcs_address: str, token: bytes, *, head: bool = False, host: str = "127.0.0.1",
-               port: int = 0, num_cpus: float | None = None, num_gpus: float = 0,
-               resources: dict[str, float] | None = None,
-               object_store_memory: int | None = None, labels: dict[str, str] | None = None,
-               log_path: str | None = None, detach: bool = False,
-               timeout: float = READY_TIMEOUT_S, dashboard_port: int = 0) -> Started:
-    args = ["rtml._node", "--gcs", gcs_address, "--host", host, "--port", str(port),
-            "--num-gpus", str(num_gpus), "--resources", json.dumps(resources or {}),
-            "--labels", json.dumps(labels or {})]
+def start_node(
+    gcs_address: str,
+    token: bytes,
+    *,
+    head: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    num_cpus: float | None = None,
+    num_gpus: float = 0,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    labels: dict[str, str] | None = None,
+    log_path: str | None = None,
+    detach: bool = False,
+    timeout: float = READY_TIMEOUT_S,
+    dashboard_port: int = 0,
+) -> Started:
+    args = [
+        "rtml._node",
+        "--gcs",
+        gcs_address,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--num-gpus",
+        str(num_gpus),
+        "--resources",
+        json.dumps(resources or {}),
+        "--labels",
+        json.dumps(labels or {}),
+    ]
     if num_cpus is not None:
         args += ["--num-cpus", str(num_cpus)]
     if object_store_memory is not None:

@@ -20,9 +20,11 @@ def exit_actor() -> None:
     """
     client = _context.get_client()
     if client is None or getattr(client, "current_actor_id", None) is None:
-        raise TypeError("exit_actor() can only be called inside an actor's method; to stop "
-                        "an actor from outside, use rtml.kill(handle) or "
-                        "handle.__rtml_terminate__.remote()")
+        raise TypeError(
+            "exit_actor() can only be called inside an actor's method; to stop "
+            "an actor from outside, use rtml.kill(handle) or "
+            "handle.__rtml_terminate__.remote()"
+        )
     import asyncio
 
     try:

@@ -29,8 +29,7 @@ __all__ = ["Cluster", "NodeHandle"]
 class NodeHandle:
     """A node started by ``Cluster``: its id, address, process and the options it got."""
 
-    def __init__(self, started: Started, address: str, options: dict[str, Any],
-                 head: bool) -> None:
+    def __init__(self, started: Started, address: str, options: dict[str, Any], head: bool) -> None:
         self.node_id = started.node_id
         self.address = address
         self.process = started.proc
@@ -61,9 +60,15 @@ class Cluster:
         redis: ``HOST:PORT[,HOST:PORT...]`` of redis-servers for a durable control plane.
     """
 
-    def __init__(self, initialize_head: bool = False, connect: bool = False,
-                 head_node_args: dict[str, Any] | None = None, shutdown_at_exit: bool = True,
-                 heartbeat_timeout: float | None = None, redis: str | None = None) -> None:
+    def __init__(
+        self,
+        initialize_head: bool = False,
+        connect: bool = False,
+        head_node_args: dict[str, Any] | None = None,
+        shutdown_at_exit: bool = True,
+        heartbeat_timeout: float | None = None,
+        redis: str | None = None,
+    ) -> None:
         self.token = _auth.new_token()
         self.redis = redis
         self.heartbeat_timeout = heartbeat_timeout
@@ -85,8 +90,9 @@ class Cluster:
 
     def start_control_plane(self, port: int = 0) -> None:
         """(Re)start the control-plane process (on ``port``; 0 picks a free one)."""
-        cp = start_control_plane(self.token, port=port, redis=self.redis,
-                                 heartbeat_timeout=self.heartbeat_timeout)
+        cp = start_control_plane(
+            self.token, port=port, redis=self.redis, heartbeat_timeout=self.heartbeat_timeout
+        )
         self.control_plane = cp
         self.address = f"127.0.0.1:{cp.port}"
         _auth.write_token(self.address, self.token)
@@ -116,8 +122,9 @@ class Cluster:
         allowed = {"num_cpus", "num_gpus", "resources", "object_store_memory", "labels"}
         unknown = set(node_args) - allowed
         if unknown:
-            raise TypeError(f"add_node() got unexpected option(s) {sorted(unknown)}; "
-                            f"it takes {sorted(allowed)}")
+            raise TypeError(
+                f"add_node() got unexpected option(s) {sorted(unknown)}; it takes {sorted(allowed)}"
+            )
         head = self.head_node is None
         started = start_node(self.address, self.token, head=head, **node_args)
         node = NodeHandle(started, f"127.0.0.1:{started.port}", node_args, head)
@@ -156,8 +163,9 @@ class Cluster:
                 if alive == want:
                     return
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the control plane lists {sorted(alive)} alive, "
-                                       f"expected {sorted(want)}")
+                    raise TimeoutError(
+                        f"the control plane lists {sorted(alive)} alive, expected {sorted(want)}"
+                    )
                 time.sleep(0.05)
 
     # ------------------------------------------------------------------ drivers

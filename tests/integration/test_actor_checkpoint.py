@@ -34,9 +34,18 @@ def _gone(pid: int) -> bool:
 
 def _pid(actor) -> int:
     aid = actor._actor_id.hex()
-    return wait_for(lambda: next((r["pid"] for r in list_actors(limit=10_000)
-                                  if r["actor_id"] == aid and r["state"] == "ALIVE"), None),
-                    timeout=T, what="the actor to be alive")
+    return wait_for(
+        lambda: next(
+            (
+                r["pid"]
+                for r in list_actors(limit=10_000)
+                if r["actor_id"] == aid and r["state"] == "ALIVE"
+            ),
+            None,
+        ),
+        timeout=T,
+        what="the actor to be alive",
+    )
 
 
 def _sigkill(actor) -> None:
@@ -46,8 +55,9 @@ def _sigkill(actor) -> None:
 
 
 def _files(root) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), root)
-                  for d, _, fs in os.walk(root) for f in fs)
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
 
 
 def _saved(root) -> list[int]:
@@ -61,8 +71,11 @@ def _saved(root) -> list[int]:
 
 
 def _wait_saved(root, seq: int, actors: int = 1) -> None:
-    wait_for(lambda: (lambda s: len(s) == actors and min(s) >= seq)(_saved(root)),
-             timeout=T, what=f"checkpoint {seq} on disk")
+    wait_for(
+        lambda: (lambda s: len(s) == actors and min(s) >= seq)(_saved(root)),
+        timeout=T,
+        what=f"checkpoint {seq} on disk",
+    )
 
 
 @rtml.remote
@@ -129,8 +142,9 @@ def test_shutdown_removes_what_the_session_left(tmp_path, monkeypatch):
 def test_local_mode_restores_on_restart(tmp_path):
     rtml.init(local_mode=True)
     try:
-        a = Counter.options(max_restarts=1, checkpoint_interval=2,
-                            checkpoint_dir=str(tmp_path)).remote()
+        a = Counter.options(
+            max_restarts=1, checkpoint_interval=2, checkpoint_dir=str(tmp_path)
+        ).remote()
         assert [rtml.get(a.inc.remote()) for _ in range(5)] == [1, 2, 3, 4, 5]
         rtml.kill(a, no_restart=False)
         assert rtml.get(a.inc.remote()) == 5  # from the checkpoint after call 4
@@ -164,8 +178,9 @@ def root(state_dir):
 
 
 def test_a_restarted_actor_resumes_from_its_last_checkpoint(root, tmp_path):
-    a = Counter.options(max_restarts=1, max_task_retries=-1, checkpoint_interval=3,
-                        checkpoint_dir=str(tmp_path)).remote(10)
+    a = Counter.options(
+        max_restarts=1, max_task_retries=-1, checkpoint_interval=3, checkpoint_dir=str(tmp_path)
+    ).remote(10)
     assert [rtml.get(a.inc.remote(), timeout=T) for _ in range(7)] == list(range(11, 18))
     _wait_saved(tmp_path, 2)  # taken after calls 3 and 6
     _sigkill(a)
@@ -181,8 +196,7 @@ def test_without_checkpoints_a_restart_starts_from_the_constructor(root):
 
 
 def test_on_demand_checkpoint(root, tmp_path):
-    a = Counter.options(max_restarts=1, max_task_retries=-1,
-                        checkpoint_dir=str(tmp_path)).remote()
+    a = Counter.options(max_restarts=1, max_task_retries=-1, checkpoint_dir=str(tmp_path)).remote()
     for _ in range(5):
         a.inc.remote()
     # The ref resolves once the checkpoint (of the state after the 5 calls) is on disk.
@@ -195,8 +209,9 @@ def test_on_demand_checkpoint(root, tmp_path):
 
 
 def test_custom_hooks_save_and_restore(root, tmp_path):
-    a = Hooked.options(max_restarts=2, max_task_retries=-1, checkpoint_interval=2,
-                       checkpoint_dir=str(tmp_path)).remote()
+    a = Hooked.options(
+        max_restarts=2, max_task_retries=-1, checkpoint_interval=2, checkpoint_dir=str(tmp_path)
+    ).remote()
     for _ in range(4):
         a.inc.remote()
     _wait_saved(tmp_path, 2)  # {"n": 4, "restores": 0}
@@ -218,10 +233,19 @@ def test_async_and_threaded_actors_checkpoint_too(root, tmp_path):
             self.n += 1
             return self.n
 
-    a = AsyncCounter.options(max_restarts=1, max_task_retries=-1, checkpoint_interval=2,
-                             checkpoint_dir=str(tmp_path / "a")).remote()
-    b = Counter.options(max_restarts=1, max_task_retries=-1, max_concurrency=4,
-                        checkpoint_interval=2, checkpoint_dir=str(tmp_path / "b")).remote()
+    a = AsyncCounter.options(
+        max_restarts=1,
+        max_task_retries=-1,
+        checkpoint_interval=2,
+        checkpoint_dir=str(tmp_path / "a"),
+    ).remote()
+    b = Counter.options(
+        max_restarts=1,
+        max_task_retries=-1,
+        max_concurrency=4,
+        checkpoint_interval=2,
+        checkpoint_dir=str(tmp_path / "b"),
+    ).remote()
     for actor, d in ((a, "a"), (b, "b")):
         assert [rtml.get(actor.inc.remote(), timeout=T) for _ in range(5)] == [1, 2, 3, 4, 5]
         _wait_saved(tmp_path / d, 2)
@@ -236,8 +260,9 @@ def test_a_restore_that_raises_fails_the_actor(root, tmp_path):
         def __rtml_restore__(self, state: dict) -> None:
             raise ValueError(f"refusing state {state['n']}")
 
-    a = Picky.options(max_restarts=3, max_task_retries=-1, checkpoint_interval=1,
-                      checkpoint_dir=str(tmp_path)).remote()
+    a = Picky.options(
+        max_restarts=3, max_task_retries=-1, checkpoint_interval=1, checkpoint_dir=str(tmp_path)
+    ).remote()
     assert rtml.get(a.inc.remote(), timeout=T) == 1
     _wait_saved(tmp_path, 1)
     _sigkill(a)
@@ -253,11 +278,13 @@ def test_checkpoint_files_are_removed_when_the_actor_ends(root, tmp_path):
     own = str(tmp_path / "own")
     wait_for(lambda: _files(root) == [] or None, timeout=T, what="earlier actors' files")
     killed = Counter.options(checkpoint_interval=1).remote()
-    restarts_out = Counter.options(max_restarts=1, max_task_retries=-1, checkpoint_interval=1,
-                                   checkpoint_dir=own).remote()
+    restarts_out = Counter.options(
+        max_restarts=1, max_task_retries=-1, checkpoint_interval=1, checkpoint_dir=own
+    ).remote()
     dropped = Counter.options(checkpoint_interval=1).remote()
-    assert rtml.get([killed.inc.remote(), restarts_out.inc.remote(), dropped.inc.remote()],
-                    timeout=T) == [1, 1, 1]
+    assert rtml.get(
+        [killed.inc.remote(), restarts_out.inc.remote(), dropped.inc.remote()], timeout=T
+    ) == [1, 1, 1]
     _wait_saved(root, 1, actors=2)  # in the default directory
     _wait_saved(own, 1)
 
@@ -277,10 +304,13 @@ def test_bad_checkpoint_options():
     with pytest.raises(ValueError, match="checkpoint_dir"):
         Counter.options(checkpoint_dir="")
     with pytest.raises(ValueError, match="checkpoint_interval must be"):
+
         @rtml.remote(checkpoint_interval=-3)
         class Nope:
             pass
+
     with pytest.raises(ValueError, match="invalid option 'checkpoint_interval'"):
+
         @rtml.remote(checkpoint_interval=3)
         def f() -> None:
             pass

@@ -113,8 +113,7 @@ def test_calls_run_in_order_even_when_an_argument_is_late():
     gate = Gate.remote()
     c = Counter.remote()
     late = gate.wait.remote()
-    refs = [c.record.remote("first", late), c.record.remote("second"),
-            c.record.remote("third")]
+    refs = [c.record.remote("first", late), c.record.remote("second"), c.record.remote("third")]
 
     @rtml.remote
     def other_caller(actor):
@@ -194,8 +193,7 @@ def test_named_actor_lookup_duplicates_and_get_if_exists():
     with pytest.raises(ValueError, match="no-such-actor"):
         rtml.get_actor("no-such-actor")
     Counter.options(name="counter-a", namespace="other").remote(50)
-    assert rtml.get(rtml.get_actor("counter-a", namespace="other").inc.remote(),
-                    timeout=T) == 51
+    assert rtml.get(rtml.get_actor("counter-a", namespace="other").inc.remote(), timeout=T) == 51
     rtml.kill(a)
     with pytest.raises(ValueError, match="counter-a"):
         rtml.get_actor("counter-a")
@@ -235,8 +233,9 @@ def test_explicit_num_cpus_are_held_for_the_actor_lifetime():
     rtml.get(holder.inc.remote(), timeout=T)
     assert rtml.available_resources()["CPU"] == before - 1
     rtml.kill(holder)
-    wait_for(lambda: rtml.available_resources()["CPU"] == before, timeout=T,
-             what="the CPU to come back")
+    wait_for(
+        lambda: rtml.available_resources()["CPU"] == before, timeout=T, what="the CPU to come back"
+    )
     with pytest.raises(exc.ActorDiedError, match="could never be placed"):
         rtml.get(Counter.options(num_cpus=64).remote().inc.remote(), timeout=T)
 

@@ -19,6 +19,7 @@ class Doubler:
 def test_gpu_actors_get_their_own_devices():
     rtml.init(num_cpus=2, num_gpus=2)
     try:
+
         @rtml.remote(num_gpus=1)
         class G:
             def ids(self):

@@ -45,8 +45,7 @@ def test_actor_pool():
     actors = [Doubler.remote(), Doubler.remote()]
     pool = ActorPool(actors)
     assert list(pool.map(lambda a, v: a.double.remote(v), range(6))) == [0, 2, 4, 6, 8, 10]
-    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(5))) == [
-        0, 2, 4, 6, 8]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(5))) == [0, 2, 4, 6, 8]
     assert not pool.has_next() and pool.has_free()
     for v in (1, 2, 3):  # three submissions, two actors: one waits for a free actor
         pool.submit(lambda a, v: a.double.remote(v), v)

@@ -29,15 +29,18 @@ def redis(tmp_path):
 
 
 def test_dag_survives_workers_actors_a_node_and_the_control_plane_dying(redis):
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1},
-                      heartbeat_timeout=2.0, redis=redis.address)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1},
+        heartbeat_timeout=2.0,
+        redis=redis.address,
+    )
     sessions: set[str] = set()
     try:
         cluster.add_node(num_cpus=1)
         cluster.add_node(num_cpus=1)
         cluster.connect()
-        report = _chaos.run(cluster, SEED, faults=list(_chaos.FAULTS), n_faults=8,
-                            timeout=240)
+        report = _chaos.run(cluster, SEED, faults=list(_chaos.FAULTS), n_faults=8, timeout=240)
         with ControlClient(cluster.address, cluster.token) as gcs:
             sessions = {n.extra["session"] for n in gcs.list_nodes()}
     finally:
@@ -46,7 +49,8 @@ def test_dag_survives_workers_actors_a_node_and_the_control_plane_dying(redis):
     assert not report.wrong, f"seed {SEED}: wrong values for DAG nodes {report.wrong[:10]}"
     injected = {f.kind for f in report.faults if f.at < report.seconds}
     assert injected == set(_chaos.FAULTS), (
-        f"seed {SEED}: only {sorted(injected)} hit the workload (in {report.seconds:.1f} s)")
+        f"seed {SEED}: only {sorted(injected)} hit the workload (in {report.seconds:.1f} s)"
+    )
     assert len(sessions) == 4  # head, two nodes, the replacement
 
     def left() -> list[str]:

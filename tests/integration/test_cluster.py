@@ -87,8 +87,10 @@ def test_object_on_one_node_feeds_tasks_on_both(cluster):
     there = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
     a = total.options(scheduling_strategy=here).remote(ref)
     b = total.options(scheduling_strategy=there).remote(ref)
-    assert rtml.get([a, b], timeout=30) == [(500_000.0, head_id(cluster)),
-                                             (500_000.0, side_id(cluster))]
+    assert rtml.get([a, b], timeout=30) == [
+        (500_000.0, head_id(cluster)),
+        (500_000.0, side_id(cluster)),
+    ]
 
 
 def _head_load(cluster) -> dict:
@@ -120,8 +122,11 @@ def test_many_readers_of_one_remote_object_pull_it_once(cluster):
     here = NodeAffinitySchedulingStrategy(head_id(cluster), soft=False)
     refs = [total.options(scheduling_strategy=here).remote(ref) for _ in range(6)]
     assert {r[0] for r in rtml.get(refs, timeout=30)} == {300_000.0}
-    wait_for(lambda: _head_load(cluster)["pulls"] == before + 1, 10,
-             what="exactly one pull of the object to the head")
+    wait_for(
+        lambda: _head_load(cluster)["pulls"] == before + 1,
+        10,
+        what="exactly one pull of the object to the head",
+    )
 
 
 def test_default_placement_runs_a_task_where_its_large_input_is(cluster):
@@ -151,14 +156,17 @@ def test_spread(cluster):
 
 def test_node_affinity(cluster):
     hard = NodeAffinitySchedulingStrategy(side_id(cluster), soft=False)
-    assert rtml.get(where.options(scheduling_strategy=hard).remote(), timeout=30) == \
-        side_id(cluster)
+    assert rtml.get(where.options(scheduling_strategy=hard).remote(), timeout=30) == side_id(
+        cluster
+    )
     bogus = NodeAffinitySchedulingStrategy("feedfacefeedface", soft=False)
     with pytest.raises(exc.TaskUnschedulableError, match="feedfacefeedface"):
         rtml.get(where.options(scheduling_strategy=bogus).remote(), timeout=30)
     soft = NodeAffinitySchedulingStrategy("feedfacefeedface", soft=True)
-    assert rtml.get(where.options(scheduling_strategy=soft).remote(), timeout=30) in \
-        {head_id(cluster), side_id(cluster)}
+    assert rtml.get(where.options(scheduling_strategy=soft).remote(), timeout=30) in {
+        head_id(cluster),
+        side_id(cluster),
+    }
     with pytest.raises(ValueError, match="scheduling_strategy"):
         where.options(scheduling_strategy="EVERYWHERE")
 
@@ -192,8 +200,9 @@ def test_output_of_a_task_on_another_node_reaches_the_driver(cluster, capfd):
         return 1
 
     assert rtml.get(speak.remote(), timeout=30) == 1
-    wait_for(lambda: "hello from the side node" in capfd.readouterr().out, 10,
-             what="the output line")
+    wait_for(
+        lambda: "hello from the side node" in capfd.readouterr().out, 10, what="the output line"
+    )
 
 
 def test_objects_are_freed_on_the_node_that_stores_them(cluster):
@@ -234,13 +243,17 @@ def test_infeasible_task_waits_for_a_node_that_fits(cluster):
         assert rtml.get(ref, timeout=30) == node.node_id
     finally:
         cluster.remove_node(node)
-    wait_for(lambda: not [n for n in rtml.nodes() if n["NodeID"] == node.node_id
-                          and n["Alive"]], 15, what="the removed node to be marked dead")
+    wait_for(
+        lambda: not [n for n in rtml.nodes() if n["NodeID"] == node.node_id and n["Alive"]],
+        15,
+        what="the removed node to be marked dead",
+    )
 
 
 def test_a_second_driver_joins_the_running_cluster(cluster, tmp_path):
     script = tmp_path / "driver2.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import rtml
         rtml.init(address={cluster.address!r}, namespace="second")
 
@@ -251,9 +264,15 @@ def test_a_second_driver_joins_the_running_cluster(cluster, tmp_path):
         print("RESULT", sum(rtml.get([double.remote(i) for i in range(50)], timeout=30)))
         print("NODES", len([n for n in rtml.nodes() if n["Alive"]]))
         rtml.shutdown()
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert out.returncode == 0, out.stderr
     assert "RESULT 2450" in out.stdout and "NODES 2" in out.stdout
     assert rtml.get(where.remote(), timeout=30)  # this driver is unaffected
@@ -385,5 +404,8 @@ def test_lineage_and_locations_reach_the_control_plane_and_are_released(cluster)
         assert side_id(cluster) in locs[1]
         del ref
         wait_for(lambda: gcs.get_task(tid) is None, 10, what="the lineage to be released")
-        wait_for(lambda: not (gcs.get_locations(oid) or (0, ()))[1], 10,
-                 what="the location to be removed")
+        wait_for(
+            lambda: not (gcs.get_locations(oid) or (0, ()))[1],
+            10,
+            what="the location to be removed",
+        )

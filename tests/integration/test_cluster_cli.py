@@ -20,8 +20,9 @@ from rtml.testing import Cluster
 
 
 def _rtml(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rtml", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "rtml", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 @pytest.fixture
@@ -40,8 +41,9 @@ def state_env(tmp_path, monkeypatch):
 
 def test_start_connect_status_join_and_stop(state_env):
     state, env = state_env
-    out = _rtml("start", "--head", "--port", "0", "--num-cpus", "1", "--heartbeat-timeout", "7",
-                env=env)
+    out = _rtml(
+        "start", "--head", "--port", "0", "--num-cpus", "1", "--heartbeat-timeout", "7", env=env
+    )
     assert out.returncode == 0, out.stderr
     address = re.search(r"control plane at (\S+),", out.stdout).group(1)
     assert f'rtml.init(address="{address}")' in out.stdout and "--token" in out.stdout
@@ -49,8 +51,9 @@ def test_start_connect_status_join_and_stop(state_env):
     assert len(token_files) == 1
     assert stat.S_IMODE(token_files[0].stat().st_mode) == 0o600
 
-    joined = _rtml("start", "--address", address, "--num-cpus", "1",
-                   "--resources", '{"extra": 1}', env=env)
+    joined = _rtml(
+        "start", "--address", address, "--num-cpus", "1", "--resources", '{"extra": 1}', env=env
+    )
     assert joined.returncode == 0, joined.stderr
     pids = [e["pid"] for e in json.loads((state / "started.json").read_text())]
     assert len(pids) == 3 and all(psutil.pid_exists(p) for p in pids)
@@ -63,6 +66,7 @@ def test_start_connect_status_join_and_stop(state_env):
 
     rtml.init(address="auto")  # finds the address and the token in the state directory
     try:
+
         @rtml.remote(resources={"extra": 1})
         def where():
             return rtml.get_runtime_context().get_node_id()
@@ -78,9 +82,16 @@ def test_start_connect_status_join_and_stop(state_env):
 
     stopped = _rtml("stop", env=env)
     assert stopped.returncode == 0 and "stopped 3" in stopped.stdout
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
-                             psutil.STATUS_ZOMBIE for p in pids), 15,
-             what="every started process to exit")
+    wait_for(
+        lambda: (
+            not any(
+                psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                for p in pids
+            )
+        ),
+        15,
+        what="every started process to exit",
+    )
     assert not [p for p in state.iterdir() if p.name.startswith("token-")]
 
 
@@ -103,8 +114,7 @@ def test_cli_errors_are_clear(state_env):
 def test_cluster_on_the_redis_backend(tmp_path):
     redis = LocalRedis(str(tmp_path)).start()
     try:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1},
-                          redis=redis.address)
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1}, redis=redis.address)
         try:
             cluster.add_node(num_cpus=1, resources={"r": 1})
             cluster.connect()
@@ -113,8 +123,9 @@ def test_cluster_on_the_redis_backend(tmp_path):
             def square(x):
                 return x * x
 
-            assert rtml.get([square.remote(i) for i in range(10)], timeout=30) == \
-                [i * i for i in range(10)]
+            assert rtml.get([square.remote(i) for i in range(10)], timeout=30) == [
+                i * i for i in range(10)
+            ]
             assert len([n for n in rtml.nodes() if n["Alive"]]) == 2
         finally:
             cluster.shutdown()

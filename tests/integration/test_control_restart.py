@@ -80,8 +80,9 @@ class Workload:
         i = 0
         while not self._stop.is_set():
             try:
-                refs = [square.options(scheduling_strategy="SPREAD").remote(i + k)
-                        for k in range(4)]
+                refs = [
+                    square.options(scheduling_strategy="SPREAD").remote(i + k) for k in range(4)
+                ]
                 self.expected += 1
                 total = self.counter.add.remote(1)
                 assert rtml.get(refs, timeout=30) == [(i + k) ** 2 for k in range(4)]
@@ -99,19 +100,32 @@ class Workload:
 
 def run_driver(address: str, body: str, tmp_path) -> str:
     script = tmp_path / f"driver-{time.monotonic_ns()}.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import rtml
         rtml.init(address={address!r}, namespace="restart")
-    """) + textwrap.dedent(body) + "\nrtml.shutdown()\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    """)
+        + textwrap.dedent(body)
+        + "\nrtml.shutdown()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def test_a_workload_runs_through_a_restart_on_redis(redis, tmp_path):
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1},
-                      redis=redis.address, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1},
+        redis=redis.address,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+    )
     work = None
     try:
         side = cluster.add_node(num_cpus=1, resources={"side": 4})
@@ -123,8 +137,10 @@ def test_a_workload_runs_through_a_restart_on_redis(redis, tmp_path):
             keeper = Counter.options(name="keeper", resources={"side": 1}).remote()
             kept = big.remote(200_000)  # stored on the side node, lineage owned by the head
             rtml.wait([kept], timeout=30)
-            wait_for(lambda: gcs.get_locations(kept.id) and gcs.get_task(task_of(kept.id)),
-                     what="the object's location and lineage in the control plane")
+            wait_for(
+                lambda: gcs.get_locations(kept.id) and gcs.get_task(task_of(kept.id)),
+                what="the object's location and lineage in the control plane",
+            )
             work = Workload(keeper)
             wait_for(lambda: work.done >= 3 or work.errors, 30, what="the workload to run")
 
@@ -137,13 +153,20 @@ def test_a_workload_runs_through_a_restart_on_redis(redis, tmp_path):
                 state.list_nodes()
             assert time.monotonic() - t0 < 5, "an error, not a hang"
             done = work.done
-            wait_for(lambda: work.done >= done + 3 or work.errors, 30,
-                     what="the workload to go on without the control plane")
+            wait_for(
+                lambda: work.done >= done + 3 or work.errors,
+                30,
+                what="the workload to go on without the control plane",
+            )
             during = big.remote(300_000)  # ...and records are made meanwhile
             rtml.wait([during], timeout=30)
             made: list = []  # an actor created meanwhile waits for the control plane
-            create = threading.Thread(target=lambda: made.append(Counter.options(
-                name="during", resources={"side": 1}).remote()), name="test-create")
+            create = threading.Thread(
+                target=lambda: made.append(
+                    Counter.options(name="during", resources={"side": 1}).remote()
+                ),
+                name="test-create",
+            )
             create.start()
             done = work.done
             cluster.restart_control_plane()  # (the old process is already dead)
@@ -152,10 +175,16 @@ def test_a_workload_runs_through_a_restart_on_redis(redis, tmp_path):
             create.join(30)
             assert rtml.get(made[0].add.remote(2), timeout=30) == 2
             assert gcs.lookup_actor("restart", "during").state == "ALIVE"
-            wait_for(lambda: work.done >= done + 5 or work.errors, 30,
-                     what="the workload to go on after the restart")
-            wait_for(lambda: not gcs.get_node(victim.node_id).alive, HEARTBEAT_TIMEOUT + 5,
-                     what="the node that died during the outage to be declared dead")
+            wait_for(
+                lambda: work.done >= done + 5 or work.errors,
+                30,
+                what="the workload to go on after the restart",
+            )
+            wait_for(
+                lambda: not gcs.get_node(victim.node_id).alive,
+                HEARTBEAT_TIMEOUT + 5,
+                what="the node that died during the outage to be declared dead",
+            )
             assert "no heartbeat" in gcs.get_node(victim.node_id).death_cause
             alive = {n.node_id: n.index for n in gcs.list_nodes(alive_only=True)}
             del before[victim.node_id]
@@ -171,13 +200,17 @@ def test_a_workload_runs_through_a_restart_on_redis(redis, tmp_path):
         work.stop()
         assert not work.errors, work.errors
         assert rtml.get(rtml.get_actor("keeper").add.remote(0), timeout=30) == work.expected
-        out = run_driver(cluster.address, """
+        out = run_driver(
+            cluster.address,
+            """
             keeper, after = rtml.get_actor("keeper"), rtml.get_actor("after")
             print("FOUND", rtml.get(keeper.add.remote(0), timeout=30) > 0,
                   rtml.get(after.add.remote(5), timeout=30))
             f = rtml.remote(lambda x: x * x)
             print("RESULT", sum(rtml.get([f.remote(i) for i in range(10)], timeout=30)))
-        """, tmp_path)
+        """,
+            tmp_path,
+        )
         assert "FOUND True 5" in out and "RESULT 285" in out
     finally:
         if work is not None:
@@ -193,18 +226,25 @@ def test_in_memory_the_nodes_register_again_and_say_the_state_is_lost(tmp_path, 
         with ControlClient(cluster.address, cluster.token) as gcs:
             before = {n.node_id: n.index for n in gcs.list_nodes()}
             cluster.restart_control_plane()
-            wait_for(lambda: {n.node_id: n.index for n in gcs.list_nodes(alive_only=True)}
-                     == before, 20, what="both nodes to register again, with their indices")
+            wait_for(
+                lambda: {n.node_id: n.index for n in gcs.list_nodes(alive_only=True)} == before,
+                20,
+                what="both nodes to register again, with their indices",
+            )
             assert gcs.list_jobs() == [], "the jobs table was lost"
         refs = [square.options(scheduling_strategy="SPREAD").remote(i) for i in range(8)]
         assert rtml.get(refs, timeout=30) == [i * i for i in range(8)]
         assert rtml.get(big.remote(10), timeout=30).sum() == 10
-        out = run_driver(cluster.address, """
+        out = run_driver(
+            cluster.address,
+            """
             f = rtml.remote(lambda x: (x, rtml.get_runtime_context().get_node_id()))
             got = rtml.get([f.options(scheduling_strategy="SPREAD").remote(i)
                             for i in range(8)], timeout=30)
             print("RESULT", sum(x for x, _ in got), len({n for _, n in got}))
-        """, tmp_path)
+        """,
+            tmp_path,
+        )
         assert "RESULT 28 2" in out
     finally:
         cluster.shutdown()
@@ -240,8 +280,7 @@ def test_the_restarted_server_recovers_every_table_and_gives_a_grace_period(redi
         beats.start()
         cp.proc.kill()
         cp.proc.wait()
-        cp = start_control_plane(token, port=cp.port, redis=redis.address,
-                                 heartbeat_timeout=1.0)
+        cp = start_control_plane(token, port=cp.port, redis=redis.address, heartbeat_timeout=1.0)
         t0 = time.monotonic()
         assert [n.state for n in silent.list_nodes()] == ["ALIVE", "ALIVE"]
         assert silent.lookup_actor("ns", "keeper").node_id == "n2"
@@ -254,8 +293,9 @@ def test_the_restarted_server_recovers_every_table_and_gives_a_grace_period(redi
         wait_for(lambda: not silent.get_node("n2").alive, 5, what="n2 to be declared dead")
         assert time.monotonic() - t0 > 0.8, "not before its grace period ended"
         assert node.get_node("n1").alive, "the node that heartbeats stays"
-        assert silent.register_node("n3", {"address": "x:3", "resources": {}}).index == 3, \
+        assert silent.register_node("n3", {"address": "x:3", "resources": {}}).index == 3, (
             "the node index counter"
+        )
         assert silent.reconnects == node.reconnects == 1
     finally:
         stop.set()

@@ -32,14 +32,25 @@ class Gcs:
     def __init__(self, tmp_path, token: bytes, redis: str | None = None, port: int = 0) -> None:
         self.log_path = tmp_path / f"gcs-{time.monotonic_ns()}.log"
         r, w = os.pipe()
-        args = [sys.executable, "-m", "rtml._control", "--port", str(port),
-                "--token-hex", token.hex(), "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT),
-                "--ready-fd", str(w)]
+        args = [
+            sys.executable,
+            "-m",
+            "rtml._control",
+            "--port",
+            str(port),
+            "--token-hex",
+            token.hex(),
+            "--heartbeat-timeout",
+            str(HEARTBEAT_TIMEOUT),
+            "--ready-fd",
+            str(w),
+        ]
         if redis:
             args += ["--redis", redis]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, pass_fds=(w,), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                args, pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
         os.close(w)
         try:
             ready, _, _ = select.select([r], [], [], 30)
@@ -178,13 +189,17 @@ def test_a_silent_peer_does_not_stall_the_server(gcs, token):
         silent.close()
 
 
-@pytest.mark.parametrize("payload", [
-    b"garbage that is no frame at all",
-    struct.pack("<I", 100 << 20) + b"x" * 1000,  # announces a 100 MiB frame: over the limit
-    struct.pack("<I", 5) + b"abcde",  # a frame that does not unpickle
-    encode([("hello", "not a request")]),  # a valid frame, not a request
-    encode(["req"]),
-], ids=["garbage", "oversized", "undecodable", "not-a-request", "short"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"garbage that is no frame at all",
+        struct.pack("<I", 100 << 20) + b"x" * 1000,  # announces a 100 MiB frame: over the limit
+        struct.pack("<I", 5) + b"abcde",  # a frame that does not unpickle
+        encode([("hello", "not a request")]),  # a valid frame, not a request
+        encode(["req"]),
+    ],
+    ids=["garbage", "oversized", "undecodable", "not-a-request", "short"],
+)
 def test_a_bad_frame_closes_only_that_connection(gcs, client, token, payload):
     seen: list = []
     client.subscribe("nodes", seen.append)

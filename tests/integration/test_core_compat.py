@@ -12,7 +12,6 @@ from conftest import wait_for
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-
 @ray.remote
 def square(x):
     return x * x
@@ -47,9 +46,13 @@ def blocks(gate):
 @ray.remote
 def context_in_task():
     ctx = ray.get_runtime_context()
-    return {"task_id": ctx.get_task_id(), "node_id": ctx.get_node_id(),
-            "job_id": ctx.get_job_id(), "worker_id": ctx.get_worker_id(),
-            "initialized": ray.is_initialized()}
+    return {
+        "task_id": ctx.get_task_id(),
+        "node_id": ctx.get_node_id(),
+        "job_id": ctx.get_job_id(),
+        "worker_id": ctx.get_worker_id(),
+        "initialized": ray.is_initialized(),
+    }
 
 
 @ray.remote
@@ -78,9 +81,17 @@ def test_ray_exception_names():
     exc = ray.exceptions
     assert exc.RayError is exc.RtmlError
     assert exc.RayTaskError is exc.TaskError
-    for name in ("RayTaskError", "GetTimeoutError", "WorkerCrashedError", "TaskCancelledError",
-                 "ObjectStoreFullError", "RayActorError", "ObjectLostError",
-                 "TaskUnschedulableError", "RaySystemError"):
+    for name in (
+        "RayTaskError",
+        "GetTimeoutError",
+        "WorkerCrashedError",
+        "TaskCancelledError",
+        "ObjectStoreFullError",
+        "RayActorError",
+        "ObjectLostError",
+        "TaskUnschedulableError",
+        "RaySystemError",
+    ):
         assert issubclass(getattr(exc, name), exc.RayError), name
     assert issubclass(exc.GetTimeoutError, TimeoutError)
 

@@ -16,7 +16,6 @@ from conftest import in_threads, wait_for
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-
 @rtml.remote
 def identity(x):
     return x
@@ -147,10 +146,10 @@ def test_diamond_dag():
     #   b     c
     #    \   /
     #      d
-    a = add.remote(1, 1)            # 2
-    b = add.remote(a, 10)           # 12
-    c = add.remote(a, 100)          # 102
-    d = add.remote(b, c)            # 114
+    a = add.remote(1, 1)  # 2
+    b = add.remote(a, 10)  # 12
+    c = add.remote(a, 100)  # 102
+    d = add.remote(b, c)  # 114
     assert rtml.get(d, timeout=30) == 114
     assert rtml.get([a, b, c], timeout=30) == [2, 12, 102]
 

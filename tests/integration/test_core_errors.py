@@ -27,7 +27,6 @@ from rtml.exceptions import (
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-
 class CustomError(Exception):
     def __init__(self, code, detail):
         super().__init__(f"custom failure {code}")
@@ -296,13 +295,15 @@ def test_application_errors_are_not_retried_by_default(tmp_path):
 
 def test_retry_exceptions_true(tmp_path):
     ref = fail_first_attempts.options(max_retries=3, retry_exceptions=True).remote(
-        str(tmp_path), 2, KeyError)
+        str(tmp_path), 2, KeyError
+    )
     assert rtml.get(ref, timeout=60) == 3
 
 
 def test_retry_exceptions_true_gives_up_after_max_retries(tmp_path):
     ref = fail_first_attempts.options(max_retries=2, retry_exceptions=True).remote(
-        str(tmp_path), 10, ValueError)
+        str(tmp_path), 10, ValueError
+    )
     with pytest.raises(ValueError, match="attempt 3 failed"):
         rtml.get(ref, timeout=60)
     assert _attempts(str(tmp_path)) == 3
@@ -310,13 +311,15 @@ def test_retry_exceptions_true_gives_up_after_max_retries(tmp_path):
 
 def test_retry_exceptions_list_retries_listed_errors(tmp_path):
     ref = fail_first_attempts.options(max_retries=3, retry_exceptions=[ValueError]).remote(
-        str(tmp_path), 2, ValueError)
+        str(tmp_path), 2, ValueError
+    )
     assert rtml.get(ref, timeout=60) == 3
 
 
 def test_retry_exceptions_list_does_not_retry_other_errors(tmp_path):
     ref = fail_first_attempts.options(max_retries=3, retry_exceptions=[ValueError]).remote(
-        str(tmp_path), 2, KeyError)
+        str(tmp_path), 2, KeyError
+    )
     with pytest.raises(KeyError):
         rtml.get(ref, timeout=60)
     assert _attempts(str(tmp_path)) == 1
@@ -367,8 +370,11 @@ def test_cancel_running_parent_cancels_its_child(tmp_path):
     with pytest.raises(TaskCancelledError):
         rtml.get(parent, timeout=30)
     # the child was cancelled too, so both CPUs come back long before its own deadline
-    wait_for(lambda: rtml.available_resources()["CPU"] == 2, timeout=3,
-             what="the cancelled child to release its CPU")
+    wait_for(
+        lambda: rtml.available_resources()["CPU"] == 2,
+        timeout=3,
+        what="the cancelled child to release its CPU",
+    )
     _still_works()
 
 

@@ -40,6 +40,7 @@ def hold_until(path, timeout=60):
 @rtml.remote
 def rendezvous(directory, name, expected, timeout=10):
     """Announce ``name``, then wait until ``expected`` tasks have; return how many it saw."""
+
     def count():
         return len([n for n in os.listdir(directory) if n.startswith("here-")])
 
@@ -76,8 +77,7 @@ def _worker_pids() -> set[int]:
 
 def test_init_declares_resources_and_is_initialized(runtime):
     assert not rtml.is_initialized()
-    info = rtml.init(num_cpus=3, num_gpus=1, resources={"sensor": 2},
-                     object_store_memory=128 * MB)
+    info = rtml.init(num_cpus=3, num_gpus=1, resources={"sensor": 2}, object_store_memory=128 * MB)
     assert rtml.is_initialized()
     assert isinstance(info, dict)
     total = rtml.cluster_resources()
@@ -140,8 +140,7 @@ def test_runtime_env_vars_are_visible_in_tasks(runtime):
 
 def test_task_runtime_env_overrides_per_call(runtime):
     rtml.init(num_cpus=1)
-    ref = env_var.options(runtime_env={"env_vars": {"RTML_PER_TASK": "x1"}}).remote(
-        "RTML_PER_TASK")
+    ref = env_var.options(runtime_env={"env_vars": {"RTML_PER_TASK": "x1"}}).remote("RTML_PER_TASK")
     assert rtml.get(ref, timeout=30) == "x1"
     # set only for that task, not for the next one on the same worker
     assert rtml.get(env_var.remote("RTML_PER_TASK"), timeout=30) is None
@@ -229,13 +228,19 @@ def test_available_resources_drop_while_a_task_holds_cpus(runtime, tmp_path):
     rtml.init(num_cpus=2)
     gate = str(tmp_path / "gate")
     ref = hold_until.options(num_cpus=1.5).remote(gate)
-    wait_for(lambda: rtml.available_resources()["CPU"] == 0.5, timeout=30,
-             what="CPU availability to drop to 0.5")
+    wait_for(
+        lambda: rtml.available_resources()["CPU"] == 0.5,
+        timeout=30,
+        what="CPU availability to drop to 0.5",
+    )
     assert rtml.cluster_resources()["CPU"] == 2
     open(gate, "w").close()
     rtml.get(ref, timeout=30)
-    wait_for(lambda: rtml.available_resources()["CPU"] == 2, timeout=30,
-             what="CPU availability to come back to 2")
+    wait_for(
+        lambda: rtml.available_resources()["CPU"] == 2,
+        timeout=30,
+        what="CPU availability to come back to 2",
+    )
 
 
 def test_tasks_submitted_right_after_init_run_in_parallel(runtime, tmp_path):
@@ -307,8 +312,9 @@ def test_sigkilled_driver_leaves_no_workers_or_segments(tmp_path):
     pytest.importorskip("numpy")
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER)
-    with subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
         try:
             line = proc.stdout.readline().split()
             assert line and line[0] == "ready", f"driver did not start: {line!r}"
@@ -322,7 +328,11 @@ def test_sigkilled_driver_leaves_no_workers_or_segments(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    wait_for(lambda: not any(_alive(p) for p in workers), timeout=20,
-             what="orphaned workers to exit")
-    wait_for(lambda: not _segments(session), timeout=20,
-             what=f"segments of session {session} to be removed")
+    wait_for(
+        lambda: not any(_alive(p) for p in workers), timeout=20, what="orphaned workers to exit"
+    )
+    wait_for(
+        lambda: not _segments(session),
+        timeout=20,
+        what=f"segments of session {session} to be removed",
+    )

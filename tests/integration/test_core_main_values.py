@@ -39,7 +39,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_main_functions_and_classes_inside_arguments_reach_workers():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["42", "42", "42"]

@@ -21,7 +21,6 @@ np = pytest.importorskip("numpy")
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-
 MB = 1024 * 1024
 
 
@@ -67,12 +66,33 @@ def _barrier():
 
 
 VALUES = [
-    0, -1, 2**80, 3.5, float("inf"), complex(1, 2), True, None, "", "text ünïcode",
-    b"\x00bytes", bytearray(b"ba"), [1, [2, [3]]], (1, "a"), {"k": [1, 2], 3: None},
-    {1, 2, 3}, frozenset({"a"}), range(5), Point(1, 2.5), collections.Counter("hello"),
-    collections.OrderedDict(a=1), datetime.datetime(2024, 1, 2, 3, 4, 5),
-    decimal.Decimal("1.10"), ValueError("an exception as a value"), "x" * 200_000,
-    b"y" * 300_000, list(range(50_000)),
+    0,
+    -1,
+    2**80,
+    3.5,
+    float("inf"),
+    complex(1, 2),
+    True,
+    None,
+    "",
+    "text ünïcode",
+    b"\x00bytes",
+    bytearray(b"ba"),
+    [1, [2, [3]]],
+    (1, "a"),
+    {"k": [1, 2], 3: None},
+    {1, 2, 3},
+    frozenset({"a"}),
+    range(5),
+    Point(1, 2.5),
+    collections.Counter("hello"),
+    collections.OrderedDict(a=1),
+    datetime.datetime(2024, 1, 2, 3, 4, 5),
+    decimal.Decimal("1.10"),
+    ValueError("an exception as a value"),
+    "x" * 200_000,
+    b"y" * 300_000,
+    list(range(50_000)),
 ]
 
 
@@ -89,9 +109,14 @@ def test_put_get_round_trip(value):
 
 
 def test_numpy_round_trip_small_and_odd_dtypes():
-    values = [np.arange(10), np.array(["a", "bc"]), np.zeros((3, 4), dtype=np.complex64),
-              np.arange(12).reshape(3, 4).T, np.array([1.5], dtype=">f8"),
-              np.array([{"obj": 1}, None], dtype=object)]
+    values = [
+        np.arange(10),
+        np.array(["a", "bc"]),
+        np.zeros((3, 4), dtype=np.complex64),
+        np.arange(12).reshape(3, 4).T,
+        np.array([1.5], dtype=">f8"),
+        np.array([{"obj": 1}, None], dtype=object),
+    ]
     for a in values:
         for got in (rtml.get(rtml.put(a), timeout=30), rtml.get(echo.remote(a), timeout=30)):
             assert got.dtype == a.dtype and got.shape == a.shape
@@ -271,8 +296,11 @@ def test_ref_inside_a_put_list_keeps_the_inner_object_alive():
     assert rtml.get(echo.remote(outer), timeout=30)[0] == inner_again
     del inner_again, arr, outer
     gc.collect()
-    wait_for(lambda: not (seg & _segments()), timeout=10,
-             what="the inner object to be freed with the outer one")
+    wait_for(
+        lambda: not (seg & _segments()),
+        timeout=10,
+        what="the inner object to be freed with the outer one",
+    )
 
 
 def test_ref_passed_to_a_pending_task_stays_alive(gate_path):

@@ -61,12 +61,12 @@ def test_each_line_is_prefixed_and_stderr_goes_to_stderr(runtime, output):
     rtml.init(num_cpus=1)
     pid = rtml.get(multi_line.remote("t2"), timeout=30)
     prefix = f"(multi_line pid={pid}) "
-    wait_for(lambda: output.has(prefix + "no newline t2"), timeout=10,
-             what="the unterminated last line")
+    wait_for(
+        lambda: output.has(prefix + "no newline t2"), timeout=10, what="the unterminated last line"
+    )
     assert prefix + "line one t2\n" in output.out
     assert prefix + "line two t2\n" in output.out
-    wait_for(lambda: output.has(prefix + "to stderr t2", "err"), timeout=10,
-             what="the stderr line")
+    wait_for(lambda: output.has(prefix + "to stderr t2", "err"), timeout=10, what="the stderr line")
     assert "to stderr t2" not in output.out
 
 
@@ -85,8 +85,11 @@ def test_output_of_nested_tasks(runtime, output):
         return rtml.get(printer.remote("nested"), timeout=30)
 
     pid = rtml.get(outer.remote(), timeout=60)
-    wait_for(lambda: output.has(f"(printer pid={pid}) hello from nested"), timeout=10,
-             what="the nested task's output")
+    wait_for(
+        lambda: output.has(f"(printer pid={pid}) hello from nested"),
+        timeout=10,
+        what="the nested task's output",
+    )
 
 
 def test_no_output_with_log_to_driver_false(runtime, output):

@@ -13,7 +13,6 @@ from rtml.exceptions import TaskError
 pytestmark = pytest.mark.usefixtures("shared_runtime")
 
 
-
 @rtml.remote
 def bare(x):
     return x * 10

@@ -26,7 +26,6 @@ def gpu_runtime():
 pytestmark = pytest.mark.usefixtures("gpu_runtime")
 
 
-
 def _count(directory: str) -> int:
     return len([n for n in os.listdir(directory) if n.startswith("here-")])
 
@@ -76,14 +75,18 @@ def test_fractional_cpus_run_concurrently(tmp_path):
 
 
 def test_fractional_cpus_are_accounted(gate_path, tmp_path):
-    refs = [mark_and_wait.options(num_cpus=0.5).remote(str(tmp_path), i, str(gate_path))
-            for i in range(3)]
-    wait_for(lambda: rtml.available_resources()["CPU"] == 0.5, timeout=30,
-             what="3 x 0.5 CPU to be in use")
+    refs = [
+        mark_and_wait.options(num_cpus=0.5).remote(str(tmp_path), i, str(gate_path))
+        for i in range(3)
+    ]
+    wait_for(
+        lambda: rtml.available_resources()["CPU"] == 0.5,
+        timeout=30,
+        what="3 x 0.5 CPU to be in use",
+    )
     gate_path.touch()
     assert rtml.get(refs, timeout=60) == [0, 1, 2]
-    wait_for(lambda: rtml.available_resources()["CPU"] == 2, timeout=30,
-             what="CPUs to be released")
+    wait_for(lambda: rtml.available_resources()["CPU"] == 2, timeout=30, what="CPUs to be released")
 
 
 def test_gpu_task_gets_one_gpu_id_and_cuda_visible_devices():
@@ -117,8 +120,7 @@ def test_concurrent_gpu_tasks_get_different_ids(tmp_path):
 
 def test_fractional_gpus_share_a_device(tmp_path):
     d = str(tmp_path)
-    refs = [gpu_rendezvous.options(num_gpus=0.5, num_cpus=0.5).remote(d, i, 2)
-            for i in range(2)]
+    refs = [gpu_rendezvous.options(num_gpus=0.5, num_cpus=0.5).remote(d, i, 2) for i in range(2)]
     results = rtml.get(refs, timeout=60)
     assert all(saw for _, _, saw in results)
     assert all(len(ids) == 1 for ids, _, _ in results)
@@ -128,8 +130,11 @@ def test_custom_resource_limits_concurrency(gate_path, tmp_path):
     d = str(tmp_path)
     first = mark_and_wait.options(resources={"slot": 1}).remote(d, "a", str(gate_path))
     second = mark_and_wait.options(resources={"slot": 1}).remote(d, "b", str(gate_path))
-    wait_for(lambda: os.path.exists(os.path.join(d, "started-a")), timeout=30,
-             what="the first slot task to start")
+    wait_for(
+        lambda: os.path.exists(os.path.join(d, "started-a")),
+        timeout=30,
+        what="the first slot task to start",
+    )
     assert rtml.available_resources()["slot"] == 0
     assert rtml.available_resources()["CPU"] >= 1  # a CPU is free, only the slot is missing
     # the second task can't start while the only slot is held
@@ -138,8 +143,9 @@ def test_custom_resource_limits_concurrency(gate_path, tmp_path):
     assert not os.path.exists(os.path.join(d, "started-b"))
     gate_path.touch()
     assert rtml.get([first, second], timeout=60) == ["a", "b"]
-    wait_for(lambda: rtml.available_resources()["slot"] == 1, timeout=30,
-             what="the slot to be released")
+    wait_for(
+        lambda: rtml.available_resources()["slot"] == 1, timeout=30, what="the slot to be released"
+    )
 
 
 @pytest.mark.parametrize(
@@ -156,8 +162,13 @@ def test_unsatisfiable_request_fails_fast(options):
     ref = nothing.options(**options).remote()
     with pytest.raises(TaskUnschedulableError) as info:
         rtml.get(ref, timeout=20)
-    key = "GPU" if "num_gpus" in options else "CPU" if "num_cpus" in options else next(
-        iter(options["resources"]))
+    key = (
+        "GPU"
+        if "num_gpus" in options
+        else "CPU"
+        if "num_cpus" in options
+        else next(iter(options["resources"]))
+    )
     assert key in str(info.value)
     # the runtime keeps working
     assert rtml.get(nothing.remote(), timeout=30) == "ran"
@@ -178,8 +189,9 @@ def test_unsatisfiable_request_from_inside_a_task():
 def test_zero_cpu_tasks_run_when_all_cpus_are_busy(gate_path, tmp_path):
     d = str(tmp_path)
     busy = [mark_and_wait.remote(d, i, str(gate_path)) for i in range(2)]
-    wait_for(lambda: rtml.available_resources()["CPU"] == 0, timeout=30,
-             what="both CPUs to be busy")
+    wait_for(
+        lambda: rtml.available_resources()["CPU"] == 0, timeout=30, what="both CPUs to be busy"
+    )
     assert rtml.get(nothing.options(num_cpus=0).remote(), timeout=30) == "ran"
     gate_path.touch()
     assert rtml.get(busy, timeout=60) == [0, 1]

@@ -27,9 +27,16 @@ from rtml._observability._sources import current_source
 from rtml.dashboard import start_dashboard
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 DEADLINE_MS = 30_000
 
@@ -85,9 +92,9 @@ def test_a_dashboard_nobody_opens_loads_no_web_stack():
         "assert urllib.request.urlopen(h.url + '/', timeout=30).status == 200\n"
         "h.stop()\n"
         "assert 'uvicorn' in sys.modules and not h._thread.is_alive()\n"
-        "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
@@ -101,8 +108,10 @@ def test_default_port_is_8265_or_a_free_one():
             free = True
         except OSError:
             free = False  # another dashboard on this machine has it
-    with start_dashboard(no_runtime, port=None) as first, \
-            start_dashboard(no_runtime, port=None) as second:
+    with (
+        start_dashboard(no_runtime, port=None) as first,
+        start_dashboard(no_runtime, port=None) as second,
+    ):
         assert second.port not in (first.port, 8265)
         if free:
             assert first.port == 8265
@@ -130,8 +139,10 @@ def test_a_dashboard_off_loopback_needs_the_token():
         cookie = headers["Set-Cookie"].split(";")[0]
         assert token.hex() not in cookie
         assert fetch(handle.url + "/api/snapshot", {"Cookie": cookie})[0] == 200
-        assert fetch(handle.url + "/api/snapshot",
-                     {"Authorization": f"Bearer {token.hex()}"})[0] == 200
+        assert (
+            fetch(handle.url + "/api/snapshot", {"Authorization": f"Bearer {token.hex()}"})[0]
+            == 200
+        )
     assert refused(handle.port)
 
 
@@ -246,18 +257,24 @@ def measure_latency(page: Any, label: str, first: int, n: int = 20) -> list[floa
     Each runs a different time (0 to 0.5 s) so that the ends fall at every phase of the page's
     polling cycle, not just after the page saw the previous one.
     """
-    count = ("n => [...window.rtmlSeen.values()].filter(r => r.func === 'probe_latency' "
-             "&& !r.initial).length >= n")
+    count = (
+        "n => [...window.rtmlSeen.values()].filter(r => r.func === 'probe_latency' "
+        "&& !r.initial).length >= n"
+    )
     for i in range(first, first + n):
         assert rtml.get(probe_latency.remote(i, (i * 0.137) % 0.5), timeout=60) == i
         page.wait_for_function(count, arg=i + 1, timeout=DEADLINE_MS)
-    lat = page.evaluate("() => [...window.rtmlSeen.values()].filter(r => r.func === "
-                        "'probe_latency' && !r.initial).map(r => r.latency)")[first:]
+    lat = page.evaluate(
+        "() => [...window.rtmlSeen.values()].filter(r => r.func === "
+        "'probe_latency' && !r.initial).map(r => r.latency)"
+    )[first:]
     assert len(lat) == n
     ms = sorted(x * 1000 for x in lat)
-    print(f"\ndashboard latency {label}, task end to page (n={n}): median "
-          f"{statistics.median(ms):.0f} ms, p90 {ms[int(0.9 * n) - 1]:.0f} ms, "
-          f"max {ms[-1]:.0f} ms")
+    print(
+        f"\ndashboard latency {label}, task end to page (n={n}): median "
+        f"{statistics.median(ms):.0f} ms, p90 {ms[int(0.9 * n) - 1]:.0f} ms, "
+        f"max {ms[-1]:.0f} ms"
+    )
     return lat
 
 
@@ -272,8 +289,8 @@ def test_the_page_shows_a_running_workload_in_chromium(runtime, gate_path, tmp_p
     assert rtml.get([probe_square.remote(i) for i in range(5)], timeout=60) == [0, 1, 4, 9, 16]
     with pytest.raises(RuntimeError, match="probe failure 4242"):
         rtml.get(probe_fails.remote(), timeout=60)
-    blocked = probe_wait.remote(str(gate_path))   # running while the page is looked at
-    big = rtml.put(b"x" * 300_000)                # an object in shared memory
+    blocked = probe_wait.remote(str(gate_path))  # running while the page is looked at
+    big = rtml.put(b"x" * 300_000)  # an object in shared memory
     node_id = rtml.nodes()[0]["NodeID"]
     handle = start_dashboard(current_source)
     problems: list[str] = []
@@ -284,8 +301,14 @@ def test_the_page_shows_a_running_workload_in_chromium(runtime, gate_path, tmp_p
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-                        if m.type in ("error", "warning") else None)
+                page.on(
+                    "console",
+                    lambda m: (
+                        problems.append(f"console {m.type}: {m.text}")
+                        if m.type in ("error", "warning")
+                        else None
+                    ),
+                )
                 page.goto(handle.url)
                 expect(page.locator("#status")).to_have_text("live", timeout=DEADLINE_MS)
                 nodes = page.locator("#nodes .node")
@@ -293,28 +316,33 @@ def test_the_page_shows_a_running_workload_in_chromium(runtime, gate_path, tmp_p
                 for text in ("head", "CPU", node_id[-12:]):
                     expect(nodes).to_contain_text(text, timeout=DEADLINE_MS)
                 for panel in ("#tasks-by-func", "#recent-tasks"):
-                    expect(page.locator(panel)).to_contain_text("probe_square",
-                                                                timeout=DEADLINE_MS)
+                    expect(page.locator(panel)).to_contain_text("probe_square", timeout=DEADLINE_MS)
                 failures = page.locator("#failures")
-                for text in ("RuntimeError: probe failure 4242",
-                             'raise RuntimeError("probe failure 4242")',
-                             "Traceback (most recent call last)"):
+                for text in (
+                    "RuntimeError: probe failure 4242",
+                    'raise RuntimeError("probe failure 4242")',
+                    "Traceback (most recent call last)",
+                ):
                     expect(failures).to_contain_text(text, timeout=DEADLINE_MS)
-                expect(page.locator("#actors")).to_contain_text("ProbeActor",
-                                                                timeout=DEADLINE_MS)
+                expect(page.locator("#actors")).to_contain_text("ProbeActor", timeout=DEADLINE_MS)
                 expect(page.locator("#actors")).to_contain_text("ALIVE", timeout=DEADLINE_MS)
                 live = page.locator("#live-tasks")
                 expect(live).to_contain_text("probe_wait", timeout=DEADLINE_MS)
                 expect(live).to_contain_text("RUNNING", timeout=DEADLINE_MS)
-                expect(page.locator("#objects")).to_contain_text("SHARED_MEMORY",
-                                                                 timeout=DEADLINE_MS)
+                expect(page.locator("#objects")).to_contain_text(
+                    "SHARED_MEMORY", timeout=DEADLINE_MS
+                )
                 # the log of the worker that printed: picked from the list, then shown
                 src = current_source()
-                pid = next(lg["pid"] for lg in src.logs()
-                           if "probe log line" in src.read_log(lg["node_id"], lg["pid"]))
+                pid = next(
+                    lg["pid"]
+                    for lg in src.logs()
+                    if "probe log line" in src.read_log(lg["node_id"], lg["pid"])
+                )
                 page.locator(f'#logs-list li[data-pid="{pid}"]').click(timeout=DEADLINE_MS)
-                expect(page.locator("#log-view")).to_contain_text("probe log line",
-                                                                  timeout=DEADLINE_MS)
+                expect(page.locator("#log-view")).to_contain_text(
+                    "probe log line", timeout=DEADLINE_MS
+                )
                 # Then a workload flows in live. (The blocked task ends first: the node may
                 # queue a task behind a busy worker, and one that never ends would hold it.)
                 gate_path.touch()
@@ -325,9 +353,10 @@ def test_the_page_shows_a_running_workload_in_chromium(runtime, gate_path, tmp_p
                 # and the counts move without a reload
                 page.wait_for_function(
                     "() => (document.getElementById('timeline')._hits || [])"
-                    ".some(h => h.s.func === 'simulate')", timeout=DEADLINE_MS)
-                expect(page.locator("#tasks-by-func")).to_contain_text("fuse",
-                                                                       timeout=DEADLINE_MS)
+                    ".some(h => h.s.func === 'simulate')",
+                    timeout=DEADLINE_MS,
+                )
+                expect(page.locator("#tasks-by-func")).to_contain_text("fuse", timeout=DEADLINE_MS)
                 loaded = measure_latency(page, "under load", 0)
                 page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
                 workload.join()

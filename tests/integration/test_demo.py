@@ -11,8 +11,12 @@ DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tree_sea
 
 
 def test_tree_search_demo_runs():
-    out = subprocess.run([sys.executable, DEMO, "--budget", "24", "--in-flight", "4"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, DEMO, "--budget", "24", "--in-flight", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     m = re.search(r"expanded (\d+) nodes", out.stdout)
     assert m and int(m.group(1)) == 24

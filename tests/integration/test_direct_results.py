@@ -55,8 +55,7 @@ def slow(s):
 
 
 def test_sync_gets_are_answered_while_the_driver_polls(long_polls):
-    assert [rtml.get(square.remote(i), timeout=30) for i in range(50)] == [
-        i * i for i in range(50)]
+    assert [rtml.get(square.remote(i), timeout=30) for i in range(50)] == [i * i for i in range(50)]
     # A result that lands before get() is called needs no polling; one that takes 20 ms
     # arrives while the driver polls.
     before = long_polls.served

@@ -103,7 +103,8 @@ def test_task_running_on_a_dying_node_is_retried_elsewhere(cluster, tmp_path):
     started.unlink()
     victim2 = cluster.worker_nodes[0]
     ref = start_then_sleep.options(scheduling_strategy=on(victim2), max_retries=0).remote(
-        str(started), 2)
+        str(started), 2
+    )
     wait_for(started.exists, timeout=30, what="the task to start on the second victim")
     kill(cluster, victim2)
     with pytest.raises(exc.NodeDiedError, match="max_retries"):
@@ -118,8 +119,9 @@ def test_object_owned_by_a_dead_node_raises_owner_died(cluster):
         s = NodeAffinitySchedulingStrategy(node_id, soft=True)
         return [produce.options(scheduling_strategy=s).remote(N, 5)]
 
-    [inner] = rtml.get(make.options(scheduling_strategy=on(victim, soft=False))
-                       .remote(victim.node_id), timeout=30)
+    [inner] = rtml.get(
+        make.options(scheduling_strategy=on(victim, soft=False)).remote(victim.node_id), timeout=30
+    )
     assert rtml.wait([inner], timeout=30)[0]
     kill(cluster, victim)
     with pytest.raises(exc.OwnerDiedError):
@@ -141,8 +143,9 @@ class Counter:
 
 def test_actor_restarts_on_another_node(cluster):
     victim = cluster.worker_nodes[0]
-    a = Counter.options(max_restarts=1, max_task_retries=-1,
-                        scheduling_strategy=on(victim)).remote()
+    a = Counter.options(
+        max_restarts=1, max_task_retries=-1, scheduling_strategy=on(victim)
+    ).remote()
     assert rtml.get(a.where.remote(), timeout=30) == victim.node_id
     assert rtml.get([a.add.remote() for _ in range(5)], timeout=30)[-1] == 5
     kill(cluster, victim)
@@ -217,22 +220,33 @@ DRIVER = textwrap.dedent("""
 def test_dead_driver_takes_its_tasks_and_actors(cluster):
     from rtml._control._client import ControlClient
 
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, cluster.address],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, cluster.address],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "READY"
         with ControlClient(cluster.address, cluster.token) as gcs:
+
             def busy():
-                return sum(n.resources.get("CPU", 0) - (n.available or {}).get("CPU", 0)
-                           for n in gcs.list_nodes() if n.alive)
+                return sum(
+                    n.resources.get("CPU", 0) - (n.available or {}).get("CPU", 0)
+                    for n in gcs.list_nodes()
+                    if n.alive
+                )
 
             wait_for(lambda: busy() >= 2, timeout=30, what="the driver's work to run")
             proc.kill()
             proc.wait(10)
             wait_for(lambda: busy() == 0, timeout=30, what="the cluster to reclaim the CPUs")
-            wait_for(lambda: gcs.lookup_actor("ft", "held")
-                     is None, timeout=10, what="the actor to be gone")
+            wait_for(
+                lambda: gcs.lookup_actor("ft", "held") is None,
+                timeout=10,
+                what="the actor to be gone",
+            )
         with pytest.raises(ValueError):
             rtml.get_actor("held", namespace="ft")
     finally:
@@ -255,18 +269,21 @@ def test_workers_and_segments_of_a_killed_node_go_with_it(cluster, tmp_path):
     ref = produce.options(scheduling_strategy=on(victim, soft=False)).remote(N, 1)
     assert rtml.wait([ref], timeout=30)[0]
     start_then_sleep.options(scheduling_strategy=on(victim, soft=False), max_retries=0).remote(
-        str(started), 600)
+        str(started), 600
+    )
     wait_for(started.exists, timeout=30, what="the task to start")
     with ControlClient(cluster.address, cluster.token) as gcs:
-        session = next(n.extra["session"] for n in gcs.list_nodes()
-                       if n.node_id == victim.node_id)
+        session = next(n.extra["session"] for n in gcs.list_nodes() if n.node_id == victim.node_id)
     segments = f"/dev/shm/rtml_{session}_*"
     assert glob.glob(segments)
     workers = psutil.Process(victim.pid).children()
     assert workers
     kill(cluster, victim)
-    wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
-                             for w in workers), timeout=10, what="the node's workers to exit")
+    wait_for(
+        lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers),
+        timeout=10,
+        what="the node's workers to exit",
+    )
     wait_for(lambda: not glob.glob(segments), timeout=10, what="the node's segments to go")
 
 

@@ -28,8 +28,12 @@ live_counters: weakref.WeakSet = weakref.WeakSet()  # Counter instances not yet 
 @pytest.fixture(autouse=True)
 def local():
     calls.clear()
-    rtml.init(local_mode=True, num_cpus=4, resources={"sensor": 1},
-              runtime_env={"env_vars": {"RTML_LOCAL_TEST": "on"}})
+    rtml.init(
+        local_mode=True,
+        num_cpus=4,
+        resources={"sensor": 1},
+        runtime_env={"env_vars": {"RTML_LOCAL_TEST": "on"}},
+    )
     yield rtml
     rtml.shutdown()
     calls.clear()
@@ -136,8 +140,13 @@ def wrong_kind():
 
 @rtml.remote
 def in_task_view():
-    return (rtml.available_resources().get("CPU"), os.environ.get("RTML_LOCAL_TEST"),
-            os.environ.get("ONLY_HERE"), rtml.get_gpu_ids(), rtml.is_initialized())
+    return (
+        rtml.available_resources().get("CPU"),
+        os.environ.get("RTML_LOCAL_TEST"),
+        os.environ.get("ONLY_HERE"),
+        rtml.get_gpu_ids(),
+        rtml.is_initialized(),
+    )
 
 
 # ---------------------------------------------------------------------------------- tasks
@@ -264,7 +273,8 @@ def test_resources_context_and_environment():
     assert rtml.cluster_resources()["CPU"] == 4 and rtml.cluster_resources()["sensor"] == 1
     assert rtml.available_resources()["CPU"] == 4
     cpus, env, only, gpus, initialized = rtml.get(
-        in_task_view.options(runtime_env={"env_vars": {"ONLY_HERE": "1"}}).remote())
+        in_task_view.options(runtime_env={"env_vars": {"ONLY_HERE": "1"}}).remote()
+    )
     assert cpus == 3 and env == "on" and only == "1" and gpus == [] and initialized
     assert "ONLY_HERE" not in os.environ and "RTML_LOCAL_TEST" not in os.environ
     assert rtml.get_gpu_ids() == [] and rtml.get_runtime_context().get_actor_id() is None

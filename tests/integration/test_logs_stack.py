@@ -27,8 +27,9 @@ def cluster():
 
 def _rtml(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-m", "rtml", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "rtml", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_rtml_logs_lists_and_prints_worker_output(cluster):
@@ -87,6 +88,7 @@ def test_a_failed_task_names_its_traceback_parent_node_and_pid(cluster):
         rtml.get(outer.remote(), timeout=30)
     text = str(info.value)
     assert "deep down" in text and "inner" in text and "pid=" in text
+
     def failed_inner():
         rows = list_tasks(filters=[("state", "=", "FAILED")], detail=True, limit=1000)
         return [r for r in rows if r["name"].endswith(".inner")]
@@ -94,6 +96,9 @@ def test_a_failed_task_names_its_traceback_parent_node_and_pid(cluster):
     row = wait_for(failed_inner, 10, what="the failed task in the listing")[0]
     assert "ArithmeticError: deep down" in row["error"] and "deep down" in row["traceback"]
     assert row["node_id"] == cluster.worker_nodes[0].node_id and row["worker_pid"]
-    parents = wait_for(lambda: list_tasks(filters=[("task_id", "=", row["parent_task_id"])],
-                                          detail=True), 10, what="the parent task")
+    parents = wait_for(
+        lambda: list_tasks(filters=[("task_id", "=", row["parent_task_id"])], detail=True),
+        10,
+        what="the parent task",
+    )
     assert parents[0]["name"].endswith(".outer") and parents[0]["state"] == "FAILED"

@@ -23,13 +23,26 @@ ROWS = [
 
 def test_microbenchmark_smoke(tmp_path):
     out = tmp_path / "mb.json"
-    cmd = [sys.executable, "-W", "error", "-m", "rtml", "microbenchmark", "--duration", "0.05",
-           "--tiny-tasks", "2000", "--num-cpus", "2", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-W",
+        "error",
+        "-m",
+        "rtml",
+        "microbenchmark",
+        "--duration",
+        "0.05",
+        "--tiny-tasks",
+        "2000",
+        "--num-cpus",
+        "2",
+        "--json",
+        str(out),
+    ]
     for name in ROWS:
         cmd += ["--filter", name]
     env = {**os.environ, "PYTHONWARNINGS": "error"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
-                          check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     doc = json.loads(out.read_text())
     results = {r["name"]: r for r in doc["results"]}

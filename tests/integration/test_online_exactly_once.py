@@ -43,8 +43,9 @@ def _assert_same(got: OnlineState, ref: OnlineState) -> None:
     assert got.metric_values() == ref.metric_values()  # whole stream and rolling window
     a, b = got.model["LogisticRegression"], ref.model["LogisticRegression"]
     assert dict(a.weights) == dict(b.weights) and a.intercept == b.intercept
-    assert [got.model.predict_proba_one(x) for x, _ in DATA[:50]] == \
-        [ref.model.predict_proba_one(x) for x, _ in DATA[:50]]
+    assert [got.model.predict_proba_one(x) for x, _ in DATA[:50]] == [
+        ref.model.predict_proba_one(x) for x, _ in DATA[:50]
+    ]
 
 
 def _assert_monotonic(reg: ModelRegistry) -> None:
@@ -62,15 +63,25 @@ def _start(name: str, lr: Learner, rate: float):
 
 
 def _learner(reg: ModelRegistry) -> Learner:
-    return Learner(_model(), [metrics.Accuracy()], registry=reg, publish_every=200,
-                   publish_interval=3600)
+    return Learner(
+        _model(), [metrics.Accuracy()], registry=reg, publish_every=200, publish_interval=3600
+    )
 
 
 def _sigkill(handle) -> None:
     aid = handle._actor_id.hex()
-    pid = wait_for(lambda: next((r["pid"] for r in list_actors(limit=10_000)
-                                 if r["actor_id"] == aid and r["state"] == "ALIVE"), None),
-                   timeout=30, what="the learner's actor to be alive")
+    pid = wait_for(
+        lambda: next(
+            (
+                r["pid"]
+                for r in list_actors(limit=10_000)
+                if r["actor_id"] == aid and r["state"] == "ALIVE"
+            ),
+            None,
+        ),
+        timeout=30,
+        what="the learner's actor to be alive",
+    )
     os.kill(pid, signal.SIGKILL)
 
 
@@ -107,17 +118,22 @@ def test_learner_killed_through_the_engine_twice(shared_runtime, tmp_path):
     lr.kill()
 
 
-def test_killed_dataflow_stage_recovers_and_the_learner_skips_what_it_has(shared_runtime,
-                                                                          tmp_path):
+def test_killed_dataflow_stage_recovers_and_the_learner_skips_what_it_has(shared_runtime, tmp_path):
     reg = ModelRegistry(tmp_path / "reg")
     lr = _learner(reg)
     run = _start("online-eo-stage", lr, rate=250)  # 5 s of input
-    wait_for(lambda: run.last_checkpoint >= 2 and lr.get("position") > 0, timeout=30,
-             what="learning under way")
+    wait_for(
+        lambda: run.last_checkpoint >= 2 and lr.get("position") > 0,
+        timeout=30,
+        what="learning under way",
+    )
     assert run.status == "running"
     rtml.kill(run._actors[0][0])  # the source stage, with the learner's sink fused in
-    wait_for(lambda: run.restarts == 1 or run.status == "finished", timeout=30,
-             what="the dataflow's recovery")
+    wait_for(
+        lambda: run.restarts == 1 or run.status == "finished",
+        timeout=30,
+        what="the dataflow's recovery",
+    )
     got = _finish(run, lr)
     assert run.restarts == 1
     _assert_same(got, _reference())
@@ -157,8 +173,9 @@ def test_dead_letters_to_a_callable_and_an_exactly_once_sink(shared_runtime, tmp
     lr = Learner(_model(), dead_letters=to_file)
     lr.learn_from([({"a": 1.0}, True), ({"a": "x"}, False), ({"b": 1.0}, True)], batch=10)
     assert lr.get("flush_dead_letters") in (0, 2)
-    wait_for(lambda: path.exists() and path.read_text().count("\n") == 2, timeout=10,
-             what="2 lines")
+    wait_for(
+        lambda: path.exists() and path.read_text().count("\n") == 2, timeout=10, what="2 lines"
+    )
     assert path.read_text() == "bad_features 2\nbad_features 3\n"
     lr.kill()
     eo = CollectSink(exactly_once=True)
@@ -172,17 +189,26 @@ def test_killed_keyed_stage_holding_the_sink(shared_runtime, tmp_path):
     reg = ModelRegistry(tmp_path / "reg")
     lr = _learner(reg)
     flow = Dataflow("online-eo-keyed")
-    (flow.source(IterableSource(RECORDS, rate=250))
-         .key_by(lambda r: 0).stateful_map(lambda s, r: (None, r))
-         .sink(lr.sink()))
+    (
+        flow.source(IterableSource(RECORDS, rate=250))
+        .key_by(lambda r: 0)
+        .stateful_map(lambda s, r: (None, r))
+        .sink(lr.sink())
+    )
     run = flow.run(checkpoint_every=0.2)
     assert len(run._actors) == 2  # the source stage, and the keyed stage with the sink
-    wait_for(lambda: run.last_checkpoint >= 2 and lr.get("position") > 0, timeout=30,
-             what="learning under way")
+    wait_for(
+        lambda: run.last_checkpoint >= 2 and lr.get("position") > 0,
+        timeout=30,
+        what="learning under way",
+    )
     assert run.status == "running"
     rtml.kill(run._actors[1][0])
-    wait_for(lambda: run.restarts == 1 or run.status == "finished", timeout=30,
-             what="the dataflow's recovery")
+    wait_for(
+        lambda: run.restarts == 1 or run.status == "finished",
+        timeout=30,
+        what="the dataflow's recovery",
+    )
     got = _finish(run, lr)
     assert run.restarts == 1
     _assert_same(got, _reference())

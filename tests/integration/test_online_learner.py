@@ -21,10 +21,12 @@ def _model():
 
 def test_learner_actor_matches_river_and_publishes(shared_runtime, tmp_path):
     reg = ModelRegistry(tmp_path / "reg")
-    lr = Learner(_model(), [metrics.Accuracy()], registry=reg, publish_every=500,
-                 publish_interval=3600)
-    assert lr.learn_from(((x, y, float(i)) for i, (x, y) in enumerate(DATA)), batch=100) \
-        == len(DATA)
+    lr = Learner(
+        _model(), [metrics.Accuracy()], registry=reg, publish_every=500, publish_interval=3600
+    )
+    assert lr.learn_from(((x, y, float(i)) for i, (x, y) in enumerate(DATA)), batch=100) == len(
+        DATA
+    )
     assert rtml.get(lr.learn.remote({"bad": "x"}, True), timeout=30) is False
     stats = lr.get("stats")
     ref = evaluate.progressive_val_score(DATA, _model(), metrics.Accuracy())
@@ -41,12 +43,19 @@ def test_learner_actor_matches_river_and_publishes(shared_runtime, tmp_path):
 
 def test_crash_and_resume_ends_with_the_uninterrupted_model(shared_runtime, tmp_path):
     reg = ModelRegistry(tmp_path / "reg")
-    a = Learner(_model(), [metrics.Accuracy()], registry=reg, publish_every=300,
-                publish_interval=3600)
+    a = Learner(
+        _model(), [metrics.Accuracy()], registry=reg, publish_every=300, publish_interval=3600
+    )
     a.learn_from(DATA[:700], batch=50)
     a.kill()  # crash mid-stream: the last snapshot is at 600, not 700
-    b = Learner(_model(), [metrics.Accuracy()], registry=reg, publish_every=300,
-                publish_interval=3600, resume=True)
+    b = Learner(
+        _model(),
+        [metrics.Accuracy()],
+        registry=reg,
+        publish_every=300,
+        publish_interval=3600,
+        resume=True,
+    )
     pos = b.get("position")
     assert pos == 600
     b.learn_from(DATA[pos:], batch=50)
@@ -60,8 +69,9 @@ def test_crash_and_resume_ends_with_the_uninterrupted_model(shared_runtime, tmp_
     assert resumed.metric_values() == ref.metric_values()
     lr_a, lr_b = resumed.model["LogisticRegression"], ref.model["LogisticRegression"]
     assert dict(lr_a.weights) == dict(lr_b.weights) and lr_a.intercept == lr_b.intercept
-    assert [resumed.model.predict_proba_one(x) for x, _ in DATA[:50]] == \
-        [ref.model.predict_proba_one(x) for x, _ in DATA[:50]]
+    assert [resumed.model.predict_proba_one(x) for x, _ in DATA[:50]] == [
+        ref.model.predict_proba_one(x) for x, _ in DATA[:50]
+    ]
 
 
 def test_sink_writer_feeds_the_learner_with_flow_control(shared_runtime):
@@ -69,7 +79,7 @@ def test_sink_writer_feeds_the_learner_with_flow_control(shared_runtime):
     sink = LearnerSink(lr, sample=lambda r: (r["features"], r["label"]))
     w = sink.open("w0", 0, 1)
     for i in range(0, 400, 40):
-        w.write([{"features": x, "label": y} for x, y in DATA[i:i + 40]])
+        w.write([{"features": x, "label": y} for x, y in DATA[i : i + 40]])
     w.flush()
     assert lr.get("position") == 400
     w.close()
@@ -80,8 +90,8 @@ def test_sink_ordered_by_time_learns_each_batch_in_event_time_order(shared_runti
     timed = [(x, y, float(i)) for i, (x, y) in enumerate(DATA[:400])]
     lr = Learner(_model(), [metrics.Accuracy()])
     w = LearnerSink(lr, order="time").open("w0", 0, 1)
-    for i in range(0, 400, 100):            # each batch arrives newest first
-        w.write(list(reversed(timed[i:i + 100])))
+    for i in range(0, 400, 100):  # each batch arrives newest first
+        w.write(list(reversed(timed[i : i + 100])))
     w.write_epoch(1, [])
     w.flush()
     ref = evaluate.progressive_val_score(DATA[:400], _model(), metrics.Accuracy())
@@ -89,7 +99,7 @@ def test_sink_ordered_by_time_learns_each_batch_in_event_time_order(shared_runti
     arrival = Learner(_model(), [metrics.Accuracy()])
     w2 = LearnerSink(arrival).open("w0", 0, 1)
     for i in range(0, 400, 100):
-        w2.write(list(reversed(timed[i:i + 100])))
+        w2.write(list(reversed(timed[i : i + 100])))
     w2.flush()
     assert arrival.get("stats")["metrics"]["Accuracy"] != ref.get()  # the order mattered
     with pytest.raises(ValueError, match="order='random'"):
@@ -154,8 +164,9 @@ def test_a_learner_is_a_row_of_the_dashboard_panel(shared_runtime, tmp_path):
     from rtml.online import _panel
 
     reg = ModelRegistry(tmp_path / "reg")
-    lr = Learner(_model(), [metrics.Accuracy()], registry=reg, publish_every=100,
-                 publish_interval=3600)
+    lr = Learner(
+        _model(), [metrics.Accuracy()], registry=reg, publish_every=100, publish_interval=3600
+    )
     lr.learn_from(((x, y) for x, y in DATA[:300]), batch=100)
     rtml.get(lr.learn.remote({"bad": "x"}, True), timeout=30)
     _panel.PANEL.expire()  # no rows cached by an earlier refresh
@@ -174,26 +185,27 @@ def test_mini_batch_learner_in_an_actor(shared_runtime):
     assert lr.learn_from(DATA, batch=100) == len(DATA)
     st = OnlineState(_model(), [metrics.Accuracy()], window=0, mini_batch=True)
     for i in range(0, len(DATA), 100):
-        st.learn_many(DATA[i:i + 100])
+        st.learn_many(DATA[i : i + 100])
     assert lr.get("stats")["metrics"] == st.metric_values()  # the same batches, same figures
     lr.kill()
 
 
-def test_partitioned_learner_publishes_one_version_and_resumes_on_more_actors(shared_runtime,
-                                                                             tmp_path):
+def test_partitioned_learner_publishes_one_version_and_resumes_on_more_actors(
+    shared_runtime, tmp_path
+):
     from rtml.online import OnlineState, PartitionedLearner, ShardedState
 
     reg = ModelRegistry(tmp_path / "reg")
     samples = [(i % 5, x, y) for i, (x, y) in enumerate(DATA)]
-    a = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=2, registry=reg,
-                           publish_every=300)
+    a = PartitionedLearner(
+        _model(), [metrics.Accuracy()], n_actors=2, registry=reg, publish_every=300
+    )
     a.learn_from(samples[:700], batch=64)
     a.kill()
     v = reg.latest()
     assert isinstance(v.state, ShardedState) and v.position == 700
     assert sorted(v.state.states) == [0, 1, 2, 3, 4] and v.metrics["keys"] == 5
-    b = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=3, registry=reg,
-                           resume=True)
+    b = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=3, registry=reg, resume=True)
     assert b.resumed_from == v.number
     b.learn_from(samples[700:], batch=64)
     got = b.stats()
@@ -211,8 +223,9 @@ def test_data_parallel_learner_publishes_its_average_and_resumes(shared_runtime,
     from rtml.online import AveragedState, DataParallelLearner
 
     reg = ModelRegistry(tmp_path / "reg")
-    dp = DataParallelLearner(_model(), [metrics.Accuracy()], n_actors=2, sync_every=200,
-                             registry=reg)
+    dp = DataParallelLearner(
+        _model(), [metrics.Accuracy()], n_actors=2, sync_every=200, registry=reg
+    )
     avg = dp.learn_from(DATA[:600], batch=50)
     dp.kill()
     v = reg.latest()
@@ -220,8 +233,9 @@ def test_data_parallel_learner_publishes_its_average_and_resumes(shared_runtime,
     assert dict(v.model["LogisticRegression"].weights) == dict(avg["LogisticRegression"].weights)
     with reg.subscriber(follow=False) as sub:  # what a server would serve: the average
         assert sub.predict_one(DATA[0][0])[1] == v.number
-    dp2 = DataParallelLearner(_model(), [metrics.Accuracy()], n_actors=2, sync_every=200,
-                              registry=reg, resume=True)
+    dp2 = DataParallelLearner(
+        _model(), [metrics.Accuracy()], n_actors=2, sync_every=200, registry=reg, resume=True
+    )
     assert dp2.resumed_from == v.number
     dp2.learn_from(DATA[600:], batch=50)
     assert reg.latest().position == len(DATA)
@@ -238,8 +252,11 @@ def test_a_dataflow_feeds_partitioned_shards_directly(shared_runtime):
     flow = Dataflow("online-partitioned-sink")
     flow.source(IterableSource(samples, partitions=2)).sink(pl.sink())
     flow.run(parallelism=2).wait(timeout=60)
-    wait_for(lambda: sum(s["position"] for s in pl.stats().values()) == len(DATA), timeout=30,
-             what="every sample learned")
+    wait_for(
+        lambda: sum(s["position"] for s in pl.stats().values()) == len(DATA),
+        timeout=30,
+        what="every sample learned",
+    )
     got = pl.stats()
     for key in range(4):
         st = OnlineState(_model(), [metrics.Accuracy()], window=0)

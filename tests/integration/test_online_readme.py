@@ -17,8 +17,11 @@ def test_readme_learner_to_serving_example():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c",
-                          readme_block("#### From a learner to a serving deployment")],
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, "-c", readme_block("#### From a learner to a serving deployment")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines() == ["1", "5 4", "4", "['5', '0']"]

@@ -50,7 +50,8 @@ def test_versions_pin_unpin_rollback_and_subscriber(location):
     assert (got.position, got.event_time) == (100, 1.5)
     assert got.metrics == pytest.approx(v1.metrics)
     assert got.model.predict_proba_one(DATA[0][0]) == pytest.approx(
-        v1_model_proba(DATA[:100], DATA[0][0]))
+        v1_model_proba(DATA[:100], DATA[0][0])
+    )
     sub = reg.subscriber(follow=False)
     assert sub.version.number == 2 and reg.poll(2) is None and reg.poll(1) == 2
     _, n = sub.predict_proba_one(DATA[0][0])
@@ -160,7 +161,7 @@ def test_subscriber_swaps_while_predictions_go_on_and_counts_them(location):
         for th in threads:
             th.start()
         for i in range(20):
-            for x, y in DATA[i * 10:(i + 1) * 10]:
+            for x, y in DATA[i * 10 : (i + 1) * 10]:
                 st.learn(x, y, t=time.time())
             reg.publish(st)
             time.sleep(0.01)
@@ -197,8 +198,15 @@ def test_freshness_is_first_prediction_minus_event_time_and_exports(location):
     assert s["freshness_n"] == 2 and s["predictions"] == 3 and s["swaps"] == 2
     assert before - 1000.001 <= s["freshness_p99_s"] <= after - 1000.0 + 1  # version 1
     assert 0.5 <= s["freshness_p50_s"] < 5  # version 2: served ~0.5 s after its event
-    assert set(s) >= {"version", "swaps", "predictions", "freshness_p50_s", "freshness_p99_s",
-                      "version_lag", "load_ms_p99"}
+    assert set(s) >= {
+        "version",
+        "swaps",
+        "predictions",
+        "freshness_p50_s",
+        "freshness_p99_s",
+        "version_lag",
+        "load_ms_p99",
+    }
     text = sub.prometheus()
     assert f'rtml_online_model_version{{registry="ctr",subscriber="{sub.id}"}} 2' in text
     assert "# TYPE rtml_online_freshness_seconds summary" in text
@@ -207,8 +215,7 @@ def test_freshness_is_first_prediction_minus_event_time_and_exports(location):
     resp = sub.response(DATA[0][0], proba=True)
     assert resp.headers["x-model-version"] == "2"
     assert b'"version":2' in resp.body and b'"True":' in resp.body
-    assert sub.predict(DATA[0][0]) == {"prediction": sub.predict_one(DATA[0][0])[0],
-                                       "version": 2}
+    assert sub.predict(DATA[0][0]) == {"prediction": sub.predict_one(DATA[0][0])[0], "version": 2}
     m = sub.metrics_response()
     assert m.media_type.startswith("text/plain") and b"rtml_online_swaps_total" in m.body
 
@@ -234,8 +241,7 @@ class _Remote:
         self.sub.close()
 
 
-def test_the_registry_travels_into_actors_and_their_subscribers_report(shared_runtime,
-                                                                       location):
+def test_the_registry_travels_into_actors_and_their_subscribers_report(shared_runtime, location):
     from rtml.online import _panel
 
     reg = ModelRegistry(location, name="ctr")
@@ -249,8 +255,11 @@ def test_the_registry_travels_into_actors_and_their_subscribers_report(shared_ru
     assert reg.versions()[-1] == 41
     assert rtml.get(actors[1].follow.remote(), timeout=30) == 41
     assert rtml.get(actors[1].predict.remote(), timeout=30)[1] == 41
-    wait_for(lambda: any(r["predictions"] == 1 for r in reg.subscribers()), timeout=10,
-             what="the remote subscriber's report (every 2 s)")
+    wait_for(
+        lambda: any(r["predictions"] == 1 for r in reg.subscribers()),
+        timeout=10,
+        what="the remote subscriber's report (every 2 s)",
+    )
     (rep,) = reg.subscribers()
     assert rep["version"] == rep["latest"] == 41
     from rtml.dashboard._panels import panels_view
@@ -270,12 +279,19 @@ def test_a_learner_resumes_from_its_registry_after_a_crash(shared_runtime, locat
         return preprocessing.StandardScaler() | linear_model.LogisticRegression()
 
     reg = ModelRegistry(location, name="phishing")
-    a = Learner(model(), [metrics.Accuracy()], registry=reg, publish_every=300,
-                publish_interval=3600)
+    a = Learner(
+        model(), [metrics.Accuracy()], registry=reg, publish_every=300, publish_interval=3600
+    )
     a.learn_from(DATA[:700], batch=50)
     a.kill()  # the last snapshot is at 600
-    b = Learner(model(), [metrics.Accuracy()], registry=ModelRegistry(location, name="phishing"),
-                publish_every=300, publish_interval=3600, resume=True)
+    b = Learner(
+        model(),
+        [metrics.Accuracy()],
+        registry=ModelRegistry(location, name="phishing"),
+        publish_every=300,
+        publish_interval=3600,
+        resume=True,
+    )
     assert b.get("position") == 600
     b.learn_from(DATA[600:], batch=50)
     resumed = b.get("get_state")

@@ -51,8 +51,11 @@ def _free_port() -> int:
 
 @pytest.fixture(params=["dir", "redis"])
 def port_and_location(request, tmp_path):
-    location = (str(tmp_path / "reg") if request.param == "dir"
-                else f"redis://{request.getfixturevalue('redis_address')}/0")
+    location = (
+        str(tmp_path / "reg")
+        if request.param == "dir"
+        else f"redis://{request.getfixturevalue('redis_address')}/0"
+    )
     rtml.init(num_cpus=2, include_dashboard=False)
     p = _free_port()
     serve.start(http_options={"port": p})
@@ -79,8 +82,7 @@ class _Clients:
                 v = r.headers.get("x-model-version")
                 body_v = r.json()["version"] if r.status_code == 200 else None
                 assert v is None or int(v) == body_v
-                self.results[i].append((time.monotonic(), r.status_code,
-                                        int(v) if v else None))
+                self.results[i].append((time.monotonic(), r.status_code, int(v) if v else None))
             except Exception as e:  # a failed request
                 self.errors.append(e)
             k += self.n
@@ -105,9 +107,13 @@ class _Clients:
 def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_location):
     port, location = port_and_location
     reg = ModelRegistry(location, name="phishing")
-    learner = Learner(preprocessing.StandardScaler() | linear_model.LogisticRegression(),
-                      [metrics.Accuracy()], registry=reg, publish_every=10**9,
-                      publish_interval=0.1)
+    learner = Learner(
+        preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        [metrics.Accuracy()],
+        registry=reg,
+        publish_every=10**9,
+        publish_interval=0.1,
+    )
     learner.get("publish")  # version 1 before the deployment starts
     handle = serve.run(CTR.bind(reg), name="ctr", route_prefix="/ctr")
     stop_learning = threading.Event()
@@ -125,8 +131,9 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
     clients = _Clients(f"http://127.0.0.1:{port}/ctr", n=4)
     clients.thread.start()
     try:
-        wait_for(lambda: (clients.last() or 0) >= 10, timeout=60,
-                 what="ten versions served over HTTP")
+        wait_for(
+            lambda: (clients.last() or 0) >= 10, timeout=60, what="ten versions served over HTTP"
+        )
         # pin: from a moment on, only the pinned version answers, while versions go on
         pinned = reg.versions()[-3]
         reg.pin(pinned)
@@ -145,8 +152,11 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
         assert clients.since(t) == {back}
         # unpin: the freshest version again
         reg.unpin()
-        wait_for(lambda: (clients.last() or 0) > reg.head()[0] - 3, timeout=10,
-                 what="the latest version again")
+        wait_for(
+            lambda: (clients.last() or 0) > reg.head()[0] - 3,
+            timeout=10,
+            what="the latest version again",
+        )
         m = httpx.get(f"http://127.0.0.1:{port}/ctr/metrics", timeout=10)
         assert m.status_code == 200
         assert "rtml_online_freshness_seconds" in m.text
@@ -166,8 +176,11 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
         assert drops <= 2, vs  # the pin and the rollback
         assert vs[-1] > vs[0]
     # the replica's subscriber reports what it served
-    wait_for(lambda: any(r["predictions"] >= len(results) for r in reg.subscribers()),
-             timeout=10, what="the replica's report")
+    wait_for(
+        lambda: any(r["predictions"] >= len(results) for r in reg.subscribers()),
+        timeout=10,
+        what="the replica's report",
+    )
     (rep,) = reg.subscribers()
     assert rep["swaps"] >= 10
     assert rep["freshness_n"] >= 5 and 0 < rep["freshness_p99_s"] < 5
@@ -179,13 +192,16 @@ PEERS = os.path.join(ROOT, "bench", ".peers-venv", "bin", "python")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(PEERS) or not os.environ.get("RTML_TEST_RAY_SERVE"),
-                    reason="~30 s: set RTML_TEST_RAY_SERVE=1 (needs Ray in bench/.peers-venv)")
+@pytest.mark.skipif(
+    not os.path.exists(PEERS) or not os.environ.get("RTML_TEST_RAY_SERVE"),
+    reason="~30 s: set RTML_TEST_RAY_SERVE=1 (needs Ray in bench/.peers-venv)",
+)
 def test_the_same_deployment_runs_on_ray_serve(tmp_path):
     program = os.path.join(os.path.dirname(__file__), "online_ray_serve_program.py")
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
-    out = subprocess.run([PEERS, program], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path, env=env)
+    out = subprocess.run(
+        [PEERS, program], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [ln for ln in out.stdout.splitlines() if ln in ("200 1 1", "2")]
     assert lines == ["200 1 1", "2"], out.stdout[-2000:]

@@ -16,8 +16,9 @@ def _example() -> str:
 
 
 def test_readme_example_runs():
-    out = subprocess.run([sys.executable, "-c", _example()], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _example()], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().isdigit()
 
@@ -26,6 +27,5 @@ def test_readme_example_runs_as_ray():
     code = re.sub(r"^import rtml\b.*$", "import rtml as ray", _example(), count=1, flags=re.M)
     code = code.replace("rtml.", "ray.")
     assert "rtml." not in code and "ray.remote" in code
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -35,9 +35,23 @@ def _free_port() -> int:
 def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int, Path]:
     port = _free_port()
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(DEMO), *SHORT, "--port", str(port), "--out",
-                             str(out), "--json", *extra], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(DEMO),
+            *SHORT,
+            "--port",
+            str(port),
+            "--out",
+            str(out),
+            "--json",
+            *extra,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, port, out
 
 
@@ -47,8 +61,9 @@ def _finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[dict, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
-        pytest.fail(f"the demo did not finish within {timeout}s:\n{stdout[-3000:]}\n"
-                    f"{stderr[-3000:]}")
+        pytest.fail(
+            f"the demo did not finish within {timeout}s:\n{stdout[-3000:]}\n{stderr[-3000:]}"
+        )
     assert proc.returncode == 0, f"demo failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
     return json.loads(stdout.strip().splitlines()[-1]), stdout
 
@@ -67,15 +82,22 @@ def _expected() -> tuple[int, int]:
 
 def _check(doc: dict, out: Path) -> dict:
     s = doc["details"]
-    for field in ("events_per_s", "requests_per_s", "freshness_p99_s", "serve_p99_ms",
-                  "failed_requests", "auc_continual_after_drift", "auc_frozen_after_drift"):
+    for field in (
+        "events_per_s",
+        "requests_per_s",
+        "freshness_p99_s",
+        "serve_p99_ms",
+        "failed_requests",
+        "auc_continual_after_drift",
+        "auc_frozen_after_drift",
+    ):
         assert field in doc, field
     events, impressions = _expected()
-    assert s["events"] == events                       # every event went through the dataflow
-    assert s["samples_learned"] == impressions         # each impression is one labelled sample
+    assert s["events"] == events  # every event went through the dataflow
+    assert s["samples_learned"] == impressions  # each impression is one labelled sample
     assert s["learner_counts"]["bad_features"] == 0 and s["dead_letters"] == 0
     assert doc["failed_requests"] == 0, s["failures"]
-    assert s["requests"] > 0 and doc["requests_per_s"] > 0   # (how many: the machine's load)
+    assert s["requests"] > 0 and doc["requests_per_s"] > 0  # (how many: the machine's load)
     assert s["versions"] >= 5 and s["versions_served"] >= 1
     assert 0 < s["freshness_p50_s"] <= doc["freshness_p99_s"]
     assert 0 < s["serve_p50_ms"] <= doc["serve_p99_ms"]
@@ -105,23 +127,32 @@ def test_the_demo_learns_serves_and_shows_it_live_in_a_browser(tmp_path):
                     assert proc.poll() is None, "the demo ended before its page opened"
                     try:
                         r = page.goto(f"http://127.0.0.1:{port}/", timeout=5000)
-                    except Exception:   # nothing listens yet
+                    except Exception:  # nothing listens yet
                         return False
-                    return r is not None and r.status == 200   # 404 until the page is routed
+                    return r is not None and r.status == 200  # 404 until the page is routed
+
                 wait_for(opened, timeout=90, what="the demo's live page")
-                expect(page.locator("h1")).to_contain_text("Live recommender",
-                                                           timeout=DEADLINE_MS)
+                expect(page.locator("h1")).to_contain_text("Live recommender", timeout=DEADLINE_MS)
                 continual = page.locator("svg#auc polyline.series.continual")
                 expect(continual).to_have_count(1, timeout=60_000)
+
                 def points() -> int:
-                    n = page.evaluate("() => { const l = document.querySelector("
-                                      "'svg#auc polyline.series.continual');"
-                                      " return l ? l.points.numberOfItems : 0; }")
+                    n = page.evaluate(
+                        "() => { const l = document.querySelector("
+                        "'svg#auc polyline.series.continual');"
+                        " return l ? l.points.numberOfItems : 0; }"
+                    )
                     return n >= 5 or proc.poll() is not None
+
                 wait_for(points, timeout=90, what="five points on the AUC curve")
-                assert page.evaluate("() => document.querySelector("
-                                     "'svg#auc polyline.series.continual')"
-                                     ".points.numberOfItems") >= 5
+                assert (
+                    page.evaluate(
+                        "() => document.querySelector("
+                        "'svg#auc polyline.series.continual')"
+                        ".points.numberOfItems"
+                    )
+                    >= 5
+                )
                 expect(page.locator("svg#auc line.mark.drift")).to_have_count(1)
                 expect(page.locator("#tiles")).to_contain_text("model version")
                 assert problems == []
@@ -130,7 +161,7 @@ def test_the_demo_learns_serves_and_shows_it_live_in_a_browser(tmp_path):
     finally:
         doc, stdout = _finish(proc)
     _check(doc, out)
-    assert "live recommender" in stdout and "AUC continual" in stdout   # the printed table
+    assert "live recommender" in stdout and "AUC continual" in stdout  # the printed table
 
 
 def test_the_demo_reads_its_events_through_redis_streams(tmp_path, redis_address):

@@ -88,13 +88,13 @@ def test_parallel_mcts_takes_the_win_and_blocks(shared_runtime, mode):
     win = _position([0, 6, 1, 6, 2, 5])  # X to move: 3 wins
     r = mcts(win, 10.0, mode=mode, max_simulations=4000, seed=1)
     assert r.move == 3 and r.tasks > 0 and r.simulations >= 1000
-    block = _position([0, 6, 1, 6, 2])   # O to move: must block 3
+    block = _position([0, 6, 1, 6, 2])  # O to move: must block 3
     assert mcts(block, 10.0, mode=mode, max_simulations=4000, seed=2).move == 3
 
 
 @pytest.mark.parametrize("mode", ["tree", "root", "serial"])
 def test_min_simulations_goes_on_past_the_budget(shared_runtime, mode):
-    block = _position([0, 6, 1, 6, 2])   # O to move: must block 3
+    block = _position([0, 6, 1, 6, 2])  # O to move: must block 3
     r = mcts(block, 0.001, mode=mode, min_simulations=600, max_simulations=4000, seed=3)
     assert r.simulations >= 600 and r.move == 3
 

@@ -16,8 +16,19 @@ def test_ppo_learning_progresses_on_cartpole(shared_runtime):
         ms = ppo.train(iterations=12, progress=True, file=buf)
     first, last = ms[0]["return_mean"], ms[-1]["return_mean"]
     assert last > first + 15, [m["return_mean"] for m in ms]
-    for k in ("env_steps", "env_steps_per_s", "learner_s", "sample_s", "policy_loss",
-              "vf_loss", "entropy", "kl", "episodes_dropped", "runner_restarts", "time_s"):
+    for k in (
+        "env_steps",
+        "env_steps_per_s",
+        "learner_s",
+        "sample_s",
+        "policy_loss",
+        "vf_loss",
+        "entropy",
+        "kl",
+        "episodes_dropped",
+        "runner_restarts",
+        "time_s",
+    ):
         assert k in ms[-1], k
     assert ms[-1]["env_steps"] == 12 * 1024 and ms[-1]["env_steps_per_s"] > 0
     assert "PPO it 12" in buf.getvalue() and "steps/s" in buf.getvalue()
@@ -45,8 +56,9 @@ def test_checkpoint_restore_gives_the_same_next_update(shared_runtime, tmp_path)
         assert np.array_equal(ppo2.policy.get_weights(), w1)
         assert ppo2.optimizer.state()["t"] == adam1["t"]
         assert np.array_equal(ppo2.optimizer.state()["v"], adam1["v"])
-        assert {k: v for k, v in m1.items() if k != "learner_s"} == \
-            {k: v for k, v in m2.items() if k != "learner_s"}
+        assert {k: v for k, v in m1.items() if k != "learner_s"} == {
+            k: v for k, v in m2.items() if k != "learner_s"
+        }
         ms = ppo2.train(iterations=1, progress=False)  # and training goes on from there
         assert ms[0]["iteration"] == 3 and len(ppo2.history) == 3
     finally:
@@ -56,6 +68,8 @@ def test_checkpoint_restore_gives_the_same_next_update(shared_runtime, tmp_path)
 def test_ppo_rejects_what_it_cannot_learn(shared_runtime):
     with pytest.raises(EnvError, match="Discrete action spaces"):
         PPO(env="Pendulum-v1")
-    with PPO(num_runners=1, envs_per_runner=1) as ppo, \
-            pytest.raises(ValueError, match="needs iterations="):
+    with (
+        PPO(num_runners=1, envs_per_runner=1) as ppo,
+        pytest.raises(ValueError, match="needs iterations="),
+    ):
         ppo.train()

@@ -94,8 +94,11 @@ def test_unknown_env_id_fails_at_once_naming_env_and_runner(shared_runtime):
     with pytest.raises(EnvError, match=r"'CartPol-v1' does not exist \(checked before start"):
         EnvRunnerGroup("CartPol-v1", num_runners=2, envs_per_runner=1, timeout=60)
     # an env that cannot be made inside the runner: its error, naming env and runner
-    with pytest.raises(EnvError, match=r"creating environment 'broken' \(runner \d\) raised "
-                                       r"OSError: no simulator licence"):
+    with pytest.raises(
+        EnvError,
+        match=r"creating environment 'broken' \(runner \d\) raised "
+        r"OSError: no simulator licence",
+    ):
         EnvRunnerGroup(broken, num_runners=2, envs_per_runner=1, timeout=60)
     with pytest.raises(EnvError, match="'NoSuchEnv-v0' does not exist"):
         PPO(env="NoSuchEnv-v0")
@@ -113,12 +116,18 @@ def test_failing_episodes_are_dropped_and_counted(shared_runtime):
 
 
 def test_an_env_that_always_fails_raises_with_env_runner_and_step(shared_runtime):
-    g = EnvRunnerGroup(FlakyEnv, num_runners=1, envs_per_runner=1,
-                       env_kwargs={"fail_every": 1}, max_consecutive_failures=2)
+    g = EnvRunnerGroup(
+        FlakyEnv,
+        num_runners=1,
+        envs_per_runner=1,
+        env_kwargs={"fail_every": 1},
+        max_consecutive_failures=2,
+    )
     try:
         g.submit(0, None, 50)
-        with pytest.raises(EpisodeError, match=r"env 'FlakyEnv', runner 0, env index 0, step \d+"
-                           ) as e:
+        with pytest.raises(
+            EpisodeError, match=r"env 'FlakyEnv', runner 0, env index 0, step \d+"
+        ) as e:
             g.next_batch(timeout=60)
         assert type(e.value) is EpisodeError and e.value.runner == 0
     finally:

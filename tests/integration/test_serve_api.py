@@ -83,8 +83,11 @@ class Pipeline:
 
 
 def test_composition_with_bound_handles_and_response_passing(app):
-    h = serve.run(Pipeline.bind(double.bind(), Adder.options(name="Add5", num_replicas=1)
-                                .bind(5)), name="p", route_prefix=None)
+    h = serve.run(
+        Pipeline.bind(double.bind(), Adder.options(name="Add5", num_replicas=1).bind(5)),
+        name="p",
+        route_prefix=None,
+    )
     assert h.remote(4).result(timeout_s=10) == 13
     st = serve.status().applications["p"]
     assert set(st.deployments) == {"Pipeline", "double", "Add5"}
@@ -170,8 +173,9 @@ def test_user_config_reconfigure_swaps_version(app):
     h = serve.run(Thresholded.bind(), name="u", route_prefix=None)
     r = h.remote(2)
     assert r.result(timeout_s=10) is True and r.version == "1"
-    h = serve.run(Thresholded.options(user_config={"threshold": 5}).bind(), name="u",
-                  route_prefix=None)
+    h = serve.run(
+        Thresholded.options(user_config={"threshold": 5}).bind(), name="u", route_prefix=None
+    )
     r = h.remote(2)
     assert r.result(timeout_s=10) is False and r.version == "2"
     assert serve.reconfigure({"threshold": 0}, app_name="u") == "3"
@@ -204,8 +208,7 @@ def test_multiplexed_models_cached_and_routed_by_id(app):
     assert {o[0] for o in outs} == {"model-a"}
     assert len({o[1] for o in outs}) == 1  # one replica keeps serving model a
     assert outs[-1][2] == 1  # loaded once
-    names = [h.options(multiplexed_model_id=m).remote().result(timeout_s=10)[0]
-             for m in "bcd"]
+    names = [h.options(multiplexed_model_id=m).remote().result(timeout_s=10)[0] for m in "bcd"]
     assert names == ["model-b", "model-c", "model-d"]
 
 
@@ -251,6 +254,7 @@ def test_an_app_deleted_and_deployed_again_is_reachable_from_old_handles(app):
     h = serve.run(double.bind(), name="again", route_prefix=None)
     assert h.remote(1).result(timeout_s=10) == 2
     serve.delete("again")
-    h = serve.run(Adder.options(name="double", num_replicas=1).bind(100), name="again",
-                  route_prefix=None)
+    h = serve.run(
+        Adder.options(name="double", num_replicas=1).bind(100), name="again", route_prefix=None
+    )
     assert h.remote(1).result(timeout_s=10) == 101

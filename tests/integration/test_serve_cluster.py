@@ -32,8 +32,7 @@ def alive_nodes() -> set[str]:
 
 
 def test_a_proxy_on_every_node_follows_nodes_that_join_and_leave():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1},
-                      heartbeat_timeout=2.0)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1}, heartbeat_timeout=2.0)
     port = free_port()
     try:
         cluster.add_node(num_cpus=1)
@@ -51,16 +50,25 @@ def test_a_proxy_on_every_node_follows_nodes_that_join_and_leave():
         for _ in range(40):
             with httpx.Client(timeout=20) as c:
                 assert c.get(f"http://127.0.0.1:{port}/").text == "hello"
-        wait_for(lambda: all(p["responses"] > 0 for p in serve.status().proxies.values()),
-                 timeout=20, what="every node's proxy answered some of 40 connections")
+        wait_for(
+            lambda: all(p["responses"] > 0 for p in serve.status().proxies.values()),
+            timeout=20,
+            what="every node's proxy answered some of 40 connections",
+        )
 
         joined = cluster.add_node(num_cpus=1)
-        wait_for(lambda: joined.node_id in proxy_nodes().values(), timeout=60,
-                 what="a proxy on the node that joined")
+        wait_for(
+            lambda: joined.node_id in proxy_nodes().values(),
+            timeout=60,
+            what="a proxy on the node that joined",
+        )
         assert len(proxy_nodes()) == 3
         cluster.remove_node(joined, allow_graceful=False)
-        wait_for(lambda: joined.node_id not in proxy_nodes().values(), timeout=30,
-                 what="the proxy of the node that left forgotten")
+        wait_for(
+            lambda: joined.node_id not in proxy_nodes().values(),
+            timeout=30,
+            what="the proxy of the node that left forgotten",
+        )
         assert sorted(proxy_nodes().values()) == sorted(alive_nodes())
         with httpx.Client(timeout=20) as c:  # the remaining proxies still serve
             assert all(c.get(f"http://127.0.0.1:{port}/").text == "hello" for _ in range(10))

@@ -46,8 +46,12 @@ class Echo:
     async def __call__(self, request: Request):
         if request.method == "POST":
             body = await request.json()
-            return {"got": body, "path": request.url.path,
-                    "q": dict(request.query_params), "h": request.headers.get("x-test")}
+            return {
+                "got": body,
+                "path": request.url.path,
+                "q": dict(request.query_params),
+                "h": request.headers.get("x-test"),
+            }
         if request.url.path.endswith("/text"):
             return "plain"
         if request.url.path.endswith("/resp"):
@@ -62,11 +66,16 @@ def test_json_text_and_response_out_with_version_header(client):
     r = client.post("/echo/x?a=1", json={"k": [1, 2]}, headers={"x-test": "t"})
     assert r.status_code == 200
     assert r.json() == {"got": {"k": [1, 2]}, "path": "/echo/x", "q": {"a": "1"}, "h": "t"}
-    assert r.headers["x-rtml-version"] == serve.status().applications["echo"].deployments[
-        "Echo"].version
+    assert (
+        r.headers["x-rtml-version"]
+        == serve.status().applications["echo"].deployments["Echo"].version
+    )
     r = client.get("/echo/text")
     assert (r.status_code, r.text, r.headers["content-type"]) == (
-        200, "plain", "text/plain; charset=utf-8")
+        200,
+        "plain",
+        "text/plain; charset=utf-8",
+    )
     r = client.get("/echo/resp")
     assert (r.status_code, r.text, r.headers["x-made"]) == (201, "made", "yes")
 
@@ -141,8 +150,9 @@ def test_full_queues_answer_503_with_retry_after(client, gate_path):
             pending = {asyncio.ensure_future(c.get("/")) for _ in range(6)}
             done: set = set()
             while pending and not any(t.result().status_code == 503 for t in done):
-                more, pending = await asyncio.wait(pending, timeout=15,
-                                                   return_when=asyncio.FIRST_COMPLETED)
+                more, pending = await asyncio.wait(
+                    pending, timeout=15, return_when=asyncio.FIRST_COMPLETED
+                )
                 assert more, "no request was turned away within 15 s"
                 done |= more
             gate_path.touch()

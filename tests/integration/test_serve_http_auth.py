@@ -53,7 +53,10 @@ def test_token_auth_on_a_fresh_serve():
             assert c.get("/", headers={"authorization": "Bearer s3cret"}).text == "ok"
             assert c.get("/-/healthz").status_code == 200
         assert json.loads(json.dumps(serve.status().http)) == {
-            "host": "127.0.0.1", "port": port, "location": "EveryNode"}
+            "host": "127.0.0.1",
+            "port": port,
+            "location": "EveryNode",
+        }
     finally:
         serve.shutdown()
         rtml.shutdown()

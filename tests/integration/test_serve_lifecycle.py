@@ -38,7 +38,8 @@ def test_the_dashboard_panel_lists_each_deployment():
     rtml.init(num_cpus=2)
     try:
         serve.run(echo.bind(), name="panel-app", route_prefix=None).remote(None).result(
-            timeout_s=30)
+            timeout_s=30
+        )
         _panel._cache["t"] = 0.0  # no cached rows from an earlier test
         (panel,) = [p for p in panels_view() if p["name"] == "serve"]
         (row,) = [r for r in panel["rows"] if r["application"] == "panel-app"]

@@ -13,11 +13,14 @@ import pytest
 from conftest import readme_block
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-PEERS = os.environ.get("RTML_PEERS_PYTHON") or os.path.join(ROOT, "bench", ".peers-venv",
-                                                            "bin", "python")
+PEERS = os.environ.get("RTML_PEERS_PYTHON") or os.path.join(
+    ROOT, "bench", ".peers-venv", "bin", "python"
+)
 SRC = os.path.join(ROOT, "src")
-IMPORTS = ("import rtml as ray          # a Ray Serve program: only these two lines differ\n"
-           "from rtml import serve\n")
+IMPORTS = (
+    "import rtml as ray          # a Ray Serve program: only these two lines differ\n"
+    "from rtml import serve\n"
+)
 
 
 def _block() -> str:
@@ -25,28 +28,36 @@ def _block() -> str:
 
 
 def test_the_serving_example_runs_as_written():
-    out = subprocess.run([sys.executable, "-c", _block()], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _block()], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines == ["200 {'fraud': True, 'p': 0.7} served by version 1",
-                     "{'fraud': False, 'p': 0.7}", "{'RUNNING': 2}"]
+    assert lines == [
+        "200 {'fraud': True, 'p': 0.7} served by version 1",
+        "{'fraud': False, 'p': 0.7}",
+        "{'RUNNING': 2}",
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(PEERS) or not os.environ.get("RTML_TEST_RAY_SERVE"),
-                    reason="~50 s: set RTML_TEST_RAY_SERVE=1 (needs Ray in bench/.peers-venv or "
-                           "RTML_PEERS_PYTHON)")
+@pytest.mark.skipif(
+    not os.path.exists(PEERS) or not os.environ.get("RTML_TEST_RAY_SERVE"),
+    reason="~50 s: set RTML_TEST_RAY_SERVE=1 (needs Ray in bench/.peers-venv or RTML_PEERS_PYTHON)",
+)
 def test_the_serving_example_is_a_ray_serve_program(tmp_path):
     code = _block()
     assert IMPORTS in code
     code = code.replace(IMPORTS, "import ray\nfrom ray import serve\n")
-    out = subprocess.run([PEERS, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path)
+    out = subprocess.run(
+        [PEERS, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines()[:3] == [
-        "200 {'fraud': True, 'p': 0.7} served by version None", "{'fraud': False, 'p': 0.7}",
-        "{'RUNNING': 2}"]
+        "200 {'fraud': True, 'p': 0.7} served by version None",
+        "{'fraud': False, 'p': 0.7}",
+        "{'RUNNING': 2}",
+    ]
 
 
 RAY_ENGINE_PROGRAM = """
@@ -80,9 +91,10 @@ ray.shutdown()
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(PEERS) or not os.environ.get("RTML_TEST_RAY_SERVE"),
-                    reason="~40 s: set RTML_TEST_RAY_SERVE=1 (needs Ray in bench/.peers-venv or "
-                           "RTML_PEERS_PYTHON)")
+@pytest.mark.skipif(
+    not os.path.exists(PEERS) or not os.environ.get("RTML_TEST_RAY_SERVE"),
+    reason="~40 s: set RTML_TEST_RAY_SERVE=1 (needs Ray in bench/.peers-venv or RTML_PEERS_PYTHON)",
+)
 def test_rtml_serve_runs_on_the_ray_engine(tmp_path):
     """rtml.serve itself (controller, proxies, replicas, the direct path) on Ray's core API:
     HTTP and handle calls, a config swap, a proxy on Ray's node."""
@@ -90,8 +102,18 @@ def test_rtml_serve_runs_on_the_ray_engine(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": SRC}
-    out = subprocess.run([PEERS, "-c", RAY_ENGINE_PROGRAM.replace("PORT", str(port))],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    out = subprocess.run(
+        [PEERS, "-c", RAY_ENGINE_PROGRAM.replace("PORT", str(port))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines()[:4] == [
-        "200 {'v': 1} 1", "{'v': 1}", "{'v': 2}", "{'RUNNING': 2} True"]
+        "200 {'v': 1} 1",
+        "{'v': 1}",
+        "{'v': 2}",
+        "{'RUNNING': 2} True",
+    ]

@@ -177,8 +177,11 @@ class SlowSwap:
 def test_in_flight_requests_finish_on_their_version(clean, gate_path):
     h = serve.run(SlowSwap.bind(), name="s", route_prefix=None)
     slow = h.remote(str(gate_path))
-    wait_for(lambda: os.path.exists(f"{gate_path}.started"), timeout=10,
-             what="the slow request running on version 1")
+    wait_for(
+        lambda: os.path.exists(f"{gate_path}.started"),
+        timeout=10,
+        what="the slow request running on version 1",
+    )
     serve.reconfigure({"v": 2}, app_name="s")
     fast = h.remote("")
     assert fast.result(timeout_s=10) == 2 and fast.version == "2"
@@ -198,8 +201,11 @@ def test_a_killed_replica_is_replaced_and_its_requests_retried(clean):
     victim = sorted(before)[0]
     with Load(clean, concurrency=8) as load:
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: len(_pids("k", "Versioned") - before) == 1, timeout=30,
-                 what="a replacement replica")
+        wait_for(
+            lambda: len(_pids("k", "Versioned") - before) == 1,
+            timeout=30,
+            what="a replacement replica",
+        )
         load.wait_more(50)
     assert load.failed() == []
     after = _pids("k", "Versioned")
@@ -225,16 +231,26 @@ def test_a_failing_health_check_replaces_the_replica(clean, tmp_path):
     h = serve.run(Flaky.bind(str(flag)), name="h", route_prefix=None)
     first = h.remote(None).result(timeout_s=10)
     flag.touch()
-    wait_for(lambda: _pids("h", "Flaky") and first not in _pids("h", "Flaky"), timeout=30,
-             what="the unhealthy replica to be replaced")
+    wait_for(
+        lambda: _pids("h", "Flaky") and first not in _pids("h", "Flaky"),
+        timeout=30,
+        what="the unhealthy replica to be replaced",
+    )
     assert h.remote(None).result(timeout_s=10) != first
-    assert "health check failed" in serve.status().applications["h"].deployments[
-        "Flaky"].message
+    assert "health check failed" in serve.status().applications["h"].deployments["Flaky"].message
 
 
-@serve.deployment(max_ongoing_requests=4, autoscaling_config={
-    "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-    "upscale_delay_s": 0, "downscale_delay_s": 1, "look_back_period_s": 2})
+@serve.deployment(
+    max_ongoing_requests=4,
+    autoscaling_config={
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 0,
+        "downscale_delay_s": 1,
+        "look_back_period_s": 2,
+    },
+)
 class Busy:
     async def __call__(self, request):
         await asyncio.sleep(0.05)
@@ -245,8 +261,7 @@ def test_autoscaling_follows_ongoing_requests(clean):
     serve.run(Busy.bind(), name="a")
 
     def running() -> int:
-        return serve.status().applications["a"].deployments["Busy"].replica_states.get(
-            "RUNNING", 0)
+        return serve.status().applications["a"].deployments["Busy"].replica_states.get("RUNNING", 0)
 
     assert running() == 1
     with Load(clean, concurrency=6) as load:
@@ -256,13 +271,22 @@ def test_autoscaling_follows_ongoing_requests(clean):
     wait_for(lambda: running() == 1, timeout=30, what="scale down to 1")
 
 
-@serve.deployment(autoscaling_config={
-    "min_replicas": 0, "max_replicas": 1, "initial_replicas": 1, "target_ongoing_requests": 1,
-    "upscale_delay_s": 0, "downscale_delay_s": 0.5, "downscale_to_zero_delay_s": 0.5,
-    "look_back_period_s": 1})
+@serve.deployment(
+    autoscaling_config={
+        "min_replicas": 0,
+        "max_replicas": 1,
+        "initial_replicas": 1,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 0,
+        "downscale_delay_s": 0.5,
+        "downscale_to_zero_delay_s": 0.5,
+        "look_back_period_s": 1,
+    }
+)
 class Sleepy:
     def __init__(self):
         import time
+
         time.sleep(1.5)  # slower to start than the controller's 1 s stats period
 
     async def __call__(self, request=None):
@@ -273,12 +297,13 @@ def test_scale_to_zero_and_back_on_a_request(clean):
     h = serve.run(Sleepy.bind(), name="z")
 
     def replicas() -> int:
-        return sum(serve.status().applications["z"].deployments["Sleepy"]
-                   .replica_states.values())
+        return sum(serve.status().applications["z"].deployments["Sleepy"].replica_states.values())
 
     assert h.remote().result(timeout_s=10) == "awake"
-    for ask in (lambda: h.remote().result(timeout_s=60),  # a handle call wakes it
-                lambda: httpx.get(f"http://127.0.0.1:{clean}/", timeout=60).text):  # HTTP too
+    for ask in (
+        lambda: h.remote().result(timeout_s=60),  # a handle call wakes it
+        lambda: httpx.get(f"http://127.0.0.1:{clean}/", timeout=60).text,
+    ):  # HTTP too
         wait_for(lambda: replicas() == 0, timeout=30, what="scale down to zero when idle")
         assert ask() == "awake"
         assert replicas() >= 1

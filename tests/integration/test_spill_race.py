@@ -14,7 +14,7 @@ def test_get_after_the_segment_moved_to_disk(runtime):
 
     ref = rtml.put(np.arange(1 << 20, dtype=np.int64))  # 8 MB, in shared memory
     client = rt.client
-    (kind, path), = client.get_payloads([ref], timeout=10)  # the node names the segment...
+    ((kind, path),) = client.get_payloads([ref], timeout=10)  # the node names the segment...
     assert kind == SHM
     rt.store.spill(ref.id)  # ...and the store moves it to disk before this reader maps it
     from rtml._runtime._payload import decode_value

@@ -87,24 +87,36 @@ class TestEmbedded:
         gated = after_gate.remote(str(gate_path), 5)
         waiting = inc.remote(gated)
         gated_id, waiting_id = gated.task_id(), waiting.task_id()
-        wait_for(lambda: {r.task_id: r.state for r in state.list_tasks(limit=10_000)}.get(gated_id)
-                 == "RUNNING", 30, what="the gated task to be listed RUNNING")
-        live = {r.task_id: r for r in state.list_tasks(filters=[("state", "!=", "FINISHED")],
-                                                       limit=10_000)}
+        wait_for(
+            lambda: (
+                {r.task_id: r.state for r in state.list_tasks(limit=10_000)}.get(gated_id)
+                == "RUNNING"
+            ),
+            30,
+            what="the gated task to be listed RUNNING",
+        )
+        live = {
+            r.task_id: r
+            for r in state.list_tasks(filters=[("state", "!=", "FINISHED")], limit=10_000)
+        }
         assert live[waiting_id].state == "PENDING_ARGS"
         running = live[gated_id]
         assert running.name == "after_gate" and running.worker_pid in {
-            w.pid for w in state.list_workers()}
+            w.pid for w in state.list_workers()
+        }
         busy = state.list_workers(filters=[("state", "!=", "IDLE")], detail=True)
         assert any(gated_id in w.tasks for w in busy)
         gate_path.touch()
         assert rtml.get(waiting, timeout=30) == 6
-        rows = {r.task_id: r for r in wait_for(lambda: settled({gated_id, waiting_id}), 30,
-                                               what="both tasks to be listed FINISHED")}
+        rows = {
+            r.task_id: r
+            for r in wait_for(
+                lambda: settled({gated_id, waiting_id}), 30, what="both tasks to be listed FINISHED"
+            )
+        }
         assert rows[waiting_id].deps == [gated_id]
         assert rows[waiting_id].start_time >= rows[gated_id].end_time
         assert rows[gated_id].duration_s > 0
-
 
     def test_failures_actors_objects_nodes_and_summaries(self):
         failed = boom.remote(7)
@@ -125,16 +137,19 @@ class TestEmbedded:
         assert actor.state == "ALIVE" and actor.pid in {w.pid for w in state.list_workers()}
 
         def incr_calls() -> list[Any] | None:
-            rows = state.list_tasks(filters=[("type", "=", "ACTOR_TASK"),
-                                             ("state", "=", "FINISHED")], detail=True)
+            rows = state.list_tasks(
+                filters=[("type", "=", "ACTOR_TASK"), ("state", "=", "FINISHED")], detail=True
+            )
             calls = [r for r in rows if "incr" in r.name]
             return calls if len(calls) >= 3 else None
 
         calls = wait_for(incr_calls, 30, what="the actor's calls to be listed")
         assert {t.actor_id for t in calls} == {actor.actor_id}
 
-        objects = {o.object_id: o for o in state.list_objects(filters=[("size", ">", 100_000)],
-                                                              detail=True)}
+        objects = {
+            o.object_id: o
+            for o in state.list_objects(filters=[("size", ">", 100_000)], detail=True)
+        }
         put_id = big.hex()
         assert objects[put_id].where in ("SHARED_MEMORY", "SPILLED")
         assert any(h.startswith("driver") for h in objects[put_id].holders)
@@ -152,7 +167,6 @@ class TestEmbedded:
         assert tasks["total_actor_tasks"] >= 3
         actors = state.summarize_actors()
         assert actors["summary"]["Counter"]["state_counts"] == {"ALIVE": 1}
-
 
     def test_timeline_of_a_real_run(self, tmp_path):
         a = inc.remote(1)
@@ -172,8 +186,9 @@ class TestEmbedded:
         xa, xb, xc = (slices[r.task_id()] for r in (a, b, c))
         assert (xa["name"], xb["name"], xc["name"]) == ("inc", "double", "inc")
         assert xb["ts"] >= xa["ts"] + xa["dur"] - 1  # b ran after a (1 µs of rounding)
-        rows = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
-                if e["name"] == "thread_name"}
+        rows = {
+            (e["pid"], e["tid"]): e["args"]["name"] for e in events if e["name"] == "thread_name"
+        }
         worker_pids = {w.pid for w in state.list_workers()}
         for x in (xa, xb, xc):
             assert x["tid"] in worker_pids and rows[(x["pid"], x["tid"])] == f"worker {x['tid']}"
@@ -181,8 +196,13 @@ class TestEmbedded:
         assert node_names == [f"node {state.list_nodes()[0].node_id} (head)"]
 
         def arrow(src: dict[str, Any], dst: dict[str, Any]) -> bool:
-            for s in (e for e in events if e["ph"] == "s" and e["tid"] == src["tid"]
-                      and src["ts"] <= e["ts"] <= src["ts"] + src["dur"]):
+            for s in (
+                e
+                for e in events
+                if e["ph"] == "s"
+                and e["tid"] == src["tid"]
+                and src["ts"] <= e["ts"] <= src["ts"] + src["dur"]
+            ):
                 f = next(e for e in events if e["ph"] == "f" and e["id"] == s["id"])
                 if f["tid"] == dst["tid"] and dst["ts"] <= f["ts"] <= dst["ts"] + dst["dur"]:
                     return True
@@ -196,8 +216,9 @@ class TestEmbedded:
 # --------------------------------------------------------------------------- cluster
 def _rtml(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-m", "rtml", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "rtml", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 @pytest.mark.slow
@@ -219,19 +240,32 @@ def test_cluster_state_from_the_driver_and_the_cli(tmp_path, monkeypatch):
         with pytest.raises(ValueError):
             rtml.get(failed, timeout=60)
         ids = {r.task_id() for r in (first, second, failed)}
-        rows = {r.task_id: r for r in wait_for(lambda: settled(ids), 30,
-                                               what="the cluster's tasks to be listed")}
+        rows = {
+            r.task_id: r
+            for r in wait_for(lambda: settled(ids), 30, what="the cluster's tasks to be listed")
+        }
         assert rows[second.task_id()].node_id == side.node_id
         assert rows[first.task_id()].node_id == head.node_id
         assert rows[failed.task_id()].error == "ValueError: boom 0"
         assert {n.node_id for n in state.list_nodes(filters=[("alive", "=", True)])} == {
-            head.node_id, side.node_id}
+            head.node_id,
+            side.node_id,
+        }
         assert {w.node_id for w in state.list_workers()} == {head.node_id, side.node_id}
         events = check_trace(rtml.timeline())
         assert len({e["pid"] for e in events if e["ph"] == "X"}) == 2  # a process per node
 
-        listed = _rtml("list", "tasks", "--address", c.address, "--format", "json",
-                       "--detail", "--limit", "1000")
+        listed = _rtml(
+            "list",
+            "tasks",
+            "--address",
+            c.address,
+            "--format",
+            "json",
+            "--detail",
+            "--limit",
+            "1000",
+        )
         assert listed.returncode == 0, listed.stderr
         by_id = {r["task_id"]: r for r in json.loads(listed.stdout)}
         assert ids <= by_id.keys()

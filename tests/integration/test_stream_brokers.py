@@ -21,11 +21,13 @@ def _runtime():
 
 def _running_totals(flow_name, source, sink):
     flow = rs.Dataflow(flow_name)
-    (flow.source(source)
-         .map(lambda e: int(e["i"]))
-         .key_by(lambda i: i % 4)
-         .stateful_map(lambda s, i: ((s or 0) + 1, {"i": i, "seen": (s or 0) + 1}))
-         .sink(sink))
+    (
+        flow.source(source)
+        .map(lambda e: int(e["i"]))
+        .key_by(lambda i: i % 4)
+        .stateful_map(lambda s, i: ((s or 0) + 1, {"i": i, "seen": (s or 0) + 1}))
+        .sink(sink)
+    )
     return flow
 
 
@@ -40,8 +42,11 @@ def test_redis_stream_to_redis_stream_exactly_once_through_a_killed_actor(redis_
         for i in range(n):
             pipe.xadd("in", {"i": i})
         pipe.execute()
-        flow = _running_totals("redis-eo", rs.RedisStreamSource("in", redis_address),
-                               rs.RedisStreamSink("out", redis_address))
+        flow = _running_totals(
+            "redis-eo",
+            rs.RedisStreamSource("in", redis_address),
+            rs.RedisStreamSink("out", redis_address),
+        )
         run = flow.run(parallelism=2, checkpoint_every=0.1, max_batch=50)
         wait_for(lambda: r.xlen("out") > 200, timeout=30, what="some output")
         rtml.kill(run._actors[1][1])
@@ -66,14 +71,16 @@ def test_a_redis_source_resumes_from_the_checkpoint_not_the_group(redis_address,
             r.xadd("events", {"i": i})
         sink = rs.CollectSink(exactly_once=True)
         ckpt = str(tmp_path / "ckpt")
-        run = _running_totals("redis-resume", rs.RedisStreamSource("events", redis_address),
-                              sink).run(checkpoint_every=0.2, checkpoint_dir=ckpt)
+        run = _running_totals(
+            "redis-resume", rs.RedisStreamSource("events", redis_address), sink
+        ).run(checkpoint_every=0.2, checkpoint_dir=ckpt)
         wait_for(lambda: sink.count() >= 100, timeout=30, what="first 100")
         run.stop(timeout=30)
         for i in range(100, 150):
             r.xadd("events", {"i": i})
-        run = _running_totals("redis-resume", rs.RedisStreamSource("events", redis_address),
-                              sink).run(checkpoint_every=0.2, checkpoint_dir=ckpt, resume=True)
+        run = _running_totals(
+            "redis-resume", rs.RedisStreamSource("events", redis_address), sink
+        ).run(checkpoint_every=0.2, checkpoint_dir=ckpt, resume=True)
         wait_for(lambda: sink.count() >= 150, timeout=30, what="the next 50")
         run.stop(timeout=30)
         items = sink.items()
@@ -91,15 +98,25 @@ def test_kafka_topic_to_kafka_topic_through_a_dataflow(kafka_bootstrap):
     for i in range(400):
         p.produce("clicks", json.dumps({"i": i}).encode(), partition=i % 4)
     assert p.flush(10) == 0
-    flow = _running_totals("kafka", rs.KafkaSource("clicks", kafka_bootstrap, format="json"),
-                           rs.KafkaSink("counts", kafka_bootstrap))
+    flow = _running_totals(
+        "kafka",
+        rs.KafkaSource("clicks", kafka_bootstrap, format="json"),
+        rs.KafkaSink("counts", kafka_bootstrap),
+    )
     run = flow.run(parallelism=2, checkpoint_every=0.2)
-    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "check",
-                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": "check",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
     got = []
     try:
-        wait_for(lambda: "counts" in c.list_topics(timeout=5).topics, timeout=30,
-                 what="the output topic")
+        wait_for(
+            lambda: "counts" in c.list_topics(timeout=5).topics, timeout=30, what="the output topic"
+        )
         md = c.list_topics("counts", timeout=10)
         c.assign([TopicPartition("counts", q, 0) for q in md.topics["counts"].partitions])
 
@@ -108,6 +125,7 @@ def test_kafka_topic_to_kafka_topic_through_a_dataflow(kafka_bootstrap):
                 if m.error() is None:
                     got.append(json.loads(m.value()))
             return len(got) >= 400
+
         wait_for(drained, timeout=60, what="400 records on the output topic")
     finally:
         c.close()

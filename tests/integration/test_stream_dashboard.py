@@ -33,17 +33,22 @@ def test_a_running_dataflow_shows_in_the_streams_panel(runtime):
 
     rtml.init(num_cpus=2, include_dashboard=False)
     flow = rs.Dataflow("on-the-page")
-    (flow.source(rs.IterableSource(list(range(100_000)), rate=500))
-         .key_by(lambda x: x % 3).stateful_map(lambda s, x: (None, x))
-         .sink(rs.CallableSink(lambda x: None)))
+    (
+        flow.source(rs.IterableSource(list(range(100_000)), rate=500))
+        .key_by(lambda x: x % 3)
+        .stateful_map(lambda s, x: (None, x))
+        .sink(rs.CallableSink(lambda x: None))
+    )
     run = flow.run(parallelism=2)
     handle = start_dashboard(current_source)
     try:
+
         def listed():
             snap = json.loads(fetch(handle.url + "/api/snapshot")[2])
             panel = {p["name"]: p for p in snap["panels"]}.get("streams")
             rows = [r for r in (panel or {}).get("rows", []) if r["name"] == "on-the-page"]
             return rows and rows[0]["events_in"] > 0 and rows
+
         (row,) = wait_for(listed, timeout=30, what="the dataflow in the snapshot's panels")
         assert row["status"] == "running" and row["parallelism"] == 2
         with sync_playwright() as p:

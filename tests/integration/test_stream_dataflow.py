@@ -28,12 +28,15 @@ def _counts_by_key(n, keys):
 def test_keyed_tumbling_counts_over_two_partitions_are_exact():
     flow = rs.Dataflow("counts")
     sink = rs.CollectSink()
-    (flow.source(rs.IterableSource(list(range(5000)), partitions=2))
-         .map(lambda x: {"k": x % 7, "ts": x / 100.0})
-         .with_event_time(lambda e: e["ts"])
-         .key_by(lambda e: e["k"])
-         .window(rs.Tumbling(seconds=10)).count()
-         .sink(sink))
+    (
+        flow.source(rs.IterableSource(list(range(5000)), partitions=2))
+        .map(lambda x: {"k": x % 7, "ts": x / 100.0})
+        .with_event_time(lambda e: e["ts"])
+        .key_by(lambda e: e["k"])
+        .window(rs.Tumbling(seconds=10))
+        .count()
+        .sink(sink)
+    )
     run = flow.run(parallelism=2)
     run.wait(timeout=60)
     got = {(r.key, r.start): r.value for r in sink.items()}
@@ -49,10 +52,13 @@ def test_late_events_reach_the_late_stream(tmp_path):
     events = [{"k": "a", "ts": t} for t in (1.0, 2.0, 25.0, 3.0, 26.0)]  # 3.0 arrives late
     flow = rs.Dataflow("late")
     out, late = rs.CollectSink(), rs.CollectSink()
-    counted = (flow.source(rs.IterableSource(events))
-                   .with_event_time(lambda e: e["ts"], max_out_of_order=1.0)
-                   .key_by(lambda e: e["k"])
-                   .window(rs.Tumbling(seconds=10)).count())
+    counted = (
+        flow.source(rs.IterableSource(events))
+        .with_event_time(lambda e: e["ts"], max_out_of_order=1.0)
+        .key_by(lambda e: e["k"])
+        .window(rs.Tumbling(seconds=10))
+        .count()
+    )
     counted.sink(out)
     counted.late.sink(late)
     flow.run(max_batch=1).wait(timeout=60)  # one event per batch: each moves the watermark
@@ -65,22 +71,40 @@ def test_join_as_of_a_parquet_table_is_point_in_time_correct(tmp_path):
     import pyarrow as pa
 
     path = str(tmp_path / "users.parquet")
-    pq.write_table(pa.table({"user_id": ["u1", "u1", "u2"], "updated_at": [0.0, 50.0, 0.0],
-                             "tier": ["free", "pro", "gold"]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u1", "u2"],
+                "updated_at": [0.0, 50.0, 0.0],
+                "tier": ["free", "pro", "gold"],
+            }
+        ),
+        path,
+    )
     users = rs.Table.from_parquet(path, key="user_id", time="updated_at")
-    clicks = [{"user": "u1", "ts": 10.0}, {"user": "u1", "ts": 60.0},
-              {"user": "u2", "ts": 5.0}, {"user": "u3", "ts": 7.0}]
+    clicks = [
+        {"user": "u1", "ts": 10.0},
+        {"user": "u1", "ts": 60.0},
+        {"user": "u2", "ts": 5.0},
+        {"user": "u3", "ts": 7.0},
+    ]
     flow = rs.Dataflow("asof")
     sink = rs.CollectSink()
-    (flow.source(rs.IterableSource(clicks))
-         .with_event_time(lambda e: e["ts"])
-         .key_by(lambda e: e["user"])
-         .join_as_of(users)
-         .map(lambda pair: (pair[0]["user"], pair[0]["ts"], pair[1] and pair[1]["tier"]))
-         .sink(sink))
+    (
+        flow.source(rs.IterableSource(clicks))
+        .with_event_time(lambda e: e["ts"])
+        .key_by(lambda e: e["user"])
+        .join_as_of(users)
+        .map(lambda pair: (pair[0]["user"], pair[0]["ts"], pair[1] and pair[1]["tier"]))
+        .sink(sink)
+    )
     flow.run(parallelism=2).wait(timeout=60)
-    assert sorted(sink.items()) == [("u1", 10.0, "free"), ("u1", 60.0, "pro"),
-                                    ("u2", 5.0, "gold"), ("u3", 7.0, None)]
+    assert sorted(sink.items()) == [
+        ("u1", 10.0, "free"),
+        ("u1", 60.0, "pro"),
+        ("u2", 5.0, "gold"),
+        ("u3", 7.0, None),
+    ]
 
 
 def test_interval_join_pairs_clicks_with_their_impressions():
@@ -88,10 +112,16 @@ def test_interval_join_pairs_clicks_with_their_impressions():
     clicks = [{"id": i, "ts": i + 3.0} for i in range(0, 50, 5)] + [{"id": 7, "ts": 40.0}]
     flow = rs.Dataflow("ij")
     sink = rs.CollectSink()
-    a = flow.source(rs.IterableSource(imps), name="imps").with_event_time(
-        lambda e: e["ts"], max_out_of_order=100).key_by(lambda e: e["id"])
-    b = flow.source(rs.IterableSource(sorted(clicks, key=lambda e: e["ts"])), name="clicks") \
-        .with_event_time(lambda e: e["ts"], max_out_of_order=100).key_by(lambda e: e["id"])
+    a = (
+        flow.source(rs.IterableSource(imps), name="imps")
+        .with_event_time(lambda e: e["ts"], max_out_of_order=100)
+        .key_by(lambda e: e["id"])
+    )
+    b = (
+        flow.source(rs.IterableSource(sorted(clicks, key=lambda e: e["ts"])), name="clicks")
+        .with_event_time(lambda e: e["ts"], max_out_of_order=100)
+        .key_by(lambda e: e["id"])
+    )
     a.interval_join(b, lower=0, upper=10).map(lambda p: (p[0]["id"], p[1]["ts"])).sink(sink)
     flow.run(parallelism=2).wait(timeout=60)
     assert sorted(sink.items()) == [(i, i + 3.0) for i in range(0, 50, 5)]
@@ -107,7 +137,8 @@ def test_left_interval_join_gives_the_impressions_nobody_clicked():
     a = ev.filter(lambda e: "click" not in e).key_by(lambda e: e["id"])
     b = ev.filter(lambda e: "click" in e).key_by(lambda e: e["id"])
     a.interval_join(b, lower=0, upper=10, how="left").map(
-        lambda p: (p[0]["id"], p[1] is not None)).sink(sink)
+        lambda p: (p[0]["id"], p[1] is not None)
+    ).sink(sink)
     flow.run(parallelism=2).wait(timeout=60)
     assert sorted(sink.items()) == [(i, i % 5 == 0) for i in range(50)]
 
@@ -116,19 +147,33 @@ def test_merge_interleaves_keyed_branches_and_windows_close_on_the_smaller_water
     evens = [{"user": f"u{i % 3}", "ts": float(i)} for i in range(0, 60, 2)]
     odds = [{"user": f"u{i % 3}", "ts": float(i)} for i in range(1, 60, 2)]
     flow = rs.Dataflow("merge")
-    a = flow.source(rs.IterableSource(evens), name="evens").with_event_time(
-        lambda e: e["ts"], max_out_of_order=5).key_by(lambda e: e["user"])
-    b = flow.source(rs.IterableSource(odds), name="odds").with_event_time(
-        lambda e: e["ts"], max_out_of_order=5).key_by(lambda e: e["user"])
+    a = (
+        flow.source(rs.IterableSource(evens), name="evens")
+        .with_event_time(lambda e: e["ts"], max_out_of_order=5)
+        .key_by(lambda e: e["user"])
+    )
+    b = (
+        flow.source(rs.IterableSource(odds), name="odds")
+        .with_event_time(lambda e: e["ts"], max_out_of_order=5)
+        .key_by(lambda e: e["user"])
+    )
     # A branch of a branch: the same keyed stream filtered two ways, then merged back.
     small = a.filter(lambda e: e["ts"] < 30)
     large = a.filter(lambda e: e["ts"] >= 30)
     counts = rs.CollectSink()
-    (small.merge(large, b, name="all").window(rs.Tumbling(seconds=20)).count()
-          .map(lambda r: (r.key, r.start, r.value)).sink(counts))
+    (
+        small.merge(large, b, name="all")
+        .window(rs.Tumbling(seconds=20))
+        .count()
+        .map(lambda r: (r.key, r.start, r.value))
+        .sink(counts)
+    )
     flow.run(parallelism=2).wait(timeout=60)
-    expected = {(f"u{u}", float(w), sum(1 for i in range(w, w + 20) if i % 3 == u))
-                for u in range(3) for w in (0, 20, 40)}
+    expected = {
+        (f"u{u}", float(w), sum(1 for i in range(w, w + 20) if i % 3 == u))
+        for u in range(3)
+        for w in (0, 20, 40)
+    }
     assert set(counts.items()) == expected and len(counts.items()) == 9
 
 
@@ -143,10 +188,12 @@ def test_merge_refuses_nothing_to_merge_and_unkeyed_inputs():
 
 def test_a_user_error_fails_the_run_naming_the_event_and_key():
     flow = rs.Dataflow("boom")
-    (flow.source(rs.IterableSource([1, 2, 3, 0, 5]))
-         .key_by(lambda x: f"key{x}")
-         .stateful_map(lambda s, x: (s, 10 // x))
-         .sink(rs.CallableSink(lambda v: None)))
+    (
+        flow.source(rs.IterableSource([1, 2, 3, 0, 5]))
+        .key_by(lambda x: f"key{x}")
+        .stateful_map(lambda s, x: (s, 10 // x))
+        .sink(rs.CallableSink(lambda v: None))
+    )
     run = flow.run()
     with pytest.raises(rs.UserFunctionError) as info:
         run.wait(timeout=60)
@@ -181,10 +228,12 @@ def test_dead_letters_take_failing_events_and_the_run_goes_on():
 
 def _running_counts_flow(name, source, sink):
     flow = rs.Dataflow(name)
-    (flow.source(source)
-         .key_by(lambda x: x % 5)
-         .stateful_map(lambda n, x: ((n or 0) + 1, (x, (n or 0) + 1)))
-         .sink(sink))
+    (
+        flow.source(source)
+        .key_by(lambda x: x % 5)
+        .stateful_map(lambda n, x: ((n or 0) + 1, (x, (n or 0) + 1)))
+        .sink(sink)
+    )
     return flow
 
 
@@ -192,7 +241,8 @@ def _assert_exactly_once(items, n):
     values = [x for x, _ in items]
     assert sorted(values) == list(range(n)), (
         f"lost {set(range(n)) - set(values)} duplicated "
-        f"{[v for v, c in collections.Counter(values).items() if c > 1]}")
+        f"{[v for v, c in collections.Counter(values).items() if c > 1]}"
+    )
     # Running counts per key are exact too: the state was restored, not rebuilt.
     per_key = collections.defaultdict(list)
     for x, c in items:
@@ -207,14 +257,16 @@ def test_stop_then_resume_with_another_parallelism_continues_exactly(tmp_path):
     src = rs.IterableSource(list(range(n)), partitions=2, rate=1500)
     ckpt = str(tmp_path / "ckpt")
     run = _running_counts_flow("resume", src, sink).run(
-        parallelism=2, checkpoint_every=0.2, checkpoint_dir=ckpt)
+        parallelism=2, checkpoint_every=0.2, checkpoint_dir=ckpt
+    )
     wait_for(lambda: sink.count() > 300, timeout=30, what="some output")
     run.stop(timeout=60)
     assert run.status == "stopped"
     first = sink.count()
     assert 0 < first < n
     run2 = _running_counts_flow("resume", src, sink).run(
-        parallelism=3, checkpoint_every=0.2, checkpoint_dir=ckpt, resume=True)
+        parallelism=3, checkpoint_every=0.2, checkpoint_dir=ckpt, resume=True
+    )
     run2.wait(timeout=60)
     _assert_exactly_once(sink.items(), n)
 
@@ -226,11 +278,17 @@ def test_killed_operator_actors_are_recovered_with_exactly_once_output():
     run = _running_counts_flow("chaos", src, sink).run(parallelism=2, checkpoint_every=0.2)
     for killed, stage in enumerate((1, 0, 1)):  # a keyed actor, a source actor, keyed again
         before = run.restarts
-        wait_for(lambda: run.last_checkpoint >= 2 and run.status == "running", timeout=30,
-                 what="a checkpoint")
+        wait_for(
+            lambda: run.last_checkpoint >= 2 and run.status == "running",
+            timeout=30,
+            what="a checkpoint",
+        )
         rtml.kill(run._actors[stage][killed % 2])
-        wait_for(lambda b=before: run.restarts > b or run.status == "finished", timeout=30,
-                 what="recovery")
+        wait_for(
+            lambda b=before: run.restarts > b or run.status == "finished",
+            timeout=30,
+            what="recovery",
+        )
     run.wait(timeout=90)
     assert run.restarts == 3
     _assert_exactly_once(sink.items(), n)
@@ -252,9 +310,12 @@ class _Slow:
 def test_a_slow_sink_slows_the_source_down_and_buffers_stay_bounded():
     slow = rtml.remote(num_cpus=0)(_Slow).remote()
     flow = rs.Dataflow("bp")
-    (flow.source(rs.IterableSource(list(range(200_000))))
-         .key_by(lambda x: x % 3).stateful_map(lambda s, x: (None, x))
-         .sink(rs.ActorSink(slow)))
+    (
+        flow.source(rs.IterableSource(list(range(200_000))))
+        .key_by(lambda x: x % 3)
+        .stateful_map(lambda s, x: (None, x))
+        .sink(rs.ActorSink(slow))
+    )
     run = flow.run(parallelism=1, max_batch=256)
     gaps = []
     deadline = time.monotonic() + 4
@@ -273,8 +334,7 @@ def test_wait_draws_progress_for_a_bounded_source():
     import io
 
     flow = rs.Dataflow("progress")
-    flow.source(rs.IterableSource(list(range(600)), rate=400)).sink(
-        rs.CallableSink(lambda x: None))
+    flow.source(rs.IterableSource(list(range(600)), rate=400)).sink(rs.CallableSink(lambda x: None))
     buf = io.StringIO()
     flow.run().wait(timeout=60, progress=True, file=buf)
     lines = [x for x in buf.getvalue().split("\r") if x.strip()]
@@ -285,10 +345,13 @@ def test_wait_draws_progress_for_a_bounded_source():
 def test_processing_time_windows_close_by_the_clock():
     flow = rs.Dataflow("ptime")
     sink = rs.CollectSink()
-    (flow.source(rs.IterableSource(list(range(300)), rate=300))
-         .key_by(lambda x: "all")
-         .window(rs.Tumbling(seconds=0.25, processing_time=True)).count()
-         .sink(sink))
+    (
+        flow.source(rs.IterableSource(list(range(300)), rate=300))
+        .key_by(lambda x: "all")
+        .window(rs.Tumbling(seconds=0.25, processing_time=True))
+        .count()
+        .sink(sink)
+    )
     flow.run().wait(timeout=60)
     results = sink.items()
     assert sum(r.value for r in results) == 300
@@ -301,15 +364,24 @@ def test_windowed_stream_join_pairs_events_of_a_key_in_the_same_window():
     right = [{"k": i % 3, "ts": float(i) + 0.5} for i in range(0, 30, 10)]
     flow = rs.Dataflow("wjoin")
     sink = rs.CollectSink()
-    a = flow.source(rs.IterableSource(left), name="left").with_event_time(
-        lambda e: e["ts"], max_out_of_order=100).key_by(lambda e: e["k"])
-    b = flow.source(rs.IterableSource(right), name="right").with_event_time(
-        lambda e: e["ts"], max_out_of_order=100).key_by(lambda e: e["k"])
-    a.join(b, window=rs.Tumbling(seconds=10)).map(
-        lambda p: (p[0]["ts"], p[1]["ts"])).sink(sink)
+    a = (
+        flow.source(rs.IterableSource(left), name="left")
+        .with_event_time(lambda e: e["ts"], max_out_of_order=100)
+        .key_by(lambda e: e["k"])
+    )
+    b = (
+        flow.source(rs.IterableSource(right), name="right")
+        .with_event_time(lambda e: e["ts"], max_out_of_order=100)
+        .key_by(lambda e: e["k"])
+    )
+    a.join(b, window=rs.Tumbling(seconds=10)).map(lambda p: (p[0]["ts"], p[1]["ts"])).sink(sink)
     flow.run(parallelism=2).wait(timeout=60)
-    expect = sorted((lt["ts"], rt["ts"]) for lt in left for rt in right
-                    if lt["k"] == rt["k"] and lt["ts"] // 10 == rt["ts"] // 10)
+    expect = sorted(
+        (lt["ts"], rt["ts"])
+        for lt in left
+        for rt in right
+        if lt["k"] == rt["k"] and lt["ts"] // 10 == rt["ts"] // 10
+    )
     assert sorted(sink.items()) == expect and expect
 
 
@@ -322,10 +394,15 @@ def test_a_joined_table_refreshes_while_the_dataflow_runs(tmp_path):
     prices = rs.Table.from_parquet(path, key="item")  # no time column: the latest row counts
     flow = rs.Dataflow("refresh")
     sink = rs.CollectSink()
-    (flow.source(rs.IterableSource(lambda: ({"item": "a", "n": i} for i in range(10**9)),
-                                   rate=200))
-         .key_by(lambda e: e["item"]).join_as_of(prices)
-         .map(lambda p: p[1]["price"]).sink(sink))
+    (
+        flow.source(
+            rs.IterableSource(lambda: ({"item": "a", "n": i} for i in range(10**9)), rate=200)
+        )
+        .key_by(lambda e: e["item"])
+        .join_as_of(prices)
+        .map(lambda p: p[1]["price"])
+        .sink(sink)
+    )
     run = flow.run()
     wait_for(lambda: sink.count() > 20, timeout=30, what="events priced")
     pq.write_table(pa.table({"item": ["a"], "price": [2.0]}), path)

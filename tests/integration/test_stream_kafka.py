@@ -32,8 +32,15 @@ def produce(kafka_bootstrap):
 
 def read_committed(bootstrap, topic, partitions=range(4)):
     """Every committed value of ``topic``, per partition in order (to the end)."""
-    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "log_level": 0,
-                     "isolation.level": "read_committed", "enable.partition.eof": True})
+    c = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "check",
+            "log_level": 0,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
     out: list[bytes] = []
     try:
         c.assign([ck.TopicPartition(topic, i, ck.OFFSET_BEGINNING) for i in partitions])
@@ -65,8 +72,9 @@ def drain(reader, n, timeout=10.0):
 
 def test_partitions_read_resume_exactly_lag_and_ack(kafka_bootstrap, produce):
     produce("events", [json.dumps({"i": i}).encode() for i in range(10)], partition=2)
-    src = pickle.loads(pickle.dumps(KafkaSource("events", kafka_bootstrap, format="json",
-                                                timeout=5)))
+    src = pickle.loads(
+        pickle.dumps(KafkaSource("events", kafka_bootstrap, format="json", timeout=5))
+    )
     assert src.partitions() == ["events[0]", "events[1]", "events[2]", "events[3]"]
     r = src.open("events[2]", None)
     assert r.offset() == 0
@@ -179,7 +187,8 @@ def test_exactly_once_sink_skips_repeated_epochs(kafka_bootstrap):
     other.write_epoch(1, [b"other"])
     other.close()
     assert sorted(read_committed(kafka_bootstrap, "out")) == sorted(
-        [b'{"e":1}', b"one", b"two", b"three", b"other"])
+        [b'{"e":1}', b"one", b"two", b"three", b"other"]
+    )
     w = sink.open("flow/sink/0", 0, 1)
     assert w.last_epoch() == 3
     w.close()

@@ -135,8 +135,14 @@ def test_exactly_once_sink_skips_repeated_epochs(client, redis_address):
     other.write_epoch(1, [{"a": "x"}])
     other.close()
     entries = [fields for _id, fields in client.xrange("out")]
-    assert entries[0] == {b"a": b"1", b"b": b"2.5", b"c": b"raw", b"d": b"[1, 2]",
-                          b"e": b"null", b"f": b"true"}
+    assert entries[0] == {
+        b"a": b"1",
+        b"b": b"2.5",
+        b"c": b"raw",
+        b"d": b"[1, 2]",
+        b"e": b"null",
+        b"f": b"true",
+    }
     assert entries[1:] == [{b"a": b"2"}, {b"value": b'"plain"'}, {b"a": b"3"}, {b"a": b"x"}]
     assert client.hgetall("out:rtml-epochs") == {b"flow/sink/0": b"3", b"flow/sink/1": b"1"}
 

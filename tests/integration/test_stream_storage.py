@@ -59,7 +59,6 @@ for table in (Table.from_csv({str(path)!r}, key="user", time="t"),
     idx.replace(table.load())
     print(idx.lookup("u1", 10)["tier"], idx.lookup("u1", 31)["tier"], idx.lookup("u2", 1)["tier"])
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["free pro gold", "free pro gold"]

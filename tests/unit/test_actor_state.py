@@ -58,17 +58,48 @@ class Env:
         self.counter[proc] = self.counter.get(proc, 0) + 1
         return (proc << 40) | self.counter[proc]
 
-    def create(self, name: str | None = None, max_restarts: int = 0, resources=None,
-               get_if_exists: bool = False, deps: tuple = ()) -> tuple[str, int]:
+    def create(
+        self,
+        name: str | None = None,
+        max_restarts: int = 0,
+        resources=None,
+        get_if_exists: bool = False,
+        deps: tuple = (),
+    ) -> tuple[str, int]:
         tid = self.tid()
-        spec = TaskSpec(tid, "cls", "C.__init__", b"", deps, (), 1, resources or {}, 0, False,
-                        DRIVER_INDEX, None, actor_id=tid)
-        meta = {"class_name": "C", "methods": {"f": (1, False, None)}, "max_task_retries": 0,
-                "is_async": False}
-        info = {"class_name": "C", "name": name, "namespace": None,
-                "get_if_exists": get_if_exists, "detached": False,
-                "max_restarts": max_restarts, "max_concurrency": 1, "is_async": False,
-                "env_vars": None, "meta": meta}
+        spec = TaskSpec(
+            tid,
+            "cls",
+            "C.__init__",
+            b"",
+            deps,
+            (),
+            1,
+            resources or {},
+            0,
+            False,
+            DRIVER_INDEX,
+            None,
+            actor_id=tid,
+        )
+        meta = {
+            "class_name": "C",
+            "methods": {"f": (1, False, None)},
+            "max_task_retries": 0,
+            "is_async": False,
+        }
+        info = {
+            "class_name": "C",
+            "name": name,
+            "namespace": None,
+            "get_if_exists": get_if_exists,
+            "detached": False,
+            "max_restarts": max_restarts,
+            "max_concurrency": 1,
+            "is_async": False,
+            "env_vars": None,
+            "meta": meta,
+        }
         status, value = self.mgr.op(DRIVER_INDEX, "create", (spec, b"blob", info))
         if status == "err":
             raise value
@@ -81,22 +112,32 @@ class Env:
         self.node.on_hello(w.wid, self.pid)
         assert self.io.execs(w.wid)[-1] == "C.__init__"
         self.mgr.handle(w.wid, ("actor_ready", aid, None))
-        self.node.on_done(w.wid, aid, [(return_id(aid, 1), INLINE, pickle.dumps(None), 4, [])],
-                          0.001, False)
+        self.node.on_done(
+            w.wid, aid, [(return_id(aid, 1), INLINE, pickle.dumps(None), 4, [])], 0.001, False
+        )
         assert self.mgr.actors[aid].state == ALIVE
         return w.wid
 
-    def call(self, aid: int, name: str, deps: tuple = (), proc: int = DRIVER_INDEX,
-             retries: int = 0, fn: str = "f") -> int:
+    def call(
+        self,
+        aid: int,
+        name: str,
+        deps: tuple = (),
+        proc: int = DRIVER_INDEX,
+        retries: int = 0,
+        fn: str = "f",
+    ) -> int:
         tid = self.tid(proc)
-        spec = TaskSpec(tid, fn, name, b"", deps, (), 1, {}, retries, False, proc, None,
-                        actor_id=aid)
+        spec = TaskSpec(
+            tid, fn, name, b"", deps, (), 1, {}, retries, False, proc, None, actor_id=aid
+        )
         self.node.submit(proc, spec)
         return tid
 
     def done(self, wid: int, tid: int, value: object = None) -> None:
-        self.node.on_done(wid, tid, [(return_id(tid, 1), INLINE, pickle.dumps(value), 4, [])],
-                          0.001, False)
+        self.node.on_done(
+            wid, tid, [(return_id(tid, 1), INLINE, pickle.dumps(value), 4, [])], 0.001, False
+        )
 
     def pending_object(self) -> int:
         oid = return_id(self.tid(), 1)
@@ -195,8 +236,9 @@ def test_constructor_failure_fails_every_call_with_its_traceback():
     c1 = env.call(aid, "c1")
     w = env.mgr.actors[aid].worker
     env.node.on_hello(w.wid, 99)
-    init_err = exc.TaskError("C.__init__", "Traceback ...\nValueError: bad config",
-                             ValueError("bad config"))
+    init_err = exc.TaskError(
+        "C.__init__", "Traceback ...\nValueError: bad config", ValueError("bad config")
+    )
     env.mgr.handle(w.wid, ("actor_ready", aid, pickle.dumps(init_err)))
     assert env.mgr.actors[aid].state == DEAD
     assert env.io.tags(w.wid)[-1] == "exit"
@@ -340,8 +382,9 @@ def test_call_rerun_to_rebuild_its_result_goes_before_later_queued_calls():
     env.call(aid, "needs_it", deps=(lost,))
     env.call(aid, "later")
     assert env.io.execs(wid) == ["C.__init__"]
-    rerun = TaskSpec(old, "f", "rerun", b"", (), (), 1, {}, 0, False, DRIVER_INDEX, None,
-                     actor_id=aid)
+    rerun = TaskSpec(
+        old, "f", "rerun", b"", (), (), 1, {}, 0, False, DRIVER_INDEX, None, actor_id=aid
+    )
     env.node.submit(DRIVER_INDEX, rerun)
     assert env.io.execs(wid) == ["C.__init__", "rerun"]
     env.done(wid, old, 7)

@@ -12,9 +12,15 @@ from rtml._transport import _channel
 from rtml._transport._channel import BlockingChannel, FrameError, NodeChannel, _Decoder, encode
 
 messages = st.lists(
-    st.one_of(st.integers(), st.binary(max_size=3000), st.text(max_size=50),
-              st.tuples(st.text(max_size=5), st.integers())),
-    min_size=1, max_size=5)
+    st.one_of(
+        st.integers(),
+        st.binary(max_size=3000),
+        st.text(max_size=50),
+        st.tuples(st.text(max_size=5), st.integers()),
+    ),
+    min_size=1,
+    max_size=5,
+)
 
 
 class ChunkedSocket:
@@ -36,8 +42,10 @@ class ChunkedSocket:
 
 
 @settings(max_examples=200, deadline=None)
-@given(batches=st.lists(messages, min_size=1, max_size=6),
-       sizes=st.lists(st.integers(min_value=1, max_value=5000), max_size=40))
+@given(
+    batches=st.lists(messages, min_size=1, max_size=6),
+    sizes=st.lists(st.integers(min_value=1, max_value=5000), max_size=40),
+)
 def test_frames_survive_any_split(batches, sizes):
     stream = b"".join(encode(b) for b in batches)
     sock = ChunkedSocket(stream, list(sizes))

@@ -180,8 +180,9 @@ ck.write(cfg, ck.encode("new" * 100000, 2))
 
 
 def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(tmp_path)],
-                          capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_WRITE, str(tmp_path)], capture_output=True, timeout=60
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     cfg = {"interval": 0, "dir": str(tmp_path), "key": "s1/2a-x"}
     leftovers = os.listdir(ck.actor_dir(cfg))

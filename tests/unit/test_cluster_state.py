@@ -81,8 +81,21 @@ class Env:
     def submit(self, deps: tuple = (), where: str = "B", retries: int = 3) -> int:
         self.n += 1
         tid = (self.driver << 40) | self.n
-        spec = TaskSpec(tid, "f", f"t{self.n}", b"", deps, (), 1, {"CPU": 1}, retries, False,
-                        self.driver, None, strategy=("node", where, True))
+        spec = TaskSpec(
+            tid,
+            "f",
+            f"t{self.n}",
+            b"",
+            deps,
+            (),
+            1,
+            {"CPU": 1},
+            retries,
+            False,
+            self.driver,
+            None,
+            strategy=("node", where, True),
+        )
         self.node.register_function("f", b"blob")
         self.node.submit(self.driver, spec)
         return return_id(tid, 1)
@@ -91,8 +104,9 @@ class Env:
         """B ran the task: its result (large) stays in B's store."""
         fetches = [m for w, m in self.io.sent if w < 0 and m[0] == "fetch" and m[2] == [oid]]
         assert fetches, "the task was not forwarded to B"
-        self.cluster.on_link_message(-1, ("reply", fetches[-1][1],
-                                          [(oid, REMOTE, ("B", 1000), 1000, ())]))
+        self.cluster.on_link_message(
+            -1, ("reply", fetches[-1][1], [(oid, REMOTE, ("B", 1000), 1000, ())])
+        )
 
     def run_here(self, value: object) -> None:
         """The local worker runs the task it was last given."""
@@ -100,9 +114,13 @@ class Env:
             self.worker = next(iter(self.node.workers))
             self.node.on_hello(self.worker, 4242)
         spec = [m[1] for w, m in self.io.sent if w == self.worker and m[0] == "exec"][-1]
-        self.node.on_done(self.worker, spec.task_id,
-                          [(return_id(spec.task_id, 1), INLINE, pickle.dumps(value), 8, [])],
-                          0.001, False)
+        self.node.on_done(
+            self.worker,
+            spec.task_id,
+            [(return_id(spec.task_id, 1), INLINE, pickle.dumps(value), 8, [])],
+            0.001,
+            False,
+        )
 
     def release(self, oid: int) -> None:
         self.node.ref_updates(self.driver, [], [oid])

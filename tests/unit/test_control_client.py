@@ -151,8 +151,7 @@ def test_several_restarts_in_a_row(server, storage, token):
         server.stop()
 
 
-def test_a_node_registering_again_with_a_plane_that_lost_its_state_keeps_its_index(
-        server, token):
+def test_a_node_registering_again_with_a_plane_that_lost_its_state_keeps_its_index(server, token):
     c = ControlClient(server.address, token)
     try:
         c.register_node("head", NODE)
@@ -206,11 +205,15 @@ def test_requests_in_flight_are_sent_again_only_if_that_is_safe(storage, token):
         applied.handle("s", "register_actor", (5, {"namespace": "ns", "name": "a"}))
         job = applied.handle("s", "next_job_id", ())[0]
         applied.handle("s", "add_job", (job, {"namespace": "ns"}))
-        futs = {op: c.submit(op, *args) for op, args in [
-            ("kv_put", ("ns", "k", b"v")),
-            ("register_actor", (5, {"namespace": "ns", "name": "a"})),
-            ("add_job", (job, {"namespace": "ns"})),
-            ("get_actor", (5,))]}
+        futs = {
+            op: c.submit(op, *args)
+            for op, args in [
+                ("kv_put", ("ns", "k", b"v")),
+                ("register_actor", (5, {"namespace": "ns", "name": "a"})),
+                ("add_job", (job, {"namespace": "ns"})),
+                ("get_actor", (5,)),
+            ]
+        }
         fake.thread.join(10)
         assert fake.received == list(futs)
         with pytest.raises(ConnectionError, match="may or may not have been applied"):

@@ -17,12 +17,26 @@ def ev(task_id, state="RUNNING", attempt=0, **kw):
 def test_events_are_numbered_and_queried_by_task_and_since():
     log = EventLog(capacity=100)
     assert log.append([ev(1), ev(2), ev(1, "FINISHED")]) == 0
-    assert log.append([{"task_id": 3, "attempt": 1, "state": "FAILED", "time": 2.0,
-                        "worker_id": 9, "error": "ValueError"}]) == 3
+    assert (
+        log.append(
+            [
+                {
+                    "task_id": 3,
+                    "attempt": 1,
+                    "state": "FAILED",
+                    "time": 2.0,
+                    "worker_id": 9,
+                    "error": "ValueError",
+                }
+            ]
+        )
+        == 3
+    )
     page = log.query()
     assert [s for s, _ in page.events] == [0, 1, 2, 3] and page.next_seq == 4
-    assert page.events[3][1] == TaskEvent(3, 1, "FAILED", 2.0, worker_id=9,
-                                          extra={"error": "ValueError"})
+    assert page.events[3][1] == TaskEvent(
+        3, 1, "FAILED", 2.0, worker_id=9, extra={"error": "ValueError"}
+    )
     assert [e.state for _, e in log.query(task_id=1).events] == ["RUNNING", "FINISHED"]
     assert [s for s, _ in log.query(task_id=1, since=1).events] == [2]
     assert log.query(task_id=404).events == []
@@ -57,7 +71,8 @@ def test_the_oldest_events_are_dropped_past_capacity():
     assert len(log.query(task_id=3).events) == 5
     assert [s for s, _ in log.query(since=6).events] == [6, 7]
     assert [s for s, _ in log.query(since=0, limit=2).events] == [3, 4], (
-        "a reader that fell behind resumes at the oldest event kept")
+        "a reader that fell behind resumes at the oldest event kept"
+    )
     log.validate()
     with pytest.raises(ValueError):
         EventLog(capacity=0)
@@ -88,7 +103,8 @@ def test_event_log_keeps_the_newest_capacity_events(capacity, batches):
     assert log.dropped == len(everything) - len(kept)
     for t in range(5):
         assert [s for s, _ in log.query(task_id=t).events] == [
-            s for s, e in log.query().events if e.task_id == t]
+            s for s, e in log.query().events if e.task_id == t
+        ]
 
 
 # ---------------------------------------------------------------------------- pub/sub

@@ -50,8 +50,12 @@ def call(plane, op, *args, sub="s"):
 
 
 def node_info(port=1, **extra):
-    return {"address": f"10.0.0.1:{port}", "resources": {"CPU": 4, "GPU": 1},
-            "labels": {"zone": "a"}, **extra}
+    return {
+        "address": f"10.0.0.1:{port}",
+        "resources": {"CPU": 4, "GPU": 1},
+        "labels": {"zone": "a"},
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -119,8 +123,12 @@ def test_a_dead_node_comes_back_as_a_new_node(plane, backend, clock):  # noqa: F
 
 
 def test_bad_node_registrations_are_refused(plane):
-    for info in ({"resources": {}}, {"address": "a:1", "resources": {"CPU": "x"}},
-                 {"address": "a:1", "labels": {"k": 1}}, "not a dict"):
+    for info in (
+        {"resources": {}},
+        {"address": "a:1", "resources": {"CPU": "x"}},
+        {"address": "a:1", "labels": {"k": 1}},
+        "not a dict",
+    ):
         with pytest.raises(ValueError):
             call(plane, "register_node", "n1", info)
     with pytest.raises(ValueError):
@@ -155,10 +163,15 @@ def test_jobs(plane, backend, clock):  # noqa: F811
     call(plane, "subscribe", "jobs", sub="w")
     j1, j2 = call(plane, "next_job_id"), call(plane, "next_job_id")
     assert (j1, j2) == (1, 2)
-    rec, pubs = plane.handle("s", "add_job", (j1, {"driver_pid": 5, "namespace": "ns",
-                                                    "start_time": 1.5, "node": "n1"}))
-    assert (rec.namespace, rec.driver_pid, rec.state, rec.extra) == ("ns", 5, "RUNNING",
-                                                                     {"node": "n1"})
+    rec, pubs = plane.handle(
+        "s", "add_job", (j1, {"driver_pid": 5, "namespace": "ns", "start_time": 1.5, "node": "n1"})
+    )
+    assert (rec.namespace, rec.driver_pid, rec.state, rec.extra) == (
+        "ns",
+        5,
+        "RUNNING",
+        {"node": "n1"},
+    )
     assert pubs == [("w", "jobs", ("job_added", rec))]
     with pytest.raises(ValueError, match="already"):
         call(plane, "add_job", j1, {"namespace": "ns"})
@@ -213,14 +226,28 @@ def test_kv(plane):
 def test_actor_lifecycle_and_publications(plane):
     call(plane, "subscribe", "actors", sub="all")
     call(plane, "subscribe", actor_channel(7), sub="one")
-    rec, pubs = plane.handle("s", "register_actor", (7, {
-        "namespace": "ns", "name": "counter", "class_name": "Counter", "max_restarts": 2,
-        "spec": b"creation spec"}))
+    rec, pubs = plane.handle(
+        "s",
+        "register_actor",
+        (
+            7,
+            {
+                "namespace": "ns",
+                "name": "counter",
+                "class_name": "Counter",
+                "max_restarts": 2,
+                "spec": b"creation spec",
+            },
+        ),
+    )
     assert (rec.state, rec.name, rec.extra) == ("PENDING", "counter", {"spec": b"creation spec"})
-    assert pubs == [("all", "actors", ("actor_state", rec)),
-                    ("one", "actor:7", ("actor_state", rec))]
-    alive = call(plane, "update_actor", 7, "ALIVE", {"node_id": "n1", "pid": 42,
-                                                    "address": "10.0.0.1:5"})
+    assert pubs == [
+        ("all", "actors", ("actor_state", rec)),
+        ("one", "actor:7", ("actor_state", rec)),
+    ]
+    alive = call(
+        plane, "update_actor", 7, "ALIVE", {"node_id": "n1", "pid": 42, "address": "10.0.0.1:5"}
+    )
     assert (alive.state, alive.node_id, alive.pid) == ("ALIVE", "n1", 42)
     assert call(plane, "actors_on_node", "n1") == [alive]
     restarting = call(plane, "update_actor", 7, "RESTARTING", {"death_cause": "node died"})
@@ -247,7 +274,10 @@ def test_actor_names_are_unique_per_namespace(plane):
     with pytest.raises(ValueError, match="already registered"):
         call(plane, "register_actor", 3, {"namespace": "ns"})
     assert sorted(map(str, (a.actor_id for a in call(plane, "list_actors", "ns")))) == [
-        "1", "3", "str-id"]
+        "1",
+        "3",
+        "str-id",
+    ]
     assert len(call(plane, "list_actors")) == 4
     assert call(plane, "remove_actor", 1) and not call(plane, "remove_actor", 1)
     call(plane, "register_actor", 4, {"namespace": "ns", "name": "x"})  # freed by remove
@@ -262,8 +292,11 @@ def test_actor_names_are_unique_per_namespace(plane):
 
 # ---------------------------------------------------------------------------- lineage
 def test_task_lineage(plane):
-    n = call(plane, "add_tasks", [(i, f"spec{i}".encode(), "owner-a" if i % 2 else "owner-b")
-                                  for i in range(1, 101)])
+    n = call(
+        plane,
+        "add_tasks",
+        [(i, f"spec{i}".encode(), "owner-a" if i % 2 else "owner-b") for i in range(1, 101)],
+    )
     assert n == 100
     assert call(plane, "get_task", 5) == TaskEntry(5, b"spec5", "owner-a")
     assert call(plane, "remove_tasks", [1, 2, 3, 999]) == 4
@@ -286,8 +319,14 @@ def test_object_directory_and_its_channels(plane):
     assert (entry.size, entry.nodes, entry.owner) == (1 << 20, ("n1",), "owner")
     assert pubs == [("reader", object_channel(10), ("location_added", entry))]
     assert plane.handle("s", "add_location", (10, "n1", 1 << 20))[0] is None, "known already"
-    assert call(plane, "add_locations", [(10, "n2", 1 << 20), (11, "n1", 5), (11, "n2", 5),
-                                         (12, "n2", 0, "o2")]) == 3
+    assert (
+        call(
+            plane,
+            "add_locations",
+            [(10, "n2", 1 << 20), (11, "n1", 5), (11, "n2", 5), (12, "n2", 0, "o2")],
+        )
+        == 3
+    )
     assert call(plane, "get_locations", 10) == (1 << 20, ("n1", "n2"))
     assert call(plane, "get_locations", 11) == (5, ("n1", "n2"))
     assert call(plane, "get_locations", 404) is None
@@ -332,10 +371,15 @@ def test_a_subscriber_that_leaves_gets_nothing_more(plane):
 
 # ---------------------------------------------------------------------------- events
 def test_task_events_through_the_plane(plane):
-    first = call(plane, "add_events", [
-        {"task_id": 1, "attempt": 0, "state": "RUNNING", "time": 1.0, "node_id": "n1"},
-        {"task_id": 2, "attempt": 0, "state": "RUNNING", "time": 1.1, "resources": {"CPU": 1}},
-        {"task_id": 1, "attempt": 0, "state": "FINISHED", "time": 2.0}])
+    first = call(
+        plane,
+        "add_events",
+        [
+            {"task_id": 1, "attempt": 0, "state": "RUNNING", "time": 1.0, "node_id": "n1"},
+            {"task_id": 2, "attempt": 0, "state": "RUNNING", "time": 1.1, "resources": {"CPU": 1}},
+            {"task_id": 1, "attempt": 0, "state": "FINISHED", "time": 2.0},
+        ],
+    )
     assert first == 0
     page = call(plane, "get_events", 1)
     assert [(s, e.state) for s, e in page.events] == [(0, "RUNNING"), (2, "FINISHED")]
@@ -365,7 +409,9 @@ def test_everything_durable_comes_back_after_a_restart(plane, backend, clock):  
 
     again = restart(backend, clock)
     assert [(n.node_id, n.index, n.state) for n in call(again, "list_nodes")] == [
-        ("n1", 1, "ALIVE"), ("n2", 2, "DEAD")]
+        ("n1", 1, "ALIVE"),
+        ("n2", 2, "DEAD"),
+    ]
     assert call(again, "get_job", job).driver_pid == 1
     assert call(again, "get_function", "f") == b"fn"
     assert call(again, "lookup_actor", "ns", "a").node_id == "n1"
@@ -387,9 +433,16 @@ def test_everything_durable_comes_back_after_a_restart(plane, backend, clock):  
 
 # ---------------------------------------------------------------------------- property
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "drop", "free", "restart"]),
-                          st.integers(0, 5), st.sampled_from(["n1", "n2", "n3"])),
-                max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "drop", "free", "restart"]),
+            st.integers(0, 5),
+            st.sampled_from(["n1", "n2", "n3"]),
+        ),
+        max_size=40,
+    )
+)
 def test_object_directory_matches_a_model(ops):
     storage = MemoryStorage()
     plane = ControlPlane(storage)

@@ -48,8 +48,10 @@ class Backend:
 
 def start_redis(tmp_path, n: int) -> list[LocalRedis]:
     if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: `make test` (or `make redis-server`) "
-                    "installs Debian's redis-server package")
+        pytest.fail(
+            "redis-server is not installed: `make test` (or `make redis-server`) "
+            "installs Debian's redis-server package"
+        )
     servers: list[LocalRedis] = []
     try:
         for i in range(n):
@@ -103,7 +105,7 @@ def test_batches_larger_than_one_command(storage):
     items = [(f"k{i}", str(i).encode()) for i in range(10_000)]
     storage.put_many("t", iter(items))  # any iterable, consumed once
     assert dict(storage.scan("t")) == dict(items)
-    storage.delete_many("t", (k for k, _ in items[: 9_000]))
+    storage.delete_many("t", (k for k, _ in items[:9_000]))
     assert dict(storage.scan("t")) == dict(items[9_000:])
     storage.put_many("t", [])
     storage.delete_many("t", [])

@@ -23,11 +23,27 @@ NODE = "aa11"
 TOKEN = bytes(range(32))
 
 
-def event(task_id: int, state: str, attempt: int = 1, func: str = "f", start: float | None = None,
-          end: float | None = None, pid: int = 101, **extra: Any) -> dict[str, Any]:
-    ev: dict[str, Any] = {"task_id": task_id, "attempt": attempt, "state": state,
-                          "time": end or 100.0, "node_id": NODE, "worker_id": pid,
-                          "name": func, "func": func, **extra}
+def event(
+    task_id: int,
+    state: str,
+    attempt: int = 1,
+    func: str = "f",
+    start: float | None = None,
+    end: float | None = None,
+    pid: int = 101,
+    **extra: Any,
+) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "task_id": task_id,
+        "attempt": attempt,
+        "state": state,
+        "time": end or 100.0,
+        "node_id": NODE,
+        "worker_id": pid,
+        "name": func,
+        "func": func,
+        **extra,
+    }
     if start is not None:
         ev["start"], ev["end"] = start, end
     return ev
@@ -42,10 +58,25 @@ class FakeSource:
         self.actor_rows: list[dict[str, Any]] = []
         self.object_rows: list[dict[str, Any]] = []
         self.worker_rows: list[dict[str, Any]] = [
-            {"worker_id": "2", "pid": 101, "node_id": NODE, "state": "IDLE", "actor_id": None,
-             "tasks": [], "blocked": False},
-            {"worker_id": "3", "pid": 102, "node_id": NODE, "state": "ACTOR",
-             "actor_id": "a1", "tasks": [], "blocked": False}]
+            {
+                "worker_id": "2",
+                "pid": 101,
+                "node_id": NODE,
+                "state": "IDLE",
+                "actor_id": None,
+                "tasks": [],
+                "blocked": False,
+            },
+            {
+                "worker_id": "3",
+                "pid": 102,
+                "node_id": NODE,
+                "state": "ACTOR",
+                "actor_id": "a1",
+                "tasks": [],
+                "blocked": False,
+            },
+        ]
         self.texts = {(NODE, 101): "line one\nline two\nline three\n"}
         self.threads: set[int] = set()
         self.closed = False
@@ -74,10 +105,20 @@ class FakeSource:
 
     def nodes(self) -> list[dict[str, Any]]:
         self._call("nodes")
-        return [{"node_id": NODE, "index": 0, "address": "127.0.0.1", "alive": True,
-                 "is_head": True, "resources_total": {"CPU": 2.0, "object_store_memory": 1000.0},
-                 "resources_available": {"CPU": 0.5, "object_store_memory": 1000.0},
-                 "queued": 1, "tasks": 2, "death_cause": None}]
+        return [
+            {
+                "node_id": NODE,
+                "index": 0,
+                "address": "127.0.0.1",
+                "alive": True,
+                "is_head": True,
+                "resources_total": {"CPU": 2.0, "object_store_memory": 1000.0},
+                "resources_available": {"CPU": 0.5, "object_store_memory": 1000.0},
+                "queued": 1,
+                "tasks": 2,
+                "death_cause": None,
+            }
+        ]
 
     def workers(self) -> list[dict[str, Any]]:
         self._call("workers")
@@ -85,8 +126,10 @@ class FakeSource:
 
     def logs(self) -> list[dict[str, Any]]:
         self._call("logs")
-        return [{"node_id": n, "pid": p, "kind": "worker", "path": f"/x/worker-{p}.log",
-                 "size": len(t)} for (n, p), t in self.texts.items()]
+        return [
+            {"node_id": n, "pid": p, "kind": "worker", "path": f"/x/worker-{p}.log", "size": len(t)}
+            for (n, p), t in self.texts.items()
+        ]
 
     def read_log(self, node_id: str, pid: int, tail: int | None = None) -> str:
         self._call("read_log")
@@ -102,16 +145,26 @@ class FakeSource:
 # ------------------------------------------------------------------------------ task book
 def test_book_keeps_the_telling_state_of_each_task_and_counts_by_function():
     book = TaskBook()
-    book.add([
-        event(1, "FINISHED", func="f", start=1.0, end=1.5),
-        event(2, "RETRIED", attempt=1, func="g", start=1.0, end=2.0, error="E: x"),
-        event(2, "FINISHED", attempt=2, func="g", start=2.0, end=2.25),
-        event(3, "FAILED", func="g", start=3.0, end=3.5, error="ValueError: bad",
-              traceback="Traceback...\nValueError: bad\n", parent="1"),
-        event(4, "FINISHED", attempt=2, func="f", start=4.0, end=4.1),
-        event(4, "RETRIED", attempt=1, func="f"),       # late: an earlier attempt
-        event(5, "FORWARDED", func="h"),
-    ])
+    book.add(
+        [
+            event(1, "FINISHED", func="f", start=1.0, end=1.5),
+            event(2, "RETRIED", attempt=1, func="g", start=1.0, end=2.0, error="E: x"),
+            event(2, "FINISHED", attempt=2, func="g", start=2.0, end=2.25),
+            event(
+                3,
+                "FAILED",
+                func="g",
+                start=3.0,
+                end=3.5,
+                error="ValueError: bad",
+                traceback="Traceback...\nValueError: bad\n",
+                parent="1",
+            ),
+            event(4, "FINISHED", attempt=2, func="f", start=4.0, end=4.1),
+            event(4, "RETRIED", attempt=1, func="f"),  # late: an earlier attempt
+            event(5, "FORWARDED", func="h"),
+        ]
+    )
     assert book.state_of("2") == "FINISHED" and book.state_of("4") == "FINISHED"
     assert book.state_of("5") == "FORWARDED"
     assert book.by_state == {"FINISHED": 3, "FAILED": 1}
@@ -124,15 +177,18 @@ def test_book_keeps_the_telling_state_of_each_task_and_counts_by_function():
     assert failure["parent_func"] == "f"
     # one slice per execution that has an interval, failed attempts included
     assert [(s["task_id"], s["state"]) for s in book.slices] == [
-        ("1", "FINISHED"), ("2", "RETRIED"), ("2", "FINISHED"), ("3", "FAILED"),
-        ("4", "FINISHED")]
+        ("1", "FINISHED"),
+        ("2", "RETRIED"),
+        ("2", "FINISHED"),
+        ("3", "FAILED"),
+        ("4", "FINISHED"),
+    ]
     book.validate()
 
 
 def test_book_memory_is_bounded_and_totals_survive_eviction():
     book = TaskBook(max_tasks=10, max_slices=5, max_failures=3, max_recent=4)
-    book.add(event(i, "FAILED" if i % 2 else "FINISHED", start=i, end=i + 0.5)
-             for i in range(100))
+    book.add(event(i, "FAILED" if i % 2 else "FINISHED", start=i, end=i + 0.5) for i in range(100))
     assert len(book.tasks) == 10 and len(book.slices) == 5 and len(book.failures) == 3
     assert len(book.recent) == 4
     assert book.by_state == {"FINISHED": 50, "FAILED": 50}
@@ -142,26 +198,92 @@ def test_book_memory_is_bounded_and_totals_survive_eviction():
 # ------------------------------------------------------------------------------ model
 def test_snapshot_merges_events_with_live_state():
     src = FakeSource()
-    src.log.append([event(1, "FINISHED", func="f", start=90.0, end=95.0),
-                    event(2, "FINISHED", func="f", start=95.0, end=99.0, pid=102)])
+    src.log.append(
+        [
+            event(1, "FINISHED", func="f", start=90.0, end=95.0),
+            event(2, "FINISHED", func="f", start=95.0, end=99.0, pid=102),
+        ]
+    )
     src.live = [
-        {"task_id": "7", "name": "slow", "state": "RUNNING", "node_id": NODE,
-         "worker_pid": 101, "actor_id": None, "job_id": "", "attempt": 1, "submitted": 80.0},
-        {"task_id": "8", "name": "slow", "state": "PENDING_SCHEDULING", "node_id": NODE,
-         "worker_pid": None, "actor_id": None, "job_id": "", "attempt": 1, "submitted": 99.0},
-        {"task_id": "9", "name": "fwd", "state": "FORWARDED", "node_id": NODE,
-         "worker_pid": None, "actor_id": None, "job_id": "", "attempt": 1, "submitted": 99.0},
-        {"task_id": "2", "name": "f", "state": "RUNNING", "node_id": NODE,   # already done
-         "worker_pid": 102, "actor_id": None, "job_id": "", "attempt": 1, "submitted": 94.0},
+        {
+            "task_id": "7",
+            "name": "slow",
+            "state": "RUNNING",
+            "node_id": NODE,
+            "worker_pid": 101,
+            "actor_id": None,
+            "job_id": "",
+            "attempt": 1,
+            "submitted": 80.0,
+        },
+        {
+            "task_id": "8",
+            "name": "slow",
+            "state": "PENDING_SCHEDULING",
+            "node_id": NODE,
+            "worker_pid": None,
+            "actor_id": None,
+            "job_id": "",
+            "attempt": 1,
+            "submitted": 99.0,
+        },
+        {
+            "task_id": "9",
+            "name": "fwd",
+            "state": "FORWARDED",
+            "node_id": NODE,
+            "worker_pid": None,
+            "actor_id": None,
+            "job_id": "",
+            "attempt": 1,
+            "submitted": 99.0,
+        },
+        {
+            "task_id": "2",
+            "name": "f",
+            "state": "RUNNING",
+            "node_id": NODE,  # already done
+            "worker_pid": 102,
+            "actor_id": None,
+            "job_id": "",
+            "attempt": 1,
+            "submitted": 94.0,
+        },
     ]
-    src.actor_rows = [{"actor_id": "a1", "class_name": "Counter", "name": None,
-                       "namespace": None, "state": "ALIVE", "node_id": NODE, "pid": 102,
-                       "num_restarts": 0, "death_cause": None, "job_id": ""}]
+    src.actor_rows = [
+        {
+            "actor_id": "a1",
+            "class_name": "Counter",
+            "name": None,
+            "namespace": None,
+            "state": "ALIVE",
+            "node_id": NODE,
+            "pid": 102,
+            "num_restarts": 0,
+            "death_cause": None,
+            "job_id": "",
+        }
+    ]
     src.object_rows = [
-        {"object_id": "o1", "size": 400, "where": "SHARED_MEMORY", "node_id": NODE,
-         "ref_count": 1, "holders": ["driver"], "task_id": "1"},
-        {"object_id": "o2", "size": 5, "where": "INLINE", "node_id": NODE, "ref_count": 1,
-         "holders": ["driver"], "task_id": ""}]
+        {
+            "object_id": "o1",
+            "size": 400,
+            "where": "SHARED_MEMORY",
+            "node_id": NODE,
+            "ref_count": 1,
+            "holders": ["driver"],
+            "task_id": "1",
+        },
+        {
+            "object_id": "o2",
+            "size": 5,
+            "where": "INLINE",
+            "node_id": NODE,
+            "ref_count": 1,
+            "holders": ["driver"],
+            "task_id": "",
+        },
+    ]
     model = DashboardModel(lambda: src, clock=lambda: 100.0)
     snap = model.snapshot(window=30.0)
     json.dumps(snap)  # everything the page gets is JSON
@@ -169,8 +291,10 @@ def test_snapshot_merges_events_with_live_state():
     tasks = snap["tasks"]
     assert tasks["by_state"] == {"FINISHED": 2, "RUNNING": 1, "PENDING": 1}
     assert {r["func"]: (r["finished"], r["running"], r["pending"]) for r in tasks["by_func"]} == {
-        "f": (2, 0, 0), "slow": (0, 1, 1)}
-    assert [t["task_id"] for t in tasks["recent"]] == ["2", "1"]   # newest first
+        "f": (2, 0, 0),
+        "slow": (0, 1, 1),
+    }
+    assert [t["task_id"] for t in tasks["recent"]] == ["2", "1"]  # newest first
     [node] = snap["nodes"]
     assert node["workers"] == 2 and node["running"] == 1
     cpu = next(r for r in node["resources"] if r["name"] == "CPU")
@@ -182,8 +306,10 @@ def test_snapshot_merges_events_with_live_state():
     assert [s["task_id"] for s in tl["slices"]] == ["1", "2"]
     [running] = tl["running"]
     assert running["task_id"] == "7" and running["start"] == 95.0  # after pid 101's last task
-    assert tl["rows"] == [{"node_id": NODE, "worker_pid": 101, "actor": None},
-                          {"node_id": NODE, "worker_pid": 102, "actor": "Counter"}]
+    assert tl["rows"] == [
+        {"node_id": NODE, "worker_pid": 101, "actor": None},
+        {"node_id": NODE, "worker_pid": 102, "actor": "Counter"},
+    ]
     assert snap["logs"][0]["pid"] == 101 and snap["errors"] == {}
     # the timeline window drops what ended before it
     assert [s["task_id"] for s in model.snapshot(window=3.0)["timeline"]["slices"]] == ["2"]
@@ -235,17 +361,17 @@ def test_listings_are_reused_for_max_age_and_longer_when_slow_to_read():
 
     src.objects = slow_objects  # type: ignore[method-assign]
     model = DashboardModel(lambda: src, max_age=0.5, monotonic=clock)
-    model.snapshot()                                     # the others were read at 0.0
+    model.snapshot()  # the others were read at 0.0
     assert calls == [0.0] and clock.now == 1.0
     actor = {"actor_id": "a1", "class_name": "A", "state": "ALIVE"}
     src.actor_rows = [actor]
-    assert model.snapshot()["actors"]["total"] == 1      # older than max_age: re-read at 1.0
+    assert model.snapshot()["actors"]["total"] == 1  # older than max_age: re-read at 1.0
     src.actor_rows = [actor, {**actor, "actor_id": "a2"}]
     clock.now = 1.4
-    assert model.snapshot()["actors"]["total"] == 1      # younger than max_age: reused
+    assert model.snapshot()["actors"]["total"] == 1  # younger than max_age: reused
     clock.now = 1.6
     assert model.snapshot()["actors"]["total"] == 2
-    assert calls == [0.0]                                # the slow one: reused for 1 / DUTY s
+    assert calls == [0.0]  # the slow one: reused for 1 / DUTY s
     clock.now = 1.0 + 1.0 / _model.DUTY
     model.snapshot()
     assert calls == [0.0, 1.0 + 1.0 / _model.DUTY]
@@ -270,14 +396,24 @@ def test_the_source_factory_is_retried_until_it_works_and_closed_once():
 
 
 # ------------------------------------------------------------------------------ web app
-async def asgi(app: Any, path: str, query: str = "", headers: dict[str, str] | None = None,
-               method: str = "GET") -> tuple[int, list[tuple[str, str]], bytes]:
+async def asgi(
+    app: Any, path: str, query: str = "", headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, list[tuple[str, str]], bytes]:
     hdrs = {"host": "127.0.0.1:8265", **(headers or {})}
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": query.encode(), "root_path": "",
-             "headers": [(k.encode(), v.encode()) for k, v in hdrs.items()],
-             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8265)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in hdrs.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8265),
+    }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -288,8 +424,11 @@ async def asgi(app: Any, path: str, query: str = "", headers: dict[str, str] | N
 
     await app(scope, receive, send)
     start = sent[0]
-    return (start["status"], [(k.decode(), v.decode()) for k, v in start["headers"]],
-            b"".join(m.get("body", b"") for m in sent[1:]))
+    return (
+        start["status"],
+        [(k.decode(), v.decode()) for k, v in start["headers"]],
+        b"".join(m.get("body", b"") for m in sent[1:]),
+    )
 
 
 @pytest.fixture
@@ -309,8 +448,19 @@ def served():
 
 def test_pages_and_json_endpoints(served):
     src, backend, run = served
-    src.log.append([event(1, "FAILED", func="boom", start=1.0, end=2.0, error="E: x",
-                          traceback="Traceback (most recent call last):\nE: x\n")])
+    src.log.append(
+        [
+            event(
+                1,
+                "FAILED",
+                func="boom",
+                start=1.0,
+                end=2.0,
+                error="E: x",
+                traceback="Traceback (most recent call last):\nE: x\n",
+            )
+        ]
+    )
     app = build_app(backend)
     status, headers, body = run(asgi(app, "/"))
     assert status == 200 and b"<title>rtml dashboard</title>" in body
@@ -322,8 +472,7 @@ def test_pages_and_json_endpoints(served):
     status, _, body = run(asgi(app, "/api/snapshot"))
     snap = json.loads(body)
     assert status == 200 and snap["failures"][0]["traceback"].startswith("Traceback")
-    for name in ("nodes", "tasks", "actors", "objects", "workers", "timeline", "failures",
-                 "logs"):
+    for name in ("nodes", "tasks", "actors", "objects", "workers", "timeline", "failures", "logs"):
         status, _, body = run(asgi(app, f"/api/{name}"))
         assert status == 200
         if name != "timeline":  # the timeline's window moves with the clock
@@ -354,8 +503,7 @@ def test_long_poll_answers_when_a_new_event_arrives(served):
         await asyncio.sleep(0.3)
         assert not waiting.done()  # nothing new: it holds the answer
         # appended on the backend's thread, as the source's own writer would
-        await backend.call(src.log.append, [event(42, "FINISHED", func="late", start=1.0,
-                                                  end=2.0)])
+        await backend.call(src.log.append, [event(42, "FINISHED", func="late", start=1.0, end=2.0)])
         return json.loads((await asyncio.wait_for(waiting, 4))[2])
 
     snap = run(poll_then_add())

@@ -27,21 +27,51 @@ SRC = Path(rtml.__file__).parent
 # floor: (name, module prefixes). Lower floors are imported by higher ones, never the reverse.
 FLOOR_TABLE: list[tuple[str, list[str]]] = [
     ("vocabulary", ["rtml.exceptions", "rtml._serialization", "rtml._protocol"]),
-    ("leaves", ["rtml._object_store", "rtml._control", "rtml._scheduler", "rtml._transport",
-                "rtml._checkpoint", "rtml._launch"]),
+    (
+        "leaves",
+        [
+            "rtml._object_store",
+            "rtml._control",
+            "rtml._scheduler",
+            "rtml._transport",
+            "rtml._checkpoint",
+            "rtml._launch",
+        ],
+    ),
     # what every process that holds ObjectRefs runs: the driver and every worker
-    ("client core", ["rtml._runtime._refs", "rtml._runtime._payload", "rtml._runtime._client",
-                     "rtml._runtime._context", "rtml._runtime._async"]),
+    (
+        "client core",
+        [
+            "rtml._runtime._refs",
+            "rtml._runtime._payload",
+            "rtml._runtime._client",
+            "rtml._runtime._context",
+            "rtml._runtime._async",
+        ],
+    ),
     ("node / worker", ["rtml._node", "rtml._worker"]),
     ("runtime", ["rtml._runtime"]),
     ("observability", ["rtml._observability"]),
     ("dashboard", ["rtml.dashboard"]),
     # the layers that start a process and wire the floors below together
-    ("process", ["rtml._api", "rtml._node.__main__", "rtml._worker.__main__",
-                 "rtml._control.__main__"]),
+    (
+        "process",
+        ["rtml._api", "rtml._node.__main__", "rtml._worker.__main__", "rtml._control.__main__"],
+    ),
     ("public API", ["rtml", "rtml.actor", "rtml.testing"]),
-    ("users of the public API", ["rtml.util", "rtml.cli", "rtml.__main__", "rtml._chaos",
-                                 "rtml.stream", "rtml.online", "rtml.serve", "rtml.rl"]),
+    (
+        "users of the public API",
+        [
+            "rtml.util",
+            "rtml.cli",
+            "rtml.__main__",
+            "rtml._chaos",
+            "rtml.stream",
+            "rtml.online",
+            "rtml.serve",
+            "rtml.rl",
+        ],
+    ),
 ]
 FLOORS: dict[str, int] = {p: i for i, (_, ps) in enumerate(FLOOR_TABLE) for p in ps}
 SIDEWAYS = [("rtml._node", "rtml._worker")]
@@ -96,7 +126,9 @@ def imports_of(module: str, path: Path, known: dict[str, Path]) -> list[tuple[in
 
 
 def violations(
-    src: Path, floors: dict[str, int] = FLOORS, names: list[str] | None = None,
+    src: Path,
+    floors: dict[str, int] = FLOORS,
+    names: list[str] | None = None,
 ) -> list[tuple[str, str, int, str]]:
     """``(importer, imported, line, rule)`` for every import that breaks a floor rule."""
     names = names or [n for n, _ in FLOOR_TABLE]
@@ -111,15 +143,17 @@ def violations(
             theirs = floor_of(target, floors)
             rule = None
             if theirs > mine:
-                rule = (f"up: {names[mine]} (floor {mine}) imports {names[theirs]} "
-                        f"(floor {theirs})")
+                rule = f"up: {names[mine]} (floor {mine}) imports {names[theirs]} (floor {theirs})"
             for a, b in SIDEWAYS:
                 for x, y in ((a, b), (b, a)):
                     if _within(module, x) and _within(target, y):
                         rule = f"sideways: {x} imports {y}"
             for p in PUBLIC_ONLY:
-                if (_within(module, p) and not _within(target, p)
-                        and any(c.startswith("_") for c in target.split(".")[1:])):
+                if (
+                    _within(module, p)
+                    and not _within(target, p)
+                    and any(c.startswith("_") for c in target.split(".")[1:])
+                ):
                     rule = f"public-only: {p} imports the private {target}"
             if rule:
                 out.append((module, target, line, rule))
@@ -154,7 +188,8 @@ def test_the_check_catches_an_import_up_sideways_and_private(tmp_path):
         (fake / pkg / "__init__.py").write_text("")
     (fake / "__init__.py").write_text("")
     (fake / "_protocol" / "_ids.py").write_text(
-        "def f():\n    from rtml._runtime import _driver\n")  # up, inside a function
+        "def f():\n    from rtml._runtime import _driver\n"
+    )  # up, inside a function
     (fake / "_runtime" / "_driver.py").write_text("from rtml._protocol import _ids\n")  # down
     (fake / "_node" / "_node.py").write_text("from .._worker import _worker\n")  # sideways
     (fake / "_worker" / "_worker.py").write_text("import rtml._protocol._ids\n")  # down

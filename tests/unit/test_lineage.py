@@ -11,8 +11,9 @@ from rtml._protocol._spec import TaskSpec
 
 
 def spec(tid, deps=(), n=1, retries=3, contained=()):
-    return TaskSpec(tid, "f", f"t{tid}", b"", tuple(deps), tuple(contained), n, {}, retries,
-                    False, 1, None)
+    return TaskSpec(
+        tid, "f", f"t{tid}", b"", tuple(deps), tuple(contained), n, {}, retries, False, 1, None
+    )
 
 
 def owned(_oid):

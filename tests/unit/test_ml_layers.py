@@ -57,7 +57,8 @@ def test_the_layer_check_catches_a_private_import(tmp_path, monkeypatch):
     (fake / "stream").mkdir(parents=True)
     (fake / "stream" / "bad.py").write_text(
         "from rtml._runtime import _refs\nfrom .. import _api\nfrom ._own import x\n"
-        "import rtml.util.engine\n")
+        "import rtml.util.engine\n"
+    )
     monkeypatch.setattr(__import__(__name__), "SRC", fake)
     found = _violations("stream")
     assert len(found) == 3, found  # _runtime, _refs via from-import, and .._api

@@ -72,9 +72,21 @@ ids = IdGenerator(D)
 
 
 def spec(fn="f", deps=(), num_returns=1, resources=None, max_retries=3, retry=False, **kw):
-    return TaskSpec(ids.next_task_id(), fn, fn, b"", tuple(deps), (), num_returns,
-                    {"CPU": 1.0} if resources is None else resources, max_retries, retry, D,
-                    None, **kw)
+    return TaskSpec(
+        ids.next_task_id(),
+        fn,
+        fn,
+        b"",
+        tuple(deps),
+        (),
+        num_returns,
+        {"CPU": 1.0} if resources is None else resources,
+        max_retries,
+        retry,
+        D,
+        None,
+        **kw,
+    )
 
 
 def make_node(cpus=2.0):
@@ -105,8 +117,10 @@ def boot(node, count=2):
 
 
 def done(node, wid, s, value=b"v", duration=0.01, retryable=False):
-    res = [(return_id(s.task_id, i), INLINE, pickle.dumps(value), 3, [])
-           for i in range(1, s.num_returns + 1)]
+    res = [
+        (return_id(s.task_id, i), INLINE, pickle.dumps(value), 3, [])
+        for i in range(1, s.num_returns + 1)
+    ]
     node.on_done(wid, s.task_id, res, duration, retryable)
 
 
@@ -172,7 +186,7 @@ def test_dependencies_wait_then_run_and_errors_propagate(node):
     # an error result is inherited by a dependent without running it
     c = spec()
     node.submit(D, c)
-    (cw, cm), = node.io.take("exec")
+    ((cw, cm),) = node.io.take("exec")
     err = pickle.dumps(exc.RtmlError("boom"))
     node.on_done(cw, c.task_id, [(return_id(c.task_id, 1), ERR, err, 0, [])], 0.01, False)
     d = spec(deps=[return_id(c.task_id, 1)])
@@ -188,7 +202,7 @@ def test_refcount_frees_results_and_pending_drop(node):
     oid = return_id(a.task_id, 1)
     node.ref_updates(D, [], [oid])  # driver dropped the ref while the task runs
     assert node.objects.get(oid).dropped
-    (w, _m), = node.io.take("exec")
+    ((w, _m),) = node.io.take("exec")
     done(node, w, a)
     assert oid not in node.objects
 
@@ -206,10 +220,10 @@ def test_worker_death_retries_then_fails(node):
     (w1, w2) = boot(node)
     a = spec(max_retries=1)
     node.submit(D, a)
-    (w, _m), = node.io.take("exec")
+    ((w, _m),) = node.io.take("exec")
     node.on_worker_exit(w, "exit code 1")
     assert node.stats["retried"] == 1
-    (w, _m), = node.io.take("exec")
+    ((w, _m),) = node.io.take("exec")
     node.on_worker_exit(w, "killed by signal 9")
     e = node.objects.get(return_id(a.task_id, 1))
     assert e.kind == ERR
@@ -261,7 +275,7 @@ def test_gpu_ids_assigned_per_lease(node):
     boot(node, 2)
     s = spec(resources={"CPU": 1.0, "GPU": 1.0})
     node.submit(D, s)
-    (_w, m), = node.io.take("exec")
+    ((_w, m),) = node.io.take("exec")
     assert m[3] == [0]
 
 
@@ -272,15 +286,18 @@ def test_cancel_queued_and_running(node):
     node.submit(D, running)
     node.submit(D, queued)
     node.cancel(return_id(queued.task_id, 1), force=False, recursive=True)
-    assert isinstance(pickle.loads(node.objects.get(return_id(queued.task_id, 1)).payload),
-                      exc.TaskCancelledError)
+    assert isinstance(
+        pickle.loads(node.objects.get(return_id(queued.task_id, 1)).payload), exc.TaskCancelledError
+    )
     node.cancel(return_id(running.task_id, 1), force=False, recursive=True)
     assert node.io.interrupted == [w1]
     node.cancel(return_id(running.task_id, 1), force=True, recursive=True)
     assert node.io.killed == [w1]
     node.on_worker_exit(w1, "killed by signal 9")
-    assert isinstance(pickle.loads(node.objects.get(return_id(running.task_id, 1)).payload),
-                      exc.TaskCancelledError)
+    assert isinstance(
+        pickle.loads(node.objects.get(return_id(running.task_id, 1)).payload),
+        exc.TaskCancelledError,
+    )
 
 
 def test_streaming_items_and_drop(node):
@@ -307,7 +324,7 @@ def test_lease_released_to_other_shapes(node):
     node.submit(D, a)
     g = spec(resources={"CPU": 1.0, "GPU": 1.0})
     node.submit(D, g)
-    (w, _m), = node.io.take("exec")
+    ((w, _m),) = node.io.take("exec")
     assert node.workers[w].state == LEASED
     done(node, w, a)
     execs = node.io.take("exec")
@@ -351,8 +368,7 @@ def test_a_revoked_task_the_worker_already_ran_is_not_run_twice():
     node._revoke_pipelined(w)  # one revoke at a time per worker
     assert len(node.io.take("revoke")) == 1
     node.on_done(w1, first.task_id, [(return_id(first.task_id, 1), 0, b"x", 1, ())], 0.0, False)
-    node.on_done(w1, second.task_id, [(return_id(second.task_id, 1), 0, b"y", 1, ())], 0.0,
-                 False)
+    node.on_done(w1, second.task_id, [(return_id(second.task_id, 1), 0, b"y", 1, ())], 0.0, False)
     node.on_revoked(w1, [third.task_id])  # "second" had already run
     assert node.objects.get(dep).refs == refs_before - 1  # released once, by its one run
     assert second.task_id not in node.tasks and third.task_id in node.tasks

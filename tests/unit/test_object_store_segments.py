@@ -326,8 +326,13 @@ def test_second_process_reads_same_pages(session: str) -> None:
     write_segment(path, *_dumps(np.zeros(1 << 16, np.uint8)))
     src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
     env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, path], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         head, first, writeable = proc.stdout.readline().split()
         assert head == "8005" and first == bytes(8).hex() and writeable == "False"

@@ -27,7 +27,8 @@ def _models():
         "logreg": lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
         "hoeffding": lambda: tree.HoeffdingTreeClassifier(),
         "ensemble": lambda: ensemble.BaggingClassifier(
-            tree.HoeffdingTreeClassifier(), n_models=3, seed=42),
+            tree.HoeffdingTreeClassifier(), n_models=3, seed=42
+        ),
     }
 
 
@@ -35,16 +36,18 @@ def _datasets():
     return {
         "phishing": lambda: datasets.Phishing(),
         "bananas": lambda: list(datasets.Bananas())[:2000],
-        "drift": lambda: list(synth.ConceptDriftStream(seed=7, position=1000, width=100)
-                              .take(2000)),
+        "drift": lambda: list(
+            synth.ConceptDriftStream(seed=7, position=1000, width=100).take(2000)
+        ),
     }
 
 
 @pytest.mark.parametrize("data", sorted(_datasets()))
 @pytest.mark.parametrize("name", sorted(_models()))
 def test_parity_with_progressive_val_score(name, data):
-    ref = evaluate.progressive_val_score(_datasets()[data](), _models()[name](),
-                                         metrics.Accuracy() + metrics.ROCAUC())
+    ref = evaluate.progressive_val_score(
+        _datasets()[data](), _models()[name](), metrics.Accuracy() + metrics.ROCAUC()
+    )
     st = OnlineState(_models()[name](), [metrics.Accuracy(), metrics.ROCAUC()], window=100)
     for x, y in _datasets()[data]():
         st.learn(x, y)
@@ -72,9 +75,9 @@ def test_label_timeout_and_unknown_key_are_dead_lettered():
     st.ask("a", {"f": 1.0}, now=100.0)
     st.ask("b", {"f": 2.0}, now=103.0)
     assert st.expire(now=106.0) == 1
-    assert not st.answer("a", True)       # expired
+    assert not st.answer("a", True)  # expired
     assert st.answer("b", True)
-    assert not st.answer("zzz", False)    # never asked
+    assert not st.answer("zzz", False)  # never asked
     assert st.counts["expired"] == 1 and st.counts["unknown_key"] == 2
     assert [d["kind"] for d in st.dead] == ["expired", "unknown_key", "unknown_key"]
 
@@ -89,23 +92,33 @@ class _Flaky(linear_model.LogisticRegression):
 def test_bad_input_is_counted_and_the_learner_goes_on():
     st = OnlineState(_Flaky(), window=0, check_features=True)
     assert st.learn({"a": 1.0, "boom": 0}, True)
-    assert not st.learn({"boom": 0}, False)                    # missing feature
-    assert not st.learn({"a": "high", "boom": 0}, False)       # wrong type
-    assert not st.learn([1, 2], False)                         # not a dict
-    assert not st.learn({"a": 1.0, "boom": 1}, True)           # model raises
+    assert not st.learn({"boom": 0}, False)  # missing feature
+    assert not st.learn({"a": "high", "boom": 0}, False)  # wrong type
+    assert not st.learn([1, 2], False)  # not a dict
+    assert not st.learn({"a": 1.0, "boom": 1}, True)  # model raises
     assert st.learn({"a": 2.0, "boom": 0}, False)
-    assert st.counts == {"learned": 2, "bad_features": 3, "model_error": 1, "unknown_key": 0,
-                         "expired": 0}
+    assert st.counts == {
+        "learned": 2,
+        "bad_features": 3,
+        "model_error": 1,
+        "unknown_key": 0,
+        "expired": 0,
+    }
     reasons = [d["reason"] for d in st.dead]
     assert "feature 'a' is missing" in reasons[0] and "expected a number" in reasons[1]
     assert "ValueError: boom" in reasons[3]
 
 
 def _drift_data():
-    return list(synth.ConceptDriftStream(
-        stream=synth.Agrawal(classification_function=0, seed=1),
-        drift_stream=synth.Agrawal(classification_function=4, seed=1),
-        seed=1, position=3000, width=200).take(6000))
+    return list(
+        synth.ConceptDriftStream(
+            stream=synth.Agrawal(classification_function=0, seed=1),
+            drift_stream=synth.Agrawal(classification_function=4, seed=1),
+            seed=1,
+            position=3000,
+            width=200,
+        ).take(6000)
+    )
 
 
 @pytest.mark.parametrize("action", ["alert", "reset", "swap"])
@@ -155,18 +168,18 @@ def test_mini_batch_is_batch_prequential_with_learn_many():
     assert st.mini_batch
     ref, acc, loss = mk(), metrics.Accuracy(), metrics.LogLoss()
     for i in range(0, len(data), 64):
-        batch = data[i:i + 64]
+        batch = data[i : i + 64]
         assert st.learn_many(batch) == len(batch)
         X, Y = pd.DataFrame([x for x, _ in batch]), pd.Series([y for _, y in batch])
-        for (_, y), p in zip(batch, ref.predict_proba_many(X).to_dict(orient="records"),
-                             strict=True):
+        for (_, y), p in zip(
+            batch, ref.predict_proba_many(X).to_dict(orient="records"), strict=True
+        ):
             acc.update(y, max(p, key=p.get))
             loss.update(y, p)
         ref.learn_many(X, Y)
     assert st.metric_values() == {"Accuracy": acc.get(), "LogLoss": loss.get()}
     assert st.position == len(data)
-    assert dict(st.model["LogisticRegression"].weights) == \
-        dict(ref["LogisticRegression"].weights)
+    assert dict(st.model["LogisticRegression"].weights) == dict(ref["LogisticRegression"].weights)
     bad = [(data[0][0], True), ({"nope": 1.0}, False), (data[1][0], False, 7.0)]
     assert st.learn_many(bad) == 2 and st.counts["bad_features"] == 1
     assert st.event_time == 7.0
@@ -174,13 +187,13 @@ def test_mini_batch_is_batch_prequential_with_learn_many():
 
 def test_mini_batch_without_learn_many_stays_one_by_one_and_exact():
     data = list(datasets.Phishing())
-    ref = evaluate.progressive_val_score(data, tree.HoeffdingTreeClassifier(),
-                                         metrics.Accuracy())
-    st = OnlineState(tree.HoeffdingTreeClassifier(), [metrics.Accuracy()], window=0,
-                     mini_batch=True)
+    ref = evaluate.progressive_val_score(data, tree.HoeffdingTreeClassifier(), metrics.Accuracy())
+    st = OnlineState(
+        tree.HoeffdingTreeClassifier(), [metrics.Accuracy()], window=0, mini_batch=True
+    )
     assert not st.mini_batch  # no learn_many: one by one
     for i in range(0, len(data), 100):
-        st.learn_many(data[i:i + 100])
+        st.learn_many(data[i : i + 100])
     assert st.metric_values()["Accuracy"] == ref.get()
 
 

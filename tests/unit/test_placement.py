@@ -13,8 +13,10 @@ MB = 1 << 20
 
 def view(**queues: tuple[float, int]) -> dict[str, NodeView]:
     """name=(free CPUs, queued tasks); every node has 1 CPU."""
-    return {name: NodeView(name, i, "", {"CPU": 1.0}, {"CPU": free}, queued=q)
-            for i, (name, (free, q)) in enumerate(queues.items(), 1)}
+    return {
+        name: NodeView(name, i, "", {"CPU": 1.0}, {"CPU": free}, queued=q)
+        for i, (name, (free, q)) in enumerate(queues.items(), 1)
+    }
 
 
 def test_local_node_with_room_wins_ties():

@@ -182,8 +182,13 @@ def test_runner_drops_and_counts_an_episode_whose_env_raises():
 
 
 def test_runner_raises_after_consecutive_failures_with_env_runner_and_step():
-    r = EnvRunner(FlakyEnv, index=1, num_envs=1, env_kwargs={"fail_at": 1, "fail_every": 1},
-                  max_consecutive_failures=3)
+    r = EnvRunner(
+        FlakyEnv,
+        index=1,
+        num_envs=1,
+        env_kwargs={"fail_at": 1, "fail_every": 1},
+        max_consecutive_failures=3,
+    )
     with pytest.raises(EpisodeError, match=r"env 'FlakyEnv', runner 1, env index 0, step") as e:
         r.sample(None, 10)
     assert e.value.runner == 1 and e.value.env == "FlakyEnv"
@@ -191,8 +196,9 @@ def test_runner_raises_after_consecutive_failures_with_env_runner_and_step():
 
 
 def test_action_outside_the_space_is_a_dropped_episode_then_an_error():
-    r = EnvRunner("CartPole-v1", index=2, num_envs=2, policy=OutOfSpacePolicy(),
-                  max_consecutive_failures=2)
+    r = EnvRunner(
+        "CartPole-v1", index=2, num_envs=2, policy=OutOfSpacePolicy(), max_consecutive_failures=2
+    )
     with pytest.raises(EpisodeError, match=r"action 7, outside the action space Discrete\(2\)"):
         r.sample(None, 10)
     r2 = EnvRunner("CartPole-v1", index=2, num_envs=1, policy=OutOfSpacePolicy())
@@ -216,12 +222,15 @@ def play(moves):
     return g
 
 
-@pytest.mark.parametrize("moves,winner", [
-    ([0, 6, 1, 6, 2, 6, 3], 0),              # horizontal
-    ([0, 1, 0, 1, 0, 1, 0], 0),              # vertical
-    ([0, 1, 1, 2, 2, 3, 2, 3, 3, 6, 3], 0),  # diagonal /
-    ([0, 3, 1, 1, 2, 2, 0, 0, 5, 1, 6, 0], 1),  # diagonal \ by the second player
-])
+@pytest.mark.parametrize(
+    "moves,winner",
+    [
+        ([0, 6, 1, 6, 2, 6, 3], 0),  # horizontal
+        ([0, 1, 0, 1, 0, 1, 0], 0),  # vertical
+        ([0, 1, 1, 2, 2, 3, 2, 3, 3, 6, 3], 0),  # diagonal /
+        ([0, 3, 1, 1, 2, 2, 0, 0, 5, 1, 6, 0], 1),  # diagonal \ by the second player
+    ],
+)
 def test_connect_four_detects_wins(moves, winner):
     g = play(moves[:-1])
     assert not g.is_terminal()
@@ -248,9 +257,9 @@ def test_random_rollouts_end_in_a_legal_result():
 
 
 def test_serial_mcts_takes_a_win_and_blocks_a_loss():
-    win = play([0, 6, 1, 6, 2, 5])            # X to move, 3 wins
+    win = play([0, 6, 1, 6, 2, 5])  # X to move, 3 wins
     assert mcts(win, 5.0, mode="serial", max_simulations=3000).move == 3
-    block = play([0, 6, 1, 6, 2])             # O to move, must block 3
+    block = play([0, 6, 1, 6, 2])  # O to move, must block 3
     assert mcts(block, 5.0, mode="serial", max_simulations=3000).move == 3
     with pytest.raises(ValueError, match="finished game"):
         mcts(play([0, 1, 0, 1, 0, 1, 0]), 0.1, mode="serial")
@@ -267,18 +276,33 @@ def test_the_dashboard_panel_lists_live_trainers():
     class FakePPO:
         def __init__(self):
             self.config = SimpleNamespace(env="CartPole-v1")
-            self.history = [{"iteration": 3, "env_steps": 6144, "return_mean": 42.5,
-                             "env_steps_per_s": 9876.4, "learner_s": 0.0123,
-                             "episodes_dropped": 1}]
+            self.history = [
+                {
+                    "iteration": 3,
+                    "env_steps": 6144,
+                    "return_mean": 42.5,
+                    "env_steps_per_s": 9876.4,
+                    "learner_s": 0.0123,
+                    "episodes_dropped": 1,
+                }
+            ]
             self.group = SimpleNamespace(restarts=2)
 
     trainer = FakePPO()
     _panel.track(trainer)
     (panel,) = [p for p in panels_view() if p["name"] == "rl"]
     (row,) = [r for r in panel["rows"] if r["algorithm"] == "FakePPO"]
-    assert row == {"algorithm": "FakePPO", "env": "CartPole-v1", "iteration": 3,
-                   "env_steps": 6144, "return_mean": 42.5, "env_steps_per_s": 9876,
-                   "learner_ms": 12.3, "episodes_dropped": 1, "restarts": 2}
+    assert row == {
+        "algorithm": "FakePPO",
+        "env": "CartPole-v1",
+        "iteration": 3,
+        "env_steps": 6144,
+        "return_mean": 42.5,
+        "env_steps_per_s": 9876,
+        "learner_ms": 12.3,
+        "episodes_dropped": 1,
+        "restarts": 2,
+    }
     del trainer, row, panel
     import gc
 

@@ -44,15 +44,20 @@ def test_config_validation_names_the_problem():
         build_config("f", {"ray_actor_options": {"max_concurrency": 3}})
     c = build_config("f", {"num_replicas": "auto"})
     assert c.autoscaling_config is not None and c.autoscaling_config.max_replicas == 100
-    m = merge(build_config("f", {"autoscaling_config": {"max_replicas": 4}}),
-              {"num_replicas": 2})
+    m = merge(build_config("f", {"autoscaling_config": {"max_replicas": 4}}), {"num_replicas": 2})
     assert m.autoscaling_config is None and m.num_replicas == 2
 
 
 # ---------------------------------------------------------------------- autoscaling
 def _auto(**kw):
-    base = {"min_replicas": 1, "max_replicas": 10, "target_ongoing_requests": 2,
-            "upscale_delay_s": 3, "downscale_delay_s": 10, "look_back_period_s": 1}
+    base = {
+        "min_replicas": 1,
+        "max_replicas": 10,
+        "target_ongoing_requests": 2,
+        "upscale_delay_s": 3,
+        "downscale_delay_s": 10,
+        "look_back_period_s": 1,
+    }
     return Autoscaler(AutoscalingConfig(**{**base, **kw}))
 
 
@@ -95,9 +100,21 @@ def test_histogram_quantiles_and_prometheus_text():
     w.push(100, 1, h, now=2)
     s = w.summary()
     assert s["requests_per_s"] == 50 and s["errors_per_s"] == 0.5
-    text = prometheus_text([{"app": "a", "deployment": 'd"q', "requests": 100, "errors": 1,
-                             "latency": h, "ongoing": 2, "queued": 0, "replicas": {"3": 2}}],
-                           {"200": 99, "500": 1})
+    text = prometheus_text(
+        [
+            {
+                "app": "a",
+                "deployment": 'd"q',
+                "requests": 100,
+                "errors": 1,
+                "latency": h,
+                "ongoing": 2,
+                "queued": 0,
+                "replicas": {"3": 2},
+            }
+        ],
+        {"200": 99, "500": 1},
+    )
     assert 'rtml_serve_requests_total{application="a",deployment="d\\"q"} 100' in text
     assert 'le="+Inf"} 100' in text
     assert 'rtml_serve_http_responses_total{code="500"} 1' in text
@@ -172,8 +189,7 @@ def test_multiplexed_caches_lru_and_shares_a_load():
 
 # ---------------------------------------------------------------------- HTTP
 def test_render_values_and_errors():
-    assert _http.render({"a": 1}) == (200, [(b"content-type", b"application/json")],
-                                      b'{"a":1}')
+    assert _http.render({"a": 1}) == (200, [(b"content-type", b"application/json")], b'{"a":1}')
     assert _http.render("hi")[2] == b"hi"
     status, headers, body = _http.render(PlainTextResponse("x", status_code=201))
     assert status == 201 and body == b"x"
@@ -240,8 +256,14 @@ def _router(monkeypatch, n=2, max_ongoing=1, max_queued=-1):
     monkeypatch.setattr(_context, "get_controller", lambda create=False: ctl)
     r = Router("app", "dep", asyncio.get_running_loop())
     reps = [_FakeReplica() for _ in range(n)]
-    r.apply({"epoch": 1, "max_ongoing": max_ongoing, "max_queued": max_queued,
-             "replicas": [(f"r{i}", rep, "1", None) for i, rep in enumerate(reps)]})
+    r.apply(
+        {
+            "epoch": 1,
+            "max_ongoing": max_ongoing,
+            "max_queued": max_queued,
+            "replicas": [(f"r{i}", rep, "1", None) for i, rep in enumerate(reps)],
+        }
+    )
     return r, reps, ctl
 
 
@@ -341,7 +363,17 @@ def test_direct_path_round_trips_errors_and_breaks():
 
 
 def test_public_api_is_exported():
-    assert set(serve.__all__) >= {"deployment", "run", "batch", "multiplexed", "status",
-                                  "get_app_handle", "get_deployment_handle", "delete",
-                                  "shutdown", "ingress", "DeploymentHandle"}
+    assert set(serve.__all__) >= {
+        "deployment",
+        "run",
+        "batch",
+        "multiplexed",
+        "status",
+        "get_app_handle",
+        "get_deployment_handle",
+        "delete",
+        "shutdown",
+        "ingress",
+        "DeploymentHandle",
+    }
     assert rtml.serve is serve

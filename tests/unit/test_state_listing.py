@@ -20,13 +20,30 @@ NODE = "aaaa0001"
 TB = 'Traceback (most recent call last):\n  File "x.py", line 3, in bad\nValueError: boom\n'
 
 
-def event(task: str, state_: str, start: float | None = None, end: float | None = None,
-          attempt: int = 1, func: str = "f", node: str = NODE, pid: int = 101,
-          **extra: Any) -> dict[str, Any]:
-    e: dict[str, Any] = {"task_id": task, "attempt": attempt, "state": state_,
-                         "time": T0 + (end or 0.0), "node_id": node, "worker_id": pid,
-                         "name": func, "func": func, "job_id": "01000000",
-                         "submitted": T0 + int(task[1:]) * 1e-3, **extra}
+def event(
+    task: str,
+    state_: str,
+    start: float | None = None,
+    end: float | None = None,
+    attempt: int = 1,
+    func: str = "f",
+    node: str = NODE,
+    pid: int = 101,
+    **extra: Any,
+) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "task_id": task,
+        "attempt": attempt,
+        "state": state_,
+        "time": T0 + (end or 0.0),
+        "node_id": node,
+        "worker_id": pid,
+        "name": func,
+        "func": func,
+        "job_id": "01000000",
+        "submitted": T0 + int(task[1:]) * 1e-3,
+        **extra,
+    }
     if start is not None and end is not None:
         e["start"], e["end"] = T0 + start, T0 + end
     return e
@@ -42,48 +59,162 @@ EVENTS = [
     event("a7", "CANCELLED"),
 ]
 LIVE = [
-    {"task_id": "a4", "name": "f", "state": "RUNNING", "node_id": NODE, "worker_pid": 102,
-     "actor_id": None, "job_id": "01000000", "attempt": 2, "submitted": T0 + 0.004},
-    {"task_id": "a5", "name": "f", "state": "FORWARDED", "node_id": NODE, "worker_pid": None,
-     "actor_id": None, "job_id": "01000000", "attempt": 1, "submitted": T0 + 0.005},
-    {"task_id": "a5", "name": "f", "state": "RUNNING", "node_id": "bbbb0002",
-     "worker_pid": 201, "actor_id": None, "job_id": "01000000", "attempt": 1,
-     "submitted": T0 + 0.005},
-    {"task_id": "a1", "name": "f", "state": "RUNNING", "node_id": NODE, "worker_pid": 101,
-     "actor_id": None, "job_id": "01000000", "attempt": 1, "submitted": T0},  # stale: finished
-    {"task_id": "a8", "name": "h", "state": "PENDING_ARGS", "node_id": NODE,
-     "worker_pid": None, "actor_id": None, "job_id": "01000000", "attempt": 1,
-     "submitted": T0 + 0.008},
+    {
+        "task_id": "a4",
+        "name": "f",
+        "state": "RUNNING",
+        "node_id": NODE,
+        "worker_pid": 102,
+        "actor_id": None,
+        "job_id": "01000000",
+        "attempt": 2,
+        "submitted": T0 + 0.004,
+    },
+    {
+        "task_id": "a5",
+        "name": "f",
+        "state": "FORWARDED",
+        "node_id": NODE,
+        "worker_pid": None,
+        "actor_id": None,
+        "job_id": "01000000",
+        "attempt": 1,
+        "submitted": T0 + 0.005,
+    },
+    {
+        "task_id": "a5",
+        "name": "f",
+        "state": "RUNNING",
+        "node_id": "bbbb0002",
+        "worker_pid": 201,
+        "actor_id": None,
+        "job_id": "01000000",
+        "attempt": 1,
+        "submitted": T0 + 0.005,
+    },
+    {
+        "task_id": "a1",
+        "name": "f",
+        "state": "RUNNING",
+        "node_id": NODE,
+        "worker_pid": 101,
+        "actor_id": None,
+        "job_id": "01000000",
+        "attempt": 1,
+        "submitted": T0,
+    },  # stale: finished
+    {
+        "task_id": "a8",
+        "name": "h",
+        "state": "PENDING_ARGS",
+        "node_id": NODE,
+        "worker_pid": None,
+        "actor_id": None,
+        "job_id": "01000000",
+        "attempt": 1,
+        "submitted": T0 + 0.008,
+    },
 ]
 OBJECTS = [
-    {"object_id": "a100000001", "size": 5, "where": "INLINE", "node_id": NODE, "ref_count": 1,
-     "holders": ["driver pid 7"], "task_id": "a1"},
-    {"object_id": "b100000000", "size": 3 << 20, "where": "SHARED_MEMORY", "node_id": NODE,
-     "ref_count": 2, "holders": ["driver pid 7", "task a8"], "task_id": ""},
-    {"object_id": "c100000000", "size": 5 << 20, "where": "SPILLED", "node_id": "bbbb0002",
-     "ref_count": 1, "holders": ["worker pid 201"], "task_id": ""},
+    {
+        "object_id": "a100000001",
+        "size": 5,
+        "where": "INLINE",
+        "node_id": NODE,
+        "ref_count": 1,
+        "holders": ["driver pid 7"],
+        "task_id": "a1",
+    },
+    {
+        "object_id": "b100000000",
+        "size": 3 << 20,
+        "where": "SHARED_MEMORY",
+        "node_id": NODE,
+        "ref_count": 2,
+        "holders": ["driver pid 7", "task a8"],
+        "task_id": "",
+    },
+    {
+        "object_id": "c100000000",
+        "size": 5 << 20,
+        "where": "SPILLED",
+        "node_id": "bbbb0002",
+        "ref_count": 1,
+        "holders": ["worker pid 201"],
+        "task_id": "",
+    },
 ]
 ACTORS = [
-    {"actor_id": "ac1", "class_name": "Counter", "name": "c", "namespace": "ns",
-     "state": "ALIVE", "node_id": NODE, "pid": 103, "num_restarts": 0, "death_cause": None,
-     "job_id": "01000000"},
-    {"actor_id": "ac2", "class_name": "Counter", "name": None, "namespace": None,
-     "state": "DEAD", "node_id": NODE, "pid": None, "num_restarts": 1,
-     "death_cause": "killed by rtml.kill", "job_id": "01000000"},
+    {
+        "actor_id": "ac1",
+        "class_name": "Counter",
+        "name": "c",
+        "namespace": "ns",
+        "state": "ALIVE",
+        "node_id": NODE,
+        "pid": 103,
+        "num_restarts": 0,
+        "death_cause": None,
+        "job_id": "01000000",
+    },
+    {
+        "actor_id": "ac2",
+        "class_name": "Counter",
+        "name": None,
+        "namespace": None,
+        "state": "DEAD",
+        "node_id": NODE,
+        "pid": None,
+        "num_restarts": 1,
+        "death_cause": "killed by rtml.kill",
+        "job_id": "01000000",
+    },
 ]
 NODES = [
-    {"node_id": NODE, "index": 0, "address": "127.0.0.1:7001", "alive": True, "is_head": True,
-     "resources_total": {"CPU": 2.0, "memory": 8e9}, "resources_available": {"CPU": 1.0},
-     "queued": 0, "tasks": 3, "death_cause": None},
-    {"node_id": "bbbb0002", "index": 1, "address": "127.0.0.1:7002", "alive": False,
-     "is_head": False, "resources_total": {"CPU": 1.0}, "resources_available": {},
-     "queued": 0, "tasks": 0, "death_cause": "heartbeat timeout"},
+    {
+        "node_id": NODE,
+        "index": 0,
+        "address": "127.0.0.1:7001",
+        "alive": True,
+        "is_head": True,
+        "resources_total": {"CPU": 2.0, "memory": 8e9},
+        "resources_available": {"CPU": 1.0},
+        "queued": 0,
+        "tasks": 3,
+        "death_cause": None,
+    },
+    {
+        "node_id": "bbbb0002",
+        "index": 1,
+        "address": "127.0.0.1:7002",
+        "alive": False,
+        "is_head": False,
+        "resources_total": {"CPU": 1.0},
+        "resources_available": {},
+        "queued": 0,
+        "tasks": 0,
+        "death_cause": "heartbeat timeout",
+    },
 ]
 WORKERS = [
-    {"worker_id": "2", "pid": 101, "node_id": NODE, "state": "IDLE", "actor_id": None,
-     "tasks": [], "blocked": False},
-    {"worker_id": "3", "pid": 102, "node_id": NODE, "state": "LEASED", "actor_id": None,
-     "tasks": ["a4"], "blocked": True},
+    {
+        "worker_id": "2",
+        "pid": 101,
+        "node_id": NODE,
+        "state": "IDLE",
+        "actor_id": None,
+        "tasks": [],
+        "blocked": False,
+    },
+    {
+        "worker_id": "3",
+        "pid": 102,
+        "node_id": NODE,
+        "state": "LEASED",
+        "actor_id": None,
+        "tasks": ["a4"],
+        "blocked": True,
+    },
 ]
 
 
@@ -144,8 +275,15 @@ def test_task_rows_merge_events_and_live_records(fake):
     rows = tasks_by_id()
     assert list(rows) == ["a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"]  # submission order
     assert {k: r["state"] for k, r in rows.items()} == {
-        "a1": "FINISHED", "a2": "FINISHED", "a3": "FAILED", "a4": "RUNNING", "a5": "RUNNING",
-        "a6": "FINISHED", "a7": "CANCELLED", "a8": "PENDING_ARGS"}
+        "a1": "FINISHED",
+        "a2": "FINISHED",
+        "a3": "FAILED",
+        "a4": "RUNNING",
+        "a5": "RUNNING",
+        "a6": "FINISHED",
+        "a7": "CANCELLED",
+        "a8": "PENDING_ARGS",
+    }
     a2 = rows["a2"]
     assert a2["name"] == "g" and a2["deps"] == ["a1"] and a2["parent_task_id"] == "a1"
     assert a2["start_time"] == pytest.approx(T0 + 0.1)
@@ -154,8 +292,7 @@ def test_task_rows_merge_events_and_live_records(fake):
     assert rows["a3"]["error"] == "ValueError: boom" and rows["a3"]["traceback"] == TB
     # A retried task that is running again: where it runs now, not the old attempt's error.
     a4 = rows["a4"]
-    assert (a4["attempt"], a4["worker_pid"], a4["error"], a4["duration_s"]) == (2, 102, None,
-                                                                                None)
+    assert (a4["attempt"], a4["worker_pid"], a4["error"], a4["duration_s"]) == (2, 102, None, None)
     assert rows["a5"]["node_id"] == "bbbb0002"  # the node running it, not the forwarder
     assert rows["a6"]["type"] == "ACTOR_TASK" and rows["a6"]["actor_id"] == "ac1"
     assert rows["a8"]["name"] == "h" and rows["a8"]["deps"] == []
@@ -171,8 +308,12 @@ def test_compact_columns_detail_and_attribute_access(fake):
     detailed = state.list_tasks(detail=True)
     assert set(detailed[0]) == set(_listing.SCHEMAS["tasks"])
     assert json.loads(json.dumps(detailed)) == [dict(r) for r in detailed]
-    for lister, resource in ((state.list_actors, "actors"), (state.list_objects, "objects"),
-                             (state.list_nodes, "nodes"), (state.list_workers, "workers")):
+    for lister, resource in (
+        (state.list_actors, "actors"),
+        (state.list_objects, "objects"),
+        (state.list_nodes, "nodes"),
+        (state.list_workers, "workers"),
+    ):
         rows = lister()
         assert rows and all(tuple(r) == _listing.COMPACT[resource] for r in rows)
         assert all(set(r) == set(_listing.SCHEMAS[resource]) for r in lister(detail=True))
@@ -183,35 +324,51 @@ def test_filters(fake):
         return [r[key] for r in rows]
 
     assert ids(state.list_tasks(filters=[("state", "=", "failed")])) == ["a3"]
-    assert ids(state.list_tasks(filters=[("state", "!=", "FINISHED"),
-                                         ("name", "=", "f")])) == ["a4", "a5", "a7"]
+    assert ids(state.list_tasks(filters=[("state", "!=", "FINISHED"), ("name", "=", "f")])) == [
+        "a4",
+        "a5",
+        "a7",
+    ]
     assert ids(state.list_tasks(filters=[("duration_s", ">", 0.25)])) == ["a1", "a6"]
     assert ids(state.list_tasks(filters=[("duration_s", "<", "0.15")])) == ["a2", "a3"]
     assert ids(state.list_tasks(filters=[("deps", "=", "a1")])) == ["a2"]
     assert ids(state.list_tasks(filters=[("worker_pid", "=", "102")])) == ["a4"]
     assert ids(state.list_tasks(filters=[("actor_id", "=", None)])) == [
-        "a1", "a2", "a3", "a4", "a5", "a7", "a8"]
+        "a1",
+        "a2",
+        "a3",
+        "a4",
+        "a5",
+        "a7",
+        "a8",
+    ]
     assert ids(state.list_tasks(filters=[("error", "!=", "none")])) == ["a3"]
     assert ids(state.list_objects(filters=[("size", ">", 1 << 20)]), "object_id") == [
-        "b100000000", "c100000000"]
+        "b100000000",
+        "c100000000",
+    ]
     assert ids(state.list_objects(filters=[("holders", "=", "task a8")]), "object_id") == [
-        "b100000000"]
+        "b100000000"
+    ]
     assert ids(state.list_nodes(filters=[("alive", "=", "false")]), "node_id") == ["bbbb0002"]
-    assert ids(state.list_nodes(filters=[("resources_total", "=", "memory")]), "node_id") == [
-        NODE]
+    assert ids(state.list_nodes(filters=[("resources_total", "=", "memory")]), "node_id") == [NODE]
     assert ids(state.list_workers(filters=[("blocked", "=", True)]), "pid") == [102]
-    assert ids(state.list_actors(filters=[("state", "=", "dead"), ("num_restarts", ">", 0)]),
-               "actor_id") == ["ac2"]
+    assert ids(
+        state.list_actors(filters=[("state", "=", "dead"), ("num_restarts", ">", 0)]), "actor_id"
+    ) == ["ac2"]
 
 
-@pytest.mark.parametrize("bad, words", [
-    (("colour", "=", "red"), ["unknown filter key 'colour'", "task_id"]),
-    (("state", "~", "x"), ["unknown filter operator '~'", "'state'"]),
-    (("name", "<", "f"), ["'<' compares numbers", "'name'"]),
-    (("duration_s", ">", "soon"), ["must be a number"]),
-    (("attempt", "=", "first"), ["'attempt' is a number"]),
-    (("state", "FAILED"), ["(key, op, value)"]),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (("colour", "=", "red"), ["unknown filter key 'colour'", "task_id"]),
+        (("state", "~", "x"), ["unknown filter operator '~'", "'state'"]),
+        (("name", "<", "f"), ["'<' compares numbers", "'name'"]),
+        (("duration_s", ">", "soon"), ["must be a number"]),
+        (("attempt", "=", "first"), ["'attempt' is a number"]),
+        (("state", "FAILED"), ["(key, op, value)"]),
+    ],
+)
 def test_bad_filters_name_the_problem(fake, bad, words):
     with pytest.raises(ValueError) as info:
         state.list_tasks(filters=[bad])
@@ -221,8 +378,10 @@ def test_bad_filters_name_the_problem(fake, bad, words):
 
 def test_limit(fake):
     assert len(state.list_tasks(limit=3)) == 3
-    assert [r.task_id for r in state.list_tasks(limit=2, filters=[("state", "=", "RUNNING")])
-            ] == ["a4", "a5"]
+    assert [r.task_id for r in state.list_tasks(limit=2, filters=[("state", "=", "RUNNING")])] == [
+        "a4",
+        "a5",
+    ]
     with pytest.raises(ValueError, match="limit"):
         state.list_tasks(limit=0)
     rows, matched = _listing.select(_listing.read_rows(FakeSource(), "tasks"), "tasks", [], 5)
@@ -246,8 +405,13 @@ def test_event_log_that_dropped_events_still_lists_what_it_holds():
 def test_summarize_tasks(fake):
     s = state.summarize_tasks()
     assert s["total_tasks"] == 8 and s["total_actor_tasks"] == 1
-    assert s["state_counts"] == {"FINISHED": 3, "FAILED": 1, "RUNNING": 2, "CANCELLED": 1,
-                                 "PENDING_ARGS": 1}
+    assert s["state_counts"] == {
+        "FINISHED": 3,
+        "FAILED": 1,
+        "RUNNING": 2,
+        "CANCELLED": 1,
+        "PENDING_ARGS": 1,
+    }
     f = s["summary"]["f"]
     assert next(iter(s["summary"])) == "f"  # the busiest function first
     assert f["state_counts"] == {"FINISHED": 1, "RUNNING": 2, "CANCELLED": 1}
@@ -259,9 +423,16 @@ def test_summarize_tasks(fake):
 
 def test_summarize_actors_and_objects(fake):
     a = state.summarize_actors()
-    assert a == {"summary": {"Counter": {"class_name": "Counter", "total": 2,
-                                         "state_counts": {"ALIVE": 1, "DEAD": 1}}},
-                 "total_actors": 2}
+    assert a == {
+        "summary": {
+            "Counter": {
+                "class_name": "Counter",
+                "total": 2,
+                "state_counts": {"ALIVE": 1, "DEAD": 1},
+            }
+        },
+        "total_actors": 2,
+    }
     o = state.summarize_objects(limit=2)
     assert o["total_objects"] == 3 and o["total_size"] == (8 << 20) + 5
     assert [x.object_id for x in o["objects"]] == ["c100000000", "b100000000"]
@@ -273,34 +444,40 @@ def test_summarize_actors_and_objects(fake):
     lines = text.splitlines()
     big = next(line for line in lines if line.startswith("c100000000"))
     assert "5.0 MiB" in big and "SPILLED" in big and "worker pid 201" in big
-    assert "driver pid 7, task a8" in next(line for line in lines
-                                           if line.startswith("b100000000"))
+    assert "driver pid 7, task a8" in next(line for line in lines if line.startswith("b100000000"))
 
 
 # --------------------------------------------------------------------------- text
 def test_table_is_aligned():
-    rows = [{"task_id": "a1", "name": "f", "attempt": 1, "duration_s": 0.5, "error": None},
-            {"task_id": "a22", "name": "longer_name", "attempt": 12, "duration_s": None,
-             "error": "ValueError: " + "x" * 100}]
+    rows = [
+        {"task_id": "a1", "name": "f", "attempt": 1, "duration_s": 0.5, "error": None},
+        {
+            "task_id": "a22",
+            "name": "longer_name",
+            "attempt": 12,
+            "duration_s": None,
+            "error": "ValueError: " + "x" * 100,
+        },
+    ]
     lines = _listing.format_table(rows).splitlines()
     assert lines[0].split() == ["TASK_ID", "NAME", "ATTEMPT", "DURATION_S", "ERROR"]
     starts = [lines[0].index(h) for h in ("NAME", "ATTEMPT", "DURATION_S", "ERROR")]
     for line in lines[1:]:
-        assert [line[s - 2:s] for s in starts] == ["  "] * 4  # columns start at the same place
+        assert [line[s - 2 : s] for s in starts] == ["  "] * 4  # columns start at the same place
     assert lines[1].split()[2:4] == ["1", "0.5"] and lines[1].endswith("-")
     assert lines[2].endswith("…") and len(lines[2]) - lines[2].index("ValueError") == 48
     # numbers right-aligned under their header
-    assert lines[1][:lines[0].index("ATTEMPT") + len("ATTEMPT")].endswith(" 1")
+    assert lines[1][: lines[0].index("ATTEMPT") + len("ATTEMPT")].endswith(" 1")
     assert _listing.format_table([]) == "(none)"
 
 
 def test_records_and_cells():
-    text = _listing.format_records([{"task_id": "a3", "error": "E: x", "traceback": TB}],
-                                   "task_id")
+    text = _listing.format_records([{"task_id": "a3", "error": "E: x", "traceback": TB}], "task_id")
     assert text.splitlines()[0] == "--- task a3 ---"
     assert "traceback:\n    Traceback (most recent call last):" in text
     assert _listing.cell("resources_total", {"CPU": 2.0, "memory": 8 * 2**30}) == (
-        "CPU: 2, memory: 8.0 GiB")
+        "CPU: 2, memory: 8.0 GiB"
+    )
     assert _listing.cell("size", 1536) == "1.5 KiB"
     assert _listing.cell("holders", []) == "-" and _listing.cell("alive", True) == "true"
     assert _listing.cell("start_time", T0 + 0.25).endswith(".250")
@@ -318,8 +495,17 @@ def test_cli_list_table_json_and_detail(fake):
     assert lines[0].split()[:3] == ["TASK_ID", "NAME", "STATE"]
     assert len(lines) == 1 + 8 + 2 and lines[-1] == "8 task(s)"
     assert fake[-1][0] == "auto"
-    out = run("list", "tasks", "--filter", "state=FAILED", "--format", "json", "--detail",
-              "--address", "10.0.0.1:6390")
+    out = run(
+        "list",
+        "tasks",
+        "--filter",
+        "state=FAILED",
+        "--format",
+        "json",
+        "--detail",
+        "--address",
+        "10.0.0.1:6390",
+    )
     rows = json.loads(out.output)
     assert [r["task_id"] for r in rows] == ["a3"] and rows[0]["traceback"] == TB
     assert fake[-1][0] == "10.0.0.1:6390"
@@ -329,8 +515,7 @@ def test_cli_list_table_json_and_detail(fake):
     assert "showing 2 of 4 tasks" in out.output
     for resource in ("actors", "objects", "nodes", "workers"):
         out = run("list", resource)
-        assert out.exit_code == 0 and out.output.split()[0] == _listing.COMPACT[
-            resource][0].upper()
+        assert out.exit_code == 0 and out.output.split()[0] == _listing.COMPACT[resource][0].upper()
 
 
 def test_cli_errors_are_clear(fake, monkeypatch):
@@ -379,9 +564,18 @@ def test_cli_summary_memory_and_timeline(fake, tmp_path):
 def test_public_names():
     import rtml
 
-    assert state.__all__ == ["StateRecord", "list_actors", "list_nodes", "list_objects",
-                             "list_tasks", "list_workers", "memory_summary", "summarize_actors",
-                             "summarize_objects", "summarize_tasks"]
+    assert state.__all__ == [
+        "StateRecord",
+        "list_actors",
+        "list_nodes",
+        "list_objects",
+        "list_tasks",
+        "list_workers",
+        "memory_summary",
+        "summarize_actors",
+        "summarize_objects",
+        "summarize_tasks",
+    ]
     assert all(callable(getattr(state, name)) for name in state.__all__)
     assert "state" in rtml.util.__all__ and rtml.util.state is state
     assert "timeline" in rtml.__all__ and rtml.timeline.__module__ == "rtml._api"

@@ -42,11 +42,14 @@ def _engine():
 
 def _counting_plan():
     flow = rs.Dataflow("b")
-    (flow.source(rs.IterableSource(list(range(10)), partitions=2))
-         .key_by(lambda x: "k")
-         .stateful_map(lambda n, v: ((n or 0) + 1, (n or 0) + 1))
-         .key_by(lambda n: n)  # re-keyed: its output leaves through an edge to a third stage
-         .stateful_map(lambda s, v: (s, v)).sink(rs.CallableSink(print)))
+    (
+        flow.source(rs.IterableSource(list(range(10)), partitions=2))
+        .key_by(lambda x: "k")
+        .stateful_map(lambda n, v: ((n or 0) + 1, (n or 0) + 1))
+        .key_by(lambda n: n)  # re-keyed: its output leaves through an edge to a third stage
+        .stateful_map(lambda s, v: (s, v))
+        .sink(rs.CallableSink(print))
+    )
     return plan(flow, 2, {0: ["0", "1"]})
 
 
@@ -57,14 +60,13 @@ def test_a_channel_that_sent_its_barrier_waits_until_every_channel_has():
     w = StageWorker(p, 1, 0, 2, {p.stages[1].outputs[0]: [down, other]}, _engine(), None, {})
     edge = p.stages[1].inputs[0]
     item = [("k", None, 1)]
-    w.process(edge, 0, 0, item, float("-inf"), None)           # A: data
+    w.process(edge, 0, 0, item, float("-inf"), None)  # A: data
     w.process(edge, 0, 1, [], float("-inf"), ("barrier", 1, "checkpoint"))  # A: barrier 1
-    after = threading.Thread(target=w.process,
-                             args=(edge, 0, 2, item * 5, float("-inf"), None))
+    after = threading.Thread(target=w.process, args=(edge, 0, 2, item * 5, float("-inf"), None))
     after.start()  # A's data after the barrier must wait for B's barrier
     wait_for(lambda: 2 in w.inbox[(edge, 0)], timeout=5, what="A's third message queued")
     assert after.is_alive() and w.next_seq[(edge, 0)] == 2
-    w.process(edge, 1, 0, item, float("-inf"), None)            # B: data (not blocked)
+    w.process(edge, 1, 0, item, float("-inf"), None)  # B: data (not blocked)
     assert 1 not in w.parts
     w.process(edge, 1, 1, [], float("-inf"), ("barrier", 1, "checkpoint"))  # B: barrier 1
     after.join(5)
@@ -86,8 +88,9 @@ def test_out_of_order_calls_are_handled_in_sequence():
     down = _Handle()
     w = StageWorker(p, 1, 0, 2, {p.stages[1].outputs[0]: [down, _Handle()]}, _engine(), None, {})
     edge = p.stages[1].inputs[0]
-    later = threading.Thread(target=w.process, args=(edge, 0, 1, [("k", None, 2)],
-                                                     float("-inf"), None))
+    later = threading.Thread(
+        target=w.process, args=(edge, 0, 1, [("k", None, 2)], float("-inf"), None)
+    )
     later.start()
     wait_for(lambda: 1 in w.inbox[(edge, 0)], timeout=5, what="seq 1 queued")
     assert w.next_seq[(edge, 0)] == 0  # seq 1 waits for seq 0

@@ -52,7 +52,7 @@ def test_resume_from_every_offset_is_exact(tmp_path):
 
 def test_malformed_line_number_after_resume(tmp_path):
     p = tmp_path / "a.jsonl"
-    p.write_bytes(b'1\n2\n\xff\n')
+    p.write_bytes(b"1\n2\n\xff\n")
     src = FileSource(str(p))
     r = src.open(str(p), None)
     assert r.read(2, 0.0) == [1, 2]
@@ -188,9 +188,12 @@ def test_sink_exactly_once_is_idempotent_per_writer_and_epoch(tmp_path):
     other.write_epoch(1, [{"e": "other"}])
     other.close()
     names = sorted(os.listdir(tmp_path))
-    assert names == ["part-flow%2Fsink%2F0-0000000001.jsonl", "part-flow%2Fsink%2F0-0000000002.jsonl",
-                     "part-flow%2Fsink%2F0-0000000004.jsonl",
-                     "part-flow%2Fsink%2F1-0000000001.jsonl"]
+    assert names == [
+        "part-flow%2Fsink%2F0-0000000001.jsonl",
+        "part-flow%2Fsink%2F0-0000000002.jsonl",
+        "part-flow%2Fsink%2F0-0000000004.jsonl",
+        "part-flow%2Fsink%2F1-0000000001.jsonl",
+    ]
     got = [json.loads(line)["e"] for n in names[:3] for line in (tmp_path / n).read_text().split()]
     assert got == [1, 2, 4, 5]
 

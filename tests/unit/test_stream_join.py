@@ -15,8 +15,11 @@ from rtml.stream._keys import key_group
 
 
 def test_as_of_lookup_is_point_in_time_correct():
-    rows = [{"user": "u1", "t": 10.0, "tier": "free"}, {"user": "u1", "t": 20.0, "tier": "pro"},
-            {"user": "u2", "t": 5.0, "tier": "free"}]
+    rows = [
+        {"user": "u1", "t": 10.0, "tier": "free"},
+        {"user": "u1", "t": 20.0, "tier": "pro"},
+        {"user": "u2", "t": 5.0, "tier": "free"},
+    ]
     idx = AsOfIndex(timed=True)
     idx.replace(Table.from_rows(rows, key="user", time="t").load())
     assert idx.lookup("u1", 9.99) is None  # before any row: nothing from the future
@@ -27,8 +30,10 @@ def test_as_of_lookup_is_point_in_time_correct():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 100)), min_size=1, max_size=40),
-       st.floats(-10, 110))
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.floats(0, 100)), min_size=1, max_size=40),
+    st.floats(-10, 110),
+)
 def test_as_of_returns_the_newest_row_not_after_the_event(rows, ts):
     table = [{"k": k, "t": t, "i": i} for i, (k, t) in enumerate(rows)]
     idx = AsOfIndex(timed=True)
@@ -54,13 +59,21 @@ def test_static_tables_and_table_errors():
 def brute_interval(events, lower, upper):
     lefts = [(k, t, v) for side, k, t, v in events if side == 0]
     rights = [(k, t, v) for side, k, t, v in events if side == 1]
-    return sorted((lv, rv) for lk, lt, lv in lefts for rk, rt, rv in rights
-                  if lk == rk and lt + lower <= rt <= lt + upper)
+    return sorted(
+        (lv, rv)
+        for lk, lt, lv in lefts
+        for rk, rt, rv in rights
+        if lk == rk and lt + lower <= rt <= lt + upper
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.floats(0, 50)),
-                max_size=40), st.floats(-5, 5), st.floats(0, 10), st.floats(0, 8))
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.floats(0, 50)), max_size=40),
+    st.floats(-5, 5),
+    st.floats(0, 10),
+    st.floats(0, 8),
+)
 def test_interval_join_finds_every_pair_of_events_that_are_not_late(raw, lower, span, lag):
     upper = lower + span
     events = [(side, k, t, f"{side}{i}") for i, (side, k, t) in enumerate(raw)]
@@ -70,8 +83,9 @@ def test_interval_join_finds_every_pair_of_events_that_are_not_late(raw, lower, 
         state.add(side, key_group(k), k, t, v, wm, out, late)
         wm = max(wm, t - lag)
         state.advance(wm)
-    on_time = [e for e in events if (e[0], e[1], e[2], e[3]) not in
-               {(s, k, t, v) for s, k, t, v in late}]
+    on_time = [
+        e for e in events if (e[0], e[1], e[2], e[3]) not in {(s, k, t, v) for s, k, t, v in late}
+    ]
     assert sorted(pair for _, pair in out) == brute_interval(on_time, lower, upper)
     assert len(late) + len(on_time) == len(events)
 
@@ -96,8 +110,10 @@ def test_interval_bounds_are_checked():
 
 def test_random_interval_join_against_brute_force_with_no_lateness():
     rng = random.Random(3)
-    events = [(rng.randint(0, 1), rng.randint(0, 9), t + rng.uniform(0, 2), i)
-              for i, t in enumerate(range(300))]
+    events = [
+        (rng.randint(0, 1), rng.randint(0, 9), t + rng.uniform(0, 2), i)
+        for i, t in enumerate(range(300))
+    ]
     state = IntervalJoinState(0, 5)
     out, late = [], []
     for side, k, t, v in events:
@@ -105,10 +121,11 @@ def test_random_interval_join_against_brute_force_with_no_lateness():
     assert sorted(p for _, p in out) == brute_interval(events, 0, 5)
 
 
-
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.floats(0, 50)),
-                max_size=40), st.floats(0, 10))
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.floats(0, 50)), max_size=40),
+    st.floats(0, 10),
+)
 def test_left_interval_join_closes_each_unmatched_left_once_and_only_those(raw, span):
     """In event-time order (nothing late): every left either pairs or closes as
     (left, None) at lt + upper, exactly once, after the watermark passed it."""
@@ -122,10 +139,11 @@ def test_left_interval_join_closes_each_unmatched_left_once_and_only_those(raw, 
     assert late == []
     matched = {left for _, (left, _) in out}
     lefts = [(t, k, v) for t, side, k, v in events if side == 0]
-    assert sorted(v for _, _, (v, right) in closed if right is None) == \
-        sorted(v for _, _, v in lefts if v not in matched)
+    assert sorted(v for _, _, (v, right) in closed if right is None) == sorted(
+        v for _, _, v in lefts if v not in matched
+    )
     for key, ts, (v, _) in closed:
-        (t0, k0, _), = [(t, k, x) for t, k, x in lefts if x == v]
+        ((t0, k0, _),) = [(t, k, x) for t, k, x in lefts if x == v]
         assert key == k0 and ts == t0 + span
     assert state.groups == {}
 

@@ -22,7 +22,12 @@ def test_stateless_operators_fuse_and_keyed_ones_start_a_stage():
     assert [st.kind for st in p.stages] == ["source", "keyed"]
     assert p.stages[0].parallelism == 3 and p.stages[1].parallelism == 3
     assert [p.nodes[n].kind for n in p.stages[1].nodes] == [
-        "window", "map", "sink", "stateful_map", "sink"]
+        "window",
+        "map",
+        "sink",
+        "stateful_map",
+        "sink",
+    ]
     assert len(p.edges) == 1
     assert len(p.channels(1)) == 3
 
@@ -37,19 +42,40 @@ def test_a_join_takes_two_shuffled_inputs():
     assert sorted(p.edges[e].side for e in p.stages[2].inputs) == [0, 1]
 
 
-@pytest.mark.parametrize("build, match", [
-    (lambda f: f.source(_src()).map(str), "no sink"),
-    (lambda f: f.source(_src()).key_by(int).window(rs.Tumbling(seconds=1)).count()
-     .sink(rs.CallableSink(print)), "event time"),
-    (lambda f: f.source(_src()).key_by(int).stateful_map(lambda s, v: (s, v))
-     .with_event_time(float).key_by(int).window(rs.Tumbling(seconds=1)).count()
-     .sink(rs.CallableSink(print)), "before key_by"),
-    (lambda f: f.source(_src()).map(str).late, "window and join"),
-    (lambda f: f.source(_src()).map(str).dead_letters, "dead_letter=True"),
-    (lambda f: f.source([1, 2]), "Source"),
-    (lambda f: f.source(_src()).map(3), "function"),
-    (lambda f: f.source(_src()).sink(print), "Sink"),
-])
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda f: f.source(_src()).map(str), "no sink"),
+        (
+            lambda f: (
+                f.source(_src())
+                .key_by(int)
+                .window(rs.Tumbling(seconds=1))
+                .count()
+                .sink(rs.CallableSink(print))
+            ),
+            "event time",
+        ),
+        (
+            lambda f: (
+                f.source(_src())
+                .key_by(int)
+                .stateful_map(lambda s, v: (s, v))
+                .with_event_time(float)
+                .key_by(int)
+                .window(rs.Tumbling(seconds=1))
+                .count()
+                .sink(rs.CallableSink(print))
+            ),
+            "before key_by",
+        ),
+        (lambda f: f.source(_src()).map(str).late, "window and join"),
+        (lambda f: f.source(_src()).map(str).dead_letters, "dead_letter=True"),
+        (lambda f: f.source([1, 2]), "Source"),
+        (lambda f: f.source(_src()).map(3), "function"),
+        (lambda f: f.source(_src()).sink(print), "Sink"),
+    ],
+)
 def test_misbuilt_dataflows_are_refused_with_the_fix(build, match):
     flow = rs.Dataflow("bad")
     with pytest.raises(rs.StreamConfigError, match=match):

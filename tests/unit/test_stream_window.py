@@ -82,8 +82,11 @@ def test_a_restored_state_does_not_fire_a_window_again():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abc"), st.floats(0, 100)), max_size=60),
-       st.floats(0, 20), st.sampled_from([Tumbling(seconds=7), Sliding(seconds=10, every=5)]))
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.floats(0, 100)), max_size=60),
+    st.floats(0, 20),
+    st.sampled_from([Tumbling(seconds=7), Sliding(seconds=10, every=5)]),
+)
 def test_every_event_counts_once_in_each_open_window_and_misses_are_reported(events, lag, spec):
     s = count_state(spec)
     out, late = feed(s, events, lag)

@@ -20,14 +20,30 @@ from rtml._observability._timeline import build_trace, dump_trace, executions, t
 T0 = 1_700_000_000.0
 
 
-def ev(task: int, state: str, start: float | None = None, end: float | None = None,
-       node: str = "n1", pid: int | None = 100, attempt: int = 1, func: str = "f",
-       **extra: Any) -> dict[str, Any]:
+def ev(
+    task: int,
+    state: str,
+    start: float | None = None,
+    end: float | None = None,
+    node: str = "n1",
+    pid: int | None = 100,
+    attempt: int = 1,
+    func: str = "f",
+    **extra: Any,
+) -> dict[str, Any]:
     """A compact event (times in seconds after T0)."""
-    e: dict[str, Any] = {"task_id": format(task, "x"), "attempt": attempt, "state": state,
-                         "time": T0 + (end if end is not None else 0.0), "node_id": node,
-                         "worker_id": pid, "name": func, "func": func,
-                         "submitted": T0, **extra}
+    e: dict[str, Any] = {
+        "task_id": format(task, "x"),
+        "attempt": attempt,
+        "state": state,
+        "time": T0 + (end if end is not None else 0.0),
+        "node_id": node,
+        "worker_id": pid,
+        "name": func,
+        "func": func,
+        "submitted": T0,
+        **extra,
+    }
     if start is not None and end is not None:
         e["start"], e["end"] = T0 + start, T0 + end
     return e
@@ -48,8 +64,18 @@ def synthetic_events(n: int, nodes: int = 2, workers: int = 8) -> list[dict[str,
         extra: dict[str, Any] = {"deps": deps} if deps else {}
         if failed:
             extra.update(error="ValueError: synthetic", traceback="Traceback ...\nValueError")
-        out.append(ev(base + i, "FAILED" if failed else "FINISHED", start, start + 40e-6,
-                      node=f"node{row // workers}", pid=1000 + row, func=f"fn{i % 7}", **extra))
+        out.append(
+            ev(
+                base + i,
+                "FAILED" if failed else "FINISHED",
+                start,
+                start + 40e-6,
+                node=f"node{row // workers}",
+                pid=1000 + row,
+                func=f"fn{i % 7}",
+                **extra,
+            )
+        )
     return out
 
 
@@ -78,8 +104,12 @@ def validate(trace: Any) -> list[dict[str, Any]]:
             assert "id" in e and e["cat"]
             flows.setdefault((e["cat"], e["name"], e["id"]), []).append(e["ph"])
         elif e["ph"] == "M":
-            assert e["name"] in ("process_name", "process_sort_index", "thread_name",
-                                 "thread_sort_index")
+            assert e["name"] in (
+                "process_name",
+                "process_sort_index",
+                "thread_name",
+                "thread_sort_index",
+            )
             assert isinstance(e["args"], dict)
         else:
             raise AssertionError(f"unexpected phase {e['ph']!r}")
@@ -94,18 +124,27 @@ def slices(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def enclosing(events: list[dict[str, Any]], flow: dict[str, Any]) -> dict[str, Any]:
     """The slice a flow event binds to (same row, ts inside it)."""
-    found = [s for s in slices(events) if s["pid"] == flow["pid"] and s["tid"] == flow["tid"]
-             and s["ts"] <= flow["ts"] <= s["ts"] + s["dur"]]
+    found = [
+        s
+        for s in slices(events)
+        if s["pid"] == flow["pid"]
+        and s["tid"] == flow["tid"]
+        and s["ts"] <= flow["ts"] <= s["ts"] + s["dur"]
+    ]
     assert len(found) == 1, f"{flow} binds to {found}"
     return found[0]
 
 
 def test_rows_slices_and_names():
-    events = [ev(1, "FINISHED", 0.0, 0.010, node="a", pid=11),
-              ev(2, "FINISHED", 0.002, 0.005, node="b", pid=21, func="g"),
-              ev(3, "FINISHED", 0.011, 0.020, node="a", pid=12)]
-    nodes = [{"node_id": "b", "index": 1, "is_head": False},
-             {"node_id": "a", "index": 0, "is_head": True}]
+    events = [
+        ev(1, "FINISHED", 0.0, 0.010, node="a", pid=11),
+        ev(2, "FINISHED", 0.002, 0.005, node="b", pid=21, func="g"),
+        ev(3, "FINISHED", 0.011, 0.020, node="a", pid=12),
+    ]
+    nodes = [
+        {"node_id": "b", "index": 1, "is_head": False},
+        {"node_id": "a", "index": 0, "is_head": True},
+    ]
     out = validate(build_trace(events, nodes))
     meta = {(e["name"], e["pid"], e["tid"]): e["args"] for e in out if e["ph"] == "M"}
     assert meta[("process_name", 1, 0)] == {"name": "node a (head)"}  # the head comes first
@@ -118,15 +157,22 @@ def test_rows_slices_and_names():
     assert xs["2"]["ts"] == pytest.approx(2_000, abs=0.5)
     assert xs["2"]["dur"] == pytest.approx(3_000, abs=0.5)
     assert (xs["2"]["pid"], xs["2"]["tid"], xs["2"]["name"]) == (2, 21, "g")
-    assert xs["3"]["args"] == {"task_id": "3", "func": "f", "attempt": 1, "state": "FINISHED",
-                               "queued_ms": pytest.approx(11.0)}
+    assert xs["3"]["args"] == {
+        "task_id": "3",
+        "func": "f",
+        "attempt": 1,
+        "state": "FINISHED",
+        "queued_ms": pytest.approx(11.0),
+    }
 
 
 def test_dependency_arrows_go_from_producer_end_to_consumer_start():
-    events = [ev(1, "FINISHED", 0.0, 0.010, pid=11),
-              ev(2, "FINISHED", 0.0, 0.004, pid=12),
-              ev(3, "FINISHED", 0.012, 0.015, pid=12, deps=["1", "2", "1"]),
-              ev(4, "FINISHED", 0.016, 0.017, pid=11, deps=["99"])]  # producer not in the log
+    events = [
+        ev(1, "FINISHED", 0.0, 0.010, pid=11),
+        ev(2, "FINISHED", 0.0, 0.004, pid=12),
+        ev(3, "FINISHED", 0.012, 0.015, pid=12, deps=["1", "2", "1"]),
+        ev(4, "FINISHED", 0.016, 0.017, pid=11, deps=["99"]),
+    ]  # producer not in the log
     trace = build_trace(events)
     out = validate(trace)
     starts = [e for e in out if e["ph"] == "s"]
@@ -143,11 +189,20 @@ def test_dependency_arrows_go_from_producer_end_to_consumer_start():
 
 
 def test_failed_retried_and_cancelled_are_marked():
-    events = [ev(1, "RETRIED", 0.0, 0.001, error="WorkerCrashedError: died"),
-              ev(1, "FAILED", 0.002, 0.003, attempt=2, error="ValueError: boom",
-                 traceback="Traceback (most recent call last):\nValueError: boom\n"),
-              ev(2, "CANCELLED", 0.004, 0.005),
-              ev(3, "FINISHED", 0.004, 0.006, deps=["1"])]
+    events = [
+        ev(1, "RETRIED", 0.0, 0.001, error="WorkerCrashedError: died"),
+        ev(
+            1,
+            "FAILED",
+            0.002,
+            0.003,
+            attempt=2,
+            error="ValueError: boom",
+            traceback="Traceback (most recent call last):\nValueError: boom\n",
+        ),
+        ev(2, "CANCELLED", 0.004, 0.005),
+        ev(3, "FINISHED", 0.004, 0.006, deps=["1"]),
+    ]
     out = validate(build_trace(events))
     by = {(s["args"]["task_id"], s["args"]["attempt"]): s for s in slices(out)}
     failed = by[("1", 2)]
@@ -165,19 +220,40 @@ def test_failed_retried_and_cancelled_are_marked():
 def test_running_and_end_events_pair_and_missing_keys_are_tolerated():
     events = [
         {"task_id": 7, "attempt": 1, "state": "SUBMITTED", "time": T0},
-        {"task_id": 7, "attempt": 1, "state": "RUNNING", "time": T0 + 1, "node_id": "x",
-         "worker_id": 5},
+        {
+            "task_id": 7,
+            "attempt": 1,
+            "state": "RUNNING",
+            "time": T0 + 1,
+            "node_id": "x",
+            "worker_id": 5,
+        },
         {"task_id": 7, "attempt": 1, "state": "FINISHED", "time": T0 + 3},
         {"task_id": 8, "attempt": 1, "state": "FINISHED", "time": T0 + 2},  # never ran here
         {"task_id": 9, "attempt": 1, "state": "FORWARDED", "time": T0 + 2},
-        {"task_id": 10, "attempt": 1, "state": "FINISHED", "time": T0 + 4, "start": T0 + 3.5,
-         "end": T0 + 4, "worker_id": "w-1"},  # a worker id that is not a pid, no node
-        TaskEvent(task_id=11, attempt=1, state="FINISHED", time=T0 + 5,
-                  extra={"start": T0 + 4, "end": T0 + 5}),  # no worker: the driver's row
+        {
+            "task_id": 10,
+            "attempt": 1,
+            "state": "FINISHED",
+            "time": T0 + 4,
+            "start": T0 + 3.5,
+            "end": T0 + 4,
+            "worker_id": "w-1",
+        },  # a worker id that is not a pid, no node
+        TaskEvent(
+            task_id=11,
+            attempt=1,
+            state="FINISHED",
+            time=T0 + 5,
+            extra={"start": T0 + 4, "end": T0 + 5},
+        ),  # no worker: the driver's row
     ]
     runs = executions(events)
     assert [(r.task_id, r.node_id, r.worker, r.start - T0, r.end - T0) for r in runs] == [
-        ("7", "x", 5, 1.0, 3.0), ("a", "?", "w-1", 3.5, 4.0), ("b", "?", None, 4.0, 5.0)]
+        ("7", "x", 5, 1.0, 3.0),
+        ("a", "?", "w-1", 3.5, 4.0),
+        ("b", "?", None, 4.0, 5.0),
+    ]
     out = validate(build_trace(events))
     names = {e["args"]["name"] for e in out if e["name"] == "thread_name"}
     assert names == {"worker 5", "worker w-1", "driver"}
@@ -209,8 +285,10 @@ class PagedSource:
         return self.log.query(since=since, limit=limit)
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"node_id": "node1", "index": 1, "is_head": False},
-                {"node_id": "node0", "index": 0, "is_head": True}]
+        return [
+            {"node_id": "node1", "index": 1, "is_head": False},
+            {"node_id": "node0", "index": 0, "is_head": True},
+        ]
 
 
 def test_trace_of_source_reads_every_page_and_counts_drops(monkeypatch):
@@ -242,8 +320,14 @@ def measure(n: int = 100_000) -> dict[str, float]:
     built = time.perf_counter() - t
     text = json.dumps(trace, separators=(",", ":"))
     total = time.perf_counter() - t
-    return {"tasks": n, "trace_events": len(trace["traceEvents"]), "bytes": len(text),
-            "bytes_per_task": len(text) / n, "build_s": built, "build_and_json_s": total}
+    return {
+        "tasks": n,
+        "trace_events": len(trace["traceEvents"]),
+        "bytes": len(text),
+        "bytes_per_task": len(text) / n,
+        "build_s": built,
+        "build_and_json_s": total,
+    }
 
 
 if __name__ == "__main__":

@@ -112,19 +112,29 @@ class ControlClient:
             (``AuthError``).
     """
 
-    def __init__(self, address: str, token: bytes | str | None = None, timeout: float = 10.0,
-                 *, on_disconnect: Callable[[ConnectionError], None] | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: bytes | str | None = None,
+        timeout: float = 10.0,
+        *,
+        on_disconnect: Callable[[ConnectionError], None] | None = None,
+    ) -> None:
         self.address = address
         self._token = find_token(address, token)
         self._timeout = timeout
         try:
             sock = connect(address, self._token, timeout)
         except AuthError as e:
-            raise AuthError(f"the control plane at {address} refused this connection ({e}); "
-                            "is the cluster token right?") from None
+            raise AuthError(
+                f"the control plane at {address} refused this connection ({e}); "
+                "is the cluster token right?"
+            ) from None
         except ConnectionError as e:
-            raise ConnectionError(f"no control plane answers at {address} ({e}); is the "
-                                  "cluster running (or its control plane restarting)?") from None
+            raise ConnectionError(
+                f"no control plane answers at {address} ({e}); is the "
+                "cluster running (or its control plane restarting)?"
+            ) from None
         self._send_lock = threading.Lock()  # taken before _lock when both are needed
         self._lock = threading.Lock()  # guards the fields below
         self._ch: BlockingChannel | None = BlockingChannel(sock, max_frame=MAX_FRAME)
@@ -137,8 +147,9 @@ class ControlClient:
         self._wake = threading.Event()  # set by close(): ends a wait between attempts
         self._on_disconnect = on_disconnect
         self.reconnects = 0
-        self._thread = threading.Thread(target=self._run, args=(self._ch,),
-                                        name="rtml-gcs-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._ch,), name="rtml-gcs-client", daemon=True
+        )
         self._thread.start()
 
     # ------------------------------------------------------------------ lifecycle
@@ -155,8 +166,7 @@ class ControlClient:
         self._wake.set()
         if ch is not None:
             _shutdown(ch.sock)  # the thread sees the end and closes it
-        error = ConnectionError(f"the connection to the control plane at {self.address} "
-                                "is closed")
+        error = ConnectionError(f"the connection to the control plane at {self.address} is closed")
         for req in pending.values():
             if req.fut.set_running_or_notify_cancel():
                 req.fut.set_exception(error)
@@ -181,8 +191,9 @@ class ControlClient:
         with self._send_lock:
             with self._lock:
                 if self._closed:
-                    raise ConnectionError(f"the connection to the control plane at "
-                                          f"{self.address} is closed")
+                    raise ConnectionError(
+                        f"the connection to the control plane at {self.address} is closed"
+                    )
                 req_id = next(self._ids)
                 self._pending[req_id] = req
                 ch = self._ch
@@ -217,7 +228,8 @@ class ControlClient:
         if threading.current_thread() is self._thread:
             raise RuntimeError(
                 "a subscription callback cannot wait on the control plane (it runs on the "
-                "thread that reads the replies); use submit() or hand off to another thread")
+                "thread that reads the replies); use submit() or hand off to another thread"
+            )
         fut: concurrent.futures.Future = concurrent.futures.Future()
         req_id = self._send(_Request(fut, op, args))
         try:
@@ -231,15 +243,16 @@ class ControlClient:
                 raise ConnectionError(
                     f"the control plane at {self.address} is unreachable (for "
                     f"{time.monotonic() - down:.1f} s: {why}); {op!r} was not answered within "
-                    f"{timeout} s") from None
+                    f"{timeout} s"
+                ) from None
             raise TimeoutError(
-                f"the control plane at {self.address} did not answer {op!r} within "
-                f"{timeout} s") from None
+                f"the control plane at {self.address} did not answer {op!r} within {timeout} s"
+            ) from None
 
     def _error_of(self, op_value: Any) -> Exception:
         text = str(op_value)
         if text.startswith(_BAD_INPUT):
-            return ValueError(text[len(_BAD_INPUT):])
+            return ValueError(text[len(_BAD_INPUT) :])
         return RtmlSystemError(f"the control plane at {self.address} failed: {text}")
 
     # ------------------------------------------------------------------ subscriptions
@@ -287,8 +300,12 @@ class ControlClient:
             try:
                 cb(message)
             except Exception:
-                print(f"rtml: a callback for control-plane channel {channel!r} failed:\n"
-                      f"{traceback.format_exc()}", file=sys.stderr, flush=True)
+                print(
+                    f"rtml: a callback for control-plane channel {channel!r} failed:\n"
+                    f"{traceback.format_exc()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     # ------------------------------------------------------------------ connection thread
     def _run(self, ch: BlockingChannel | None) -> None:
@@ -321,9 +338,12 @@ class ControlClient:
                     failed.append(req)
         for req in failed:
             if req.fut.set_running_or_notify_cancel():
-                req.fut.set_exception(ConnectionError(
-                    f"lost the control plane at {self.address} with {req.op!r} in flight: it "
-                    "may or may not have been applied"))
+                req.fut.set_exception(
+                    ConnectionError(
+                        f"lost the control plane at {self.address} with {req.op!r} in flight: it "
+                        "may or may not have been applied"
+                    )
+                )
         if self._on_disconnect is not None:
             self._on_disconnect(error)
         self._deliver(CONNECTION, ("disconnected", str(error)))
@@ -355,8 +375,11 @@ class ControlClient:
                 down = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = None
                 self.reconnects += 1
-                msgs: list[Any] = [("req", next(self._ids), "subscribe", (channel,))
-                                   for channel in self._subs if channel != CONNECTION]
+                msgs: list[Any] = [
+                    ("req", next(self._ids), "subscribe", (channel,))
+                    for channel in self._subs
+                    if channel != CONNECTION
+                ]
                 for req_id, req in sorted(self._pending.items()):
                     if req.fut.cancelled():
                         del self._pending[req_id]
@@ -377,8 +400,12 @@ class ControlClient:
                 req = self._pending.pop(req_id, None)
             if req is None:  # a renewed subscription, or a call that gave up waiting
                 return
-            if (not ok and req.sends > 1 and req.op in _REPLAY_LOOKUP
-                    and "already registered" in str(value)):
+            if (
+                not ok
+                and req.sends > 1
+                and req.op in _REPLAY_LOOKUP
+                and "already registered" in str(value)
+            ):
                 self._answer_replay(req)
                 return
             if req.fut.set_running_or_notify_cancel():
@@ -409,8 +436,7 @@ class ControlClient:
     def register_node(self, node_id: str, info: dict[str, Any]) -> NodeInfo:
         return self.call("register_node", node_id, info)
 
-    def heartbeat(self, node_id: str, available: dict[str, float], load: dict[str, float]
-                  ) -> bool:
+    def heartbeat(self, node_id: str, available: dict[str, float], load: dict[str, float]) -> bool:
         return self.call("heartbeat", node_id, available, load)
 
     def node_dead(self, node_id: str, cause: str = "reported dead") -> NodeInfo | None:
@@ -467,8 +493,9 @@ class ControlClient:
     def get_task(self, task_id: Ident) -> TaskEntry | None:
         return self.call("get_task", task_id)
 
-    def add_location(self, oid: Ident, node_id: str, size: int, owner: Any = None
-                     ) -> ObjectEntry | None:
+    def add_location(
+        self, oid: Ident, node_id: str, size: int, owner: Any = None
+    ) -> ObjectEntry | None:
         return self.call("add_location", oid, node_id, size, owner)
 
     def add_locations(self, items: list[tuple[Any, ...]]) -> int:
@@ -486,8 +513,9 @@ class ControlClient:
     def add_events(self, records: list[TaskEvent | dict[str, Any]]) -> int:
         return self.call("add_events", records)
 
-    def get_events(self, task_id: Ident | None = None, since: int = 0, limit: int = 1000
-                   ) -> EventPage:
+    def get_events(
+        self, task_id: Ident | None = None, since: int = 0, limit: int = 1000
+    ) -> EventPage:
         return self.call("get_events", task_id, since, limit)
 
     def kv_put(self, namespace: str, key: str, value: bytes, overwrite: bool = True) -> bool:

@@ -115,8 +115,9 @@ class EventLog:
             self.dropped += 1
         return first
 
-    def query(self, task_id: Ident | None = None, since: int = 0, limit: int | None = None
-              ) -> EventPage:
+    def query(
+        self, task_id: Ident | None = None, since: int = 0, limit: int | None = None
+    ) -> EventPage:
         """Events with ``seq >= since`` (of one task if ``task_id`` is given), oldest first, at
         most ``limit`` of them."""
         if limit is not None and limit < 0:

@@ -60,16 +60,36 @@ class LocalRedis:
         if exe is None:
             raise FileNotFoundError(
                 f"{self.executable} is not installed; `make test` (or `make redis-server`) "
-                "installs Debian's redis-server package")
+                "installs Debian's redis-server package"
+            )
         last = ""
         for _ in range(5):  # a free port can be taken between probing and binding: retry
             self.port = _free_port()
             logfile = os.path.join(self.directory, f"redis-{self.port}.log")
             proc = subprocess.Popen(
-                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self.directory, "--daemonize", "no",
-                 "--loglevel", "warning", "--logfile", logfile],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    exe,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self.directory,
+                    "--daemonize",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                    "--logfile",
+                    logfile,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline:
                 if _pings(self.port):

@@ -73,9 +73,14 @@ class ControlPlane:
         event_capacity: task events kept in memory.
     """
 
-    def __init__(self, storage: Storage, *, heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic,
-                 event_capacity: int = 100_000) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        event_capacity: int = 100_000,
+    ) -> None:
         self.storage = storage
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
@@ -108,8 +113,9 @@ class ControlPlane:
         return sorted(self._ops)
 
     # ------------------------------------------------------------------ entry points
-    def handle(self, subscriber: Hashable, op: str, args: tuple | list = ()
-               ) -> tuple[Any, list[Delivery]]:
+    def handle(
+        self, subscriber: Hashable, op: str, args: tuple | list = ()
+    ) -> tuple[Any, list[Delivery]]:
         """Run one operation for ``subscriber``; returns its reply and the publications it
         caused, as ``(subscriber, channel, message)`` deliveries.
 
@@ -211,13 +217,15 @@ class ControlPlane:
         self._publish(NODES, ("node_added" if new else "node_updated", rec))
         return rec
 
-    def op_heartbeat(self, sub: Hashable, node_id: str, available: dict[str, float],
-                     load: dict[str, float]) -> bool:
+    def op_heartbeat(
+        self, sub: Hashable, node_id: str, available: dict[str, float], load: dict[str, float]
+    ) -> bool:
         """False: the node is unknown or was declared dead; it must register again."""
         return self.nodes.heartbeat(node_id, available, load, self.clock())
 
-    def op_node_dead(self, sub: Hashable, node_id: str, cause: str = "reported dead"
-                     ) -> NodeInfo | None:
+    def op_node_dead(
+        self, sub: Hashable, node_id: str, cause: str = "reported dead"
+    ) -> NodeInfo | None:
         """Declare a node dead now (it is shutting down, or someone saw it die)."""
         rec = self.nodes.mark_dead(node_id, cause)
         if rec is not None:
@@ -259,14 +267,14 @@ class ControlPlane:
         return self.functions.get(fn_id)
 
     # ------------------------------------------------------------------ ops: actors
-    def op_register_actor(self, sub: Hashable, actor_id: Ident, info: dict[str, Any]
-                          ) -> ActorInfo:
+    def op_register_actor(self, sub: Hashable, actor_id: Ident, info: dict[str, Any]) -> ActorInfo:
         rec = self.actors.register(actor_id, info)
         self._actor_changed(rec)
         return rec
 
-    def op_update_actor(self, sub: Hashable, actor_id: Ident, state: str,
-                        fields: dict[str, Any] | None = None) -> ActorInfo:
+    def op_update_actor(
+        self, sub: Hashable, actor_id: Ident, state: str, fields: dict[str, Any] | None = None
+    ) -> ActorInfo:
         rec = self.actors.update(actor_id, state, fields)
         self._actor_changed(rec)
         return rec
@@ -309,7 +317,9 @@ class ControlPlane:
         """Add locations on live nodes. A report from a node already declared dead is stale
         (its copies were dropped with it) and ignored; an unknown node is an error."""
         if not isinstance(items, (list, tuple)):
-            raise ValueError(f"locations are a list of (oid, node_id, size[, owner]), got {items!r}")
+            raise ValueError(
+                f"locations are a list of (oid, node_id, size[, owner]), got {items!r}"
+            )
         live = []
         for item in items:
             node_id = item[1] if isinstance(item, (tuple, list)) and len(item) > 1 else None
@@ -323,8 +333,9 @@ class ControlPlane:
             self._publish(object_channel(entry.oid), ("location_added", entry))
         return entries
 
-    def op_add_location(self, sub: Hashable, oid: Ident, node_id: str, size: int,
-                        owner: Any = None) -> ObjectEntry | None:
+    def op_add_location(
+        self, sub: Hashable, oid: Ident, node_id: str, size: int, owner: Any = None
+    ) -> ObjectEntry | None:
         """``node_id`` holds a copy of ``oid``; returns the entry, or None if nothing changed
         (already known, or the node is dead)."""
         entries = self._add_locations([(oid, node_id, size, owner)])
@@ -334,8 +345,7 @@ class ControlPlane:
         """Batch of ``(oid, node_id, size[, owner])``; returns how many entries changed."""
         return len(self._add_locations(items))
 
-    def op_remove_location(self, sub: Hashable, oid: Ident, node_id: str
-                           ) -> ObjectEntry | None:
+    def op_remove_location(self, sub: Hashable, oid: Ident, node_id: str) -> ObjectEntry | None:
         entry = self.objects.remove_location(oid, node_id)
         if entry is not None:
             self._publish(object_channel(oid), ("location_removed", entry))
@@ -358,13 +368,15 @@ class ControlPlane:
         """Append a batch; returns the sequence number of its first event."""
         return self.events.append(records)
 
-    def op_get_events(self, sub: Hashable, task_id: Ident | None = None, since: int = 0,
-                      limit: int = 1000) -> EventPage:
+    def op_get_events(
+        self, sub: Hashable, task_id: Ident | None = None, since: int = 0, limit: int = 1000
+    ) -> EventPage:
         return self.events.query(task_id, since, min(limit, MAX_EVENTS_PER_QUERY))
 
     # ------------------------------------------------------------------ ops: kv
-    def op_kv_put(self, sub: Hashable, namespace: str, key: str, value: bytes,
-                  overwrite: bool = True) -> bool:
+    def op_kv_put(
+        self, sub: Hashable, namespace: str, key: str, value: bytes, overwrite: bool = True
+    ) -> bool:
         return self.kv.put(namespace, key, value, overwrite)
 
     def op_kv_get(self, sub: Hashable, namespace: str, key: str) -> bytes | None:

@@ -51,8 +51,10 @@ class PubSub:
     @staticmethod
     def _check(channel: Any) -> str:
         if not isinstance(channel, str) or not channel or len(channel) > _MAX_CHANNEL:
-            raise ValueError(f"a channel is a non-empty str of at most {_MAX_CHANNEL} "
-                             f"characters, got {channel!r}")
+            raise ValueError(
+                f"a channel is a non-empty str of at most {_MAX_CHANNEL} "
+                f"characters, got {channel!r}"
+            )
         return channel
 
     def subscribe(self, subscriber: Hashable, channel: str) -> bool:

@@ -77,9 +77,17 @@ class ControlServer:
     ends it; ``close`` releases every socket afterwards. The caller owns the plane's storage.
     """
 
-    def __init__(self, plane: ControlPlane, token: bytes, host: str = "127.0.0.1",
-                 port: int = 0, *, tick_interval: float | None = None,
-                 handshake_timeout: float = 5.0, max_frame: int = MAX_FRAME) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        token: bytes,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tick_interval: float | None = None,
+        handshake_timeout: float = 5.0,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
         self.plane = plane
         self._token = token
         self._handshake_timeout = handshake_timeout
@@ -173,8 +181,9 @@ class ControlServer:
                 log(f"accept failed: {e}")
                 return
             peer = f"{addr[0]}:{addr[1]}"
-            thread = threading.Thread(target=self._handshake, args=(sock, peer),
-                                      name="rtml-gcs-handshake", daemon=True)
+            thread = threading.Thread(
+                target=self._handshake, args=(sock, peer), name="rtml-gcs-handshake", daemon=True
+            )
             with self._lock:
                 refuse = len(self._handshaking) >= MAX_HANDSHAKES
                 if not refuse:
@@ -261,8 +270,11 @@ class ControlServer:
         except Exception:  # e.g. Redis unreachable: keep serving, try again next tick
             log(f"periodic check failed:\n{traceback.format_exc()}")
             return
-        dead = {msg[1].index: msg[1] for _, channel, msg in deliveries  # (one per subscriber)
-                if channel == "nodes" and msg[0] == "node_dead"}
+        dead = {
+            msg[1].index: msg[1]
+            for _, channel, msg in deliveries  # (one per subscriber)
+            if channel == "nodes" and msg[0] == "node_dead"
+        }
         for rec in dead.values():
             log(f"node {rec.node_id} (index {rec.index}) is dead: {rec.death_cause}")
         self._deliver(deliveries)
@@ -297,21 +309,34 @@ class ControlServer:
 
 # ---------------------------------------------------------------------------- process entry
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rtml._control",
-                                description="Run an rtml control-plane (GCS) server.")
+    p = argparse.ArgumentParser(
+        prog="python -m rtml._control", description="Run an rtml control-plane (GCS) server."
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--token-hex", help="the cluster token, in hex")
-    tok.add_argument("--token-file", help="a file holding the cluster token, in hex "
-                                          f"(default: ${TOKEN_ENV})")
-    p.add_argument("--redis", default=None,
-                   help="HOST:PORT[,HOST:PORT...]: keep the tables in Redis, one server per "
-                        "shard (default: in memory, lost when this process exits)")
-    p.add_argument("--heartbeat-timeout", type=float, default=DEFAULT_HEARTBEAT_TIMEOUT,
-                   help="seconds without a heartbeat before a node is declared dead")
-    p.add_argument("--ready-fd", type=int, default=None,
-                   help="write the bound port to this descriptor once listening")
+    tok.add_argument(
+        "--token-file", help=f"a file holding the cluster token, in hex (default: ${TOKEN_ENV})"
+    )
+    p.add_argument(
+        "--redis",
+        default=None,
+        help="HOST:PORT[,HOST:PORT...]: keep the tables in Redis, one server per "
+        "shard (default: in memory, lost when this process exits)",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=DEFAULT_HEARTBEAT_TIMEOUT,
+        help="seconds without a heartbeat before a node is declared dead",
+    )
+    p.add_argument(
+        "--ready-fd",
+        type=int,
+        default=None,
+        help="write the bound port to this descriptor once listening",
+    )
     return p.parse_args(argv)
 
 
@@ -351,13 +376,17 @@ def main(argv: list[str] | None = None) -> None:
         log(f"listening on {server.address}, tables in Redis {args.redis}")
         alive = plane.nodes.records(alive_only=True)
         if alive:
-            log(f"recovered {len(alive)} live node(s) from Redis; each has "
-                f"{plane.heartbeat_timeout:g} s to send a heartbeat before it is declared dead")
+            log(
+                f"recovered {len(alive)} live node(s) from Redis; each has "
+                f"{plane.heartbeat_timeout:g} s to send a heartbeat before it is declared dead"
+            )
     else:
-        log(f"listening on {server.address}, tables in memory: NOT DURABLE, the cluster's "
+        log(
+            f"listening on {server.address}, tables in memory: NOT DURABLE, the cluster's "
             "state (nodes, jobs, actors, lineage, object locations, kv) does not survive a "
             "restart of this process; give --redis HOST:PORT for a control plane that can "
-            "restart")
+            "restart"
+        )
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{server.port}\n".encode())
         os.close(args.ready_fd)

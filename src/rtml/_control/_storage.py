@@ -111,8 +111,14 @@ class RedisStorage(Storage):
 
     durable = True
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 6379, *, prefix: str = "rtml",
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        *,
+        prefix: str = "rtml",
+        timeout: float = 5.0,
+    ) -> None:
         try:
             import redis
             import redis.backoff
@@ -123,13 +129,21 @@ class RedisStorage(Storage):
             ) from None
         self.address = f"{host}:{port}"
         self._prefix = prefix
-        self._errors_caught = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                               redis.exceptions.BusyLoadingError)
+        self._errors_caught = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError,
+        )
         # A blip is retried briefly; a Redis that is gone must fail fast (the control plane
         # serves everyone from one thread), not after redis-py's default seconds of backoff.
         retry = redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=0.2, base=0.02), 2)
-        self._redis: Any = redis.Redis(host=host, port=port, socket_timeout=timeout,
-                                       socket_connect_timeout=timeout, retry=retry)
+        self._redis: Any = redis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=retry,
+        )
         try:
             with self._errors():
                 self._redis.ping()

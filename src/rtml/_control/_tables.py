@@ -81,7 +81,8 @@ def _same_rows(table: str, storage: Storage, cached: dict[str, Any]) -> None:
     assert stored.keys() == cached.keys(), (
         f"{table}: storage and memory disagree on keys: "
         f"only stored {sorted(stored.keys() - cached.keys())[:5]}, "
-        f"only cached {sorted(cached.keys() - stored.keys())[:5]}")
+        f"only cached {sorted(cached.keys() - stored.keys())[:5]}"
+    )
     for k, rec in cached.items():
         assert stored[k] == rec, f"{table}[{k}]: stored {stored[k]!r} != cached {rec!r}"
 
@@ -169,24 +170,44 @@ class NodeTable:
             raise ValueError(f"node labels must map str to str, got {labels!r}")
         cur = self.get(node_id)
         if cur is not None and cur.alive:
-            rec = replace(cur, address=address, resources=resources, labels=labels, extra=info,
-                          last_heartbeat=now)
+            rec = replace(
+                cur,
+                address=address,
+                resources=resources,
+                labels=labels,
+                extra=info,
+                last_heartbeat=now,
+            )
             self._store(rec)
             return rec, False
-        if isinstance(was, int) and not isinstance(was, bool) and was > 0 and (
-                was not in self._rows):
+        if (
+            isinstance(was, int)
+            and not isinstance(was, bool)
+            and was > 0
+            and (was not in self._rows)
+        ):
             index = was
             self._counters.raise_to("node_index", was)
         else:
             index = self._counters.next("node_index")
-        rec = NodeInfo(node_id, index, address, resources, labels, ALIVE,
-                       available=dict(resources), last_heartbeat=now, extra=info)
+        rec = NodeInfo(
+            node_id,
+            index,
+            address,
+            resources,
+            labels,
+            ALIVE,
+            available=dict(resources),
+            last_heartbeat=now,
+            extra=info,
+        )
         self._store(rec)
         self._current[node_id] = index
         return rec, True
 
-    def heartbeat(self, node_id: str, available: dict[str, Any], load: dict[str, Any],
-                  now: float) -> bool:
+    def heartbeat(
+        self, node_id: str, available: dict[str, Any], load: dict[str, Any], now: float
+    ) -> bool:
         """Record a live node's figures. False: unknown or declared dead (re-register)."""
         index = self._current.get(node_id)
         if index is None or not self._rows[index].alive:
@@ -194,8 +215,12 @@ class NodeTable:
         load = _check_dict(load, "load")
         if not all(isinstance(k, str) for k in load):
             raise ValueError(f"load must be a dict with str keys, got {load!r}")
-        self._rows[index] = replace(self._rows[index], last_heartbeat=now, load=load,
-                                    available=_check_amounts(available, "available"))
+        self._rows[index] = replace(
+            self._rows[index],
+            last_heartbeat=now,
+            load=load,
+            available=_check_amounts(available, "available"),
+        )
         return True
 
     def mark_dead(self, node_id: str, cause: str) -> NodeInfo | None:
@@ -239,12 +264,15 @@ class NodeTable:
             rec = self._rows[index]
             assert rec.node_id == node_id and rec.index == index
             assert all(r.index <= index for r in self._rows.values() if r.node_id == node_id), (
-                f"{node_id}: the current incarnation is not the latest")
+                f"{node_id}: the current incarnation is not the latest"
+            )
         assert set(self._current) == {r.node_id for r in self._rows.values()}
         assert all(i <= self._counters.peek("node_index") for i in self._rows), (
-            "a node index beyond the counter could be handed out again")
-        _same_rows(self.TABLE, self._storage,
-                   {key_of(i): _durable_node(r) for i, r in self._rows.items()})
+            "a node index beyond the counter could be handed out again"
+        )
+        _same_rows(
+            self.TABLE, self._storage, {key_of(i): _durable_node(r) for i, r in self._rows.items()}
+        )
 
 
 # ---------------------------------------------------------------------------- jobs
@@ -278,10 +306,14 @@ class JobTable:
         if job_id in self._rows:
             raise ValueError(f"job {job_id} is already registered")
         info = _check_dict(info, "job info")
-        rec = JobInfo(job_id, _check_str(info.pop("namespace", None), "job namespace"),
-                      driver_pid=info.pop("driver_pid", None),
-                      driver_address=info.pop("driver_address", None),
-                      start_time=info.pop("start_time", None), extra=info)
+        rec = JobInfo(
+            job_id,
+            _check_str(info.pop("namespace", None), "job namespace"),
+            driver_pid=info.pop("driver_pid", None),
+            driver_address=info.pop("driver_address", None),
+            start_time=info.pop("start_time", None),
+            extra=info,
+        )
         self._store(rec)
         return rec
 
@@ -305,7 +337,8 @@ class JobTable:
 
     def validate(self) -> None:
         assert all(1 <= j <= self._counters.peek("job_id") for j in self._rows), (
-            "a job id beyond the counter could be handed out again")
+            "a job id beyond the counter could be handed out again"
+        )
         _same_rows(self.TABLE, self._storage, {key_of(j): r for j, r in self._rows.items()})
 
 
@@ -350,11 +383,18 @@ class ActorTable:
             if holder is not None:
                 raise ValueError(
                     f"an actor named {name!r} already exists in namespace {namespace!r} "
-                    f"(actor {holder!r}); pick another name or get the existing one")
-        rec = ActorInfo(actor_id, namespace, name, job_id=info.pop("job_id", None),
-                        class_name=str(info.pop("class_name", "")),
-                        detached=bool(info.pop("detached", False)),
-                        max_restarts=int(info.pop("max_restarts", 0)), extra=info)
+                    f"(actor {holder!r}); pick another name or get the existing one"
+                )
+        rec = ActorInfo(
+            actor_id,
+            namespace,
+            name,
+            job_id=info.pop("job_id", None),
+            class_name=str(info.pop("class_name", "")),
+            detached=bool(info.pop("detached", False)),
+            max_restarts=int(info.pop("max_restarts", 0)),
+            extra=info,
+        )
         self._store(rec)
         if name is not None:
             self._names[(namespace, name)] = actor_id
@@ -362,8 +402,9 @@ class ActorTable:
 
     _FIELDS = ("node_id", "pid", "address", "death_cause")
 
-    def update(self, actor_id: Ident, state: str, fields: dict[str, Any] | None = None
-               ) -> ActorInfo:
+    def update(
+        self, actor_id: Ident, state: str, fields: dict[str, Any] | None = None
+    ) -> ActorInfo:
         """Move an actor to ``state``, setting any of ``node_id``, ``pid``, ``address``,
         ``death_cause``. Entering RESTARTING counts a restart; DEAD frees its name and is final.
         """
@@ -410,8 +451,11 @@ class ActorTable:
         return [r for r in self._rows.values() if r.node_id == node_id and r.state != DEAD]
 
     def validate(self) -> None:
-        names = {(r.namespace, r.name): r.actor_id for r in self._rows.values()
-                 if r.name is not None and r.state != DEAD}
+        names = {
+            (r.namespace, r.name): r.actor_id
+            for r in self._rows.values()
+            if r.name is not None and r.state != DEAD
+        }
         assert names == self._names, f"actor name index {self._names} != rows {names}"
         assert all(r.state in ACTOR_STATES for r in self._rows.values())
         _same_rows(self.TABLE, self._storage, {key_of(a): r for a, r in self._rows.items()})
@@ -482,13 +526,15 @@ class ObjectTable:
             elif node_id in rec.nodes:
                 continue
             else:  # the first size reported stands: every copy of an immutable object is equal
-                rec = replace(rec, nodes=(*rec.nodes, node_id),
-                              owner=rec.owner if owner is None else owner)
+                rec = replace(
+                    rec, nodes=(*rec.nodes, node_id), owner=rec.owner if owner is None else owner
+                )
             changed[oid] = rec
         return self._commit(list(changed.values()))
 
-    def add_location(self, oid: Ident, node_id: str, size: int, owner: Any = None
-                     ) -> ObjectEntry | None:
+    def add_location(
+        self, oid: Ident, node_id: str, size: int, owner: Any = None
+    ) -> ObjectEntry | None:
         """``node_id`` holds a copy of ``oid``; returns the entry, or None if already known."""
         recs = self.add_locations([(oid, node_id, size, owner)])
         return recs[0] if recs else None
@@ -564,8 +610,12 @@ class TaskTable:
             if not isinstance(item, (tuple, list)) or len(item) != 3:
                 raise ValueError(f"a task is (task_id, spec, owner), got {item!r}")
             task_id, spec, owner = item
-            rows.append((key_of(task_id), dumps(TaskEntry(task_id, _check_bytes(spec, "a task "
-                                                                             "spec"), owner))))
+            rows.append(
+                (
+                    key_of(task_id),
+                    dumps(TaskEntry(task_id, _check_bytes(spec, "a task spec"), owner)),
+                )
+            )
         self._storage.put_many(self.TABLE, rows)
         return len(rows)
 
@@ -600,8 +650,9 @@ class FunctionTable:
         self._storage = storage
 
     def put(self, fn_id: str, blob: bytes) -> None:
-        self._storage.put(self.TABLE, key_of(_check_str(fn_id, "fn_id")),
-                          _check_bytes(blob, "a function blob"))
+        self._storage.put(
+            self.TABLE, key_of(_check_str(fn_id, "fn_id")), _check_bytes(blob, "a function blob")
+        )
 
     def get(self, fn_id: str) -> bytes | None:
         return self._storage.get(self.TABLE, key_of(_check_str(fn_id, "fn_id")))
@@ -652,8 +703,11 @@ class KvTable:
     def keys(self, namespace: str, prefix: str = "") -> list[str]:
         """Keys of ``namespace`` starting with ``prefix``, sorted. Scans the table."""
         start = f"{self._namespace(namespace)}\0{_check_str(prefix, 'kv prefix', empty=True)}"
-        return sorted(k[len(namespace) + 1:] for k, _ in self._storage.scan(self.TABLE)
-                      if k.startswith(start))
+        return sorted(
+            k[len(namespace) + 1 :]
+            for k, _ in self._storage.scan(self.TABLE)
+            if k.startswith(start)
+        )
 
     def validate(self) -> None:
         for key, value in self._storage.scan(self.TABLE):

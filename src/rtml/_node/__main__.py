@@ -28,8 +28,12 @@ def main() -> None:
     p.add_argument("--labels", default="{}")
     p.add_argument("--object-store-memory", type=int, default=None)
     p.add_argument("--head", action="store_true")
-    p.add_argument("--dashboard-port", type=int, default=0,
-                   help="head only: 0 = 8265 if free else any free port; -1 = no dashboard")
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=0,
+        help="head only: 0 = 8265 if free else any free port; -1 = no dashboard",
+    )
     p.add_argument("--ready-fd", type=int, default=None)
     a = p.parse_args()
     from rtml._launch import end_with_parent
@@ -50,9 +54,18 @@ def main() -> None:
     store = a.object_store_memory or default_object_store_memory()
     resources = node_resources(cpus, a.num_gpus, json.loads(a.resources), store)
     gcs = ControlClient(a.gcs, token)
-    server = NodeServer(resources, store, token, gcs, host=a.host, port=a.port,
-                        is_head=a.head, labels=json.loads(a.labels), gcs_address=a.gcs,
-                        dashboard_port=a.dashboard_port)
+    server = NodeServer(
+        resources,
+        store,
+        token,
+        gcs,
+        host=a.host,
+        port=a.port,
+        is_head=a.head,
+        labels=json.loads(a.labels),
+        gcs_address=a.gcs,
+        dashboard_port=a.dashboard_port,
+    )
     server.start_dashboard = _dashboard_starter(a.gcs, token)
     server.start_events = _start_events
     try:
@@ -68,8 +81,9 @@ def _dashboard_starter(gcs_address: str, token: Any) -> Any:
         from rtml._observability._sources import ClusterSource
         from rtml.dashboard import start_dashboard
 
-        return start_dashboard(lambda: ClusterSource(gcs_address, token), host, port,
-                               token=remote_token)
+        return start_dashboard(
+            lambda: ClusterSource(gcs_address, token), host, port, token=remote_token
+        )
 
     return start
 

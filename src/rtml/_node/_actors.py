@@ -49,14 +49,27 @@ RESTARTING = "RESTARTING"
 DEAD = "DEAD"
 
 
-
 class ActorRec:
     """The node's record of one actor, alive or dead (dead ones answer later calls)."""
 
     __slots__ = (
-        "actor_id", "cause", "creation", "error_blob", "exit_cause", "exit_task", "info", "key",
-        "num_restarts", "pinned", "pinned_handle", "queues", "restarts_left", "spec", "state",
-        "terminating", "worker",
+        "actor_id",
+        "cause",
+        "creation",
+        "error_blob",
+        "exit_cause",
+        "exit_task",
+        "info",
+        "key",
+        "num_restarts",
+        "pinned",
+        "pinned_handle",
+        "queues",
+        "restarts_left",
+        "spec",
+        "state",
+        "terminating",
+        "worker",
     )
 
     def __init__(self, spec: TaskSpec, info: dict[str, Any], key: tuple[str, str] | None):
@@ -92,10 +105,14 @@ class ActorRec:
 
     def worker_info(self) -> dict[str, Any]:
         i = self.info
-        return {"class_name": i.get("class_name"), "methods": list(i["meta"]["methods"]),
-                "is_async": i.get("is_async", False),
-                "max_concurrency": i.get("max_concurrency", 1), "env_vars": i.get("env_vars"),
-                "checkpoint": i.get("checkpoint")}
+        return {
+            "class_name": i.get("class_name"),
+            "methods": list(i["meta"]["methods"]),
+            "is_async": i.get("is_async", False),
+            "max_concurrency": i.get("max_concurrency", 1),
+            "env_vars": i.get("env_vars"),
+            "checkpoint": i.get("checkpoint"),
+        }
 
 
 class ActorManager:
@@ -120,8 +137,9 @@ class ActorManager:
         except (ValueError, TypeError, exc.RtmlError) as e:
             return "err", e
 
-    def op_create(self, proc: int, spec: TaskSpec, fn_blob: bytes | None,
-                  info: dict[str, Any]) -> tuple[str, int, Any]:
+    def op_create(
+        self, proc: int, spec: TaskSpec, fn_blob: bytes | None, info: dict[str, Any]
+    ) -> tuple[str, int, Any]:
         name = info.get("name")
         key = None
         if name is not None:
@@ -134,7 +152,8 @@ class ActorManager:
                 raise ValueError(
                     f"an actor named {name!r} already exists in namespace {ns!r}; pick another "
                     f"name, fetch the existing one with rtml.get_actor({name!r}), or pass "
-                    "get_if_exists=True to reuse it")
+                    "get_if_exists=True to reuse it"
+                )
         if fn_blob is not None:
             self.node.register_function(spec.fn_id, fn_blob)
         rec = ActorRec(spec, info, key)
@@ -152,11 +171,11 @@ class ActorManager:
             raise ValueError(
                 f"there is no live actor named {name!r} in namespace {ns!r}; create it with "
                 f"Cls.options(name={name!r}).remote(), check the namespace (rtml.init("
-                "namespace=...) or get_actor(name, namespace=...)), or it may have died")
+                "namespace=...) or get_actor(name, namespace=...)), or it may have died"
+            )
         return aid, self.actors[aid].meta()
 
-    def op_kill(self, proc: int, actor_id: int, no_restart: bool,
-                node: str | None = None) -> None:
+    def op_kill(self, proc: int, actor_id: int, no_restart: bool, node: str | None = None) -> None:
         rec = self.actors.get(actor_id)
         if rec is None or rec.state == DEAD:
             return
@@ -179,8 +198,11 @@ class ActorManager:
         if tag == "actor_op":
             _tag, req, op, args = m
             cluster = self.node.cluster
-            if cluster is not None and not cluster.is_peer(wid) and \
-                    cluster.actor_op(wid, req, op, args):
+            if (
+                cluster is not None
+                and not cluster.is_peer(wid)
+                and cluster.actor_op(wid, req, op, args)
+            ):
                 return  # answered by the cluster (maybe later)
             self.node.io.send(wid, ("reply", req, self.op(wid, op, args)))
         elif tag == "actor_ready":
@@ -218,10 +240,15 @@ class ActorManager:
         rec = self.actors.get(spec.actor_id)  # type: ignore[arg-type]
         node = self.node
         if rec is None:
-            node._fail(t, exc.ActorDiedError(
-                "no such actor on this runtime (the handle comes from another session, or "
-                "the actor was never created)", actor_id=to_hex(spec.actor_id or 0)),
-                unpin=False)
+            node._fail(
+                t,
+                exc.ActorDiedError(
+                    "no such actor on this runtime (the handle comes from another session, or "
+                    "the actor was never created)",
+                    actor_id=to_hex(spec.actor_id or 0),
+                ),
+                unpin=False,
+            )
             return
         if spec.task_id == rec.actor_id:
             self._submit_creation(rec, t)
@@ -239,8 +266,14 @@ class ActorManager:
         spec = t.spec
         rec = self.actors.get(spec.actor_id)  # type: ignore[arg-type]
         if rec is None or rec.state == DEAD:
-            self.node._fail_with_blob(t, rec.error_blob if rec is not None else pickle.dumps(
-                exc.ActorDiedError("the actor is gone", actor_id=to_hex(spec.actor_id or 0))))
+            self.node._fail_with_blob(
+                t,
+                rec.error_blob
+                if rec is not None
+                else pickle.dumps(
+                    exc.ActorDiedError("the actor is gone", actor_id=to_hex(spec.actor_id or 0))
+                ),
+            )
             return
         node = self.node
         if node.cluster is not None and t.deps_left == 0:
@@ -299,8 +332,9 @@ class ActorManager:
         """An application error the call may be retried on (retry_exceptions)."""
         rec = self.actors.get(t.spec.actor_id)  # type: ignore[arg-type]
         if rec is None or rec.state == DEAD:
-            self.node._fail_with_blob(t, rec.error_blob if rec else pickle.dumps(
-                exc.ActorDiedError("the actor is gone")))
+            self.node._fail_with_blob(
+                t, rec.error_blob if rec else pickle.dumps(exc.ActorDiedError("the actor is gone"))
+            )
             return
         self._requeue(rec, [t])
         self._pump(rec, t.spec.owner)
@@ -364,8 +398,10 @@ class ActorManager:
         if cause is None:
             cause = f"its worker process ({pid}) died unexpectedly ({how})"
             if rec.num_restarts:
-                cause += (f", after {rec.num_restarts} restart(s) (max_restarts="
-                          f"{rec.info.get('max_restarts', 0)})")
+                cause += (
+                    f", after {rec.num_restarts} restart(s) (max_restarts="
+                    f"{rec.info.get('max_restarts', 0)})"
+                )
         self._die(rec, cause, tasks)
 
     def _restart(self, rec: ActorRec, tasks: list[TaskRec], how: str, pid: str) -> None:
@@ -390,13 +426,15 @@ class ActorManager:
                 node.stats["retried"] += 1
                 retry.append(t)
             else:
-                err = self._died_error(rec, f"its worker process ({pid}) died ({how}) while this "
-                                            "call was in flight")
+                err = self._died_error(
+                    rec, f"its worker process ({pid}) died ({how}) while this call was in flight"
+                )
                 err.args = (
                     f"The actor {rec.name} lost its worker process ({pid}, {how}) while the call "
                     f"{t.spec.name}() was in flight; the actor is being restarted, but the call "
                     "was not retried. Pass max_task_retries=N to the actor (or -1) to re-send "
-                    "in-flight calls after a restart (they may then run twice).",)
+                    "in-flight calls after a restart (they may then run twice).",
+                )
                 node._fail(t, err)
         self._requeue(rec, retry)
         self._place(rec)
@@ -420,9 +458,11 @@ class ActorManager:
         rec = self.handles.pop(oid, None)
         if rec is None or rec.state == DEAD:
             return
-        rec.terminating = ("every handle to it was dropped, so it was terminated (keep a handle "
-                           "while you use the actor, or create it with a name or "
-                           "lifetime='detached')")
+        rec.terminating = (
+            "every handle to it was dropped, so it was terminated (keep a handle "
+            "while you use the actor, or create it with a name or "
+            "lifetime='detached')"
+        )
         self._maybe_exit(rec)
 
     def _maybe_exit(self, rec: ActorRec) -> None:
@@ -449,10 +489,14 @@ class ActorManager:
         node = self.node
         req = rec.spec.resources
         if not node.resources.feasible(req):
-            self._die(rec, (
-                f"it asks for {req}, but this node only has {node.resources.totals()} in "
-                "total, so it could never be placed; lower the request or start rtml with more "
-                "resources (rtml.init(num_cpus=, num_gpus=, resources=))"))
+            self._die(
+                rec,
+                (
+                    f"it asks for {req}, but this node only has {node.resources.totals()} in "
+                    "total, so it could never be placed; lower the request or start rtml with more "
+                    "resources (rtml.init(num_cpus=, num_gpus=, resources=))"
+                ),
+            )
             return
         if rec.state == DEPENDENCIES_UNREADY:
             rec.state = PENDING_CREATION
@@ -472,7 +516,7 @@ class ActorManager:
             return
         w = rec.worker
         queues = rec.queues
-        for c in ([caller] if caller is not None else list(queues)):
+        for c in [caller] if caller is not None else list(queues):
             q = queues.get(c)
             if q is None:
                 continue
@@ -491,8 +535,10 @@ class ActorManager:
                 self._send_exec(w, t.spec)
                 if t.spec.fn_id in TERMINATE_METHODS:
                     rec.exit_task = t.spec.task_id
-                    rec.exit_cause = (f"it was terminated by {t.spec.fn_id}() (calls made "
-                                      "after that one are not run)")
+                    rec.exit_cause = (
+                        f"it was terminated by {t.spec.fn_id}() (calls made "
+                        "after that one are not run)"
+                    )
                     return
             if not q:
                 del queues[c]
@@ -504,8 +550,12 @@ class ActorManager:
 
     # ------------------------------------------------------------------ death
     def _died_error(self, rec: ActorRec, cause: Any) -> exc.ActorDiedError:
-        return exc.ActorDiedError(cause, actor_id=to_hex(rec.actor_id), class_name=rec.name,
-                                  actor_name=rec.key[1] if rec.key else None)
+        return exc.ActorDiedError(
+            cause,
+            actor_id=to_hex(rec.actor_id),
+            class_name=rec.name,
+            actor_name=rec.key[1] if rec.key else None,
+        )
 
     def _die(self, rec: ActorRec, cause: Any, tasks: list[TaskRec] | None = None) -> None:
         """Mark the actor dead: fail its in-flight and queued calls, free its name and pins."""
@@ -550,10 +600,18 @@ class ActorManager:
 
     # ------------------------------------------------------------------ introspection
     def list_actors(self) -> list[dict[str, Any]]:
-        return [{"actor_id": to_hex(r.actor_id), "class_name": r.name, "state": r.state,
-                 "name": r.key[1] if r.key else None, "namespace": r.key[0] if r.key else None,
-                 "pid": r.worker.pid if r.worker is not None else None,
-                 "num_restarts": r.num_restarts} for r in self.actors.values()]
+        return [
+            {
+                "actor_id": to_hex(r.actor_id),
+                "class_name": r.name,
+                "state": r.state,
+                "name": r.key[1] if r.key else None,
+                "namespace": r.key[0] if r.key else None,
+                "pid": r.worker.pid if r.worker is not None else None,
+                "num_restarts": r.num_restarts,
+            }
+            for r in self.actors.values()
+        ]
 
     def validate(self) -> None:
         workers = self.node.workers

@@ -65,8 +65,9 @@ def default_object_store_memory() -> int:
     return int(min(total * 0.3, shm * 0.9))
 
 
-def node_resources(num_cpus: float, num_gpus: float, custom: dict[str, float],
-                   object_store_memory: int) -> dict[str, float]:
+def node_resources(
+    num_cpus: float, num_gpus: float, custom: dict[str, float], object_store_memory: int
+) -> dict[str, float]:
     resources = {"CPU": num_cpus, **custom}
     if num_gpus:
         resources["GPU"] = num_gpus
@@ -75,9 +76,15 @@ def node_resources(num_cpus: float, num_gpus: float, custom: dict[str, float],
     return resources
 
 
-def build_node(resources: dict[str, float], object_store_memory: int, namespace: str,
-               worker_env: dict[str, str], log_to_driver: bool, log_sink: Any,
-               session: str | None = None) -> NodeParts:
+def build_node(
+    resources: dict[str, float],
+    object_store_memory: int,
+    namespace: str,
+    worker_env: dict[str, str],
+    log_to_driver: bool,
+    log_sink: Any,
+    session: str | None = None,
+) -> NodeParts:
     """A node ready to ``start()``; ``worker_env`` is set in every worker it spawns."""
     session = session or "s" + secrets.token_hex(4)
     node_id = secrets.token_hex(8)

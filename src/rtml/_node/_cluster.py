@@ -131,8 +131,14 @@ class ClusterState:
         self.parked_at: dict[int, float] = {}
         self.polled_at: dict[int, float] = {}
         self.polling: set[int] = set()
-        self.stats = {"forwarded": 0, "pulled_bytes": 0, "pulls": 0, "served_bytes": 0,
-                      "reconstructed": 0, "actors_restarted": 0}
+        self.stats = {
+            "forwarded": 0,
+            "pulled_bytes": 0,
+            "pulls": 0,
+            "served_bytes": 0,
+            "reconstructed": 0,
+            "actors_restarted": 0,
+        }
         node.next_wid = max(node.next_wid, (index << NODE_SHIFT) | 2)
 
     # ------------------------------------------------------------------ membership
@@ -147,8 +153,15 @@ class ClusterState:
                 if v is not None and v.alive:  # a new incarnation: the old one is gone
                     v.alive = False
                     self.on_node_dead(nid)
-                v = self.view[nid] = NodeView(nid, n.index, n.address, dict(n.resources), {},
-                                              alive=alive, labels=dict(n.labels))
+                v = self.view[nid] = NodeView(
+                    nid,
+                    n.index,
+                    n.address,
+                    dict(n.resources),
+                    {},
+                    alive=alive,
+                    labels=dict(n.labels),
+                )
                 self.by_index[v.index] = nid
             if nid != self.node_id:
                 v.available = dict(n.available or v.totals)
@@ -171,8 +184,9 @@ class ClusterState:
         v = self.view.get(self.node_id)
         node = self.node
         if v is None:
-            v = self.view[self.node_id] = NodeView(self.node_id, self.index, "",
-                                                   node.resources.totals(), {})
+            v = self.view[self.node_id] = NodeView(
+                self.node_id, self.index, "", node.resources.totals(), {}
+            )
         v.available = node.resources.availability()
         v.queued = sum(len(q) for q in node.ready.values())
         return v
@@ -197,16 +211,28 @@ class ClusterState:
         if spec.strategy == "SPREAD":
             self.spread_turn += 1
         try:
-            target = place(spec.resources, spec.strategy, self.node_id, self.view, inputs,
-                           nodes.fn_time.get(spec.fn_id), self.spread_turn)
+            target = place(
+                spec.resources,
+                spec.strategy,
+                self.node_id,
+                self.view,
+                inputs,
+                nodes.fn_time.get(spec.fn_id),
+                self.spread_turn,
+            )
         except exc.TaskUnschedulableError as e:
             if isinstance(spec.strategy, tuple):
                 raise  # a hard node affinity to a dead or too small node
             self.infeasible.append(t)  # as Ray: pending until a node that fits joins
             if t.attempts == 0:
                 t.attempts = -1  # warned once (set back to 0 when it is placed)
-                self.node.io.log_sink("stderr", "rtml", "-", f"warning: {e}; the task waits "
-                                      "until such a node joins", spec.job and spec.job[0])
+                self.node.io.log_sink(
+                    "stderr",
+                    "rtml",
+                    "-",
+                    f"warning: {e}; the task waits until such a node joins",
+                    spec.job and spec.job[0],
+                )
             return PARKED
         if t.attempts < 0:
             t.attempts = 0
@@ -215,7 +241,8 @@ class ClusterState:
         if spec.num_returns == STREAMING:
             raise exc.TaskUnschedulableError(
                 f"streaming task {spec.name} must run on the node of its caller; drop its "
-                "scheduling_strategy or give that node the resources it needs")
+                "scheduling_strategy or give that node the resources it needs"
+            )
         return target
 
     # ------------------------------------------------------------------ links
@@ -225,9 +252,9 @@ class ClusterState:
             v = self.view.get(node_id)
             if v is None:
                 raise exc.RtmlSystemError(f"unknown node {node_id}")
-            wid = self.node.io.open_link(node_id, v.address,
-                                         {"kind": "node", "node_id": self.node_id,
-                                          "index": self.index})
+            wid = self.node.io.open_link(
+                node_id, v.address, {"kind": "node", "node_id": self.node_id, "index": self.index}
+            )
             ln = self.links[node_id] = Link(node_id, v.address, wid)
             self.link_of_wid[wid] = ln
         return ln
@@ -272,10 +299,17 @@ class ClusterState:
 
     def _announce_death(self, node_id: str, why: str) -> None:
         """Tell the drivers connected here (each node tells its own, once per dead node)."""
-        self.node.io.log_remote((
-            "stderr", "rtml", "-", f"node {node_id} died ({why}): its tasks are retried and "
-            "its objects rebuilt from lineage where possible, its actors restarted if they "
-            "have max_restarts", None))
+        self.node.io.log_remote(
+            (
+                "stderr",
+                "rtml",
+                "-",
+                f"node {node_id} died ({why}): its tasks are retried and "
+                "its objects rebuilt from lineage where possible, its actors restarted if they "
+                "have max_restarts",
+                None,
+            )
+        )
 
     def _alive(self, node_id: str | None) -> bool:
         if node_id is None:
@@ -317,8 +351,9 @@ class ClusterState:
         t.attempts += 1
         if node.events is not None:
             now = time.time()
-            node.events.append((FORWARDED_EV, t, t.attempts, now, now, None, 0, None,
-                                {"to_node": target}))
+            node.events.append(
+                (FORWARDED_EV, t, t.attempts, now, now, None, 0, None, {"to_node": target})
+            )
         self.forwarded[spec.task_id] = t
         self.stats["forwarded"] += 1
         blob = None
@@ -361,16 +396,25 @@ class ClusterState:
         node = self.node
         if t.retries_left == 0 or t.cancelled:
             if t.spec.actor_id is not None:
-                node._fail(t, exc.ActorDiedError(
-                    f"the node running the actor ({node_id}) died while the call "
-                    f"{t.spec.name}() was in flight; the call was not retried (pass "
-                    "max_task_retries=N, or -1, to the actor to re-send in-flight calls "
-                    "to its restarted instance)", actor_id=to_hex(t.spec.actor_id)))
+                node._fail(
+                    t,
+                    exc.ActorDiedError(
+                        f"the node running the actor ({node_id}) died while the call "
+                        f"{t.spec.name}() was in flight; the call was not retried (pass "
+                        "max_task_retries=N, or -1, to the actor to re-send in-flight calls "
+                        "to its restarted instance)",
+                        actor_id=to_hex(t.spec.actor_id),
+                    ),
+                )
             else:
-                node._fail(t, exc.NodeDiedError(
-                    f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was running on node "
-                    f"{node_id}, which is gone; it was tried {t.attempts} time(s). Raise "
-                    "max_retries to retry on another node"))
+                node._fail(
+                    t,
+                    exc.NodeDiedError(
+                        f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was running on node "
+                        f"{node_id}, which is gone; it was tried {t.attempts} time(s). Raise "
+                        "max_retries to retry on another node"
+                    ),
+                )
             return
         if t.retries_left > 0:
             t.retries_left -= 1
@@ -446,8 +490,11 @@ class ClusterState:
         if where == self.node_id or not self._alive(where):
             self.lost(oid, f"object {to_hex(oid)} was on node {where}, which is gone")
             return
-        self._request(self.link(where), lambda r: ("fetch", r, [oid]),
-                      lambda vals: self._fetched(oid, where, vals and vals[0]))
+        self._request(
+            self.link(where),
+            lambda r: ("fetch", r, [oid]),
+            lambda vals: self._fetched(oid, where, vals and vals[0]),
+        )
 
     def _fetched(self, oid: int, source: str, val: tuple | None) -> None:
         e = self.node.objects.get(oid)
@@ -473,8 +520,11 @@ class ClusterState:
     # ------------------------------------------------------------------ lost objects
     def is_lost(self, e: Any) -> bool:
         """Is a sealed entry's only copy on a node that is gone?"""
-        return e.kind == REMOTE and e.state != PENDING and (
-            e.payload[0] is None or not self._alive(e.payload[0]))
+        return (
+            e.kind == REMOTE
+            and e.state != PENDING
+            and (e.payload[0] is None or not self._alive(e.payload[0]))
+        )
 
     def check_lost(self, oid: int) -> None:
         """Before answering a peer about an object owned here: rebuild it if it was lost."""
@@ -504,32 +554,44 @@ class ClusterState:
         if owner_index != self.index:
             owner = self.by_index.get(owner_index)
             if owner is None or not self._alive(owner):
-                return exc.OwnerDiedError(hexid, f"{why}, and the node that owns it ({owner}) "
-                                          "died too: only its owner can rebuild an object")
+                return exc.OwnerDiedError(
+                    hexid,
+                    f"{why}, and the node that owns it ({owner}) "
+                    "died too: only its owner can rebuild an object",
+                )
             n = self.refetch.get(oid, 0)
             if n >= len(REFETCH_DELAYS):
-                return exc.ObjectLostError(hexid, f"{why}; its owner ({owner}) could not "
-                                           f"provide it again after {n} tries")
+                return exc.ObjectLostError(
+                    hexid, f"{why}; its owner ({owner}) could not provide it again after {n} tries"
+                )
             self.refetch[oid] = n + 1
-            self.timers.append((time.monotonic() + REFETCH_DELAYS[n],
-                                lambda: self._refetch(oid, owner)))
+            self.timers.append(
+                (time.monotonic() + REFETCH_DELAYS[n], lambda: self._refetch(oid, owner))
+            )
             return None
         if is_put(oid):
-            return exc.ObjectLostError(hexid, f"{why}; it was made by rtml.put(), which cannot "
-                                       "be recomputed (a put value lives as long as its node)")
+            return exc.ObjectLostError(
+                hexid,
+                f"{why}; it was made by rtml.put(), which cannot "
+                "be recomputed (a put value lives as long as its node)",
+            )
         tid = task_of(oid)
         if tid in self.node.tasks or tid in self.rebuilding:
             return None  # its task runs (again) already: its result will seal it
         spec = self.lineage.specs.get(tid)
         if spec is None:
             return exc.ObjectReconstructionFailedLineageEvictedError(
-                hexid, f"{why}; it cannot be recomputed: only results of tasks submitted on this "
+                hexid,
+                f"{why}; it cannot be recomputed: only results of tasks submitted on this "
                 "node, and of calls to actors with max_task_retries != 0, are kept in its "
-                "lineage (not streamed items, nor the actor's creation)")
+                "lineage (not streamed items, nor the actor's creation)",
+            )
         if not self.lineage.spend_retry(tid):
             return exc.ObjectReconstructionFailedMaxAttemptsExceededError(
-                hexid, f"{why}; recomputing it would re-run {spec.name}, which has no retries "
-                f"left (max_retries={spec.max_retries}); raise max_retries to allow it")
+                hexid,
+                f"{why}; recomputing it would re-run {spec.name}, which has no retries "
+                f"left (max_retries={spec.max_retries}); raise max_retries to allow it",
+            )
         self.rebuilding[tid] = spec  # resubmitted by ``lost``
         return None
 
@@ -540,8 +602,11 @@ class ClusterState:
         if not self._alive(owner):
             self.lost(oid, f"object {to_hex(oid)} could not be read")
             return
-        self._request(self.link(owner), lambda r: ("fetch", r, [oid]),
-                      lambda vals: self._fetched(oid, owner, vals and vals[0]))
+        self._request(
+            self.link(owner),
+            lambda r: ("fetch", r, [oid]),
+            lambda vals: self._fetched(oid, owner, vals and vals[0]),
+        )
 
     def _reset(self, oid: int) -> bool:
         """Mark a lost entry pending again (its task is about to re-run); False if it is not
@@ -626,8 +691,11 @@ class ClusterState:
             n = min(CHUNK, p.size - off)
             p.next_offset += n
             p.inflight += 1
-            self._request(ln, lambda r, off=off, n=n: ("pull", r, p.oid, off, n),
-                          lambda data, off=off: self._chunk(p, off, data))
+            self._request(
+                ln,
+                lambda r, off=off, n=n: ("pull", r, p.oid, off, n),
+                lambda data, off=off: self._chunk(p, off, data),
+            )
 
     def _chunk(self, p: Pull, offset: int, data: Any) -> None:
         if self.pulls.get(p.oid) is not p:
@@ -707,8 +775,9 @@ class ClusterState:
         re-run them (max_task_retries != 0; re-run on the actor, maybe restarted, after the
         calls made since, as in Ray). Streams and num_returns=0 leave nothing to rebuild."""
         spec = t.spec
-        if spec.num_returns > 0 and (spec.actor_id is None or (
-                spec.max_retries != 0 and spec.actor_id != spec.task_id)):
+        if spec.num_returns > 0 and (
+            spec.actor_id is None or (spec.max_retries != 0 and spec.actor_id != spec.task_id)
+        ):
             objects = self.node.objects
             for d in self.lineage.record(spec, self.owns):
                 objects.add_ref(d)
@@ -719,8 +788,12 @@ class ClusterState:
 
     def take_records(self) -> tuple[list[Any], list[int], list[tuple[int, int]], list[int]]:
         """What to send to the control plane since the last call (called under the lock)."""
-        out = (self.lineage_add, self.lineage.take_dropped(), self.locations_add,
-               self.locations_drop)
+        out = (
+            self.lineage_add,
+            self.lineage.take_dropped(),
+            self.locations_add,
+            self.locations_drop,
+        )
         self.lineage_add = []
         self.locations_add, self.locations_drop = [], []
         return out
@@ -760,9 +833,10 @@ class ClusterState:
             name, namespace = args
             if (namespace or actors.namespace, name) in actors.names:
                 return False
-            self._gcs(lambda g: g.lookup_actor(namespace or actors.namespace, name),
-                      lambda rec, err: self._reply(proc, req, *self._found(rec, err, name,
-                                                                          namespace)))
+            self._gcs(
+                lambda g: g.lookup_actor(namespace or actors.namespace, name),
+                lambda rec, err: self._reply(proc, req, *self._found(rec, err, name, namespace)),
+            )
             return True
         if op == "kill":
             aid, no_restart, home = (*args, None)[:3]
@@ -770,8 +844,11 @@ class ClusterState:
             if aid in actors.actors or home in (None, self.node_id):
                 return False
             ln = self.link(home)
-            self._request(ln, lambda r: ("actor_op", r, "kill", args),
-                          lambda value: self._reply(proc, req, *(value or ("ok", None))))
+            self._request(
+                ln,
+                lambda r: ("actor_op", r, "kill", args),
+                lambda value: self._reply(proc, req, *(value or ("ok", None))),
+            )
             return True
         return False
 
@@ -781,7 +858,8 @@ class ClusterState:
         if rec is None or rec.state == "DEAD":
             return "err", ValueError(
                 f"there is no live actor named {name!r} in namespace {namespace!r}; create it "
-                f"with Cls.options(name={name!r}).remote(), or check the namespace")
+                f"with Cls.options(name={name!r}).remote(), or check the namespace"
+            )
         return "ok", (rec.actor_id, {**rec.extra.get("meta", {}), "node": rec.node_id})
 
     def _reply(self, proc: int, req: int, status: str, value: Any) -> None:
@@ -801,28 +879,42 @@ class ClusterState:
         fut = self.gcs_pool.submit(call, self.gcs)
         fut.add_done_callback(done)
 
-    def _create_actor(self, proc: int, req: int, spec: Any, blob: bytes | None,
-                      info: dict[str, Any]) -> None:
+    def _create_actor(
+        self, proc: int, req: int, spec: Any, blob: bytes | None, info: dict[str, Any]
+    ) -> None:
         node = self.node
         aid = spec.task_id
         ns = info.get("namespace") or node.actors.namespace
         if blob is not None:
             node.register_function(spec.fn_id, blob)
-        record = {"namespace": ns, "name": info.get("name"),
-                  "job_id": int(spec.job[0], 16) if spec.job else None,
-                  "class_name": info.get("class_name", ""), "detached": info.get("detached"),
-                  "max_restarts": info.get("max_restarts", 0), "meta": info.get("meta", {}),
-                  "owner": self.node_id}
+        record = {
+            "namespace": ns,
+            "name": info.get("name"),
+            "job_id": int(spec.job[0], 16) if spec.job else None,
+            "class_name": info.get("class_name", ""),
+            "detached": info.get("detached"),
+            "max_restarts": info.get("max_restarts", 0),
+            "meta": info.get("meta", {}),
+            "owner": self.node_id,
+        }
 
         def registered(_rec: Any, err: Any) -> None:
             if err is None:
                 self._place_actor(proc, req, spec, info)
             elif not isinstance(err, ValueError) or not info.get("get_if_exists"):
-                self._reply(proc, req, "err", err if isinstance(err, ValueError) else
-                            exc.RtmlSystemError(f"the control plane failed: {err}"))
+                self._reply(
+                    proc,
+                    req,
+                    "err",
+                    err
+                    if isinstance(err, ValueError)
+                    else exc.RtmlSystemError(f"the control plane failed: {err}"),
+                )
             else:  # the name is taken and the caller wants that actor
-                self._gcs(lambda g: g.lookup_actor(ns, info["name"]),
-                          lambda rec, e: self._existing(proc, req, rec, e, info["name"], ns))
+                self._gcs(
+                    lambda g: g.lookup_actor(ns, info["name"]),
+                    lambda rec, e: self._existing(proc, req, rec, e, info["name"], ns),
+                )
 
         self._gcs(lambda g: g.register_actor(aid, dict(record)), registered)
 
@@ -835,8 +927,9 @@ class ClusterState:
         aid = spec.task_id
         self._local_view()
         try:
-            home = place(spec.resources, spec.strategy, self.node_id, self.view, {}, None,
-                         self.spread_turn)
+            home = place(
+                spec.resources, spec.strategy, self.node_id, self.view, {}, None, self.spread_turn
+            )
         except exc.TaskUnschedulableError as e:
             why = str(e)
             self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=why), lambda *_: None)
@@ -908,8 +1001,15 @@ class ClusterState:
                 then("ok", result)
                 return
             then(status, result)
-            objects.seal(handle, ERR, pickle.dumps(
-                result if status == "err" else exc.RtmlSystemError("actor not created")), 0, ())
+            objects.seal(
+                handle,
+                ERR,
+                pickle.dumps(
+                    result if status == "err" else exc.RtmlSystemError("actor not created")
+                ),
+                0,
+                (),
+            )
             self._drop_owned(aid)
             self._unpin(oa)
 
@@ -941,26 +1041,34 @@ class ClusterState:
 
         def dead(cause: str) -> None:
             self._drop_owned(aid, dead=True)
-            self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause[:2000]),
-                      lambda *_: self._fail_parked(aid, cause))
+            self._gcs(
+                lambda g: g.update_actor(aid, "DEAD", death_cause=cause[:2000]),
+                lambda *_: self._fail_parked(aid, cause),
+            )
 
         def counted(rec: Any, err: Any) -> None:
             if self.owned_actors.get(aid) is not oa:
                 return
             if err is not None or rec is None:
-                dead(f"its node {oa.home} died and the control plane could not restart it "
-                     f"({err or 'no record'})")
+                dead(
+                    f"its node {oa.home} died and the control plane could not restart it "
+                    f"({err or 'no record'})"
+                )
                 return
             if rec.state == "DEAD":
                 self._drop_owned(aid, dead=True)
                 self._fail_parked(aid, rec.death_cause or "it died")
                 return
             if limit != -1 and rec.num_restarts >= limit:
-                dead(f"its node {oa.home} died ({why}) and it had no restarts left "
-                     f"(max_restarts={limit}, restarted {rec.num_restarts} time(s))")
+                dead(
+                    f"its node {oa.home} died ({why}) and it had no restarts left "
+                    f"(max_restarts={limit}, restarted {rec.num_restarts} time(s))"
+                )
                 return
-            self._gcs(lambda g: g.update_actor(aid, "RESTARTING"),
-                      lambda rec2, err2: self._replace_actor(oa, rec2, err2, why))
+            self._gcs(
+                lambda g: g.update_actor(aid, "RESTARTING"),
+                lambda rec2, err2: self._replace_actor(oa, rec2, err2, why),
+            )
 
         self._gcs(lambda g: g.get_actor(aid), counted)
 
@@ -975,24 +1083,32 @@ class ClusterState:
         if err is not None or rec is None or e is None:
             self._drop_owned(aid, dead=True)
             cause = f"its node {oa.home} died ({why}) and it could not be restarted"
-            self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
-                      lambda *_: self._fail_parked(aid, cause))
+            self._gcs(
+                lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
+                lambda *_: self._fail_parked(aid, cause),
+            )
             return
         limit = oa.info.get("max_restarts", 0)
-        info = {**oa.info, "max_restarts": -1 if limit == -1 else max(0, limit - rec.num_restarts),
-                "get_if_exists": False}
+        info = {
+            **oa.info,
+            "max_restarts": -1 if limit == -1 else max(0, limit - rec.num_restarts),
+            "get_if_exists": False,
+        }
         strategy = spec.strategy
         if isinstance(strategy, tuple) and not self._alive(strategy[1]):
             strategy = None  # (a hard affinity to the dead node would never place it again)
         self._local_view()
         try:
-            home = place(spec.resources, strategy, self.node_id, self.view, {}, None,
-                         self.spread_turn)
+            home = place(
+                spec.resources, strategy, self.node_id, self.view, {}, None, self.spread_turn
+            )
         except exc.TaskUnschedulableError as u:
             self._drop_owned(aid, dead=True)
             cause = f"its node {oa.home} died and no live node can host it: {u}"
-            self._gcs(lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
-                      lambda *_: self._fail_parked(aid, cause))
+            self._gcs(
+                lambda g: g.update_actor(aid, "DEAD", death_cause=cause),
+                lambda *_: self._fail_parked(aid, cause),
+            )
             return
         self.stats["actors_restarted"] += 1
         self._reset(handle)
@@ -1086,8 +1202,10 @@ class ClusterState:
                 continue
             self.polling.add(aid)
             self.polled_at[aid] = now
-            self._gcs(lambda g, aid=aid: g.get_actor(aid),
-                      lambda rec, err, aid=aid: self._polled(aid, rec, err))
+            self._gcs(
+                lambda g, aid=aid: g.get_actor(aid),
+                lambda rec, err, aid=aid: self._polled(aid, rec, err),
+            )
 
     def _polled(self, aid: int, rec: Any, err: Any) -> None:
         self.polling.discard(aid)
@@ -1105,12 +1223,16 @@ class ClusterState:
                 return
             owner = rec.extra.get("owner")
             if not self._alive(rec.node_id) and owner is not None and not self._alive(owner):
-                self._fail_parked(aid, f"its node {rec.node_id} died, and so did the node "
-                                  f"{owner} that created it, which restarts it")
+                self._fail_parked(
+                    aid,
+                    f"its node {rec.node_id} died, and so did the node "
+                    f"{owner} that created it, which restarts it",
+                )
                 return
         if time.monotonic() - self.parked_at.get(aid, 0.0) > ACTOR_RESTART_WAIT_S:
-            self._fail_parked(aid, f"it did not come back within {ACTOR_RESTART_WAIT_S:.0f} s "
-                              "after its node died")
+            self._fail_parked(
+                aid, f"it did not come back within {ACTOR_RESTART_WAIT_S:.0f} s after its node died"
+            )
 
     def tick(self) -> None:
         """Timers: objects to ask their owner for again, calls waiting for an actor."""
@@ -1130,5 +1252,7 @@ class ClusterState:
         self._gcs(lambda g: g.update_actor(actor_id, state, node_id=node_id), lambda *_: None)
 
     def actor_died(self, actor_id: int, cause: Any) -> None:
-        self._gcs(lambda g: g.update_actor(actor_id, "DEAD", death_cause=str(cause)[:2000]),
-                  lambda *_: None)
+        self._gcs(
+            lambda g: g.update_actor(actor_id, "DEAD", death_cause=str(cause)[:2000]),
+            lambda *_: None,
+        )

@@ -161,14 +161,29 @@ def nodes_of(node: Any, node_id: str) -> list[dict[str, Any]]:
     """``rtml.nodes()``: Ray's fields for each node (alive or dead) of the runtime."""
     cluster = node.cluster
     if cluster is None:
-        return [{"NodeID": node_id, "Alive": True, "Resources": node.resources.totals(),
-                 "NodeManagerAddress": "127.0.0.1", "Labels": {}}]
+        return [
+            {
+                "NodeID": node_id,
+                "Alive": True,
+                "Resources": node.resources.totals(),
+                "NodeManagerAddress": "127.0.0.1",
+                "Labels": {},
+            }
+        ]
     out = []
     for v in sorted(cluster.view.values(), key=lambda v: v.index):
         host, _, port = v.address.rpartition(":")
-        out.append({"NodeID": v.node_id, "Alive": v.alive, "Resources": dict(v.totals),
-                    "NodeManagerAddress": host, "NodeManagerPort": int(port or 0),
-                    "Labels": dict(v.labels), "Index": v.index})
+        out.append(
+            {
+                "NodeID": v.node_id,
+                "Alive": v.alive,
+                "Resources": dict(v.totals),
+                "NodeManagerAddress": host,
+                "NodeManagerPort": int(port or 0),
+                "Labels": dict(v.labels),
+                "Index": v.index,
+            }
+        )
     return out
 
 

@@ -43,8 +43,21 @@ STALL_S = 0.05  # a task of unknown length running this long takes back what que
 
 
 class WorkerRec:
-    __slots__ = ("actor", "alloc", "assigned", "blocked", "fns", "lent", "pid", "requests",
-                 "revoking", "shape", "started", "state", "wid")
+    __slots__ = (
+        "actor",
+        "alloc",
+        "assigned",
+        "blocked",
+        "fns",
+        "lent",
+        "pid",
+        "requests",
+        "revoking",
+        "shape",
+        "started",
+        "state",
+        "wid",
+    )
 
     def __init__(self, wid: int) -> None:
         self.wid = wid
@@ -108,8 +121,13 @@ class Node:
         # None when nothing collects them.
         self.events: list[Any] | None = None
         self.closed = False
-        self.stats = {"submitted": 0, "finished": 0, "retried": 0, "workers_started": 0,
-                      "workers_died": 0}
+        self.stats = {
+            "submitted": 0,
+            "finished": 0,
+            "retried": 0,
+            "workers_started": 0,
+            "workers_died": 0,
+        }
         cpus = resources.get("CPU", 1)
         self.base_workers = max(1, int(cpus))
 
@@ -147,8 +165,9 @@ class Node:
     def register_function(self, fn_id: str, blob: bytes) -> None:
         self.functions.setdefault(fn_id, blob)
 
-    def put(self, proc: int, task_id: int, kind: int, payload: Any, size: int,
-            contained: list[int]) -> int:
+    def put(
+        self, proc: int, task_id: int, kind: int, payload: Any, size: int, contained: list[int]
+    ) -> int:
         oid = put_id(task_id)
         self.objects.create(oid, proc)
         self._hold(proc, oid)
@@ -190,17 +209,24 @@ class Node:
         """(kind, payload) of a sealed object, restoring spilled shared memory if needed."""
         e = self.objects.get(oid)
         if e is None:
-            return ERR, _error_blob(exc.ObjectLostError(
-                to_hex(oid), f"object {to_hex(oid)} was freed or never existed: no reference to it remained "
-                "(keep an ObjectRef alive for as long as you need its value)"))
+            return ERR, _error_blob(
+                exc.ObjectLostError(
+                    to_hex(oid),
+                    f"object {to_hex(oid)} was freed or never existed: no reference to it remained "
+                    "(keep an ObjectRef alive for as long as you need its value)",
+                )
+            )
         if e.kind == REMOTE:
             return REMOTE, e.payload
         if e.kind == SHM:
             try:
                 return SHM, self.store.get_path(oid)
             except Exception as err:
-                return ERR, _error_blob(exc.ObjectLostError(
-                    to_hex(oid), f"object {to_hex(oid)} could not be restored from spill: {err}"))
+                return ERR, _error_blob(
+                    exc.ObjectLostError(
+                        to_hex(oid), f"object {to_hex(oid)} could not be restored from spill: {err}"
+                    )
+                )
         return e.kind, e.payload
 
     # ------------------------------------------------------------------ submission
@@ -255,10 +281,14 @@ class Node:
                 self._ready(t)
             return
         if not self.resources.feasible(spec.resources):
-            self._fail(t, exc.TaskUnschedulableError(
-                f"task {spec.name} asks for {spec.resources}, but this node only has "
-                f"{self.resources.totals()} in total, so it could never run; lower the request "
-                "or start rtml with more resources (rtml.init(num_cpus=, num_gpus=, resources=))"))
+            self._fail(
+                t,
+                exc.TaskUnschedulableError(
+                    f"task {spec.name} asks for {spec.resources}, but this node only has "
+                    f"{self.resources.totals()} in total, so it could never run; lower the request "
+                    "or start rtml with more resources (rtml.init(num_cpus=, num_gpus=, resources=))"
+                ),
+            )
             return
         if t.deps_left == 0 and t.state == WAITING:
             self._enqueue(t)
@@ -289,9 +319,14 @@ class Node:
                     cluster.localize(d)
         for d in t.spec.deps:
             if d not in objects:
-                self._fail(t, exc.ObjectLostError(
-                    to_hex(d), f"argument {to_hex(d)} of task {t.spec.name} was freed before the task ran"),
-                    unpin=False)
+                self._fail(
+                    t,
+                    exc.ObjectLostError(
+                        to_hex(d),
+                        f"argument {to_hex(d)} of task {t.spec.name} was freed before the task ran",
+                    ),
+                    unpin=False,
+                )
                 return False
         for d in t.spec.deps:
             objects.add_ref(d)
@@ -317,8 +352,11 @@ class Node:
         if t.deps_left == 0:
             t.ready = time.time()
             if t.spec.actor_id is not None:
-                if (self.cluster is not None and t.spec.actor_id in self.actors.actors
-                        and self._fetch_deps(t)):
+                if (
+                    self.cluster is not None
+                    and t.spec.actor_id in self.actors.actors
+                    and self._fetch_deps(t)
+                ):
                     return  # an input was sealed on another node: pulled here first
                 self.actors.deps_ready(t)
             else:
@@ -350,9 +388,13 @@ class Node:
                     cluster.forward(t, target)
                 return
         elif cluster is not None and not self.resources.feasible(t.spec.resources):
-            self._fail(t, exc.TaskUnschedulableError(
-                f"task {t.spec.name} asks for {t.spec.resources}, but the node it was sent to "
-                f"only has {self.resources.totals()}"))
+            self._fail(
+                t,
+                exc.TaskUnschedulableError(
+                    f"task {t.spec.name} asks for {t.spec.resources}, but the node it was sent to "
+                    f"only has {self.resources.totals()}"
+                ),
+            )
             return
         if cluster is not None and self._fetch_deps(t):
             return
@@ -440,8 +482,11 @@ class Node:
                 if w.blocked:
                     continue
                 n = len(w.assigned)
-                if n < depth and (best is None or n < len(best.assigned)) and not (
-                        n and self._stalled(w.assigned[0], now)):
+                if (
+                    n < depth
+                    and (best is None or n < len(best.assigned))
+                    and not (n and self._stalled(w.assigned[0], now))
+                ):
                     best = w
             if best is None:
                 return
@@ -537,11 +582,15 @@ class Node:
             index = c.info.get("index")
             if index is None:
                 return
-            orphan = [t for t in self.tasks.values()
-                      if node_of_process(t.spec.owner) == index and t.state != FINISHED]
+            orphan = [
+                t
+                for t in self.tasks.values()
+                if node_of_process(t.spec.owner) == index and t.state != FINISHED
+            ]
         else:
-            orphan = [t for t in self.tasks.values()
-                      if t.spec.owner == c.wid and t.state != FINISHED]
+            orphan = [
+                t for t in self.tasks.values() if t.spec.owner == c.wid and t.state != FINISHED
+            ]
             actors = self.actors
             if actors is not None:
                 for rec in list(actors.actors.values()):
@@ -566,8 +615,9 @@ class Node:
         self.idle.append(w)
         self.schedule()
 
-    def on_done(self, wid: int, task_id: int, results: list, duration: float,
-                retryable: bool) -> None:
+    def on_done(
+        self, wid: int, task_id: int, results: list, duration: float, retryable: bool
+    ) -> None:
         w = self.workers.get(wid)
         t = self.tasks.get(task_id)
         if w is not None and t is not None and t in w.assigned:
@@ -587,8 +637,18 @@ class Node:
                         blob = r[2]
                         break
                 if retry or blob is not None:
-                    ev.append((RETRIED if retry else FAILED, t, t.attempts, t.scheduled,
-                               time.time(), duration, w.pid if w is not None else 0, blob))
+                    ev.append(
+                        (
+                            RETRIED if retry else FAILED,
+                            t,
+                            t.attempts,
+                            t.scheduled,
+                            time.time(),
+                            duration,
+                            w.pid if w is not None else 0,
+                            blob,
+                        )
+                    )
                 else:  # the common case: the record is its final TaskRec (no tuple)
                     t.ended = time.time()
                     t.duration = duration
@@ -663,8 +723,18 @@ class Node:
             t.worker.assigned.remove(t)
         if self.events is not None:
             w = t.worker
-            self.events.append((FAILED, t, t.attempts, t.scheduled, time.time(), None,
-                                w.pid if w is not None else 0, blob))
+            self.events.append(
+                (
+                    FAILED,
+                    t,
+                    t.attempts,
+                    t.scheduled,
+                    time.time(),
+                    None,
+                    w.pid if w is not None else 0,
+                    blob,
+                )
+            )
         t.state = FINISHED
         self.tasks.pop(spec.task_id, None)
         if spec.num_returns == STREAMING:
@@ -682,8 +752,9 @@ class Node:
     def _fail(self, t: TaskRec, error: BaseException, unpin: bool = True) -> None:
         self._fail_with_blob(t, _error_blob(error), unpin)
 
-    def on_item(self, task_id: int, index: int, kind: int, payload: Any, size: int,
-                contained: list[int]) -> None:
+    def on_item(
+        self, task_id: int, index: int, kind: int, payload: Any, size: int, contained: list[int]
+    ) -> None:
         if kind == SHM:
             adopted = self._adopt_shm(return_id(task_id, index + 1), size, payload)
             if adopted is None:
@@ -692,8 +763,9 @@ class Node:
                 payload = adopted
         self._stream_item(task_id, kind, payload, size, contained)
 
-    def _stream_item(self, task_id: int, kind: int, payload: Any, size: int,
-                     contained: Any) -> None:
+    def _stream_item(
+        self, task_id: int, kind: int, payload: Any, size: int, contained: Any
+    ) -> None:
         s, oid = self.streams.produce(task_id)
         if s is None:
             if kind == SHM:
@@ -758,8 +830,9 @@ class Node:
         self._block(proc)
         return waiter
 
-    def add_wait(self, proc: int, ids: list[int], num_returns: int, callback: Any,
-                 block: bool = True) -> tuple[list[int], Waiter | None]:
+    def add_wait(
+        self, proc: int, ids: list[int], num_returns: int, callback: Any, block: bool = True
+    ) -> tuple[list[int], Waiter | None]:
         entries = self.objects.entries
         ready = []
         pending = []
@@ -806,8 +879,7 @@ class Node:
         it already ran, with its result still on the way, must not run twice."""
         if not w.revoking:
             w.revoking = True
-            self.io.send(w.wid, ("revoke", [t.spec.task_id for t in list(w.assigned)[1:]],
-                                 True))
+            self.io.send(w.wid, ("revoke", [t.spec.task_id for t in list(w.assigned)[1:]], True))
             self.io.interrupt(w.wid)  # a worker deep in a long task answers from its handler
 
     def on_revoked(self, wid: int, dropped: list[int]) -> None:
@@ -913,23 +985,42 @@ class Node:
                 t.attempts -= 1
                 self._enqueue(t, front=True)
             elif t.cancelled:
-                self._fail(t, exc.TaskCancelledError(
-                    f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was cancelled"))
+                self._fail(
+                    t,
+                    exc.TaskCancelledError(
+                        f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was cancelled"
+                    ),
+                )
             elif t.retries_left != 0:
                 if t.retries_left > 0:
                     t.retries_left -= 1
                 self.stats["retried"] += 1
                 if self.events is not None:
-                    self.events.append((RETRIED, t, t.attempts, t.scheduled, time.time(), None,
-                                        w.pid, _error_blob(exc.WorkerCrashedError(
-                                            f"the worker (pid {w.pid}) died ({how})"))))
+                    self.events.append(
+                        (
+                            RETRIED,
+                            t,
+                            t.attempts,
+                            t.scheduled,
+                            time.time(),
+                            None,
+                            w.pid,
+                            _error_blob(
+                                exc.WorkerCrashedError(f"the worker (pid {w.pid}) died ({how})")
+                            ),
+                        )
+                    )
                 self._enqueue(t, front=True)
             else:
-                self._fail(t, exc.WorkerCrashedError(
-                    f"the worker process (pid {w.pid}) running task {t.spec.name} died "
-                    f"unexpectedly ({how}); the task was tried {t.attempts} time(s). Raise "
-                    "max_retries to retry more, and check the task for crashes (segfaults, "
-                    "os._exit, out-of-memory kills)"))
+                self._fail(
+                    t,
+                    exc.WorkerCrashedError(
+                        f"the worker process (pid {w.pid}) running task {t.spec.name} died "
+                        f"unexpectedly ({how}); the task was tried {t.attempts} time(s). Raise "
+                        "max_retries to retry more, and check the task for crashes (segfaults, "
+                        "os._exit, out-of-memory kills)"
+                    ),
+                )
         self.schedule()
 
     def shutdown(self) -> None:

@@ -25,8 +25,17 @@ PENDING, READY, ERROR = 0, 1, 2
 
 
 class ObjEntry:
-    __slots__ = ("contained", "dropped", "kind", "owner", "payload", "refs", "size", "state",
-                 "waiters")
+    __slots__ = (
+        "contained",
+        "dropped",
+        "kind",
+        "owner",
+        "payload",
+        "refs",
+        "size",
+        "state",
+        "waiters",
+    )
 
     def __init__(self, owner: int, refs: int) -> None:
         self.state = PENDING

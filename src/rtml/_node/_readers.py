@@ -17,8 +17,12 @@ from rtml._protocol._ids import is_put, task_of, to_hex
 from rtml._protocol._payload import ERR, INLINE, REMOTE, SHM
 from rtml._protocol._spec import ASSIGNED, FORWARDED, QUEUED, WAITING
 
-_TASK_STATE = {WAITING: "PENDING_ARGS", QUEUED: "PENDING_SCHEDULING", ASSIGNED: "RUNNING",
-               FORWARDED: "FORWARDED"}
+_TASK_STATE = {
+    WAITING: "PENDING_ARGS",
+    QUEUED: "PENDING_SCHEDULING",
+    ASSIGNED: "RUNNING",
+    FORWARDED: "FORWARDED",
+}
 
 
 def live_tasks(node: Any, node_id: str) -> list[dict[str, Any]]:
@@ -26,14 +30,19 @@ def live_tasks(node: Any, node_id: str) -> list[dict[str, Any]]:
     for t in list(node.tasks.values()):
         spec = t.spec
         w = t.worker
-        out.append({
-            "task_id": to_hex(spec.task_id), "name": spec.name,
-            "state": _TASK_STATE.get(t.state, "PENDING_SCHEDULING"), "node_id": node_id,
-            "worker_pid": w.pid if w is not None and t.state == ASSIGNED else None,
-            "actor_id": to_hex(spec.actor_id) if spec.actor_id is not None else None,
-            "job_id": spec.job[0] if spec.job else "", "attempt": t.attempts,
-            "submitted": t.submitted,
-        })
+        out.append(
+            {
+                "task_id": to_hex(spec.task_id),
+                "name": spec.name,
+                "state": _TASK_STATE.get(t.state, "PENDING_SCHEDULING"),
+                "node_id": node_id,
+                "worker_pid": w.pid if w is not None and t.state == ASSIGNED else None,
+                "actor_id": to_hex(spec.actor_id) if spec.actor_id is not None else None,
+                "job_id": spec.job[0] if spec.job else "",
+                "attempt": t.attempts,
+                "submitted": t.submitted,
+            }
+        )
     return out
 
 
@@ -44,8 +53,11 @@ def _holders(node: Any) -> dict[int, list[str]]:
         names[w.wid] = f"worker pid {w.pid}"
     for c in node.clients.values():
         kind = c.info.get("kind")
-        names[c.wid] = (f"node {c.info.get('node_id', '?')}" if kind == "node"
-                        else f"driver pid {c.info.get('pid', '?')}")
+        names[c.wid] = (
+            f"node {c.info.get('node_id', '?')}"
+            if kind == "node"
+            else f"driver pid {c.info.get('pid', '?')}"
+        )
     names.setdefault(1, "driver")
     out: dict[int, list[str]] = {}
     for proc, oids in node.held.items():
@@ -80,11 +92,17 @@ def objects(node: Any, node_id: str) -> list[dict[str, Any]]:
             where = "INLINE" if e.kind == INLINE else "?"
         size = e.size or (len(e.payload) if isinstance(e.payload, (bytes, bytearray)) else 0)
         producer = task_of(oid)
-        out.append({
-            "object_id": to_hex(oid), "size": size, "where": where, "node_id": node_id,
-            "ref_count": e.refs, "holders": holders.get(oid, []),
-            "task_id": "" if is_put(oid) else to_hex(producer),
-        })
+        out.append(
+            {
+                "object_id": to_hex(oid),
+                "size": size,
+                "where": where,
+                "node_id": node_id,
+                "ref_count": e.refs,
+                "holders": holders.get(oid, []),
+                "task_id": "" if is_put(oid) else to_hex(producer),
+            }
+        )
     return out
 
 
@@ -92,13 +110,18 @@ def workers(node: Any, node_id: str) -> list[dict[str, Any]]:
     log_dir = getattr(node.io, "log_dir", "")
     out = []
     for w in list(node.workers.values()):
-        out.append({
-            "stack_file": os.path.join(log_dir, f"stack-{w.pid}.txt") if log_dir else "",
-            "worker_id": to_hex(w.wid), "pid": w.pid, "node_id": node_id,
-            "state": str(w.state).upper(),
-            "actor_id": to_hex(w.actor.actor_id) if w.actor is not None else None,
-            "tasks": [to_hex(t.spec.task_id) for t in w.assigned], "blocked": bool(w.blocked),
-        })
+        out.append(
+            {
+                "stack_file": os.path.join(log_dir, f"stack-{w.pid}.txt") if log_dir else "",
+                "worker_id": to_hex(w.wid),
+                "pid": w.pid,
+                "node_id": node_id,
+                "state": str(w.state).upper(),
+                "actor_id": to_hex(w.actor.actor_id) if w.actor is not None else None,
+                "tasks": [to_hex(t.spec.task_id) for t in w.assigned],
+                "blocked": bool(w.blocked),
+            }
+        )
     return out
 
 
@@ -107,16 +130,22 @@ def actors(node: Any, node_id: str) -> list[dict[str, Any]]:
         return []
     out = []
     for r in list(node.actors.actors.values()):
-        out.append({
-            "actor_id": to_hex(r.actor_id), "class_name": r.name,
-            "name": r.key[1] if r.key else None, "namespace": r.key[0] if r.key else None,
-            "state": "PENDING" if r.state in ("DEPENDENCIES_UNREADY", "PENDING_CREATION")
-            else r.state,
-            "node_id": node_id, "pid": r.worker.pid if r.worker is not None else None,
-            "num_restarts": r.num_restarts,
-            "death_cause": None if r.cause is None else str(r.cause)[:2000],
-            "job_id": r.spec.job[0] if r.spec.job else "",
-        })
+        out.append(
+            {
+                "actor_id": to_hex(r.actor_id),
+                "class_name": r.name,
+                "name": r.key[1] if r.key else None,
+                "namespace": r.key[0] if r.key else None,
+                "state": "PENDING"
+                if r.state in ("DEPENDENCIES_UNREADY", "PENDING_CREATION")
+                else r.state,
+                "node_id": node_id,
+                "pid": r.worker.pid if r.worker is not None else None,
+                "num_restarts": r.num_restarts,
+                "death_cause": None if r.cause is None else str(r.cause)[:2000],
+                "job_id": r.spec.job[0] if r.spec.job else "",
+            }
+        )
     return out
 
 
@@ -128,23 +157,30 @@ def recovery(node: Any, node_id: str) -> list[dict[str, Any]]:
     if c is None:
         return []
     pending = [(oid, e) for oid, e in node.objects.entries.items() if e.state == PENDING]
-    return [{
-        "node_id": node_id,
-        "forwarded": {to_hex(t): r.remote for t, r in list(c.forwarded.items())[:50]},
-        "parked": {to_hex(a): len(ts) for a, ts in c.parked.items()},
-        "refetch": {to_hex(o): n for o, n in list(c.refetch.items())[:50]},
-        "pulls": {to_hex(o): p.source for o, p in list(c.pulls.items())[:50]},
-        "remote_held": len(c.remote_held),
-        "lineage": len(c.lineage),
-        "reconstructed": c.stats["reconstructed"],
-        "dead_in_view": [n for n, v in c.view.items() if not v.alive],
-        "pending": {to_hex(o): {"kind": e.kind, "refs": e.refs,
-                                "waiters": len(e.waiters or ()),
-                                "task_here": task_of(o) in node.tasks}
-                    for o, e in pending[:40]},
-        "n_pending": len(pending),
-        "roots": _stuck_roots(node),
-    }]
+    return [
+        {
+            "node_id": node_id,
+            "forwarded": {to_hex(t): r.remote for t, r in list(c.forwarded.items())[:50]},
+            "parked": {to_hex(a): len(ts) for a, ts in c.parked.items()},
+            "refetch": {to_hex(o): n for o, n in list(c.refetch.items())[:50]},
+            "pulls": {to_hex(o): p.source for o, p in list(c.pulls.items())[:50]},
+            "remote_held": len(c.remote_held),
+            "lineage": len(c.lineage),
+            "reconstructed": c.stats["reconstructed"],
+            "dead_in_view": [n for n, v in c.view.items() if not v.alive],
+            "pending": {
+                to_hex(o): {
+                    "kind": e.kind,
+                    "refs": e.refs,
+                    "waiters": len(e.waiters or ()),
+                    "task_here": task_of(o) in node.tasks,
+                }
+                for o, e in pending[:40]
+            },
+            "n_pending": len(pending),
+            "roots": _stuck_roots(node),
+        }
+    ]
 
 
 def _stuck_roots(node: Any) -> list[dict[str, Any]]:
@@ -154,19 +190,34 @@ def _stuck_roots(node: Any) -> list[dict[str, Any]]:
     for tid, t in list(node.tasks.items()):
         if t.state in (ASSIGNED, FORWARDED):
             continue
-        deps = {to_hex(d): (None if d not in entries else (entries[d].state, entries[d].kind))
-                for d in t.spec.deps}
+        deps = {
+            to_hex(d): (None if d not in entries else (entries[d].state, entries[d].kind))
+            for d in t.spec.deps
+        }
         if any(v is not None and v[0] == PENDING for v in deps.values()):
             continue
-        out.append({"task": to_hex(tid), "name": t.spec.name, "state": t.state,
-                    "deps_left": t.deps_left, "deps": deps, "actor": t.spec.actor_id is not None})
+        out.append(
+            {
+                "task": to_hex(tid),
+                "name": t.spec.name,
+                "state": t.state,
+                "deps_left": t.deps_left,
+                "deps": deps,
+                "actor": t.spec.actor_id is not None,
+            }
+        )
         if len(out) >= 20:
             break
     return out
 
 
-READERS = {"live_tasks": live_tasks, "objects": objects, "workers": workers, "actors": actors,
-           "recovery": recovery}
+READERS = {
+    "live_tasks": live_tasks,
+    "objects": objects,
+    "workers": workers,
+    "actors": actors,
+    "recovery": recovery,
+}
 
 
 LOG_DIR = "logs"
@@ -186,8 +237,16 @@ def log_files(log_dir: str, node_id: str) -> list[dict[str, Any]]:
             st = os.stat(path)
         except FileNotFoundError:
             continue
-        out.append({"node_id": node_id, "pid": int(name[7:-4]), "kind": "worker",
-                    "path": path, "size": st.st_size, "mtime": st.st_mtime})
+        out.append(
+            {
+                "node_id": node_id,
+                "pid": int(name[7:-4]),
+                "kind": "worker",
+                "path": path,
+                "size": st.st_size,
+                "mtime": st.st_mtime,
+            }
+        )
     out.sort(key=lambda r: r["mtime"], reverse=True)
     return out
 

@@ -48,10 +48,19 @@ STOP_CALL_S = 2.0  # calls made while stopping never wait longer for the control
 class NodeServer:
     """One cluster node: its parts, a listener for drivers, registration and heartbeats."""
 
-    def __init__(self, resources: dict[str, float], object_store_memory: int, token: bytes,
-                 gcs: Any, host: str = "127.0.0.1", port: int = 0, is_head: bool = False,
-                 labels: dict[str, str] | None = None, gcs_address: str = "",
-                 dashboard_port: int = 0) -> None:
+    def __init__(
+        self,
+        resources: dict[str, float],
+        object_store_memory: int,
+        token: bytes,
+        gcs: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        is_head: bool = False,
+        labels: dict[str, str] | None = None,
+        gcs_address: str = "",
+        dashboard_port: int = 0,
+    ) -> None:
         self.token = token
         self.gcs = gcs
         self.gcs_address = gcs_address
@@ -68,16 +77,20 @@ class NodeServer:
         self.host = host
         self.port = self.listener.getsockname()[1]
         self.address = f"{host}:{self.port}"
-        self.parts: NodeParts = build_node(resources, object_store_memory, "default", {},
-                                           True, self._route_log)
+        self.parts: NodeParts = build_node(
+            resources, object_store_memory, "default", {}, True, self._route_log
+        )
         self.node = self.parts.node
         self.shell = self.parts.shell
         self.shell.token = token
         self.shell.on_client_log = self._route_log_local
         self.node_index = 0
         self.shell.node_info = {
-            "node_id": self.parts.node_id, "session": self.parts.session,
-            "shm_dir": "/dev/shm", "spill_dir": self.parts.spill_dir, "address": self.address,
+            "node_id": self.parts.node_id,
+            "session": self.parts.session,
+            "shm_dir": "/dev/shm",
+            "spill_dir": self.parts.spill_dir,
+            "address": self.address,
         }
         self._stop = threading.Event()
         self._kick = threading.Event()  # wakes the heartbeat thread: reconnected, or stopping
@@ -91,14 +104,22 @@ class NodeServer:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        info = {"address": self.address, "host": self.host, "pid": os.getpid(),
-                "resources": self.node.resources.totals(), "labels": self.labels,
-                "is_head": self.is_head, "session": self.parts.session}
+        info = {
+            "address": self.address,
+            "host": self.host,
+            "pid": os.getpid(),
+            "resources": self.node.resources.totals(),
+            "labels": self.labels,
+            "is_head": self.is_head,
+            "session": self.parts.session,
+        }
         if self.is_head and self.dashboard_port != -1 and self.start_dashboard is not None:
             loopback = self.host.startswith("127.") or self.host in ("localhost", "::1")
             self.dashboard = self.start_dashboard(
-                self.host, None if self.dashboard_port == 0 else self.dashboard_port,
-                None if loopback else self.token)
+                self.host,
+                None if self.dashboard_port == 0 else self.dashboard_port,
+                None if loopback else self.token,
+            )
             info["dashboard_url"] = self.dashboard.url
         self._info = info
         rec = self.gcs.register_node(self.parts.node_id, info)
@@ -111,8 +132,10 @@ class NodeServer:
         self.parts.start()
         if self.start_events is not None:
             self._events = self.start_events(self.node, self.parts.node_id, self._send_events)
-        for target, name in ((self._accept_loop, "rtml-node-accept"),
-                             (self._heartbeat_loop, "rtml-node-heartbeat")):
+        for target, name in (
+            (self._accept_loop, "rtml-node-accept"),
+            (self._heartbeat_loop, "rtml-node-heartbeat"),
+        ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -146,8 +169,9 @@ class NodeServer:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._admit, args=(sock, peer), name="rtml-node-auth",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._admit, args=(sock, peer), name="rtml-node-auth", daemon=True
+            ).start()
 
     def _admit(self, sock: socket.socket, peer: Any) -> None:
         try:
@@ -169,16 +193,22 @@ class NodeServer:
         msg = ("log", stream, name, pid, text, job)
         for wid, c in self.node.clients.items():
             info = c.info
-            if info.get("kind") == "node" or (info.get("log_to_driver", True) and (job is None or info.get("job_id") == job)):
+            if info.get("kind") == "node" or (
+                info.get("log_to_driver", True) and (job is None or info.get("job_id") == job)
+            ):
                 self.shell.send(wid, msg)
 
-    def _route_log_local(self, stream: str, name: str, pid: Any, text: str,
-                         job: str | None) -> None:
+    def _route_log_local(
+        self, stream: str, name: str, pid: Any, text: str, job: str | None
+    ) -> None:
         msg = ("log", stream, name, pid, text, job)
         for wid, c in self.node.clients.items():
             info = c.info
-            if info.get("kind") != "node" and info.get("log_to_driver", True) and (
-                    job is None or info.get("job_id") == job):
+            if (
+                info.get("kind") != "node"
+                and info.get("log_to_driver", True)
+                and (job is None or info.get("job_id") == job)
+            ):
                 self.shell.send(wid, msg)
 
     # ------------------------------------------------------------------ heartbeats
@@ -187,9 +217,13 @@ class NodeServer:
         with node.lock:
             queued = sum(len(q) for q in node.ready.values())
             waiting = len(node.tasks) - queued
-            load = {"available": node.resources.availability(), "queued": queued,
-                    "tasks": waiting + queued, "workers": len(node.workers),
-                    "clients": len(node.clients)}
+            load = {
+                "available": node.resources.availability(),
+                "queued": queued,
+                "tasks": waiting + queued,
+                "workers": len(node.workers),
+                "clients": len(node.clients),
+            }
             if node.cluster is not None:
                 load.update(node.cluster.stats)  # forwarded, pulls, pulled/served bytes
             return load
@@ -205,8 +239,11 @@ class NodeServer:
         """The control-plane connection was lost or is back (reader thread: just note it)."""
         kind, detail = message
         if kind == "disconnected":  # the one line an outage prints
-            print(f"rtml node: {detail}; reconnecting in the background, tasks keep running",
-                  file=sys.stderr, flush=True)
+            print(
+                f"rtml node: {detail}; reconnecting in the background, tasks keep running",
+                file=sys.stderr,
+                flush=True,
+            )
         self._kick.set()  # back: heartbeat and read the node list now, not in 0.5 s
 
     def _send_records(self) -> None:
@@ -226,11 +263,13 @@ class NodeServer:
         node_id = self.parts.node_id
         gcs = self.gcs
         senders = (
-            lambda add: gcs.add_tasks([(s.task_id, pickle.dumps(s, protocol=5), s.owner)
-                                       for s in add]),
+            lambda add: gcs.add_tasks(
+                [(s.task_id, pickle.dumps(s, protocol=5), s.owner) for s in add]
+            ),
             gcs.remove_tasks,
-            lambda stored: gcs.add_locations([(oid, node_id, size, cluster.owner_of(oid))
-                                              for oid, size in stored]),
+            lambda stored: gcs.add_locations(
+                [(oid, node_id, size, cluster.owner_of(oid)) for oid, size in stored]
+            ),
             lambda freed: [gcs.remove_location(oid, node_id) for oid in freed],
         )
         for batch, send in zip(self._unsent, senders, strict=True):
@@ -270,22 +309,33 @@ class NodeServer:
             return
         rec = self.gcs.get_node(self.parts.node_id)
         if rec is None:  # a control plane that lost its state: join it again, same index
-            print(f"rtml node: the control plane at {self.gcs.address} restarted without its "
-                  "state (the in-memory backend does not survive a restart; start it with "
-                  "--redis HOST:PORT for one that does): registering this node again; jobs, "
-                  "actors, lineage and object locations recorded before are lost",
-                  file=sys.stderr, flush=True)
-            rec = self.gcs.register_node(self.parts.node_id,
-                                         {**self._info, "index": self.node_index})
+            print(
+                f"rtml node: the control plane at {self.gcs.address} restarted without its "
+                "state (the in-memory backend does not survive a restart; start it with "
+                "--redis HOST:PORT for one that does): registering this node again; jobs, "
+                "actors, lineage and object locations recorded before are lost",
+                file=sys.stderr,
+                flush=True,
+            )
+            rec = self.gcs.register_node(
+                self.parts.node_id, {**self._info, "index": self.node_index}
+            )
             if rec.index != self.node_index:
-                print(f"rtml node: registered again with index {rec.index}, not "
-                      f"{self.node_index} (taken by a node that joined first); ids made here "
-                      "may be taken for that node's", file=sys.stderr, flush=True)
+                print(
+                    f"rtml node: registered again with index {rec.index}, not "
+                    f"{self.node_index} (taken by a node that joined first); ids made here "
+                    "may be taken for that node's",
+                    file=sys.stderr,
+                    flush=True,
+                )
         elif not rec.alive and not self._declared_dead:
             self._declared_dead = True
-            print(f"rtml node: the control plane declared this node dead ({rec.death_cause}); "
-                  "the cluster no longer uses it: stop it and start a new one",
-                  file=sys.stderr, flush=True)
+            print(
+                f"rtml node: the control plane declared this node dead ({rec.death_cause}); "
+                "the cluster no longer uses it: stop it and start a new one",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _heartbeat_loop(self) -> None:
         while True:

@@ -33,8 +33,14 @@ from rtml._transport import FrameError, NodeChannel
 class NodeShell:
     """Implements the ``io`` interface the Node expects and runs the selector thread."""
 
-    def __init__(self, session: str, shm_dir: str, env_vars: dict[str, str] | None,
-                 log_to_driver: bool, log_sink: Any) -> None:
+    def __init__(
+        self,
+        session: str,
+        shm_dir: str,
+        env_vars: dict[str, str] | None,
+        log_to_driver: bool,
+        log_sink: Any,
+    ) -> None:
         self.session = session
         self.shm_dir = shm_dir
         self.node: Any = None
@@ -97,8 +103,9 @@ class NodeShell:
         wid = self._next_link
         self._next_link -= 1
         self._link_backlog[wid] = [("client_hello", 0, hello)]
-        threading.Thread(target=self._connect_link, args=(wid, address), daemon=True,
-                         name="rtml-node-link").start()
+        threading.Thread(
+            target=self._connect_link, args=(wid, address), daemon=True, name="rtml-node-link"
+        ).start()
         return wid
 
     def _connect_link(self, wid: int, address: str) -> None:
@@ -185,11 +192,19 @@ class NodeShell:
         env = dict(os.environ)
         env.update(self.env_vars)
         env["RTML_SYS_PATH"] = json.dumps([p for p in sys.path if p])
-        cmd = [sys.executable, "-m", "rtml._worker", str(child.fileno()), str(wid),
-               self.session, self.shm_dir]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rtml._worker",
+            str(child.fileno()),
+            str(wid),
+            self.session,
+            self.shm_dir,
+        ]
         try:
-            proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), env=env,
-                                    stdin=subprocess.DEVNULL, cwd=os.getcwd())
+            proc = subprocess.Popen(
+                cmd, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL, cwd=os.getcwd()
+            )
         finally:
             child.close()
         self.procs[wid] = proc
@@ -239,7 +254,8 @@ class NodeShell:
             if f is None:
                 try:
                     f = self._log_files[wid] = open(  # noqa: SIM115 - closed with the worker
-                        os.path.join(self.log_dir, f"worker-{pid}.log"), "a", buffering=1)
+                        os.path.join(self.log_dir, f"worker-{pid}.log"), "a", buffering=1
+                    )
                 except OSError:
                     f = None
             if f is not None:
@@ -329,8 +345,11 @@ class NodeShell:
                 for m in msgs:
                     dispatch(node, self, wid, m)
         except Exception:  # a malformed message: drop that peer, not the node
-            print(f"rtml node: closing connection {wid} after a bad message:\n"
-                  f"{traceback.format_exc()}", file=sys.stderr)
+            print(
+                f"rtml node: closing connection {wid} after a bad message:\n"
+                f"{traceback.format_exc()}",
+                file=sys.stderr,
+            )
             self._close(wid, ch)
             return False
         return True

@@ -12,9 +12,25 @@ class TaskRec:
     """The node's record of a submitted task until it finishes."""
 
     __slots__ = (
-        "attempts", "cancelled", "children", "deps_left", "duration", "ended", "local_only",
-        "node", "parent", "pid", "ready", "remote", "retries_left", "scheduled", "shape", "spec",
-        "state", "submitted", "worker",
+        "attempts",
+        "cancelled",
+        "children",
+        "deps_left",
+        "duration",
+        "ended",
+        "local_only",
+        "node",
+        "parent",
+        "pid",
+        "ready",
+        "remote",
+        "retries_left",
+        "scheduled",
+        "shape",
+        "spec",
+        "state",
+        "submitted",
+        "worker",
     )
 
     # Set when the task finishes normally, for its task event (see _observability/_recorder).

@@ -109,7 +109,9 @@ def write_layout(dest: memoryview, pickle_bytes: Any, buffers: Sequence[Any]) ->
         pos = off + b.nbytes
 
 
-def layout_pieces(pickle_bytes: Any, buffers: Sequence[Any]) -> tuple[int, list[tuple[int, memoryview]]]:
+def layout_pieces(
+    pickle_bytes: Any, buffers: Sequence[Any]
+) -> tuple[int, list[tuple[int, memoryview]]]:
     """The same layout as ``write_layout``, as (total size, [(offset, bytes view), ...]).
 
     For writers that use ``pwrite`` on a file of ``total`` bytes (the gaps read as zeros).

@@ -25,8 +25,9 @@ class EventFlusher:
     """A thread that moves ``node.events`` into ``sink(batch)`` every FLUSH_S: compact tuples,
     or with ``as_dicts`` the event dicts a control plane's EventLog takes."""
 
-    def __init__(self, node: Any, node_id: str, sink: Any, default_job: str = "",
-                 as_dicts: bool = False) -> None:
+    def __init__(
+        self, node: Any, node_id: str, sink: Any, default_job: str = "", as_dicts: bool = False
+    ) -> None:
         self.node = node
         self.node_id = node_id
         self.sink = sink

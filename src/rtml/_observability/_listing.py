@@ -35,39 +35,90 @@ _LIVE_RANK = {"FORWARDED": 0, "PENDING_ARGS": 1, "PENDING_SCHEDULING": 2, "RUNNI
 # Kinds: str, enum (compared case-insensitively), int, float, bool, list, dict.
 SCHEMAS: dict[str, dict[str, str]] = {
     "tasks": {
-        "task_id": "str", "name": "str", "state": "enum", "attempt": "int", "node_id": "str",
-        "worker_pid": "int", "type": "enum", "job_id": "str", "actor_id": "str",
-        "parent_task_id": "str", "deps": "list", "submitted_time": "float",
-        "start_time": "float", "end_time": "float", "duration_s": "float", "error": "str",
+        "task_id": "str",
+        "name": "str",
+        "state": "enum",
+        "attempt": "int",
+        "node_id": "str",
+        "worker_pid": "int",
+        "type": "enum",
+        "job_id": "str",
+        "actor_id": "str",
+        "parent_task_id": "str",
+        "deps": "list",
+        "submitted_time": "float",
+        "start_time": "float",
+        "end_time": "float",
+        "duration_s": "float",
+        "error": "str",
         "traceback": "str",
     },
     "actors": {
-        "actor_id": "str", "class_name": "str", "name": "str", "namespace": "str",
-        "state": "enum", "node_id": "str", "pid": "int", "num_restarts": "int",
-        "death_cause": "str", "job_id": "str",
+        "actor_id": "str",
+        "class_name": "str",
+        "name": "str",
+        "namespace": "str",
+        "state": "enum",
+        "node_id": "str",
+        "pid": "int",
+        "num_restarts": "int",
+        "death_cause": "str",
+        "job_id": "str",
     },
     "objects": {
-        "object_id": "str", "size": "int", "where": "enum", "node_id": "str",
-        "ref_count": "int", "holders": "list", "task_id": "str",
+        "object_id": "str",
+        "size": "int",
+        "where": "enum",
+        "node_id": "str",
+        "ref_count": "int",
+        "holders": "list",
+        "task_id": "str",
     },
     "nodes": {
-        "node_id": "str", "index": "int", "address": "str", "alive": "bool", "is_head": "bool",
-        "resources_total": "dict", "resources_available": "dict", "queued": "int",
-        "tasks": "int", "death_cause": "str",
+        "node_id": "str",
+        "index": "int",
+        "address": "str",
+        "alive": "bool",
+        "is_head": "bool",
+        "resources_total": "dict",
+        "resources_available": "dict",
+        "queued": "int",
+        "tasks": "int",
+        "death_cause": "str",
     },
     "workers": {
-        "worker_id": "str", "pid": "int", "node_id": "str", "state": "enum", "actor_id": "str",
-        "tasks": "list", "blocked": "bool",
+        "worker_id": "str",
+        "pid": "int",
+        "node_id": "str",
+        "state": "enum",
+        "actor_id": "str",
+        "tasks": "list",
+        "blocked": "bool",
     },
 }
 # The columns shown without ``detail``.
 COMPACT: dict[str, tuple[str, ...]] = {
-    "tasks": ("task_id", "name", "state", "attempt", "node_id", "worker_pid", "duration_s",
-              "error"),
+    "tasks": (
+        "task_id",
+        "name",
+        "state",
+        "attempt",
+        "node_id",
+        "worker_pid",
+        "duration_s",
+        "error",
+    ),
     "actors": ("actor_id", "class_name", "name", "state", "node_id", "pid", "num_restarts"),
     "objects": ("object_id", "size", "where", "node_id", "ref_count", "task_id"),
-    "nodes": ("node_id", "address", "alive", "is_head", "resources_total",
-              "resources_available", "tasks"),
+    "nodes": (
+        "node_id",
+        "address",
+        "alive",
+        "is_head",
+        "resources_total",
+        "resources_available",
+        "tasks",
+    ),
     "workers": ("worker_id", "pid", "node_id", "state", "actor_id", "blocked", "tasks"),
 }
 RESOURCES = tuple(SCHEMAS)
@@ -136,30 +187,56 @@ def _event_row(ev: TaskEvent) -> dict[str, Any]:
         timed = (start, end, round(end - start, 6))
     actor = x.get("actor_id") or None
     return {
-        "task_id": hex_id(ev.task_id), "name": ev.name or x.get("func") or "",
-        "state": ev.state, "attempt": ev.attempt, "node_id": ev.node_id,
-        "worker_pid": ev.worker_id, "type": "ACTOR_TASK" if actor else "NORMAL_TASK",
-        "job_id": x.get("job_id") or None, "actor_id": actor,
+        "task_id": hex_id(ev.task_id),
+        "name": ev.name or x.get("func") or "",
+        "state": ev.state,
+        "attempt": ev.attempt,
+        "node_id": ev.node_id,
+        "worker_pid": ev.worker_id,
+        "type": "ACTOR_TASK" if actor else "NORMAL_TASK",
+        "job_id": x.get("job_id") or None,
+        "actor_id": actor,
         "parent_task_id": x.get("parent") or None,
         "deps": [hex_id(d) for d in x.get("deps") or ()],
-        "submitted_time": x.get("submitted"), "start_time": timed[0], "end_time": timed[1],
+        "submitted_time": x.get("submitted"),
+        "start_time": timed[0],
+        "end_time": timed[1],
         "duration_s": timed[2],
-        "error": x.get("error") or None, "traceback": x.get("traceback") or None,
+        "error": x.get("error") or None,
+        "traceback": x.get("traceback") or None,
     }
 
 
 def _live_row(rec: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
-    row = dict(base) if base is not None else {
-        "task_id": rec.get("task_id"), "name": rec.get("name") or "", "type": "NORMAL_TASK",
-        "parent_task_id": None, "deps": [], "submitted_time": rec.get("submitted")}
+    row = (
+        dict(base)
+        if base is not None
+        else {
+            "task_id": rec.get("task_id"),
+            "name": rec.get("name") or "",
+            "type": "NORMAL_TASK",
+            "parent_task_id": None,
+            "deps": [],
+            "submitted_time": rec.get("submitted"),
+        }
+    )
     actor = rec.get("actor_id") or row.get("actor_id")
-    row.update({
-        "state": rec.get("state"), "attempt": rec.get("attempt", row.get("attempt")),
-        "node_id": rec.get("node_id"), "worker_pid": rec.get("worker_pid"),
-        "job_id": rec.get("job_id") or row.get("job_id"), "actor_id": actor,
-        "type": "ACTOR_TASK" if actor else "NORMAL_TASK",
-        "start_time": None, "end_time": None, "duration_s": None, "error": None,
-        "traceback": None})
+    row.update(
+        {
+            "state": rec.get("state"),
+            "attempt": rec.get("attempt", row.get("attempt")),
+            "node_id": rec.get("node_id"),
+            "worker_pid": rec.get("worker_pid"),
+            "job_id": rec.get("job_id") or row.get("job_id"),
+            "actor_id": actor,
+            "type": "ACTOR_TASK" if actor else "NORMAL_TASK",
+            "start_time": None,
+            "end_time": None,
+            "duration_s": None,
+            "error": None,
+            "traceback": None,
+        }
+    )
     if row.get("submitted_time") is None:
         row["submitted_time"] = rec.get("submitted")
     return row
@@ -187,17 +264,22 @@ def task_rows(events: list[TaskEvent], live: list[dict[str, Any]]) -> list[dict[
     for rec in live:
         key = hex_id(rec.get("task_id"))
         held_rec = now_live.get(key)
-        if held_rec is None or (_LIVE_RANK.get(str(rec.get("state")), 1)
-                                > _LIVE_RANK.get(str(held_rec.get("state")), 1)):
+        if held_rec is None or (
+            _LIVE_RANK.get(str(rec.get("state")), 1) > _LIVE_RANK.get(str(held_rec.get("state")), 1)
+        ):
             now_live[key] = rec
     for key, rec in now_live.items():
         row = rows.get(key)
         if row is None or row["state"] not in FINAL:
             rows[key] = _live_row(rec, row)
     inf = float("inf")
-    return sorted(rows.values(), key=lambda r: (r["submitted_time"]
-                                                if isinstance(r["submitted_time"], (int, float))
-                                                else inf, r["task_id"]))
+    return sorted(
+        rows.values(),
+        key=lambda r: (
+            r["submitted_time"] if isinstance(r["submitted_time"], (int, float)) else inf,
+            r["task_id"],
+        ),
+    )
 
 
 def read_rows(source: Any, resource: str) -> list[dict[str, Any]]:
@@ -205,8 +287,12 @@ def read_rows(source: Any, resource: str) -> list[dict[str, Any]]:
     if resource == "tasks":
         events, _ = read_events(source)
         return task_rows(events, source.live_tasks())
-    readers = {"actors": source.actors, "objects": source.objects, "nodes": source.nodes,
-               "workers": source.workers}
+    readers = {
+        "actors": source.actors,
+        "objects": source.objects,
+        "nodes": source.nodes,
+        "workers": source.workers,
+    }
     return [dict(r) for r in readers[resource]()]
 
 
@@ -243,25 +329,34 @@ def check_filters(resource: str, filters: Any) -> list[tuple[str, str, Any]]:
     out: list[tuple[str, str, Any]] = []
     for f in filters or ():
         if not isinstance(f, (tuple, list)) or len(f) != 3:
-            raise ValueError(f"a filter is a (key, op, value) triple, e.g. "
-                             f"('state', '=', 'FAILED'); got {f!r}")
+            raise ValueError(
+                f"a filter is a (key, op, value) triple, e.g. ('state', '=', 'FAILED'); got {f!r}"
+            )
         key, op, value = f
         op = "=" if op == "==" else op
         if key not in schema:
-            raise ValueError(f"unknown filter key {key!r} for {resource}: use one of "
-                             f"{', '.join(schema)}")
+            raise ValueError(
+                f"unknown filter key {key!r} for {resource}: use one of {', '.join(schema)}"
+            )
         if op not in OPS:
-            raise ValueError(f"unknown filter operator {op!r} (on key {key!r}): use one of "
-                             f"{', '.join(OPS)}")
+            raise ValueError(
+                f"unknown filter operator {op!r} (on key {key!r}): use one of {', '.join(OPS)}"
+            )
         kind = schema[key]
         if op in ("<", ">"):
             if kind not in ("int", "float"):
-                raise ValueError(f"filter {key} {op} {value!r}: {op!r} compares numbers and "
-                                 f"{resource} key {key!r} is not a number (use = or !=)")
+                raise ValueError(
+                    f"filter {key} {op} {value!r}: {op!r} compares numbers and "
+                    f"{resource} key {key!r} is not a number (use = or !=)"
+                )
             if value is None or _number(value) is None:
                 raise ValueError(f"filter {key} {op} {value!r}: the value must be a number")
-        elif kind in ("int", "float") and value is not None and _number(value) is None \
-                and str(value).strip().lower() not in _NONE:
+        elif (
+            kind in ("int", "float")
+            and value is not None
+            and _number(value) is None
+            and str(value).strip().lower() not in _NONE
+        ):
             raise ValueError(f"filter {key} {op} {value!r}: {key!r} is a number")
         elif kind == "bool" and _boolean(value) is None:
             raise ValueError(f"filter {key} {op} {value!r}: {key!r} is true or false")
@@ -306,8 +401,13 @@ def matches(row: dict[str, Any], filters: list[tuple[str, str, Any]], resource: 
     return True
 
 
-def select(rows: list[dict[str, Any]], resource: str, filters: Any = None, limit: int = 100,
-           detail: bool = False) -> tuple[list[StateRecord], int]:
+def select(
+    rows: list[dict[str, Any]],
+    resource: str,
+    filters: Any = None,
+    limit: int = 100,
+    detail: bool = False,
+) -> tuple[list[StateRecord], int]:
     """The rows passing ``filters``, at most ``limit`` of them, with the compact columns unless
     ``detail``; and how many passed.
 
@@ -319,8 +419,10 @@ def select(rows: list[dict[str, Any]], resource: str, filters: Any = None, limit
         raise ValueError(f"limit must be an int >= 1, got {limit!r}")
     passed = [r for r in rows if matches(r, checked, resource)]
     columns = COMPACT[resource]
-    shown = [StateRecord(r) if detail else StateRecord((c, r.get(c)) for c in columns)
-             for r in passed[:limit]]
+    shown = [
+        StateRecord(r) if detail else StateRecord((c, r.get(c)) for c in columns)
+        for r in passed[:limit]
+    ]
     return shown, len(passed)
 
 
@@ -338,9 +440,15 @@ def summarize_tasks(rows: list[dict[str, Any]], dropped: int = 0) -> dict[str, A
     durations: dict[str, list[float]] = {}
     for r in rows:
         name = r.get("name") or "?"
-        entry = by_func.setdefault(name, {"func_or_class_name": name,
-                                          "type": r.get("type") or "NORMAL_TASK",
-                                          "state_counts": {}, "total": 0})
+        entry = by_func.setdefault(
+            name,
+            {
+                "func_or_class_name": name,
+                "type": r.get("type") or "NORMAL_TASK",
+                "state_counts": {},
+                "total": 0,
+            },
+        )
         state = str(r.get("state"))
         entry["state_counts"][state] = entry["state_counts"].get(state, 0) + 1
         entry["total"] += 1
@@ -351,9 +459,13 @@ def summarize_tasks(rows: list[dict[str, Any]], dropped: int = 0) -> dict[str, A
         ds = durations.get(name)
         entry["mean_duration_s"] = round(sum(ds) / len(ds), 6) if ds else None
     ordered = dict(sorted(by_func.items(), key=lambda kv: (-kv[1]["total"], kv[0])))
-    return {"summary": ordered, "total_tasks": len(rows),
-            "total_actor_tasks": sum(1 for r in rows if r.get("type") == "ACTOR_TASK"),
-            "state_counts": states, "dropped_events": dropped}
+    return {
+        "summary": ordered,
+        "total_tasks": len(rows),
+        "total_actor_tasks": sum(1 for r in rows if r.get("type") == "ACTOR_TASK"),
+        "state_counts": states,
+        "dropped_events": dropped,
+    }
 
 
 def summarize_actors(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -393,9 +505,14 @@ def summarize_objects(rows: list[dict[str, Any]], limit: int = 100) -> dict[str,
             entry["size"] += size
     largest = sorted(rows, key=lambda r: (-int(r.get("size") or 0), str(r.get("object_id"))))
     keep = max(0, limit)
-    return {"total_objects": len(rows), "total_size": total, "by_where": by_where,
-            "by_node": by_node, "objects": [StateRecord(r) for r in largest[:keep]],
-            "truncated": max(0, len(rows) - keep)}
+    return {
+        "total_objects": len(rows),
+        "total_size": total,
+        "by_where": by_where,
+        "by_node": by_node,
+        "objects": [StateRecord(r) for r in largest[:keep]],
+        "truncated": max(0, len(rows) - keep),
+    }
 
 
 # ------------------------------------------------------------------------------ text
@@ -429,20 +546,25 @@ def cell(key: str, value: Any, width: int | None = 48) -> str:
     elif isinstance(value, float):
         text = f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:g}"
     elif isinstance(value, dict):
-        text = ", ".join(f"{k}: {_number_text(k, v)}" if isinstance(v, (int, float))
-                         else f"{k}: {v}" for k, v in sorted(value.items()))
+        text = ", ".join(
+            f"{k}: {_number_text(k, v)}" if isinstance(v, (int, float)) else f"{k}: {v}"
+            for k, v in sorted(value.items())
+        )
     elif isinstance(value, (list, tuple)):
         text = ", ".join(str(v) for v in value) or "-"
     else:
         text = str(value)
     text = text.replace("\n", " ⏎ ") if "\n" in text else text
     if width is not None and len(text) > width:
-        text = text[:width - 1] + "…"
+        text = text[: width - 1] + "…"
     return text
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...] | list[str] | None = None,
-                 width: int | None = 48) -> str:
+def format_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: tuple[str, ...] | list[str] | None = None,
+    width: int | None = 48,
+) -> str:
     """Rows as an aligned text table (numbers right-aligned), one line per row."""
     if not rows:
         return "(none)"
@@ -451,16 +573,19 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...] | l
     cells = [[cell(c, r.get(c), width) for c in columns] for r in rows]
     header = [c.upper() for c in columns]
     widths = [max(len(header[i]), *(len(line[i]) for line in cells)) for i in range(len(columns))]
+
     def numeric(c: str) -> bool:
         values = [r.get(c) for r in rows if r.get(c) is not None]
-        return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                    for v in values)
+        return bool(values) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        )
 
     right = [numeric(c) for c in columns]
 
     def line(values: list[str]) -> str:
-        parts = [v.rjust(w) if r else v.ljust(w)
-                 for v, w, r in zip(values, widths, right, strict=True)]
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(header)] + [line(c) for c in cells])
@@ -490,9 +615,13 @@ def memory_text(summary: dict[str, Any]) -> str:
     for title, key in (("by location", "by_where"), ("by node", "by_node")):
         table = summary[key]
         if table:
-            out.append(f"{title}: " + ", ".join(
-                f"{k} {v['count']} ({human_bytes(v['size'])})"
-                for k, v in sorted(table.items(), key=lambda kv: -kv[1]["size"])))
+            out.append(
+                f"{title}: "
+                + ", ".join(
+                    f"{k} {v['count']} ({human_bytes(v['size'])})"
+                    for k, v in sorted(table.items(), key=lambda kv: -kv[1]["size"])
+                )
+            )
     out.append("")
     columns = ("object_id", "size", "where", "node_id", "ref_count", "task_id", "holders")
     out.append(format_table(summary["objects"], columns, width=60))

@@ -47,11 +47,36 @@ def compact(records: list[Any], default_job: str = "") -> list[tuple]:
         else:
             t = r
             state, attempt, scheduled, end, duration, pid, blob, more = (
-                FINISHED, t.attempts, t.scheduled, t.ended, t.duration, t.pid, None, None)
+                FINISHED,
+                t.attempts,
+                t.scheduled,
+                t.ended,
+                t.duration,
+                t.pid,
+                None,
+                None,
+            )
         spec = t.spec
-        append((state, spec.task_id, attempt, end, pid, spec.name,
-                spec.job[0] if spec.job else default_job, t.submitted, t.ready, scheduled,
-                duration, spec.actor_id, t.parent or spec.parent, spec.deps, blob, more))
+        append(
+            (
+                state,
+                spec.task_id,
+                attempt,
+                end,
+                pid,
+                spec.name,
+                spec.job[0] if spec.job else default_job,
+                t.submitted,
+                t.ready,
+                scheduled,
+                duration,
+                spec.actor_id,
+                t.parent or spec.parent,
+                spec.deps,
+                blob,
+                more,
+            )
+        )
     return out
 
 
@@ -71,15 +96,40 @@ def _error_of(blob: bytes | None) -> tuple[str, str, bool]:
 
 def to_dict(c: tuple, node_id: str) -> dict[str, Any]:
     """The ``TaskEvent`` fields of a compact tuple (the rest goes to ``extra``)."""
-    (state, task_id, attempt, end, pid, name, job, submitted, ready, scheduled, duration,
-     actor_id, parent, deps, blob, more) = c
+    (
+        state,
+        task_id,
+        attempt,
+        end,
+        pid,
+        name,
+        job,
+        submitted,
+        ready,
+        scheduled,
+        duration,
+        actor_id,
+        parent,
+        deps,
+        blob,
+        more,
+    ) = c
     error, tb, cancelled = _error_of(blob)
     if cancelled:
         state = CANCELLED
     ev: dict[str, Any] = {
-        "task_id": to_hex(task_id), "attempt": attempt, "state": state, "time": end,
-        "node_id": node_id, "worker_id": pid, "name": name, "func": name, "job_id": job,
-        "submitted": submitted, "ready": ready or submitted, "scheduled": scheduled,
+        "task_id": to_hex(task_id),
+        "attempt": attempt,
+        "state": state,
+        "time": end,
+        "node_id": node_id,
+        "worker_id": pid,
+        "name": name,
+        "func": name,
+        "job_id": job,
+        "submitted": submitted,
+        "ready": ready or submitted,
+        "scheduled": scheduled,
     }
     if duration is not None:
         ev["start"] = end - duration
@@ -120,8 +170,7 @@ class CompactEventLog:
                 self._log.popleft()
             self.dropped += max(0, over)
 
-    def query(self, task_id: Any = None, since: int = 0, limit: int | None = None
-              ) -> EventPage:
+    def query(self, task_id: Any = None, since: int = 0, limit: int | None = None) -> EventPage:
         with self._lock:
             first = self._log[0][0] if self._log else self.next_seq
             items = list(itertools.islice(self._log, max(0, since - first), None))

@@ -40,8 +40,17 @@ from typing import Any, Protocol
 
 from rtml._control._events import EventPage
 
-TASK_STATES = ("SUBMITTED", "PENDING_ARGS", "SCHEDULED", "RUNNING", "FINISHED", "FAILED",
-               "RETRIED", "CANCELLED", "FORWARDED")
+TASK_STATES = (
+    "SUBMITTED",
+    "PENDING_ARGS",
+    "SCHEDULED",
+    "RUNNING",
+    "FINISHED",
+    "FAILED",
+    "RETRIED",
+    "CANCELLED",
+    "FORWARDED",
+)
 
 
 class StateSource(Protocol):

@@ -25,11 +25,18 @@ from rtml._node._readers import LOG_DIR, log_files, read_log_file
 
 def _node_record(n: Any) -> dict[str, Any]:
     load = n.load or {}
-    return {"node_id": n.node_id, "index": n.index, "address": n.address, "alive": n.alive,
-            "is_head": bool(n.extra.get("is_head")), "resources_total": dict(n.resources),
-            "resources_available": dict(n.available if n.alive else {}),
-            "queued": int(load.get("queued", 0)), "tasks": int(load.get("tasks", 0)),
-            "death_cause": n.death_cause}
+    return {
+        "node_id": n.node_id,
+        "index": n.index,
+        "address": n.address,
+        "alive": n.alive,
+        "is_head": bool(n.extra.get("is_head")),
+        "resources_total": dict(n.resources),
+        "resources_available": dict(n.available if n.alive else {}),
+        "queued": int(load.get("queued", 0)),
+        "tasks": int(load.get("tasks", 0)),
+        "death_cause": n.death_cause,
+    }
 
 
 class LocalSource:
@@ -67,9 +74,20 @@ class LocalSource:
             total, avail = node.resources.totals(), node.resources.availability()
             queued = sum(len(q) for q in node.ready.values())
             tasks = len(node.tasks)
-        return [{"node_id": self.rt.node_id, "index": 0, "address": "127.0.0.1", "alive": True,
-                 "is_head": True, "resources_total": total, "resources_available": avail,
-                 "queued": queued, "tasks": tasks, "death_cause": None}]
+        return [
+            {
+                "node_id": self.rt.node_id,
+                "index": 0,
+                "address": "127.0.0.1",
+                "alive": True,
+                "is_head": True,
+                "resources_total": total,
+                "resources_available": avail,
+                "queued": queued,
+                "tasks": tasks,
+                "death_cause": None,
+            }
+        ]
 
     def logs(self) -> list[dict[str, Any]]:
         return log_files(os.path.join(self.rt.parts.tmpdir, LOG_DIR), self.rt.node_id)
@@ -96,8 +114,13 @@ class _NodeLink:
         self.chan = BlockingChannel(connect(address, token, timeout), 1 << 30)
         self.timeout = timeout
         self._req = itertools.count(1)
-        self.request(lambda r: ("client_hello", r, {"kind": "observer", "pid": os.getpid(),
-                                                    "log_to_driver": False}))
+        self.request(
+            lambda r: (
+                "client_hello",
+                r,
+                {"kind": "observer", "pid": os.getpid(), "log_to_driver": False},
+            )
+        )
 
     def request(self, msg_fn: Any) -> Any:
         import time
@@ -179,11 +202,18 @@ class ClusterSource:
                 a["name"] = a["name"] or rec.name
                 a["namespace"] = a["namespace"] or rec.namespace
                 continue
-            live[aid] = {"actor_id": aid, "class_name": rec.class_name, "name": rec.name,
-                         "namespace": rec.namespace, "state": rec.state,
-                         "node_id": rec.node_id, "pid": rec.pid,
-                         "num_restarts": rec.num_restarts, "death_cause": rec.death_cause,
-                         "job_id": format(rec.job_id, "08x") if rec.job_id is not None else ""}
+            live[aid] = {
+                "actor_id": aid,
+                "class_name": rec.class_name,
+                "name": rec.name,
+                "namespace": rec.namespace,
+                "state": rec.state,
+                "node_id": rec.node_id,
+                "pid": rec.pid,
+                "num_restarts": rec.num_restarts,
+                "death_cause": rec.death_cause,
+                "job_id": format(rec.job_id, "08x") if rec.job_id is not None else "",
+            }
         return list(live.values())
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -235,8 +265,9 @@ def current_source() -> Any:
     """
     opener = _current
     if opener is None:
-        raise RuntimeError("rtml is not initialized: call rtml.init() first, or pass the "
-                           "cluster's address")
+        raise RuntimeError(
+            "rtml is not initialized: call rtml.init() first, or pass the cluster's address"
+        )
     return opener()
 
 

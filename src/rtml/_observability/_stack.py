@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 
-def dump_stacks(source: Any, use_py_spy: bool | None = None,
-                timeout: float = 5.0) -> list[tuple[dict[str, Any], str]]:
+def dump_stacks(
+    source: Any, use_py_spy: bool | None = None, timeout: float = 5.0
+) -> list[tuple[dict[str, Any], str]]:
     """(worker record, stack text) for every live worker the source lists."""
     workers = [w for w in source.workers() if w.get("pid")]
     spy = shutil.which("py-spy") if use_py_spy in (None, True) else None
@@ -26,8 +27,12 @@ def dump_stacks(source: Any, use_py_spy: bool | None = None,
         text = None
         if spy:
             try:
-                r = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True,
-                                   text=True, timeout=timeout)
+                r = subprocess.run(
+                    [spy, "dump", "--pid", str(pid)],
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                )
                 if r.returncode == 0:
                     text = r.stdout
             except (OSError, subprocess.TimeoutExpired):

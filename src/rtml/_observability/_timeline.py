@@ -84,11 +84,20 @@ def executions(events: Iterable[TaskEvent | dict[str, Any]]) -> list[Execution]:
             worker = worker if worker is not None else began.worker_id
         if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
             continue
-        out.append(Execution(
-            task_id=key[0], attempt=ev.attempt, func=str(ev.name or x.get("func") or "task"),
-            state=ev.state, node_id=str(node or "?"), worker=worker, start=float(start),
-            end=max(float(start), float(end)),
-            deps=[hex_id(d) for d in x.get("deps") or ()], extra=x))
+        out.append(
+            Execution(
+                task_id=key[0],
+                attempt=ev.attempt,
+                func=str(ev.name or x.get("func") or "task"),
+                state=ev.state,
+                node_id=str(node or "?"),
+                worker=worker,
+                start=float(start),
+                end=max(float(start), float(end)),
+                deps=[hex_id(d) for d in x.get("deps") or ()],
+                extra=x,
+            )
+        )
     return out
 
 
@@ -104,8 +113,10 @@ class _Rows:
         self.tids: dict[tuple[int, Any], int] = {}
         self.meta: list[dict[str, Any]] = []
         self._spare_tid = 1 << 31  # for worker ids that are not pids
-        ordered = sorted(nodes or [], key=lambda n: (not n.get("is_head"), n.get("index") or 0,
-                                                     str(n.get("node_id"))))
+        ordered = sorted(
+            nodes or [],
+            key=lambda n: (not n.get("is_head"), n.get("index") or 0, str(n.get("node_id"))),
+        )
         for n in ordered:
             self.pid(str(n.get("node_id")), bool(n.get("is_head")))
 
@@ -114,10 +125,26 @@ class _Rows:
         if pid is None:
             pid = self.pids[node_id] = len(self.pids) + 1
             label = f"node {node_id}" + (" (head)" if is_head else "")
-            self.meta.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "ts": 0,
-                              "args": {"name": label}})
-            self.meta.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
-                              "ts": 0, "args": {"sort_index": pid}})
+            self.meta.append(
+                {
+                    "ph": "M",
+                    "name": "process_name",
+                    "pid": pid,
+                    "tid": 0,
+                    "ts": 0,
+                    "args": {"name": label},
+                }
+            )
+            self.meta.append(
+                {
+                    "ph": "M",
+                    "name": "process_sort_index",
+                    "pid": pid,
+                    "tid": 0,
+                    "ts": 0,
+                    "args": {"sort_index": pid},
+                }
+            )
         return pid
 
     def tid(self, pid: int, worker: Any) -> int:
@@ -131,17 +158,37 @@ class _Rows:
                 self._spare_tid += 1
                 tid, label = self._spare_tid, f"worker {worker}"
             self.tids[(pid, worker)] = tid
-            self.meta.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
-                              "ts": 0, "args": {"name": label}})
-            self.meta.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid,
-                              "ts": 0, "args": {"sort_index": tid}})
+            self.meta.append(
+                {
+                    "ph": "M",
+                    "name": "thread_name",
+                    "pid": pid,
+                    "tid": tid,
+                    "ts": 0,
+                    "args": {"name": label},
+                }
+            )
+            self.meta.append(
+                {
+                    "ph": "M",
+                    "name": "thread_sort_index",
+                    "pid": pid,
+                    "tid": tid,
+                    "ts": 0,
+                    "args": {"sort_index": tid},
+                }
+            )
         return tid
 
 
 def _slice_args(e: Execution) -> dict[str, Any]:
     x = e.extra
-    args: dict[str, Any] = {"task_id": e.task_id, "func": e.func, "attempt": e.attempt,
-                            "state": e.state}
+    args: dict[str, Any] = {
+        "task_id": e.task_id,
+        "func": e.func,
+        "attempt": e.attempt,
+        "state": e.state,
+    }
     submitted = x.get("submitted")
     if isinstance(submitted, (int, float)):
         args["queued_ms"] = round(max(0.0, e.start - submitted) * 1e3, 3)
@@ -151,9 +198,11 @@ def _slice_args(e: Execution) -> dict[str, Any]:
     return args
 
 
-def build_trace(events: Iterable[TaskEvent | dict[str, Any]],
-                nodes: list[dict[str, Any]] | None = None, dropped: int = 0
-                ) -> dict[str, Any]:
+def build_trace(
+    events: Iterable[TaskEvent | dict[str, Any]],
+    nodes: list[dict[str, Any]] | None = None,
+    dropped: int = 0,
+) -> dict[str, Any]:
     """The Chrome trace (JSON object form) of the executions the events describe.
 
     Args:
@@ -176,8 +225,16 @@ def build_trace(events: Iterable[TaskEvent | dict[str, Any]],
         pid = rows.pid(e.node_id)
         tid = rows.tid(pid, e.worker)
         ts, dur = _us(e.start - origin), _us(e.end - e.start)
-        ev: dict[str, Any] = {"ph": "X", "name": e.func, "cat": "task", "pid": pid, "tid": tid,
-                              "ts": ts, "dur": dur, "args": _slice_args(e)}
+        ev: dict[str, Any] = {
+            "ph": "X",
+            "name": e.func,
+            "cat": "task",
+            "pid": pid,
+            "tid": tid,
+            "ts": ts,
+            "dur": dur,
+            "args": _slice_args(e),
+        }
         if e.state in _CNAME:
             ev["cname"] = _CNAME[e.state]
             if e.state == "FAILED":
@@ -200,14 +257,40 @@ def build_trace(events: Iterable[TaskEvent | dict[str, Any]],
             ppid, ptid, pts, pdur = placed[j]
             flow_id += 1
             # Both ends sit just inside their slices so that every viewer binds them there.
-            flows.append({"ph": "s", "id": flow_id, "name": FLOW_NAME, "cat": FLOW_CAT,
-                          "pid": ppid, "tid": ptid, "ts": round(pts + pdur - min(pdur / 2, 1), 1)})
-            flows.append({"ph": "f", "bp": "e", "id": flow_id, "name": FLOW_NAME,
-                          "cat": FLOW_CAT, "pid": pid, "tid": tid,
-                          "ts": round(ts + min(dur / 2, 1), 1)})
-    return {"traceEvents": rows.meta + slices + flows, "displayTimeUnit": "ms",
-            "otherData": {"generator": "rtml", "origin_epoch_s": origin, "tasks": len(runs),
-                          "dependencies": flow_id, "dropped_events": dropped}}
+            flows.append(
+                {
+                    "ph": "s",
+                    "id": flow_id,
+                    "name": FLOW_NAME,
+                    "cat": FLOW_CAT,
+                    "pid": ppid,
+                    "tid": ptid,
+                    "ts": round(pts + pdur - min(pdur / 2, 1), 1),
+                }
+            )
+            flows.append(
+                {
+                    "ph": "f",
+                    "bp": "e",
+                    "id": flow_id,
+                    "name": FLOW_NAME,
+                    "cat": FLOW_CAT,
+                    "pid": pid,
+                    "tid": tid,
+                    "ts": round(ts + min(dur / 2, 1), 1),
+                }
+            )
+    return {
+        "traceEvents": rows.meta + slices + flows,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "generator": "rtml",
+            "origin_epoch_s": origin,
+            "tasks": len(runs),
+            "dependencies": flow_id,
+            "dropped_events": dropped,
+        },
+    }
 
 
 def trace_of_source(source: Any) -> dict[str, Any]:

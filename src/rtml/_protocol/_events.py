@@ -4,4 +4,9 @@ events, the node records which kind happened)."""
 from __future__ import annotations
 
 FINISHED, FAILED, RETRIED, CANCELLED, FORWARDED = (
-    "FINISHED", "FAILED", "RETRIED", "CANCELLED", "FORWARDED")
+    "FINISHED",
+    "FAILED",
+    "RETRIED",
+    "CANCELLED",
+    "FORWARDED",
+)

@@ -18,17 +18,44 @@ class TaskSpec:
     """Everything needed to run (and re-run) one task. Immutable once submitted."""
 
     __slots__ = (
-        "actor_id", "args", "contained", "deps", "env_vars", "fn_id", "job", "max_retries",
-        "name", "num_returns", "owner", "parent", "resources", "retry_exceptions", "seq",
-        "strategy", "task_id",
+        "actor_id",
+        "args",
+        "contained",
+        "deps",
+        "env_vars",
+        "fn_id",
+        "job",
+        "max_retries",
+        "name",
+        "num_returns",
+        "owner",
+        "parent",
+        "resources",
+        "retry_exceptions",
+        "seq",
+        "strategy",
+        "task_id",
     )
 
     def __init__(
-        self, task_id: int, fn_id: str, name: str, args: bytes, deps: tuple[int, ...],
-        contained: tuple[int, ...], num_returns: int, resources: dict[str, float],
-        max_retries: int, retry_exceptions: Any, owner: int, env_vars: dict[str, str] | None,
-        actor_id: int | None = None, seq: int = 0, job: tuple[str, str] | None = None,
-        strategy: Any = None, parent: int | None = None,
+        self,
+        task_id: int,
+        fn_id: str,
+        name: str,
+        args: bytes,
+        deps: tuple[int, ...],
+        contained: tuple[int, ...],
+        num_returns: int,
+        resources: dict[str, float],
+        max_retries: int,
+        retry_exceptions: Any,
+        owner: int,
+        env_vars: dict[str, str] | None,
+        actor_id: int | None = None,
+        seq: int = 0,
+        job: tuple[str, str] | None = None,
+        strategy: Any = None,
+        parent: int | None = None,
     ) -> None:
         self.task_id = task_id
         self.fn_id = fn_id
@@ -49,9 +76,25 @@ class TaskSpec:
         self.parent = parent  # the task that submitted it (for the timeline and listings)
 
     def __reduce__(self) -> Any:
-        return (TaskSpec, (
-            self.task_id, self.fn_id, self.name, self.args, self.deps, self.contained,
-            self.num_returns, self.resources, self.max_retries, self.retry_exceptions,
-            self.owner, self.env_vars, self.actor_id, self.seq, self.job, self.strategy,
-            self.parent,
-        ))
+        return (
+            TaskSpec,
+            (
+                self.task_id,
+                self.fn_id,
+                self.name,
+                self.args,
+                self.deps,
+                self.contained,
+                self.num_returns,
+                self.resources,
+                self.max_retries,
+                self.retry_exceptions,
+                self.owner,
+                self.env_vars,
+                self.actor_id,
+                self.seq,
+                self.job,
+                self.strategy,
+                self.parent,
+            ),
+        )

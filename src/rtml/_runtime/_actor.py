@@ -36,8 +36,15 @@ from rtml._scheduler._strategy import normalize_strategy
 from rtml._serialization._code import dumps_code
 
 SPECIAL_METHODS = (*TERMINATE_METHODS, *READY_METHODS, _checkpoint.SAVE_METHOD)
-_METHOD_OPTIONS = {"num_returns", "concurrency_group", "retry_exceptions", "max_task_retries",
-                   "name", "enable_task_events", "_generator_backpressure_num_objects"}
+_METHOD_OPTIONS = {
+    "num_returns",
+    "concurrency_group",
+    "retry_exceptions",
+    "max_task_retries",
+    "name",
+    "enable_task_events",
+    "_generator_backpressure_num_objects",
+}
 
 
 _client = _context.client
@@ -70,14 +77,16 @@ def _method_table(cls: type) -> tuple[dict[str, tuple], bool]:
     """({method name: (num_returns, retry_exceptions, max_task_retries)}, is_async)."""
     methods: dict[str, tuple] = {}
     is_async = False
-    for name, fn in inspect.getmembers(cls, lambda f: inspect.isfunction(f)
-                                       or inspect.ismethod(f)):
+    for name, fn in inspect.getmembers(cls, lambda f: inspect.isfunction(f) or inspect.ismethod(f)):
         if name.startswith("__") and name != "__call__":
             continue
         opts = getattr(fn, "__rtml_method_options__", {})
         gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
-        methods[name] = (_num_returns(opts.get("num_returns"), gen),
-                         opts.get("retry_exceptions", False), opts.get("max_task_retries"))
+        methods[name] = (
+            _num_returns(opts.get("num_returns"), gen),
+            opts.get("retry_exceptions", False),
+            opts.get("max_task_retries"),
+        )
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             is_async = True
     for name in SPECIAL_METHODS:
@@ -99,22 +108,35 @@ class ActorOptions:
     by default the instance's ``__dict__``.
     """
 
-    __slots__ = ("checkpoint_dir", "checkpoint_interval", "detached", "env_vars", "get_if_exists",
-                 "max_concurrency", "max_restarts", "max_task_retries", "name", "namespace",
-                 "raw", "resources", "strategy")
+    __slots__ = (
+        "checkpoint_dir",
+        "checkpoint_interval",
+        "detached",
+        "env_vars",
+        "get_if_exists",
+        "max_concurrency",
+        "max_restarts",
+        "max_task_retries",
+        "name",
+        "namespace",
+        "raw",
+        "resources",
+        "strategy",
+    )
 
     def __init__(self, raw: dict[str, Any], is_async: bool) -> None:
         check_options(raw, ACTOR_OPTIONS, "an actor class")
         self.raw = raw
         # As Ray: an actor holds no CPU while it lives unless it asks for CPUs explicitly.
-        self.resources = normalize_request(raw.get("num_cpus"), raw.get("num_gpus"),
-                                           raw.get("resources"), default_cpus=0)
+        self.resources = normalize_request(
+            raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources"), default_cpus=0
+        )
         mc = raw.get("max_concurrency")
-        self.max_concurrency = (1000 if is_async else 1) if mc is None else _check_int(
-            "max_concurrency", mc, 1)
+        self.max_concurrency = (
+            (1000 if is_async else 1) if mc is None else _check_int("max_concurrency", mc, 1)
+        )
         self.max_restarts = _check_int("max_restarts", raw.get("max_restarts", 0), -1)
-        self.max_task_retries = _check_int("max_task_retries", raw.get("max_task_retries", 0),
-                                           -1)
+        self.max_task_retries = _check_int("max_task_retries", raw.get("max_task_retries", 0), -1)
         name = raw.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"an actor's name must be a non-empty string, got {name!r}")
@@ -125,12 +147,15 @@ class ActorOptions:
         self.namespace = ns
         self.get_if_exists = bool(raw.get("get_if_exists", False))
         if self.get_if_exists and name is None:
-            raise ValueError("get_if_exists=True needs a name: Cls.options(name='x', "
-                             "get_if_exists=True).remote()")
+            raise ValueError(
+                "get_if_exists=True needs a name: Cls.options(name='x', "
+                "get_if_exists=True).remote()"
+            )
         lifetime = raw.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
-            raise ValueError(f"lifetime must be 'detached', 'non_detached' or None, got "
-                             f"{lifetime!r}")
+            raise ValueError(
+                f"lifetime must be 'detached', 'non_detached' or None, got {lifetime!r}"
+            )
         self.detached = lifetime == "detached"
         self.strategy = normalize_strategy(raw.get("scheduling_strategy"))
         self.env_vars = env_vars_of(raw.get("runtime_env"))
@@ -157,7 +182,8 @@ class ActorClass:
         raise TypeError(
             f"actor class {self.__name__} cannot be instantiated directly; use "
             f"{self.__name__}.remote(...) to start an actor (it returns an ActorHandle), or "
-            "use the original class through its __wrapped__ attribute")
+            "use the original class through its __wrapped__ attribute"
+        )
 
     @property
     def __wrapped__(self) -> type:
@@ -192,19 +218,46 @@ class ActorClass:
         blob, deps, contained, keep = client.pack_args(f"{name}.__init__", args, kwargs)
         task_id = client.ids.next_task_id()
         env_vars = {**client.job_env, **(o.env_vars or {})} if client.job_env else o.env_vars
-        spec = TaskSpec(task_id, self._fn_id, f"{name}.__init__", blob, deps, contained, 1,
-                        o.resources, 0, False, client.proc, env_vars, actor_id=task_id,
-                        job=client.job, strategy=o.strategy)
+        spec = TaskSpec(
+            task_id,
+            self._fn_id,
+            f"{name}.__init__",
+            blob,
+            deps,
+            contained,
+            1,
+            o.resources,
+            0,
+            False,
+            client.proc,
+            env_vars,
+            actor_id=task_id,
+            job=client.job,
+            strategy=o.strategy,
+        )
         fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
-        meta = {"class_name": name, "methods": self._methods,
-                "max_task_retries": o.max_task_retries, "is_async": self._is_async}
-        checkpoint = _checkpoint.new_config(o.checkpoint_interval, o.checkpoint_dir,
-                                            client.session, task_id, o.detached)
-        info = {"class_name": name, "name": o.name, "namespace": o.namespace or client.namespace,
-                "get_if_exists": o.get_if_exists, "detached": o.detached,
-                "max_restarts": o.max_restarts, "max_concurrency": o.max_concurrency,
-                "is_async": self._is_async, "env_vars": env_vars, "meta": meta,
-                "checkpoint": checkpoint}
+        meta = {
+            "class_name": name,
+            "methods": self._methods,
+            "max_task_retries": o.max_task_retries,
+            "is_async": self._is_async,
+        }
+        checkpoint = _checkpoint.new_config(
+            o.checkpoint_interval, o.checkpoint_dir, client.session, task_id, o.detached
+        )
+        info = {
+            "class_name": name,
+            "name": o.name,
+            "namespace": o.namespace or client.namespace,
+            "get_if_exists": o.get_if_exists,
+            "detached": o.detached,
+            "max_restarts": o.max_restarts,
+            "max_concurrency": o.max_concurrency,
+            "is_async": self._is_async,
+            "env_vars": env_vars,
+            "meta": meta,
+            "checkpoint": checkpoint,
+        }
         kind, aid, existing = _op("create", (spec, fn_blob, info))
         client.registered_fns.add(self._fn_id)
         del keep
@@ -232,8 +285,9 @@ class _BoundActorClass:
         return self._cls._create(args, kwargs, self._opts)
 
     def options(self, **options: Any) -> _BoundActorClass:
-        return _BoundActorClass(self._cls, ActorOptions({**self._opts.raw, **options},
-                                                        self._cls._is_async))
+        return _BoundActorClass(
+            self._cls, ActorOptions({**self._opts.raw, **options}, self._cls._is_async)
+        )
 
 
 class ActorID:
@@ -284,15 +338,32 @@ class ActorHandle:
         # and the actor must end as soon as its last handle is dropped, not at the next GC.
         return ActorMethod(self, name, *meta["methods"][name])
 
-    def _call(self, method: str, args: tuple, kwargs: dict, num_returns: int,
-              retry_exceptions: Any, max_task_retries: int | None) -> Any:
+    def _call(
+        self,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        retry_exceptions: Any,
+        max_task_retries: int | None,
+    ) -> Any:
         meta = self._meta
         retries = meta["max_task_retries"] if max_task_retries is None else max_task_retries
         home = meta.get("node")
         return _client().submit_task(
-            method, None, f"{meta['class_name']}.{method}", args, kwargs, num_returns, {},
-            retries, retry_exceptions, None, self._aid,
-            strategy=None if home is None else ("actor", home))
+            method,
+            None,
+            f"{meta['class_name']}.{method}",
+            args,
+            kwargs,
+            num_returns,
+            {},
+            retries,
+            retry_exceptions,
+            None,
+            self._aid,
+            strategy=None if home is None else ("actor", home),
+        )
 
     def __reduce__(self) -> Any:
         return (ActorHandle, (self._aid, self._meta, self._ref))
@@ -312,8 +383,14 @@ class ActorMethod:
 
     __slots__ = ("_handle", "_max_task_retries", "_name", "_num_returns", "_retry_exceptions")
 
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int, retry_exceptions: Any,
-                 max_task_retries: int | None = None) -> None:
+    def __init__(
+        self,
+        handle: ActorHandle,
+        name: str,
+        num_returns: int,
+        retry_exceptions: Any,
+        max_task_retries: int | None = None,
+    ) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
@@ -321,24 +398,35 @@ class ActorMethod:
         self._max_task_retries = max_task_retries
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._handle._call(self._name, args, kwargs, self._num_returns,
-                                  self._retry_exceptions, self._max_task_retries)
+        return self._handle._call(
+            self._name,
+            args,
+            kwargs,
+            self._num_returns,
+            self._retry_exceptions,
+            self._max_task_retries,
+        )
 
     def options(self, **options: Any) -> ActorMethod:
         """Override ``num_returns``, ``retry_exceptions`` or ``max_task_retries`` for calls
         made through the returned method."""
         for key in options:
             if key not in _METHOD_OPTIONS:
-                raise ValueError(f"invalid option {key!r} for an actor method; valid options "
-                                 f"are {', '.join(sorted(_METHOD_OPTIONS))}")
+                raise ValueError(
+                    f"invalid option {key!r} for an actor method; valid options "
+                    f"are {', '.join(sorted(_METHOD_OPTIONS))}"
+                )
         nr = self._num_returns
         if "num_returns" in options:
             nr = _num_returns(options["num_returns"], False)
         rx = options.get("retry_exceptions", self._retry_exceptions)
-        if not isinstance(rx, bool) and not (isinstance(rx, (list, tuple)) and all(
-                isinstance(c, type) and issubclass(c, BaseException) for c in rx)):
-            raise ValueError("retry_exceptions must be a bool or a list of exception classes, "
-                             f"got {rx!r}")
+        if not isinstance(rx, bool) and not (
+            isinstance(rx, (list, tuple))
+            and all(isinstance(c, type) and issubclass(c, BaseException) for c in rx)
+        ):
+            raise ValueError(
+                f"retry_exceptions must be a bool or a list of exception classes, got {rx!r}"
+            )
         mtr = options.get("max_task_retries", self._max_task_retries)
         if mtr is not None:
             _check_int("max_task_retries", mtr, -1)
@@ -347,7 +435,8 @@ class ActorMethod:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"actor methods cannot be called directly; use handle.{self._name}.remote(...) "
-            "(it returns an ObjectRef)")
+            "(it returns an ObjectRef)"
+        )
 
     def __repr__(self) -> str:
         return f"<actor method {self._handle._meta['class_name']}.{self._name}>"
@@ -378,8 +467,10 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
         TypeError: ``actor`` is not an actor handle (use ``rtml.cancel`` for tasks).
     """
     if not isinstance(actor, ActorHandle):
-        raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}; to stop a "
-                        "task, use rtml.cancel(ref)")
+        raise TypeError(
+            f"kill() takes an actor handle, got {type(actor).__name__}; to stop a "
+            "task, use rtml.cancel(ref)"
+        )
     _op("kill", (actor._aid, bool(no_restart), actor._meta.get("node")))
 
 
@@ -387,8 +478,10 @@ def method(*args: Any, **options: Any) -> Any:
     """Decorate an actor method with options, e.g. ``@rtml.method(num_returns=2)``."""
     for key in options:
         if key not in _METHOD_OPTIONS:
-            raise ValueError(f"invalid option {key!r} for @method; valid options are "
-                             f"{', '.join(sorted(_METHOD_OPTIONS))}")
+            raise ValueError(
+                f"invalid option {key!r} for @method; valid options are "
+                f"{', '.join(sorted(_METHOD_OPTIONS))}"
+            )
     if "num_returns" in options:
         _num_returns(options["num_returns"], False)
 

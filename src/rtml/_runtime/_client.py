@@ -84,19 +84,45 @@ class CoreClient:
             s = dumps((a, kw), f"arguments of {name}")
         return s.inline_bytes(), tuple(deps), tuple(s.contained), keep
 
-    def submit_task(self, fn_id: str, blob_fn: Any, name: str, args: tuple, kwargs: dict,
-                    num_returns: int, resources: dict, max_retries: int,
-                    retry_exceptions: Any, env_vars: dict | None,
-                    actor_id: int | None = None, strategy: Any = None) -> Any:
+    def submit_task(
+        self,
+        fn_id: str,
+        blob_fn: Any,
+        name: str,
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        resources: dict,
+        max_retries: int,
+        retry_exceptions: Any,
+        env_vars: dict | None,
+        actor_id: int | None = None,
+        strategy: Any = None,
+    ) -> Any:
         blob, deps, contained, keep = self.pack_args(name, args, kwargs)
         task_id = self.ids.next_task_id()
         if self.job_env:  # workers are shared by the jobs of a cluster: env rides with tasks
             env_vars = {**self.job_env, **(env_vars or {})}
         if retry_exceptions not in (True, False):
             retry_exceptions = cloudpickle.dumps(tuple(retry_exceptions))
-        spec = TaskSpec(task_id, fn_id, name, blob, deps, contained, num_returns, resources,
-                        max_retries, retry_exceptions, self.proc, env_vars, actor_id,
-                        job=self.job, strategy=strategy, parent=self.current_task_id)
+        spec = TaskSpec(
+            task_id,
+            fn_id,
+            name,
+            blob,
+            deps,
+            contained,
+            num_returns,
+            resources,
+            max_retries,
+            retry_exceptions,
+            self.proc,
+            env_vars,
+            actor_id,
+            job=self.job,
+            strategy=strategy,
+            parent=self.current_task_id,
+        )
         if fn_id not in self.registered_fns and blob_fn is not None:
             # The first submission carries the function. Threads of one process (a threaded
             # actor, a driver's threads) must not send a later call before it: marking the
@@ -125,11 +151,13 @@ class CoreClient:
         if isinstance(value, ObjectRef):
             raise TypeError(
                 "put() of an ObjectRef is not allowed: the ref already names a stored object; "
-                "pass the ref itself, or wrap it in a list to store a reference to it")
+                "pass the ref itself, or wrap it in a list to store a reference to it"
+            )
         task_id = self.ids.next_task_id()
         oid = _ids.put_id(task_id)
-        kind, payload, size, contained = encode_value(value, oid, self.session, self.shm_dir,
-                                                      "value passed to put()")
+        kind, payload, size, contained = encode_value(
+            value, oid, self.session, self.shm_dir, "value passed to put()"
+        )
         self._put(task_id, kind, payload, size, contained)
         return ObjectRef(oid)
 
@@ -144,8 +172,9 @@ class CoreClient:
     def get_payloads(self, refs: list[ObjectRef], timeout: float | None) -> list[tuple]:
         return self._fetch([r._id for r in refs], timeout)
 
-    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
-             ids: list[int]) -> tuple[list[ObjectRef], list[ObjectRef], list[int]]:
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None, ids: list[int]
+    ) -> tuple[list[ObjectRef], list[ObjectRef], list[int]]:
         """(ready, not_ready, not_ready's ids) in input order; ``ready`` holds at most
         ``num_returns`` refs. ``ids`` are the refs' ids (left unchanged)."""
         chosen = set(self._wait(ids, num_returns, timeout)[:num_returns])
@@ -169,7 +198,8 @@ class CoreClient:
         return exc.GetTimeoutError(
             f"get() timed out after {timeout} s waiting for {n} object(s); the tasks producing "
             "them are still queued or running. Raise the timeout, or use rtml.wait() to act on "
-            "whatever is ready")
+            "whatever is ready"
+        )
 
     @staticmethod
     def deadline(timeout: float | None) -> float | None:

@@ -39,8 +39,9 @@ def _opener(gate: Any) -> Any:
 
 
 class DriverClient(CoreClient):
-    def __init__(self, node: Any, shell: Any, session: str, shm_dir: str, node_id: str,
-                 job_id: str) -> None:
+    def __init__(
+        self, node: Any, shell: Any, session: str, shm_dir: str, node_id: str, job_id: str
+    ) -> None:
         super().__init__(PROC, session, shm_dir, node_id, job_id)
         self.node = node
         self.shell = shell
@@ -93,8 +94,11 @@ class DriverClient(CoreClient):
             self.shell.flush()
             wid = node.running_on(ids[0]) if len(ids) == 1 and SERVE_S else None
         if wid is not None:  # read the result ourselves as it arrives (decision 0010)
-            self.shell.serve_worker(wid, lambda: not gate.locked(),
-                                    SERVE_S if timeout is None else min(SERVE_S, timeout))
+            self.shell.serve_worker(
+                wid,
+                lambda: not gate.locked(),
+                SERVE_S if timeout is None else min(SERVE_S, timeout),
+            )
         if not gate.acquire(True, -1 if deadline is None else max(0.0, deadline - monotonic())):
             with node.lock:
                 if not waiter.done:
@@ -109,8 +113,7 @@ class DriverClient(CoreClient):
         with node.lock:
             if counter.dropped_log or counter.created_log or counter.pending:  # counter.dirty
                 self.apply_ref_updates()
-            ready, waiter = node.add_wait(PROC, ids, num_returns, _opener(gate),
-                                          block=timeout != 0)
+            ready, waiter = node.add_wait(PROC, ids, num_returns, _opener(gate), block=timeout != 0)
             if waiter is None:
                 return ready
             self.shell.flush()

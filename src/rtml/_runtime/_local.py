@@ -85,8 +85,11 @@ def _system_blob(error: BaseException) -> bytes:
 def _trim(e: BaseException) -> None:
     """Start the traceback at the user's code: drop this module's (and asyncio's) frames."""
     tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None and \
-            tb.tb_frame.f_code.co_filename.startswith(_INTERNAL_FILES):
+    while (
+        tb is not None
+        and tb.tb_next is not None
+        and tb.tb_frame.f_code.co_filename.startswith(_INTERNAL_FILES)
+    ):
         tb = tb.tb_next
     e.__traceback__ = tb
 
@@ -99,8 +102,14 @@ def _task_error_blob(e: BaseException, name: str, task_id: int) -> bytes:
     try:
         return cloudpickle.dumps(err)
     except Exception as pe:
-        return cloudpickle.dumps(exc.TaskError(name, err.traceback_str, exc.RtmlError(
-            f"{type(e).__name__}: {e} (not picklable: {pe})"), pid=pid))
+        return cloudpickle.dumps(
+            exc.TaskError(
+                name,
+                err.traceback_str,
+                exc.RtmlError(f"{type(e).__name__}: {e} (not picklable: {pe})"),
+                pid=pid,
+            )
+        )
 
 
 def _ready() -> bool:
@@ -124,8 +133,9 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-def _run_coroutine(coro: Any, loop: asyncio.AbstractEventLoop | None = None,
-                   loop_lock: Any = None) -> Any:
+def _run_coroutine(
+    coro: Any, loop: asyncio.AbstractEventLoop | None = None, loop_lock: Any = None
+) -> Any:
     """Run ``coro`` to completion and return its result.
 
     It runs on ``loop`` (an async actor's) unless that loop is busy with another call further
@@ -186,12 +196,34 @@ class _Entry:
 class _Call:
     """One task or actor method call to run now."""
 
-    __slots__ = ("actor", "blob", "deps", "env_vars", "fn", "name", "num_returns", "resources",
-                 "retries", "retry_exceptions", "task_id")
+    __slots__ = (
+        "actor",
+        "blob",
+        "deps",
+        "env_vars",
+        "fn",
+        "name",
+        "num_returns",
+        "resources",
+        "retries",
+        "retry_exceptions",
+        "task_id",
+    )
 
-    def __init__(self, task_id: int, name: str, fn: Any, blob: bytes, deps: tuple,
-                 num_returns: int, resources: dict, retries: int, retry_exceptions: Any,
-                 env_vars: dict | None, actor: _Actor | None) -> None:
+    def __init__(
+        self,
+        task_id: int,
+        name: str,
+        fn: Any,
+        blob: bytes,
+        deps: tuple,
+        num_returns: int,
+        resources: dict,
+        retries: int,
+        retry_exceptions: Any,
+        env_vars: dict | None,
+        actor: _Actor | None,
+    ) -> None:
         self.task_id, self.name, self.fn, self.blob, self.deps = task_id, name, fn, blob, deps
         self.num_returns, self.resources, self.retries = num_returns, resources, retries
         self.retry_exceptions, self.env_vars, self.actor = retry_exceptions, env_vars, actor
@@ -200,8 +232,9 @@ class _Call:
 class _Actor:
     """The local record of one actor: its instance while alive, its error once dead."""
 
-    def __init__(self, spec: TaskSpec, cls: type, info: dict[str, Any],
-                 key: tuple[str, str] | None) -> None:
+    def __init__(
+        self, spec: TaskSpec, cls: type, info: dict[str, Any], key: tuple[str, str] | None
+    ) -> None:
         self.actor_id = spec.task_id
         self.spec = spec
         self.cls = cls
@@ -213,8 +246,9 @@ class _Actor:
         self.restarts_left: int = info.get("max_restarts", 0)
         ck = info.get("checkpoint")
         # Written before the call returns: no writer thread may outlive the runtime here.
-        self.checkpointer = (_checkpoint.Checkpointer(ck, self.class_name, background=False)
-                             if ck else None)
+        self.checkpointer = (
+            _checkpoint.Checkpointer(ck, self.class_name, background=False) if ck else None
+        )
         self.pinned_handle = key is not None or bool(info.get("detached"))
         self.state = _ALIVE
         self.instance: Any = None
@@ -239,8 +273,15 @@ class _Actor:
 class LocalClient(CoreClient):
     """The core client of local mode: runs calls in this process (module docstring)."""
 
-    def __init__(self, session: str, node_id: str, job_id: str, namespace: str,
-                 resources: dict[str, float], env_vars: dict[str, str]) -> None:
+    def __init__(
+        self,
+        session: str,
+        node_id: str,
+        job_id: str,
+        namespace: str,
+        resources: dict[str, float],
+        env_vars: dict[str, str],
+    ) -> None:
         self._tls = threading.local()
         super().__init__(DRIVER_INDEX, session, "", node_id, job_id)
         self.namespace = namespace
@@ -318,9 +359,12 @@ class LocalClient(CoreClient):
             del store[o]
             rec = self._handles.pop(o, None)
             if rec is not None and rec.state == _ALIVE:
-                self._die(rec, "every handle to it was dropped, so it was terminated (keep a "
-                               "handle while you use the actor, or create it with a name or "
-                               "lifetime='detached')")
+                self._die(
+                    rec,
+                    "every handle to it was dropped, so it was terminated (keep a "
+                    "handle while you use the actor, or create it with a name or "
+                    "lifetime='detached')",
+                )
             for c in e.contained:
                 ce = store.get(c)
                 if ce is not None:
@@ -350,18 +394,29 @@ class LocalClient(CoreClient):
             for o in ids:
                 e = self._store.get(o)
                 if e is None:
-                    out.append((ERR, _system_blob(exc.ObjectLostError(
-                        to_hex(o), f"object {to_hex(o)} was freed or never existed: no "
-                        "reference to it remained (keep an ObjectRef alive for as long as "
-                        "you need its value)"))))
+                    out.append(
+                        (
+                            ERR,
+                            _system_blob(
+                                exc.ObjectLostError(
+                                    to_hex(o),
+                                    f"object {to_hex(o)} was freed or never existed: no "
+                                    "reference to it remained (keep an ObjectRef alive for as long as "
+                                    "you need its value)",
+                                )
+                            ),
+                        )
+                    )
                 else:
                     out.append((e.kind, e.payload))
         return out
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._apply_ref_updates()
-        return [self._decode(kind, payload) for kind, payload in self._fetch(
-            [r._id for r in refs], timeout)]
+        return [
+            self._decode(kind, payload)
+            for kind, payload in self._fetch([r._id for r in refs], timeout)
+        ]
 
     def _wait(self, ids: list[int], num_returns: int, timeout: float | None) -> list[int]:
         self._apply_ref_updates()
@@ -409,8 +464,15 @@ class LocalClient(CoreClient):
 
     def nodes(self) -> list[dict[str, Any]]:
         """``rtml.nodes()``: this process, the only node."""
-        return [{"NodeID": self.node_id, "Alive": True, "Resources": self.resources()[0],
-                 "NodeManagerAddress": "127.0.0.1", "Labels": {}}]
+        return [
+            {
+                "NodeID": self.node_id,
+                "Alive": True,
+                "Resources": self.resources()[0],
+                "NodeManagerAddress": "127.0.0.1",
+                "Labels": {},
+            }
+        ]
 
     # ------------------------------------------------------------------ tasks
     def _function(self, fn_id: str, blob_fn: Any) -> Any:
@@ -433,11 +495,22 @@ class LocalClient(CoreClient):
         self._classes[fn_id] = cls
         self.registered_fns.add(fn_id)
 
-    def submit_task(self, fn_id: str, blob_fn: Any, name: str, args: tuple, kwargs: dict,
-                    num_returns: int, resources: dict, max_retries: int,
-                    retry_exceptions: Any, env_vars: dict | None,
-                    actor_id: int | None = None, strategy: Any = None,
-                    **_placement: Any) -> Any:
+    def submit_task(
+        self,
+        fn_id: str,
+        blob_fn: Any,
+        name: str,
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        resources: dict,
+        max_retries: int,
+        retry_exceptions: Any,
+        env_vars: dict | None,
+        actor_id: int | None = None,
+        strategy: Any = None,
+        **_placement: Any,
+    ) -> Any:
         """Run a task (or an actor method call) now; returns its refs, already ready.
 
         Scheduling hints (``strategy`` and the like) mean nothing in one process: ignored.
@@ -450,17 +523,48 @@ class LocalClient(CoreClient):
             with self._lock:
                 self._streams[task_id] = 0
         if actor_id is None:
-            self._execute(_Call(task_id, name, fn, blob, deps, num_returns, resources,
-                                max_retries, retry_exceptions, env_vars, None))
+            self._execute(
+                _Call(
+                    task_id,
+                    name,
+                    fn,
+                    blob,
+                    deps,
+                    num_returns,
+                    resources,
+                    max_retries,
+                    retry_exceptions,
+                    env_vars,
+                    None,
+                )
+            )
         else:
             with self._lock:
                 rec = self._actors.get(actor_id)
-            call = _Call(task_id, name, None, blob, deps, num_returns, {}, max_retries,
-                         retry_exceptions, None, rec)
+            call = _Call(
+                task_id,
+                name,
+                None,
+                blob,
+                deps,
+                num_returns,
+                {},
+                max_retries,
+                retry_exceptions,
+                None,
+                rec,
+            )
             if rec is None:
-                self._fail(call, _system_blob(exc.ActorDiedError(
-                    "no such actor on this runtime (the handle comes from another session, or "
-                    "the actor was never created)", actor_id=to_hex(actor_id))))
+                self._fail(
+                    call,
+                    _system_blob(
+                        exc.ActorDiedError(
+                            "no such actor on this runtime (the handle comes from another session, or "
+                            "the actor was never created)",
+                            actor_id=to_hex(actor_id),
+                        )
+                    ),
+                )
             else:
                 self._call_actor(rec, call, fn_id)
         del keep  # large arguments were put() for the call: they may go now
@@ -473,9 +577,12 @@ class LocalClient(CoreClient):
             for d in deps:
                 e = self._store.get(d)
                 if e is None:
-                    return [], _system_blob(exc.ObjectLostError(
-                        to_hex(d), f"argument {to_hex(d)} of task {name} was freed before the "
-                        "task ran"))
+                    return [], _system_blob(
+                        exc.ObjectLostError(
+                            to_hex(d),
+                            f"argument {to_hex(d)} of task {name} was freed before the task ran",
+                        )
+                    )
                 if e.kind == ERR:
                     return [], e.payload  # a failed argument fails the task with its error
                 out.append((e.kind, e.payload))
@@ -490,8 +597,9 @@ class LocalClient(CoreClient):
         return args, kwargs
 
     @contextlib.contextmanager
-    def _scope(self, task_id: int, actor_id: int | None, env_vars: dict | None,
-               resources: dict | None) -> Iterator[None]:
+    def _scope(
+        self, task_id: int, actor_id: int | None, env_vars: dict | None, resources: dict | None
+    ) -> Iterator[None]:
         """Run a call as the current task: context ids, environment, resources held."""
         tls = self._tls
         prev = (getattr(tls, "task_id", None), getattr(tls, "actor_id", None))
@@ -528,10 +636,13 @@ class LocalClient(CoreClient):
         """Run a call to completion, with its retries, and store what it produced."""
         payloads, err = self._dep_payloads(call.deps, call.name)
         if err is None and call.resources and not self.pool.feasible(call.resources):
-            err = _system_blob(exc.TaskUnschedulableError(
-                f"task {call.name} asks for {call.resources}, but this node only has "
-                f"{self.pool.totals()} in total, so it could never run; lower the request or "
-                "start rtml with more resources (rtml.init(num_cpus=, num_gpus=, resources=))"))
+            err = _system_blob(
+                exc.TaskUnschedulableError(
+                    f"task {call.name} asks for {call.resources}, but this node only has "
+                    f"{self.pool.totals()} in total, so it could never run; lower the request or "
+                    "start rtml with more resources (rtml.init(num_cpus=, num_gpus=, resources=))"
+                )
+            )
         if err is not None:
             self._fail(call, err)
             return
@@ -568,8 +679,10 @@ class LocalClient(CoreClient):
                 if rec is not None and rec.is_async and inspect.isasyncgen(value):
                     _run_coroutine(_drain(value, emit), loop, rec.loop_lock)
                 elif not hasattr(value, "__iter__"):
-                    raise TypeError(f"task {call.name} uses num_returns='streaming' but "
-                                    f"returned {type(value).__name__}, not a generator")
+                    raise TypeError(
+                        f"task {call.name} uses num_returns='streaming' but "
+                        f"returned {type(value).__name__}, not a generator"
+                    )
                 else:
                     for item in value:
                         emit(item)
@@ -580,8 +693,9 @@ class LocalClient(CoreClient):
         except BaseException as e:  # user code may raise anything, even SystemExit
             if rec is not None and isinstance(e, _EXIT):
                 rec.exit_cause = f"exit_actor() was called in {call.name}()"
-                results = self._encode_returns(call, None if call.num_returns == 1 else
-                                               [None] * max(call.num_returns, 0))
+                results = self._encode_returns(
+                    call, None if call.num_returns == 1 else [None] * max(call.num_returns, 0)
+                )
             elif may_retry and not streamed and self._retryable(call, e):
                 return True
             else:
@@ -611,8 +725,11 @@ class LocalClient(CoreClient):
     def actor_op(self, op: str, args: tuple) -> tuple[str, Any]:
         """Create, look up or kill an actor: ("ok", value) or ("err", exception)."""
         self._apply_ref_updates()
-        ops: dict[str, Any] = {"create": self._create_actor, "get": self._get_actor,
-                               "kill": self._kill_actor}
+        ops: dict[str, Any] = {
+            "create": self._create_actor,
+            "get": self._get_actor,
+            "kill": self._kill_actor,
+        }
         fn = ops.get(op)
         if fn is None:
             return "err", exc.RtmlSystemError(f"unknown actor operation {op!r}")
@@ -621,8 +738,9 @@ class LocalClient(CoreClient):
         except (ValueError, TypeError, exc.RtmlError) as e:
             return "err", e
 
-    def _create_actor(self, spec: TaskSpec, fn_blob: bytes | None,
-                      info: dict[str, Any]) -> tuple[str, int, Any]:
+    def _create_actor(
+        self, spec: TaskSpec, fn_blob: bytes | None, info: dict[str, Any]
+    ) -> tuple[str, int, Any]:
         name = info.get("name")
         key = None
         with self._lock:
@@ -636,7 +754,8 @@ class LocalClient(CoreClient):
                     raise ValueError(
                         f"an actor named {name!r} already exists in namespace {ns!r}; pick "
                         f"another name, fetch the existing one with rtml.get_actor({name!r}), "
-                        "or pass get_if_exists=True to reuse it")
+                        "or pass get_if_exists=True to reuse it"
+                    )
             cls = self._classes.get(spec.fn_id)
             if cls is None:
                 if fn_blob is None:
@@ -657,10 +776,15 @@ class LocalClient(CoreClient):
                         e.pins += 1
                         rec.pinned.append(oid)
         if not self.pool.feasible(spec.resources):
-            self._die(rec, (
-                f"it asks for {spec.resources}, but this node only has {self.pool.totals()} "
-                "in total, so it could never be placed; lower the request or start rtml with "
-                "more resources (rtml.init(num_cpus=, num_gpus=, resources=))"), created=False)
+            self._die(
+                rec,
+                (
+                    f"it asks for {spec.resources}, but this node only has {self.pool.totals()} "
+                    "in total, so it could never be placed; lower the request or start rtml with "
+                    "more resources (rtml.init(num_cpus=, num_gpus=, resources=))"
+                ),
+                created=False,
+            )
         else:
             self._construct(rec)
         return "created", rec.actor_id, None
@@ -702,8 +826,9 @@ class LocalClient(CoreClient):
             if method in _TERMINATE:
                 for i in range(1, max(call.num_returns, 0) + 1):
                     self._seal(return_id(call.task_id, i), INLINE, pickle.dumps(None))
-                self._die(rec, f"it was terminated by {method}() (calls made after that one "
-                               "are not run)")
+                self._die(
+                    rec, f"it was terminated by {method}() (calls made after that one are not run)"
+                )
                 return
             ck = rec.checkpointer
             counted = False
@@ -711,8 +836,14 @@ class LocalClient(CoreClient):
                 call.fn = _ready
             elif method == _checkpoint.SAVE_METHOD:
                 if ck is None:
-                    self._fail(call, _system_blob(exc.RtmlSystemError(
-                        f"actor {rec.class_name} has no checkpoint settings")))
+                    self._fail(
+                        call,
+                        _system_blob(
+                            exc.RtmlSystemError(
+                                f"actor {rec.class_name} has no checkpoint settings"
+                            )
+                        ),
+                    )
                     return
                 call.fn = lambda: ck.save(instance)
             else:
@@ -736,7 +867,8 @@ class LocalClient(CoreClient):
                 raise ValueError(
                     f"there is no live actor named {name!r} in namespace {ns!r}; create it "
                     f"with Cls.options(name={name!r}).remote(), check the namespace (rtml.init("
-                    "namespace=...) or get_actor(name, namespace=...)), or it may have died")
+                    "namespace=...) or get_actor(name, namespace=...)), or it may have died"
+                )
             return aid, self._actors[aid].info["meta"]
 
     def _kill_actor(self, actor_id: int, no_restart: bool, node: str | None = None) -> None:
@@ -748,8 +880,11 @@ class LocalClient(CoreClient):
             self._die(rec, "it was killed with rtml.kill()")
             return
         if rec.restarts_left == 0:
-            self._die(rec, "it was killed with rtml.kill(no_restart=False) and has no restarts "
-                           f"left (max_restarts={rec.info.get('max_restarts', 0)})")
+            self._die(
+                rec,
+                "it was killed with rtml.kill(no_restart=False) and has no restarts "
+                f"left (max_restarts={rec.info.get('max_restarts', 0)})",
+            )
             return
         if rec.restarts_left > 0:
             rec.restarts_left -= 1
@@ -786,9 +921,14 @@ class LocalClient(CoreClient):
             if rec.state == _DEAD:
                 return
             rec.state = _DEAD
-            rec.error_blob = _system_blob(exc.ActorDiedError(
-                cause, actor_id=to_hex(rec.actor_id), class_name=rec.class_name,
-                actor_name=rec.key[1] if rec.key else None))
+            rec.error_blob = _system_blob(
+                exc.ActorDiedError(
+                    cause,
+                    actor_id=to_hex(rec.actor_id),
+                    class_name=rec.class_name,
+                    actor_name=rec.key[1] if rec.key else None,
+                )
+            )
             if rec.key is not None and self._names.get(rec.key) == rec.actor_id:
                 del self._names[rec.key]
             handle = self._store.get(rec.handle_oid)
@@ -831,10 +971,12 @@ class LocalRuntime(Session):
         self.session = "l" + secrets.token_hex(4)
         self.node_id = secrets.token_hex(8)
         self.job_id = "01000000"
-        resources = node_resources(config.num_cpus, config.num_gpus, config.resources,
-                                   config.object_store_memory)
-        self.client = LocalClient(self.session, self.node_id, self.job_id, config.namespace,
-                                  resources, config.env_vars)
+        resources = node_resources(
+            config.num_cpus, config.num_gpus, config.resources, config.object_store_memory
+        )
+        self.client = LocalClient(
+            self.session, self.node_id, self.job_id, config.namespace, resources, config.env_vars
+        )
 
     def _stop_parts(self) -> None:
         self.client.close()  # drops every object and actor

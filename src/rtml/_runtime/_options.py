@@ -9,19 +9,49 @@ from rtml._scheduler import normalize_request
 from rtml._scheduler._strategy import normalize_strategy
 
 TASK_OPTIONS = {
-    "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
-    "name", "runtime_env", "scheduling_strategy",
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "num_returns",
+    "max_retries",
+    "retry_exceptions",
+    "name",
+    "runtime_env",
+    "scheduling_strategy",
 }
 ACTOR_OPTIONS = {
-    "num_cpus", "num_gpus", "resources", "max_concurrency", "max_restarts", "max_task_retries",
-    "name", "namespace", "get_if_exists", "lifetime", "runtime_env", "concurrency_groups",
-    "scheduling_strategy", "checkpoint_interval", "checkpoint_dir",
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "max_concurrency",
+    "max_restarts",
+    "max_task_retries",
+    "name",
+    "namespace",
+    "get_if_exists",
+    "lifetime",
+    "runtime_env",
+    "concurrency_groups",
+    "scheduling_strategy",
+    "checkpoint_interval",
+    "checkpoint_dir",
 }
 # Accepted for compatibility with Ray programs; they change nothing on one node.
 IGNORED_OPTIONS = {
-    "memory", "object_store_memory", "accelerator_type", "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
-    "_metadata", "label_selector", "enable_task_events", "max_calls", "_labels",
-    "max_pending_calls", "allow_out_of_order_execution", "_generator_backpressure_num_objects",
+    "memory",
+    "object_store_memory",
+    "accelerator_type",
+    "placement_group",
+    "placement_group_bundle_index",
+    "placement_group_capture_child_tasks",
+    "_metadata",
+    "label_selector",
+    "enable_task_events",
+    "max_calls",
+    "_labels",
+    "max_pending_calls",
+    "allow_out_of_order_execution",
+    "_generator_backpressure_num_objects",
 }
 
 
@@ -29,8 +59,8 @@ def check_options(opts: dict[str, Any], allowed: set[str], what: str) -> None:
     for key in opts:
         if key not in allowed and key not in IGNORED_OPTIONS:
             raise ValueError(
-                f"invalid option {key!r} for {what}; valid options are "
-                f"{', '.join(sorted(allowed))}")
+                f"invalid option {key!r} for {what}; valid options are {', '.join(sorted(allowed))}"
+            )
 
 
 def env_vars_of(runtime_env: Any) -> dict[str, str] | None:
@@ -42,7 +72,8 @@ def env_vars_of(runtime_env: Any) -> dict[str, str] | None:
     if env is None:
         return None
     if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
         raise TypeError("runtime_env['env_vars'] must be a dict of str to str")
     return dict(env)
 
@@ -50,14 +81,23 @@ def env_vars_of(runtime_env: Any) -> dict[str, str] | None:
 class TaskOptions:
     """Resolved options of a remote function, computed once per options() call."""
 
-    __slots__ = ("env_vars", "max_retries", "name", "num_returns", "raw", "resources",
-                 "retry_exceptions", "strategy")
+    __slots__ = (
+        "env_vars",
+        "max_retries",
+        "name",
+        "num_returns",
+        "raw",
+        "resources",
+        "retry_exceptions",
+        "strategy",
+    )
 
     def __init__(self, raw: dict[str, Any], is_generator: bool) -> None:
         check_options(raw, TASK_OPTIONS, "a remote function")
         self.raw = raw
-        self.resources = normalize_request(raw.get("num_cpus"), raw.get("num_gpus"),
-                                           raw.get("resources"))
+        self.resources = normalize_request(
+            raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources")
+        )
         nr = raw.get("num_returns")
         if nr is None:
             nr = STREAMING if is_generator else 1
@@ -74,11 +114,13 @@ class TaskOptions:
         if isinstance(rx, bool):
             pass
         elif isinstance(rx, (list, tuple)) and all(
-                isinstance(c, type) and issubclass(c, BaseException) for c in rx):
+            isinstance(c, type) and issubclass(c, BaseException) for c in rx
+        ):
             rx = tuple(rx)
         else:
-            raise ValueError("retry_exceptions must be a bool or a list of exception classes, "
-                             f"got {rx!r}")
+            raise ValueError(
+                f"retry_exceptions must be a bool or a list of exception classes, got {rx!r}"
+            )
         self.retry_exceptions = rx
         self.name = raw.get("name")
         self.env_vars = env_vars_of(raw.get("runtime_env"))

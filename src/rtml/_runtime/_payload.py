@@ -29,8 +29,9 @@ class DepMarker:
         return (DepMarker, (self.i,))
 
 
-def encode_value(value: Any, oid: int, session: str, shm_dir: str,
-                 what: str = "value") -> tuple[int, Any, int, list[int]]:
+def encode_value(
+    value: Any, oid: int, session: str, shm_dir: str, what: str = "value"
+) -> tuple[int, Any, int, list[int]]:
     """(kind, payload, size, contained refs) for a value about to become object ``oid``."""
     s = dumps(value, what)
     if s.size < INLINE_THRESHOLD:
@@ -56,8 +57,10 @@ def decode_value(kind: int, payload: Any) -> Any:
                 except FileNotFoundError:
                     continue
         raise exc.ObjectLostError(
-            "", f"the shared-memory segment {name} is gone (the runtime was shut down, or "
-            "the object was freed)")
+            "",
+            f"the shared-memory segment {name} is gone (the runtime was shut down, or "
+            "the object was freed)",
+        )
     raise_error(payload)
     raise AssertionError("unreachable")
 
@@ -87,7 +90,8 @@ def split_returns(value: Any, n: int, name: str) -> list[Any]:
         got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
         raise ValueError(
             f"task {name} was declared with num_returns={n} but returned {got}; "
-            f"return a tuple or list of exactly {n} values")
+            f"return a tuple or list of exactly {n} values"
+        )
     return list(value)
 
 

@@ -54,7 +54,8 @@ def resolve_address(address: str) -> str:
     if not found:
         raise ConnectionError(
             "address='auto' found no running cluster on this machine: start one with "
-            "`rtml start --head`, or pass address='HOST:PORT'")
+            "`rtml start --head`, or pass address='HOST:PORT'"
+        )
     return found
 
 
@@ -68,7 +69,8 @@ def _pick_node(nodes: list[Any]) -> Any:
     if not here:
         raise ConnectionError(
             "no live node of this cluster runs on this machine; a driver must run beside a "
-            "node (start one with `rtml start --address HEAD:PORT`)")
+            "node (start one with `rtml start --address HEAD:PORT`)"
+        )
     here.sort(key=lambda n: (not n.extra.get("is_head"), n.index))
     return here[0]
 
@@ -84,8 +86,7 @@ class _Connection:
         self.in_user = False
         self.client: RemoteClient | None = None
         self.closing = False
-        self.thread = threading.Thread(target=self._read, name="rtml-driver-reader",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._read, name="rtml-driver-reader", daemon=True)
 
     def send(self, msgs: list[Any]) -> None:
         with self.send_lock:
@@ -140,9 +141,12 @@ class _Connection:
         finally:
             sel.close()
         if not self.closing:
-            client.on_lost(exc.RtmlSystemError(
-                f"lost the connection to the rtml node ({error}); call rtml.shutdown() and "
-                "rtml.init(address=...) again once the cluster is back"))
+            client.on_lost(
+                exc.RtmlSystemError(
+                    f"lost the connection to the rtml node ({error}); call rtml.shutdown() and "
+                    "rtml.init(address=...) again once the cluster is back"
+                )
+            )
 
     def close(self) -> None:
         self.closing = True
@@ -167,9 +171,15 @@ class RemoteClient(WorkerClient):
 class RemoteRuntime(Session):
     """Same surface as the embedded Runtime (start, shutdown, client, session, node_id)."""
 
-    def __init__(self, address: str, token: str | bytes | None, namespace: str | None,
-                 log_to_driver: bool, env_vars: dict[str, str] | None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str | bytes | None,
+        namespace: str | None,
+        log_to_driver: bool,
+        env_vars: dict[str, str] | None,
+        timeout: float = 10.0,
+    ) -> None:
         from rtml._control._client import ControlClient
 
         self.address = resolve_address(address)
@@ -182,12 +192,18 @@ class RemoteRuntime(Session):
             self.namespace = namespace or f"anon-{self.job_id}"
             nodes = self.gcs.list_nodes()
             node = _pick_node(nodes)
-            self.dashboard_url = next((n.extra.get("dashboard_url") for n in nodes
-                                       if n.alive and n.extra.get("is_head")), None)
+            self.dashboard_url = next(
+                (n.extra.get("dashboard_url") for n in nodes if n.alive and n.extra.get("is_head")),
+                None,
+            )
             self.node_address = node.address
             conn = self.conn = _Connection(connect(self.node_address, self.token, timeout))
-            hello = {"pid": os.getpid(), "job_id": self.job_id, "namespace": self.namespace,
-                     "log_to_driver": log_to_driver}
+            hello = {
+                "pid": os.getpid(),
+                "job_id": self.job_id,
+                "namespace": self.namespace,
+                "log_to_driver": log_to_driver,
+            }
             info = conn.request_sync(("client_hello", 0, hello), timeout)
         except BaseException:
             if conn is not None:
@@ -203,9 +219,15 @@ class RemoteRuntime(Session):
         self.client.job = (self.job_id, self.namespace)
         self.client.job_env = dict(env_vars) if env_vars else None
         self.conn.client = self.client
-        self.gcs.add_job(int(self.job_id, 16), {
-            "driver_pid": os.getpid(), "namespace": self.namespace, "node": self.node_id,
-            "start_time": time.time()})
+        self.gcs.add_job(
+            int(self.job_id, 16),
+            {
+                "driver_pid": os.getpid(),
+                "namespace": self.namespace,
+                "node": self.node_id,
+                "start_time": time.time(),
+            },
+        )
 
     def _start_parts(self) -> None:
         _payload.spill_dir = self.node_info["spill_dir"]

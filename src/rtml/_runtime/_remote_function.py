@@ -29,7 +29,8 @@ class RemoteFunction:
         raise TypeError(
             f"remote function {self._name} cannot be called directly; use "
             f"{self._name}.remote(...) to run it as a task (it returns an ObjectRef), or "
-            "call the original function through its __wrapped__ attribute")
+            "call the original function through its __wrapped__ attribute"
+        )
 
     def _get_blob(self) -> bytes:
         if self._blob is None:
@@ -43,8 +44,18 @@ class RemoteFunction:
 
     def _submit(self, args: tuple, kwargs: dict, o: TaskOptions) -> Any:
         return _context.client().submit_task(
-            self._fn_id, self._get_blob, o.name or self._name, args, kwargs, o.num_returns,
-            o.resources, o.max_retries, o.retry_exceptions, o.env_vars, strategy=o.strategy)
+            self._fn_id,
+            self._get_blob,
+            o.name or self._name,
+            args,
+            kwargs,
+            o.num_returns,
+            o.resources,
+            o.max_retries,
+            o.retry_exceptions,
+            o.env_vars,
+            strategy=o.strategy,
+        )
 
     def options(self, **options: Any) -> _BoundOptions:
         """The same function with some options overridden for the calls made through it."""
@@ -69,5 +80,6 @@ class _BoundOptions:
         return self._fn._submit(args, kwargs, self._opts)
 
     def options(self, **options: Any) -> _BoundOptions:
-        return _BoundOptions(self._fn, TaskOptions({**self._opts.raw, **options},
-                                                   self._fn._is_generator))
+        return _BoundOptions(
+            self._fn, TaskOptions({**self._opts.raw, **options}, self._fn._is_generator)
+        )

@@ -54,16 +54,27 @@ class Runtime(Session):
     (``rtml._api``): ``start_events(node, node_id, job_id)`` returns (event log, flusher),
     ``start_dashboard(runtime, host, port)`` a dashboard handle; both are optional."""
 
-    def __init__(self, config: Config, start_events: Callable[..., Any] | None = None,
-                 start_dashboard: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        start_events: Callable[..., Any] | None = None,
+        start_dashboard: Callable[..., Any] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.job_id = "01000000"
-        resources = node_resources(config.num_cpus, config.num_gpus, config.resources,
-                                   config.object_store_memory)
+        resources = node_resources(
+            config.num_cpus, config.num_gpus, config.resources, config.object_store_memory
+        )
         worker_env = {**config.env_vars, "RTML_JOB_ID": self.job_id}
-        self.parts = build_node(resources, config.object_store_memory, config.namespace,
-                                worker_env, config.log_to_driver, print_log)
+        self.parts = build_node(
+            resources,
+            config.object_store_memory,
+            config.namespace,
+            worker_env,
+            config.log_to_driver,
+            print_log,
+        )
         self.session = self.parts.session
         SESSIONS.append(self.session)
         self.node_id = self.parts.node_id
@@ -71,8 +82,9 @@ class Runtime(Session):
         self.store = self.parts.store
         self.shell = self.parts.shell
         _payload.spill_dir = self.parts.spill_dir
-        self.client = DriverClient(self.node, self.shell, self.session, SHM_DIR, self.node_id,
-                                   self.job_id)
+        self.client = DriverClient(
+            self.node, self.shell, self.session, SHM_DIR, self.node_id, self.job_id
+        )
         self.client.namespace = config.namespace
         self.event_log: Any = None
         self._events: Any = None

@@ -44,13 +44,22 @@ class NodeView:
 
     def slots(self, request: dict[str, float]) -> float:
         """How many tasks of this shape the node runs at once (at least 1)."""
-        n = min((self.totals.get(k, 0.0) / v for k, v in request.items() if v > 0),
-                default=self.totals.get("CPU", 1.0))
+        n = min(
+            (self.totals.get(k, 0.0) / v for k, v in request.items() if v > 0),
+            default=self.totals.get("CPU", 1.0),
+        )
         return max(1.0, n)
 
 
-def place(request: dict[str, float], strategy: Any, local: str, view: dict[str, NodeView],
-          input_bytes: dict[str, int], task_s: float | None, spread_turn: int = 0) -> str:
+def place(
+    request: dict[str, float],
+    strategy: Any,
+    local: str,
+    view: dict[str, NodeView],
+    input_bytes: dict[str, int],
+    task_s: float | None,
+    spread_turn: int = 0,
+) -> str:
     """The node that should run a ready task (``local`` when there is no better place).
 
     Args:
@@ -75,14 +84,16 @@ def place(request: dict[str, float], strategy: Any, local: str, view: dict[str, 
             why = "is not alive" if n is None or not n.alive else f"has only {n.totals}"
             raise exc.TaskUnschedulableError(
                 f"the task must run on node {target} (NodeAffinitySchedulingStrategy, "
-                f"soft=False), which {why}; use soft=True to allow other nodes")
+                f"soft=False), which {why}; use soft=True to allow other nodes"
+            )
     feasible = [n for n in view.values() if n.alive and n.fits_total(request)]
     if not feasible:
         totals = {n.node_id[:8]: n.totals for n in view.values() if n.alive}
         raise exc.TaskUnschedulableError(
             f"no node of the cluster can ever run a task asking for {request} (nodes: "
             f"{totals}); lower the request or add a node with the resources "
-            "(rtml start --address ... --resources ...)")
+            "(rtml start --address ... --resources ...)"
+        )
     if strategy == "SPREAD":
         feasible.sort(key=lambda n: n.index)
         return feasible[spread_turn % len(feasible)].node_id
@@ -96,7 +107,10 @@ def place(request: dict[str, float], strategy: Any, local: str, view: dict[str, 
         cost = wait + (total_in - input_bytes.get(n.node_id, 0)) / BANDWIDTH
         if n.node_id != local:
             cost += FORWARD_S
-        if best_cost is None or cost < best_cost - 1e-12 or (
-                cost <= best_cost + 1e-12 and n.node_id == local):
+        if (
+            best_cost is None
+            or cost < best_cost - 1e-12
+            or (cost <= best_cost + 1e-12 and n.node_id == local)
+        ):
             best, best_cost = n.node_id, cost
     return best

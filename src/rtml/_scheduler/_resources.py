@@ -18,7 +18,9 @@ def _fx(x: float) -> int:
 
 
 def normalize_request(
-    num_cpus: float | None, num_gpus: float | None, resources: Mapping[str, float] | None,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: Mapping[str, float] | None,
     default_cpus: float = 1.0,
 ) -> dict[str, float]:
     """Validate and merge resource options into one request dict (zero entries dropped).
@@ -42,9 +44,7 @@ def normalize_request(
         if not isinstance(name, str) or not name:
             raise ValueError(f"resource names must be non-empty strings, got {name!r}")
         if name in ("CPU", "GPU"):
-            raise ValueError(
-                f"use num_cpus/num_gpus instead of resources={{{name!r}: ...}}"
-            )
+            raise ValueError(f"use num_cpus/num_gpus instead of resources={{{name!r}: ...}}")
         if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0:
             raise ValueError(f"resource {name!r} must be a non-negative number, got {val!r}")
         if val:

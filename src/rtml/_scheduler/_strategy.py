@@ -14,8 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_SCHEDULING_STRATEGY", "SPREAD_SCHEDULING_STRATEGY",
-           "NodeAffinitySchedulingStrategy", "normalize_strategy"]
+__all__ = [
+    "DEFAULT_SCHEDULING_STRATEGY",
+    "SPREAD_SCHEDULING_STRATEGY",
+    "NodeAffinitySchedulingStrategy",
+    "normalize_strategy",
+]
 
 DEFAULT_SCHEDULING_STRATEGY = "DEFAULT"
 SPREAD_SCHEDULING_STRATEGY = "SPREAD"
@@ -47,13 +51,15 @@ def normalize_strategy(value: Any) -> Any:
     if value == SPREAD_SCHEDULING_STRATEGY:
         return SPREAD_SCHEDULING_STRATEGY
     if isinstance(value, NodeAffinitySchedulingStrategy) or (
-            type(value).__name__ == "NodeAffinitySchedulingStrategy"
-            and hasattr(value, "node_id")):
+        type(value).__name__ == "NodeAffinitySchedulingStrategy" and hasattr(value, "node_id")
+    ):
         node_id = value.node_id
         if not isinstance(node_id, str) or not node_id:
-            raise ValueError(f"NodeAffinitySchedulingStrategy needs a node id string, got "
-                             f"{node_id!r}")
+            raise ValueError(
+                f"NodeAffinitySchedulingStrategy needs a node id string, got {node_id!r}"
+            )
         return ("node", node_id, bool(value.soft))
     raise ValueError(
         f"scheduling_strategy must be 'DEFAULT', 'SPREAD' or a NodeAffinitySchedulingStrategy, "
-        f"got {value!r}")
+        f"got {value!r}"
+    )

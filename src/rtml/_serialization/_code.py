@@ -17,8 +17,7 @@ import cloudpickle
 
 _ANONYMOUS = "<dynamic-code>"
 # A private function of cloudpickle: if a version lacks it, plain cloudpickle is used.
-_cloudpickle_code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce",
-                                   None)
+_cloudpickle_code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None)
 
 
 def _code_reduce(code: types.CodeType) -> Any:

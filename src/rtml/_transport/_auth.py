@@ -43,7 +43,8 @@ def state_dir() -> str:
     st = os.stat(path)
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise PermissionError(
-            f"{path} must belong to you and be private (chmod 700); it holds cluster tokens")
+            f"{path} must belong to you and be private (chmod 700); it holds cluster tokens"
+        )
     return path
 
 
@@ -107,7 +108,8 @@ def find_token(address: str, given: str | bytes | None = None) -> bytes:
     except FileNotFoundError:
         raise AuthError(
             f"no token for the cluster at {address}: pass token=... (or --token), or set "
-            f"{TOKEN_ENV}; `rtml start --head` printed it on the head machine") from None
+            f"{TOKEN_ENV}; `rtml start --head` printed it on the head machine"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- handshake
@@ -161,7 +163,7 @@ def client_handshake(sock: socket.socket, token: bytes, timeout: float = 5.0) ->
     if hello[: len(MAGIC)] != MAGIC:
         raise AuthError("the server is not an rtml cluster (bad greeting)")
     nonce = secrets.token_bytes(_NONCE)
-    _send(sock, _mac(token, b"c", hello[len(MAGIC):]) + nonce, deadline)
+    _send(sock, _mac(token, b"c", hello[len(MAGIC) :]) + nonce, deadline)
     proof = _recv_exact(sock, _MAC, deadline)
     if not hmac.compare_digest(proof, _mac(token, b"s", nonce)):
         raise AuthError("the server does not hold the cluster token")

@@ -69,7 +69,7 @@ class _Decoder:
         the byte count (0: peer closed)."""
         big = self._big
         if big is not None:
-            n = sock.recv_into(memoryview(big)[self._big_filled:], 0, flags)
+            n = sock.recv_into(memoryview(big)[self._big_filled :], 0, flags)
             self._big_filled += n
             return n
         n = sock.recv_into(self._rview, 0, flags)
@@ -143,8 +143,7 @@ class _Decoder:
 class NodeChannel:
     """The node's end of a connection: queue messages, flush without ever blocking."""
 
-    __slots__ = ("_decoder", "_out", "_pending", "_sent", "borrowed", "closed", "fileno",
-                 "sock")
+    __slots__ = ("_decoder", "_out", "_pending", "_sent", "borrowed", "closed", "fileno", "sock")
 
     def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME) -> None:
         sock.setblocking(False)
@@ -199,7 +198,7 @@ class NodeChannel:
         while pending:
             head = pending[0]
             try:
-                sent = sock.send(memoryview(head)[self._sent:] if self._sent else head)
+                sent = sock.send(memoryview(head)[self._sent :] if self._sent else head)
             except (BlockingIOError, InterruptedError):
                 return True
             except OSError:

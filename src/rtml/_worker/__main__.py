@@ -33,8 +33,9 @@ def main() -> None:
     for p in reversed(extra):
         if p not in sys.path:
             sys.path.insert(0, p)
-    threading.Thread(target=_exit_with_node, args=(session, shm_dir), daemon=True,
-                     name="rtml-orphan-check").start()
+    threading.Thread(
+        target=_exit_with_node, args=(session, shm_dir), daemon=True, name="rtml-orphan-check"
+    ).start()
     from rtml._worker._worker import run_worker
 
     run_worker(fd, wid, session, shm_dir)

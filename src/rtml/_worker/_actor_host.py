@@ -64,15 +64,24 @@ def _error_blob(e: BaseException, spec: TaskSpec, pid: int, name: str | None = N
     try:
         return cloudpickle.dumps(err)
     except Exception as pe:
-        return cloudpickle.dumps(exc.TaskError(name, err.traceback_str, exc.RtmlError(
-            f"{type(e).__name__}: {e} (not picklable: {pe})"), pid=pid))
+        return cloudpickle.dumps(
+            exc.TaskError(
+                name,
+                err.traceback_str,
+                exc.RtmlError(f"{type(e).__name__}: {e} (not picklable: {pe})"),
+                pid=pid,
+            )
+        )
 
 
 def _trim_rtml_frames(e: BaseException) -> None:
     """Start the traceback at the first frame of user code (e.g. ``__rtml_restore__``)."""
     tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None and \
-            tb.tb_frame.f_globals.get("__name__", "").startswith("rtml."):
+    while (
+        tb is not None
+        and tb.tb_next is not None
+        and tb.tb_frame.f_globals.get("__name__", "").startswith("rtml.")
+    ):
         tb = tb.tb_next
     e.__traceback__ = tb
 
@@ -150,8 +159,15 @@ class ActorHost:
                 ck.restore(instance)  # a restart resumes from the latest checkpoint
             except BaseException as e:
                 _trim_rtml_frames(e)
-                w.send([("actor_ready", self.actor_id, _error_blob(
-                    e, spec, w.pid, f"{self.class_name}.__rtml_restore__"))])
+                w.send(
+                    [
+                        (
+                            "actor_ready",
+                            self.actor_id,
+                            _error_blob(e, spec, w.pid, f"{self.class_name}.__rtml_restore__"),
+                        )
+                    ]
+                )
                 raise
         self.instance = instance
         counted = ck is not None and ck.interval > 0
@@ -183,8 +199,10 @@ class ActorHost:
             try:
                 value = method(*args, **kwargs)
             except _EXIT:
-                self._request_exit(self._current_task(), "exit_actor() was called in "
-                                   f"{getattr(method, '__name__', 'a method')}()")
+                self._request_exit(
+                    self._current_task(),
+                    f"exit_actor() was called in {getattr(method, '__name__', 'a method')}()",
+                )
                 return None
             except BaseException as e:
                 tb = e.__traceback__
@@ -206,7 +224,8 @@ class ActorHost:
         if self.checkpointer is None:
             raise exc.RtmlSystemError(
                 f"actor {self.class_name} has no checkpoint settings (its node did not pass "
-                "them on); it cannot be checkpointed")
+                "them on); it cannot be checkpointed"
+            )
         return self.checkpointer.save(self.instance)
 
     def _current_task(self) -> int | None:
@@ -321,13 +340,15 @@ class ActorHost:
                 else:
                     results = w.encode_returns(spec, value)
         except (asyncio.CancelledError, exc.TaskCancelledError):
-            results = w.error_results(spec, cloudpickle.dumps(
-                cancelled_error(spec.name, spec.task_id)))
+            results = w.error_results(
+                spec, cloudpickle.dumps(cancelled_error(spec.name, spec.task_id))
+            )
         except _EXIT:
             counted = False
             self._request_exit(spec.task_id, f"exit_actor() was called in {spec.name}()")
-            results = w.encode_returns(spec, None if spec.num_returns == 1 else
-                                       [None] * max(spec.num_returns, 0))
+            results = w.encode_returns(
+                spec, None if spec.num_returns == 1 else [None] * max(spec.num_returns, 0)
+            )
         except BaseException as e:  # user code may raise anything
             tb = e.__traceback__
             if tb is not None and tb.tb_frame.f_code is _RUN_CODE:
@@ -365,8 +386,10 @@ class ActorHost:
                 i += 1
             return
         if not hasattr(value, "__iter__"):
-            raise TypeError(f"method {spec.name} uses num_returns='streaming' but returned "
-                            f"{type(value).__name__}, not a generator")
+            raise TypeError(
+                f"method {spec.name} uses num_returns='streaming' but returned "
+                f"{type(value).__name__}, not a generator"
+            )
         for v in value:
             self._send_item(spec, i, v)
             i += 1
@@ -376,8 +399,12 @@ class ActorHost:
     def _send_item(self, spec: TaskSpec, i: int, v: Any) -> None:
         w = self.worker
         kind, payload, size, contained = encode_value(
-            v, _ids.return_id(spec.task_id, i + 1), w.session, w.shm_dir,
-            f"value yielded by {spec.name}")
+            v,
+            _ids.return_id(spec.task_id, i + 1),
+            w.session,
+            w.shm_dir,
+            f"value yielded by {spec.name}",
+        )
         w.send([("item", spec.task_id, i, kind, payload, size, contained)])
 
 

@@ -28,8 +28,13 @@ SPIN_S = int(os.environ.get("RTML_WORKER_SPIN_US", "200")) / 1e6
 
 class WorkerClient(CoreClient):
     def __init__(self, worker: Any, wid: int, session: str, shm_dir: str) -> None:
-        super().__init__(wid, session, shm_dir, node_id=os.environ.get("RTML_NODE_ID", ""),
-                         job_id=os.environ.get("RTML_JOB_ID", ""))
+        super().__init__(
+            wid,
+            session,
+            shm_dir,
+            node_id=os.environ.get("RTML_NODE_ID", ""),
+            job_id=os.environ.get("RTML_JOB_ID", ""),
+        )
         self.namespace = os.environ.get("RTML_NAMESPACE", "default")
         self.worker = worker
         self._req = itertools.count(1)

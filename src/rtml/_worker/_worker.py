@@ -132,7 +132,11 @@ class Worker:
         if self.queue and self.actor_host is None and len(self.held) < 64:
             now = time.perf_counter()
             est = self.fn_time.get(self.queue[0][1].fn_id)
-            if est is not None and est < 0.0001 and (not self.held or now - self.held_since < 0.001):
+            if (
+                est is not None
+                and est < 0.0001
+                and (not self.held or now - self.held_since < 0.001)
+            ):
                 if not self.held:
                     self.held_since = now
                 rm = self.client.ref_message()  # updates made so far precede this result
@@ -243,26 +247,32 @@ class Worker:
         for i, v in enumerate(values, 1):
             oid = _ids.return_id(tid, i)
             kind, payload, size, contained = encode_value(
-                v, oid, self.session, self.shm_dir, f"return value of {spec.name}")
+                v, oid, self.session, self.shm_dir, f"return value of {spec.name}"
+            )
             out.append((oid, kind, payload, size, contained))
         return out
 
     def stream(self, spec: TaskSpec, value: Any) -> None:
         if not inspect.isgenerator(value) and not hasattr(value, "__iter__"):
-            raise TypeError(f"task {spec.name} uses num_returns='streaming' but returned "
-                            f"{type(value).__name__}, not a generator")
+            raise TypeError(
+                f"task {spec.name} uses num_returns='streaming' but returned "
+                f"{type(value).__name__}, not a generator"
+            )
         for i, v in enumerate(value):
             oid = _ids.return_id(spec.task_id, i + 1)
             kind, payload, size, contained = encode_value(
-                v, oid, self.session, self.shm_dir, f"value yielded by {spec.name}")
+                v, oid, self.session, self.shm_dir, f"value yielded by {spec.name}"
+            )
             self.send([("item", spec.task_id, i, kind, payload, size, contained)])
             self.check_cancelled()
 
     def error_results(self, spec: TaskSpec, blob: bytes) -> list[tuple]:
         if spec.num_returns == STREAMING:
             return [(None, ERR, blob, 0, ())]
-        return [(_ids.return_id(spec.task_id, i), ERR, blob, 0, ())
-                for i in range(1, spec.num_returns + 1)]
+        return [
+            (_ids.return_id(spec.task_id, i), ERR, blob, 0, ())
+            for i in range(1, spec.num_returns + 1)
+        ]
 
     @staticmethod
     def retryable(spec: TaskSpec, error: BaseException) -> bool:
@@ -321,14 +331,21 @@ class Worker:
             tb = e.__traceback__
             if tb is not None and tb.tb_next is not None and tb.tb_frame.f_code is _EXEC_CODE:
                 e.__traceback__ = tb.tb_next  # start the remote traceback at the user's code
-            err = exc.TaskError.from_exception(e, spec.name, pid=self.pid,
-                                               task_id=_ids.to_hex(spec.task_id))
+            err = exc.TaskError.from_exception(
+                e, spec.name, pid=self.pid, task_id=_ids.to_hex(spec.task_id)
+            )
             retryable = self.retryable(spec, e)
             try:
                 blob = cloudpickle.dumps(err)
             except Exception as pe:
-                blob = cloudpickle.dumps(exc.TaskError(spec.name, err.traceback_str, exc.RtmlError(
-                    f"{type(e).__name__}: {e} (not picklable: {pe})"), pid=self.pid))
+                blob = cloudpickle.dumps(
+                    exc.TaskError(
+                        spec.name,
+                        err.traceback_str,
+                        exc.RtmlError(f"{type(e).__name__}: {e} (not picklable: {pe})"),
+                        pid=self.pid,
+                    )
+                )
             results = self.error_results(spec, blob)
             del e
         finally:

@@ -78,14 +78,16 @@ def calls_sync(ctx: Any) -> Row:
 
 def calls_async(ctx: Any) -> Row:
     a = _need(w.Actor, num_cpus=0).remote()
-    return _row(lambda: rtml.get([a.small_value.remote() for _ in range(1000)]),
-                ctx.duration, 1000, [a])
+    return _row(
+        lambda: rtml.get([a.small_value.remote() for _ in range(1000)]), ctx.duration, 1000, [a]
+    )
 
 
 def calls_concurrent(ctx: Any) -> Row:
     a = _need(w.Actor, num_cpus=0).options(max_concurrency=16).remote()
-    return _row(lambda: rtml.get([a.small_value.remote() for _ in range(1000)]),
-                ctx.duration, 1000, [a])
+    return _row(
+        lambda: rtml.get([a.small_value.remote() for _ in range(1000)]), ctx.duration, 1000, [a]
+    )
 
 
 def one_to_n_async(ctx: Any) -> Row:
@@ -93,16 +95,21 @@ def one_to_n_async(ctx: Any) -> Row:
     actor_cls = _need(w.Actor, num_cpus=0)
     actors = [actor_cls.remote() for _ in range(ctx.n_cpu)]
     client = _need(w.Client, num_cpus=0).remote(actors)
-    return _row(lambda: rtml.get(client.small_value_batch.remote(n)), ctx.duration,
-                n * len(actors), [client, *actors])
+    return _row(
+        lambda: rtml.get(client.small_value_batch.remote(n)),
+        ctx.duration,
+        n * len(actors),
+        [client, *actors],
+    )
 
 
 def n_to_n_async(ctx: Any) -> Row:
     n, m = 5000, 4
     actor_cls = _need(w.Actor, num_cpus=0)
     a = [actor_cls.remote() for _ in range(ctx.n_cpu)]
-    return _row(lambda: rtml.get([w.actor_work.remote(a, n) for _ in range(m)]),
-                ctx.duration, m * n, a)
+    return _row(
+        lambda: rtml.get([w.actor_work.remote(a, n) for _ in range(m)]), ctx.duration, m * n, a
+    )
 
 
 def n_to_n_arg_async(ctx: Any) -> Row:
@@ -111,8 +118,12 @@ def n_to_n_arg_async(ctx: Any) -> Row:
     client_cls = _need(w.Client, num_cpus=0)
     actors = [actor_cls.remote() for _ in range(ctx.n_cpu)]
     clients = [client_cls.remote(a) for a in actors]
-    return _row(lambda: rtml.get([c.small_value_batch_arg.remote(n) for c in clients]),
-                ctx.duration, n * len(clients), [*clients, *actors])
+    return _row(
+        lambda: rtml.get([c.small_value_batch_arg.remote(n) for c in clients]),
+        ctx.duration,
+        n * len(clients),
+        [*clients, *actors],
+    )
 
 
 # --------------------------------------------------------------------------- async actors
@@ -124,14 +135,19 @@ def async_calls_sync(ctx: Any) -> Row:
 
 def async_calls_async(ctx: Any) -> Row:
     a = _need(w.AsyncActor).remote()
-    return _row(lambda: rtml.get([a.small_value.remote() for _ in range(1000)]),
-                ctx.duration, 1000, [a])
+    return _row(
+        lambda: rtml.get([a.small_value.remote() for _ in range(1000)]), ctx.duration, 1000, [a]
+    )
 
 
 def async_calls_args_async(ctx: Any) -> Row:
     a = _need(w.AsyncActor).remote()
-    return _row(lambda: rtml.get([a.small_value_with_arg.remote(i) for i in range(1000)]),
-                ctx.duration, 1000, [a])
+    return _row(
+        lambda: rtml.get([a.small_value_with_arg.remote(i) for i in range(1000)]),
+        ctx.duration,
+        1000,
+        [a],
+    )
 
 
 def async_one_to_n(ctx: Any) -> Row:
@@ -139,16 +155,21 @@ def async_one_to_n(ctx: Any) -> Row:
     actor_cls = _need(w.AsyncActor)
     actors = [actor_cls.remote() for _ in range(ctx.n_cpu)]
     client = _need(w.Client, num_cpus=0).remote(actors)
-    return _row(lambda: rtml.get(client.small_value_batch.remote(n)), ctx.duration,
-                n * len(actors), [client, *actors])
+    return _row(
+        lambda: rtml.get(client.small_value_batch.remote(n)),
+        ctx.duration,
+        n * len(actors),
+        [client, *actors],
+    )
 
 
 def async_n_to_n(ctx: Any) -> Row:
     n, m = 5000, 4
     actor_cls = _need(w.AsyncActor)
     a = [actor_cls.remote() for _ in range(ctx.n_cpu)]
-    return _row(lambda: rtml.get([w.actor_work.remote(a, n) for _ in range(m)]),
-                ctx.duration, m * n, a)
+    return _row(
+        lambda: rtml.get([w.actor_work.remote(a, n) for _ in range(m)]), ctx.duration, m * n, a
+    )
 
 
 ROWS = [

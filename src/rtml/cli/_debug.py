@@ -56,6 +56,7 @@ def stack(address: str, no_py_spy: bool) -> None:
         click.echo("no workers")
     for w, text in dumps:
         tasks = ", ".join(w.get("tasks") or []) or "-"
-        click.echo(f"=== worker pid {w['pid']} on node {w['node_id']} ({w['state']}, "
-                   f"tasks: {tasks}) ===")
+        click.echo(
+            f"=== worker pid {w['pid']} on node {w['node_id']} ({w['state']}, tasks: {tasks}) ==="
+        )
         click.echo(text.rstrip() + "\n")

@@ -172,9 +172,14 @@ def _git_commit() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=False,
-                             cwd=os.path.dirname(os.path.abspath(rtml.__file__)))
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            cwd=os.path.dirname(os.path.abspath(rtml.__file__)),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
@@ -205,17 +210,26 @@ def _run_row(name: str, fn: Callable[[Ctx], Any], ctx: Ctx, row_timeout: float) 
     return rows
 
 
-def run(duration: float = 2.0, filters: tuple[str, ...] = (), json_path: str | None = None,
-        num_cpus: int | None = None, tiny_tasks: int = 1_000_000, row_timeout: float = 600.0,
-        out: Any = None) -> int:
+def run(
+    duration: float = 2.0,
+    filters: tuple[str, ...] = (),
+    json_path: str | None = None,
+    num_cpus: int | None = None,
+    tiny_tasks: int = 1_000_000,
+    row_timeout: float = 600.0,
+    out: Any = None,
+) -> int:
     """Run the selected rows; print the table; return the exit status (1 if a row failed)."""
     out = out or sys.stdout
     cpus = int(num_cpus or os.cpu_count() or 1)
     ctx = Ctx(duration=duration, num_cpus=cpus, tiny_tasks=tiny_tasks)
     names = [n for n in ALL_NAMES if selected(n, filters)]
     if not names:
-        out.write(f"no benchmark row matches {list(filters)}; rows are:\n  "
-                  + "\n  ".join(ALL_NAMES) + "\n")
+        out.write(
+            f"no benchmark row matches {list(filters)}; rows are:\n  "
+            + "\n  ".join(ALL_NAMES)
+            + "\n"
+        )
         return 2
     printer = TablePrinter(names + _process_rows.EXTRA_NAMES, out)
     started = time.time()
@@ -239,14 +253,21 @@ def run(duration: float = 2.0, filters: tuple[str, ...] = (), json_path: str | N
                 printer.row(r)
     if json_path:
         meta = {
-            "tool": "rtml microbenchmark", "rtml_version": rtml.__version__,
+            "tool": "rtml microbenchmark",
+            "rtml_version": rtml.__version__,
             "git_commit": _git_commit(),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "num_cpus": cpus, "duration_per_row_s": duration,
-            "tiny_tasks": tiny_tasks, "filters": list(filters), "started_unix": started,
-            "wall_s": round(time.time() - started, 3), "loadavg_at_start": load,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "num_cpus": cpus,
+            "duration_per_row_s": duration,
+            "tiny_tasks": tiny_tasks,
+            "filters": list(filters),
+            "started_unix": started,
+            "wall_s": round(time.time() - started, 3),
+            "loadavg_at_start": load,
             "method": "Ray timeit: warm-up, then 4 rounds; mean and population std of the "
-                      "per-round rates",
+            "per-round rates",
         }
         write_json(json_path, rows, meta)
     return 1 if any(r.status == "error" for r in rows) else 0

@@ -30,7 +30,13 @@ def _tree() -> list[psutil.Process]:
 
 def memory() -> dict:
     """Sum of RSS (and PSS/USS where the platform reports them) over driver + children, MB."""
-    out: dict[str, Any] = {"processes": 0, "rss_mb": 0.0, "pss_mb": 0.0, "uss_mb": 0.0, "driver_rss_mb": 0.0}
+    out: dict[str, Any] = {
+        "processes": 0,
+        "rss_mb": 0.0,
+        "pss_mb": 0.0,
+        "uss_mb": 0.0,
+        "driver_rss_mb": 0.0,
+    }
     full = True
     for p in _tree():
         try:
@@ -72,10 +78,18 @@ def startup(num_cpus: int, t_import: float) -> dict:
     t2 = time.perf_counter()
     rtml.shutdown()
     t3 = time.perf_counter()
-    left = [p for p in psutil.Process().children(recursive=True)
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    return {"import_s": t0 - t_import, "init_to_first_s": t1 - t0, "shutdown_s": t3 - t2,
-            "memory": mem, "children_after_shutdown": len(left)}
+    left = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    return {
+        "import_s": t0 - t_import,
+        "init_to_first_s": t1 - t0,
+        "shutdown_s": t3 - t2,
+        "memory": mem,
+        "children_after_shutdown": len(left),
+    }
 
 
 def tiny(num_cpus: int, n: int) -> dict:
@@ -101,16 +115,20 @@ def tiny(num_cpus: int, n: int) -> dict:
     peak = me.memory_info().rss
     del refs, values
     rtml.shutdown()
-    return {"n": n, "submit_s": t1 - t0, "total_s": t2 - t0,
-            "driver_rss_delta_bytes": rss1 - rss0, "driver_rss_before_mb": rss0 / MB,
-            "driver_rss_after_get_mb": peak / MB}
+    return {
+        "n": n,
+        "submit_s": t1 - t0,
+        "total_s": t2 - t0,
+        "driver_rss_delta_bytes": rss1 - rss0,
+        "driver_rss_before_mb": rss0 / MB,
+        "driver_rss_after_get_mb": peak / MB,
+    }
 
 
 def main(argv: list[str], t_before_import: float | None = None) -> None:
     kind, cpus = argv[0], int(argv[1])
     if kind == "startup":
-        result = startup(cpus, time.perf_counter() if t_before_import is None
-                         else t_before_import)
+        result = startup(cpus, time.perf_counter() if t_before_import is None else t_before_import)
     elif kind == "tiny":
         result = tiny(cpus, int(argv[2]))
     else:

@@ -20,8 +20,10 @@ _NAMES = {
 def probe(kind: str, num_cpus: int, *extra: str, timeout: float = 300.0) -> dict:
     """Run ``python -m rtml.cli._probe`` and return its JSON result."""
     # -c rather than -m: `python -m rtml.cli._probe` would import rtml before the timer starts.
-    code = ("import sys, time; t = time.perf_counter(); import rtml; "
-            "from rtml.cli._probe import main; main(sys.argv[1:], t)")
+    code = (
+        "import sys, time; t = time.perf_counter(); import rtml; "
+        "from rtml.cli._probe import main; main(sys.argv[1:], t)"
+    )
     cmd = [sys.executable, "-c", code, kind, str(num_cpus), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
@@ -66,16 +68,31 @@ def memory_rows(ctx: Any) -> list[Row]:
     rss = [m["rss_mb"] for m in mems]
     mean, sd = stats(rss)
     drv = stats([m["driver_rss_mb"] for m in mems])[0]
-    rows = [Row(name, mean, "MB", sd, samples=rss,
-                note=f"RSS sum, {procs} processes (driver {drv:.0f} MB); "
-                     f"num_cpus={ctx.num_cpus}",
-                extra={"per_sample": mems})]
+    rows = [
+        Row(
+            name,
+            mean,
+            "MB",
+            sd,
+            samples=rss,
+            note=f"RSS sum, {procs} processes (driver {drv:.0f} MB); num_cpus={ctx.num_cpus}",
+            extra={"per_sample": mems},
+        )
+    ]
     for kind in ("pss", "uss"):
         vals = [m[f"{kind}_mb"] for m in mems]
         if all(v is not None for v in vals):
             mean, sd = stats(vals)
-            rows.append(Row(name.replace(" (", f" {kind.upper()} ("), mean, "MB", sd, samples=vals,
-                            note=f"{kind.upper()} sum over the same processes"))
+            rows.append(
+                Row(
+                    name.replace(" (", f" {kind.upper()} ("),
+                    mean,
+                    "MB",
+                    sd,
+                    samples=vals,
+                    note=f"{kind.upper()} sum over the same processes",
+                )
+            )
     return rows
 
 
@@ -85,19 +102,26 @@ def tiny_rows(ctx: Any) -> list[Row]:
     name = _NAMES["tiny"]
     note = f"n={n:,}; one fresh process, one sample"
     return [
-        Row(name, n / r["total_s"], "tasks/s", None, note=note + "; submit + get all",
-            extra=r),
+        Row(name, n / r["total_s"], "tasks/s", None, note=note + "; submit + get all", extra=r),
         Row(f"{name}: submit rate", n / r["submit_s"], "tasks/s", None, note=note),
-        Row(f"{name}: driver memory per pending task", r["driver_rss_delta_bytes"] / n,
-            "bytes", None,
+        Row(
+            f"{name}: driver memory per pending task",
+            r["driver_rss_delta_bytes"] / n,
+            "bytes",
+            None,
             note=f"driver RSS delta after submit, before get; "
-                 f"{r['driver_rss_delta_bytes'] / 2**20:.0f} MB total"),
+            f"{r['driver_rss_delta_bytes'] / 2**20:.0f} MB total",
+        ),
     ]
 
 
 # Names of the rows the functions above add beside their own (for the table's width).
-EXTRA_NAMES = [_NAMES["memory"].replace(" (", " PSS ("), _NAMES["memory"].replace(" (", " USS ("),
-               f"{_NAMES['tiny']}: submit rate", f"{_NAMES['tiny']}: driver memory per pending task"]
+EXTRA_NAMES = [
+    _NAMES["memory"].replace(" (", " PSS ("),
+    _NAMES["memory"].replace(" (", " USS ("),
+    f"{_NAMES['tiny']}: submit rate",
+    f"{_NAMES['tiny']}: driver memory per pending task",
+]
 
 ROWS = [
     (_NAMES["init"], init_row),

@@ -30,20 +30,19 @@ def _init(address: str | None) -> Any:
 
 def _load(target: str) -> Any:
     if ":" not in target:
-        raise click.BadParameter(f"{target!r} is not module:attribute (e.g. app:graph)",
-                                 param_hint="TARGET")
+        raise click.BadParameter(
+            f"{target!r} is not module:attribute (e.g. app:graph)", param_hint="TARGET"
+        )
     mod_name, attr = target.split(":", 1)
     sys.path.insert(0, os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise click.BadParameter(f"cannot import {mod_name!r}: {e}", param_hint="TARGET"
-                                 ) from e
+        raise click.BadParameter(f"cannot import {mod_name!r}: {e}", param_hint="TARGET") from e
     obj: Any = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise click.BadParameter(f"{mod_name!r} has no attribute {attr!r}",
-                                     param_hint="TARGET")
+            raise click.BadParameter(f"{mod_name!r} has no attribute {attr!r}", param_hint="TARGET")
         obj = getattr(obj, part)
     from rtml import serve
 
@@ -63,11 +62,22 @@ def serve_group() -> None:
 @click.option("--route-prefix", default="/", show_default=True, help="HTTP route prefix.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Proxy host.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Proxy port.")
-@click.option("--address", default=None, help="Cluster address (HOST:PORT or auto); "
-              "default: an embedded runtime that ends with this command.")
+@click.option(
+    "--address",
+    default=None,
+    help="Cluster address (HOST:PORT or auto); "
+    "default: an embedded runtime that ends with this command.",
+)
 @click.option("--non-blocking", is_flag=True, help="Deploy and exit (cluster only).")
-def run_cmd(target: str, name: str, route_prefix: str, host: str, port: int,
-            address: str | None, non_blocking: bool) -> None:
+def run_cmd(
+    target: str,
+    name: str,
+    route_prefix: str,
+    host: str,
+    port: int,
+    address: str | None,
+    non_blocking: bool,
+) -> None:
     """Deploy TARGET (module:app) and serve it until interrupted."""
     from rtml import serve
 
@@ -76,8 +86,10 @@ def run_cmd(target: str, name: str, route_prefix: str, host: str, port: int,
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(app, name=name, route_prefix=route_prefix)
-        click.echo(f"application {name!r} is serving at http://{host}:{port}{route_prefix} "
-                   "(Ctrl-C to stop)")
+        click.echo(
+            f"application {name!r} is serving at http://{host}:{port}{route_prefix} "
+            "(Ctrl-C to stop)"
+        )
         if not (non_blocking and address):
             threading.Event().wait()
     except KeyboardInterrupt:

@@ -19,10 +19,20 @@ from typing import Any
 
 import click
 
-_ADDRESS = click.option("--address", default="auto", show_default=True,
-                        help="Control plane HOST:PORT (auto: the cluster started here last).")
-_FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]),
-                       default="table", show_default=True, help="Aligned table, or JSON.")
+_ADDRESS = click.option(
+    "--address",
+    default="auto",
+    show_default=True,
+    help="Control plane HOST:PORT (auto: the cluster started here last).",
+)
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Aligned table, or JSON.",
+)
 _FILTER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!=|==|=|<|>)\s*(.*?)\s*$")
 
 
@@ -54,8 +64,10 @@ def parse_filters(resource: str, texts: tuple[str, ...]) -> list[tuple[str, str,
     for text in texts:
         m = _FILTER.match(text)
         if m is None:
-            raise click.BadParameter(f"{text!r} is not KEY=VALUE (or KEY!=VALUE, KEY<NUMBER, "
-                                     f"KEY>NUMBER)", param_hint="--filter")
+            raise click.BadParameter(
+                f"{text!r} is not KEY=VALUE (or KEY!=VALUE, KEY<NUMBER, KEY>NUMBER)",
+                param_hint="--filter",
+            )
         out.append((m.group(1), m.group(2), m.group(3)))
     try:
         check_filters(resource, out)
@@ -65,18 +77,30 @@ def parse_filters(resource: str, texts: tuple[str, ...]) -> list[tuple[str, str,
 
 
 @click.command("list")
-@click.argument("resource", type=click.Choice(["tasks", "actors", "objects", "nodes",
-                                               "workers", "streams"]))
-@click.option("--filter", "-f", "filters", multiple=True, metavar="KEY=VALUE",
-              help="Keep rows where KEY=VALUE (also !=, and < or > for numbers); repeatable, "
-                   "all must hold.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
-              help="At most this many rows.")
+@click.argument(
+    "resource", type=click.Choice(["tasks", "actors", "objects", "nodes", "workers", "streams"])
+)
+@click.option(
+    "--filter",
+    "-f",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keep rows where KEY=VALUE (also !=, and < or > for numbers); repeatable, all must hold.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="At most this many rows.",
+)
 @click.option("--detail", is_flag=True, help="Every key of each row (errors, tracebacks...).")
 @_FORMAT
 @_ADDRESS
-def list_(resource: str, filters: tuple[str, ...], limit: int, detail: bool, fmt: str,
-          address: str) -> None:
+def list_(
+    resource: str, filters: tuple[str, ...], limit: int, detail: bool, fmt: str, address: str
+) -> None:
     """List the cluster's tasks, actors, objects, nodes, workers or streams (dataflows)."""
     from rtml._observability import _listing
 
@@ -95,8 +119,9 @@ def list_(resource: str, filters: tuple[str, ...], limit: int, detail: bool, fmt
     else:
         click.echo(_listing.format_table(shown, _listing.COMPACT[resource]))
     if matched > len(shown):
-        click.echo(f"\n(showing {len(shown)} of {matched} {resource}; raise --limit or add "
-                   f"--filter)")
+        click.echo(
+            f"\n(showing {len(shown)} of {matched} {resource}; raise --limit or add --filter)"
+        )
     else:
         click.echo(f"\n{matched} {resource[:-1]}(s)")
 
@@ -113,7 +138,8 @@ def summary(resource: str, fmt: str, address: str) -> None:
         if resource == "tasks":
             events, dropped = _listing.read_events(source)
             result = _listing.summarize_tasks(
-                _listing.task_rows(events, source.live_tasks()), dropped)
+                _listing.task_rows(events, source.live_tasks()), dropped
+            )
         elif resource == "actors":
             result = _listing.summarize_actors(_listing.read_rows(source, "actors"))
         else:
@@ -127,8 +153,13 @@ def summary(resource: str, fmt: str, address: str) -> None:
 
 
 @click.command()
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
-              help="List at most this many objects (the largest).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="List at most this many objects (the largest).",
+)
 @_FORMAT
 @_ADDRESS
 def memory(limit: int, fmt: str, address: str) -> None:
@@ -144,9 +175,15 @@ def memory(limit: int, fmt: str, address: str) -> None:
 
 
 @click.command()
-@click.option("--output", "-o", "output", default=None, metavar="FILE",
-              help="Where to write the trace ('-' for stdout; default: a new file in the "
-                   "temporary directory).")
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    default=None,
+    metavar="FILE",
+    help="Where to write the trace ('-' for stdout; default: a new file in the "
+    "temporary directory).",
+)
 @_ADDRESS
 def timeline(output: str | None, address: str) -> None:
     """Write the task timeline as a Chrome trace (open it in https://ui.perfetto.dev or
@@ -161,17 +198,23 @@ def timeline(output: str | None, address: str) -> None:
         sys.stdout.write("\n")
         return
     path = output or os.path.join(
-        tempfile.gettempdir(), f"rtml-timeline-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json")
+        tempfile.gettempdir(), f"rtml-timeline-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    )
     try:
         size = dump_trace(trace, path)
     except OSError as e:
         raise click.ClickException(f"cannot write the timeline to {path}: {e}")
     info = trace["otherData"]
-    dropped = (f"; {info['dropped_events']} older event(s) had been dropped"
-               if info["dropped_events"] else "")
-    click.echo(f"wrote {info['tasks']} task execution(s), {info['dependencies']} "
-               f"dependency arrow(s) to {path} ({size:,} bytes, "
-               f"{time.perf_counter() - started:.2f} s){dropped}")
+    dropped = (
+        f"; {info['dropped_events']} older event(s) had been dropped"
+        if info["dropped_events"]
+        else ""
+    )
+    click.echo(
+        f"wrote {info['tasks']} task execution(s), {info['dependencies']} "
+        f"dependency arrow(s) to {path} ({size:,} bytes, "
+        f"{time.perf_counter() - started:.2f} s){dropped}"
+    )
     click.echo("open it in https://ui.perfetto.dev or chrome://tracing")
 
 

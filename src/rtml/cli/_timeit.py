@@ -45,8 +45,13 @@ def stats(samples: list[float]) -> tuple[float, float]:
     return statistics.fmean(samples), statistics.pstdev(samples) if len(samples) > 1 else 0.0
 
 
-def timeit(name: str, fn: Callable[[], Any], duration: float, multiplier: float = 1.0,
-           unit: str = "per second") -> Row:
+def timeit(
+    name: str,
+    fn: Callable[[], Any],
+    duration: float,
+    multiplier: float = 1.0,
+    unit: str = "per second",
+) -> Row:
     """Rate of ``fn`` (calls/s times ``multiplier``), Ray's method scaled to ``duration``."""
     warmup = min(1.0, duration / ROUNDS)
     round_time = duration / ROUNDS

@@ -12,5 +12,10 @@ Floor 6 (docs/architecture.md): reads observability; started by the process floo
 from rtml.dashboard._panels import ObjectPanel, register_panel, unregister_panel
 from rtml.dashboard._server import DashboardHandle, start_dashboard
 
-__all__ = ["DashboardHandle", "ObjectPanel", "register_panel", "start_dashboard",
-           "unregister_panel"]
+__all__ = [
+    "DashboardHandle",
+    "ObjectPanel",
+    "register_panel",
+    "start_dashboard",
+    "unregister_panel",
+]

@@ -39,7 +39,7 @@ from rtml.dashboard._model import DashboardModel
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "rtml_dashboard"
-POLL_S = 0.1          # how often a long poll looks for new task events
+POLL_S = 0.1  # how often a long poll looks for new task events
 MAX_WAIT_S = 5.0
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -47,10 +47,14 @@ _HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
 }
-_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 
 def cookie_value(token: bytes) -> str:
@@ -89,14 +93,20 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         if self.open:
             host = headers.get("host", "")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if not is_loopback(name):
-                await _deny(403, "this dashboard only answers requests addressed to "
-                                 "localhost or 127.0.0.1", scope, receive, send)
+                await _deny(
+                    403,
+                    "this dashboard only answers requests addressed to localhost or 127.0.0.1",
+                    scope,
+                    receive,
+                    send,
+                )
                 return
             await self.app(scope, receive, send)
             return
@@ -108,15 +118,15 @@ class Guard:
                 rest = urlencode([(k, v) for k, v in query if k != "token"])
                 where = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
                 resp = Response(status_code=303, headers={"Location": where, **_HEADERS})
-                resp.set_cookie(COOKIE, self.cookie, httponly=True, samesite="strict",
-                                path="/")
+                resp.set_cookie(COOKIE, self.cookie, httponly=True, samesite="strict", path="/")
                 await resp(scope, receive, send)
                 return
             await _deny(401, "wrong token", scope, receive, send)
             return
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer ") and hmac.compare_digest(
-                auth[7:].strip().lower().encode(), self.token.hex().encode()):
+            auth[7:].strip().lower().encode(), self.token.hex().encode()
+        ):
             await self.app(scope, receive, send)
             return
         jar: SimpleCookie = SimpleCookie()
@@ -125,13 +135,17 @@ class Guard:
         except Exception:
             pass
         morsel = jar.get(COOKIE)
-        if morsel is not None and hmac.compare_digest(morsel.value.encode(),
-                                                      self.cookie.encode()):
+        if morsel is not None and hmac.compare_digest(morsel.value.encode(), self.cookie.encode()):
             await self.app(scope, receive, send)
             return
-        await _deny(401, "this dashboard needs the cluster's token: open it once as "
-                         "<address>/?token=<hex token> (`rtml start --head` printed it)",
-                    scope, receive, send)
+        await _deny(
+            401,
+            "this dashboard needs the cluster's token: open it once as "
+            "<address>/?token=<hex token> (`rtml start --head` printed it)",
+            scope,
+            receive,
+            send,
+        )
 
 
 async def _deny(status: int, text: str, scope: Any, receive: Any, send: Any) -> None:
@@ -167,8 +181,11 @@ def _float(request: Request, name: str, default: float, lo: float, hi: float) ->
 
 def build_app(backend: Backend, token: bytes | None = None, open_: bool = True) -> Any:
     """The ASGI app (Starlette behind the Guard) over ``backend``."""
-    files = {p.name: (p.read_bytes(), _STATIC_TYPES.get(p.suffix, "application/octet-stream"))
-             for p in STATIC.iterdir() if p.is_file()}
+    files = {
+        p.name: (p.read_bytes(), _STATIC_TYPES.get(p.suffix, "application/octet-stream"))
+        for p in STATIC.iterdir()
+        if p.is_file()
+    }
     model = backend.model
 
     async def page(request: Request) -> Response:
@@ -205,6 +222,7 @@ def build_app(backend: Backend, token: bytes | None = None, open_: bool = True) 
             window = _float(request, "window", 30.0, 1.0, 3600.0)
             data = await backend.call(model.snapshot, window)
             return json_response(data[name])
+
         return endpoint
 
     async def log_text(request: Request) -> Response:
@@ -220,8 +238,7 @@ def build_app(backend: Backend, token: bytes | None = None, open_: bool = True) 
             return json_response({"error": str(e)}, 404)
         except Exception as e:
             return json_response({"error": f"{type(e).__name__}: {e}"}, 503)
-        return json_response({"node_id": request.path_params["node_id"], "pid": pid,
-                              "text": text})
+        return json_response({"node_id": request.path_params["node_id"], "pid": pid, "text": text})
 
     async def trace(request: Request) -> Response:
         try:
@@ -236,8 +253,19 @@ def build_app(backend: Backend, token: bytes | None = None, open_: bool = True) 
         Route("/", page, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
         Route("/api/snapshot", snapshot, methods=["GET"]),
-        *[Route(f"/api/{name}", part(name), methods=["GET"]) for name in (
-            "nodes", "tasks", "actors", "objects", "workers", "timeline", "failures", "logs")],
+        *[
+            Route(f"/api/{name}", part(name), methods=["GET"])
+            for name in (
+                "nodes",
+                "tasks",
+                "actors",
+                "objects",
+                "workers",
+                "timeline",
+                "failures",
+                "logs",
+            )
+        ],
         Route("/api/logs/{node_id}/{pid}", log_text, methods=["GET"]),
         Route("/api/trace.json", trace, methods=["GET"]),
     ]

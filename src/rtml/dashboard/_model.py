@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     from rtml._control._events import TaskEvent
 
 LIVE_STATES = ("PENDING_ARGS", "PENDING_SCHEDULING", "RUNNING")
-_PAGE = 5000          # events read per source call
-_MAX_PAGES = 40       # per ingest: a huge backlog is read over several polls
+_PAGE = 5000  # events read per source call
+_MAX_PAGES = 40  # per ingest: a huge backlog is read over several polls
 _TOP_OBJECTS = 25
 _MAX_ACTORS = 300
-_MAX_ROWS = 500       # task and worker rows sent to the page
-DUTY = 0.05           # at most this share of the time is spent reading any one listing
+_MAX_ROWS = 500  # task and worker rows sent to the page
+DUTY = 0.05  # at most this share of the time is spent reading any one listing
 
 
 def _rank(state: str, attempt: int) -> tuple[bool, int]:
@@ -48,13 +48,18 @@ def _rank(state: str, attempt: int) -> tuple[bool, int]:
 class TaskBook:
     """Task events folded into per-task latest state and running totals."""
 
-    def __init__(self, max_tasks: int = 20_000, max_slices: int = 5_000,
-                 max_failures: int = 100, max_recent: int = 100) -> None:
+    def __init__(
+        self,
+        max_tasks: int = 20_000,
+        max_slices: int = 5_000,
+        max_failures: int = 100,
+        max_recent: int = 100,
+    ) -> None:
         self.max_tasks = max_tasks
         self.tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.by_state: Counter[str] = Counter()
         self.by_func: dict[str, Counter[str]] = {}
-        self.func_time: dict[str, list[float]] = {}   # func -> [total seconds, count, max]
+        self.func_time: dict[str, list[float]] = {}  # func -> [total seconds, count, max]
         self.retries = 0
         self.events_read = 0
         self.slices: deque[dict[str, Any]] = deque(maxlen=max_slices)
@@ -67,9 +72,17 @@ class TaskBook:
 
         batch = [TaskEvent.of(e) for e in events]
         for x in executions(batch):
-            self.slices.append({"task_id": x.task_id, "func": x.func, "state": x.state,
-                                "node_id": x.node_id, "worker_pid": x.worker,
-                                "start": x.start, "end": x.end})
+            self.slices.append(
+                {
+                    "task_id": x.task_id,
+                    "func": x.func,
+                    "state": x.state,
+                    "node_id": x.node_id,
+                    "worker_pid": x.worker,
+                    "start": x.start,
+                    "end": x.end,
+                }
+            )
         for ev in batch:
             self._add(ev)
 
@@ -80,9 +93,16 @@ class TaskBook:
         state = ev.state
         start, end = x.get("start"), x.get("end")
         rec = {
-            "task_id": task_id, "func": str(ev.name or x.get("func") or "?"), "state": state,
-            "attempt": ev.attempt, "node_id": ev.node_id, "worker_pid": ev.worker_id,
-            "time": ev.time, "start": start, "end": end, "actor_id": x.get("actor_id"),
+            "task_id": task_id,
+            "func": str(ev.name or x.get("func") or "?"),
+            "state": state,
+            "attempt": ev.attempt,
+            "node_id": ev.node_id,
+            "worker_pid": ev.worker_id,
+            "time": ev.time,
+            "start": start,
+            "end": end,
+            "actor_id": x.get("actor_id"),
             "parent": x.get("parent"),
         }
         if state == "RETRIED":
@@ -100,10 +120,14 @@ class TaskBook:
             self.recent.append(rec)
         if state == "FAILED":
             parent = self.tasks.get(hex_id(rec["parent"])) if rec["parent"] else None
-            self.failures.append({
-                **rec, "error": x.get("error") or "", "traceback": x.get("traceback") or "",
-                "parent_func": parent["func"] if parent else None,
-            })
+            self.failures.append(
+                {
+                    **rec,
+                    "error": x.get("error") or "",
+                    "traceback": x.get("traceback") or "",
+                    "parent_func": parent["func"] if parent else None,
+                }
+            )
 
     def _count(self, rec: dict[str, Any], sign: int) -> None:
         state = rec["state"]
@@ -112,8 +136,11 @@ class TaskBook:
         self.by_state[state] += sign
         self.by_func.setdefault(rec["func"], Counter())[state] += sign
         start, end = rec["start"], rec["end"]
-        if state == "FINISHED" and isinstance(start, (int, float)) and isinstance(
-                end, (int, float)):
+        if (
+            state == "FINISHED"
+            and isinstance(start, (int, float))
+            and isinstance(end, (int, float))
+        ):
             d = max(0.0, float(end) - float(start))
             t = self.func_time.setdefault(rec["func"], [0.0, 0, 0.0])
             t[0] += sign * d
@@ -130,8 +157,7 @@ class TaskBook:
         assert all(v >= 0 for v in self.by_state.values()), self.by_state
         for func, c in self.by_func.items():
             assert all(v >= 0 for v in c.values()), (func, c)
-        assert sum(sum(c.values()) for c in self.by_func.values()) == sum(
-            self.by_state.values())
+        assert sum(sum(c.values()) for c in self.by_func.values()) == sum(self.by_state.values())
         assert all(t[1] >= 0 for t in self.func_time.values())
 
 
@@ -149,10 +175,15 @@ class DashboardModel:
 
     LISTINGS = ("nodes", "live_tasks", "actors", "objects", "workers", "logs")
 
-    def __init__(self, source_factory: Callable[[], Any], *, max_age: float = 0.5,
-                 clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 book: TaskBook | None = None) -> None:
+    def __init__(
+        self,
+        source_factory: Callable[[], Any],
+        *,
+        max_age: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        book: TaskBook | None = None,
+    ) -> None:
         self.source_factory = source_factory
         self.max_age = max_age
         self.clock = clock
@@ -227,8 +258,11 @@ class DashboardModel:
     # ------------------------------------------------------------------------ page data
     def snapshot(self, window: float = 30.0) -> dict[str, Any]:
         """Everything the page shows; ``window``: seconds of timeline."""
-        steps = (("source", self._source), ("task_events", self.ingest),
-                 ("listings", self._refresh))
+        steps = (
+            ("source", self._source),
+            ("task_events", self.ingest),
+            ("listings", self._refresh),
+        )
         for key, step in steps:
             try:
                 step()
@@ -242,8 +276,11 @@ class DashboardModel:
         live = self._live_tasks()
         return {
             "now": now,
-            "events": {"next_seq": self.cursor, "read": self.book.events_read,
-                       "dropped": self.dropped},
+            "events": {
+                "next_seq": self.cursor,
+                "read": self.book.events_read,
+                "dropped": self.dropped,
+            },
             "nodes": self.nodes_view(live),
             "tasks": self.tasks_view(live),
             "actors": self.actors_view(),
@@ -279,19 +316,38 @@ class DashboardModel:
         rows: list[dict[str, Any]] = []
         for func, c in funcs.items():
             total_s, n, max_s = book.func_time.get(func, (0.0, 0, 0.0))
-            rows.append({"func": func, "finished": c["FINISHED"], "failed": c["FAILED"],
-                         "cancelled": c["CANCELLED"], "running": c["RUNNING"],
-                         "pending": c["PENDING"], "total": sum(c.values()),
-                         "mean_s": total_s / n if n > 0 else None, "max_s": max_s if n else None})
+            rows.append(
+                {
+                    "func": func,
+                    "finished": c["FINISHED"],
+                    "failed": c["FAILED"],
+                    "cancelled": c["CANCELLED"],
+                    "running": c["RUNNING"],
+                    "pending": c["PENDING"],
+                    "total": sum(c.values()),
+                    "mean_s": total_s / n if n > 0 else None,
+                    "max_s": max_s if n else None,
+                }
+            )
         rows.sort(key=lambda r: (-r["total"], r["func"]))
         running = sorted(live, key=lambda t: t.get("submitted") or 0)[:_MAX_ROWS]
         return {
-            "by_state": dict(by_state), "retries": book.retries, "by_func": rows[:_MAX_ROWS],
+            "by_state": dict(by_state),
+            "retries": book.retries,
+            "by_func": rows[:_MAX_ROWS],
             "recent": list(reversed(book.recent))[:50],
-            "live": [{"task_id": hex_id(t.get("task_id")), "func": t.get("name"),
-                      "state": t.get("state"), "node_id": t.get("node_id"),
-                      "worker_pid": t.get("worker_pid"), "submitted": t.get("submitted"),
-                      "attempt": t.get("attempt")} for t in running],
+            "live": [
+                {
+                    "task_id": hex_id(t.get("task_id")),
+                    "func": t.get("name"),
+                    "state": t.get("state"),
+                    "node_id": t.get("node_id"),
+                    "worker_pid": t.get("worker_pid"),
+                    "submitted": t.get("submitted"),
+                    "attempt": t.get("attempt"),
+                }
+                for t in running
+            ],
         }
 
     def nodes_view(self, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -301,21 +357,40 @@ class DashboardModel:
         for n in self._listings["nodes"]:
             total = n.get("resources_total") or {}
             avail = n.get("resources_available") or {}
-            out.append({**n, "workers": workers[str(n.get("node_id"))],
-                        "running": running[str(n.get("node_id"))],
-                        "resources": [{"name": k, "total": v, "used": max(0.0, v - avail.get(
-                            k, 0.0)) if n.get("alive") else 0.0} for k, v in sorted(
-                            total.items())]})
+            out.append(
+                {
+                    **n,
+                    "workers": workers[str(n.get("node_id"))],
+                    "running": running[str(n.get("node_id"))],
+                    "resources": [
+                        {
+                            "name": k,
+                            "total": v,
+                            "used": max(0.0, v - avail.get(k, 0.0)) if n.get("alive") else 0.0,
+                        }
+                        for k, v in sorted(total.items())
+                    ],
+                }
+            )
         out.sort(key=lambda n: (not n.get("is_head"), n.get("index") or 0))
         return out
 
     def actors_view(self) -> dict[str, Any]:
         actors = self._listings["actors"]
         order = {"ALIVE": 0, "PENDING": 1, "RESTARTING": 2, "DEAD": 3}
-        rows = sorted(actors, key=lambda a: (order.get(str(a.get("state")), 4),
-                                             str(a.get("class_name")), str(a.get("actor_id"))))
-        return {"by_state": dict(Counter(a.get("state") for a in actors)),
-                "rows": rows[:_MAX_ACTORS], "total": len(actors)}
+        rows = sorted(
+            actors,
+            key=lambda a: (
+                order.get(str(a.get("state")), 4),
+                str(a.get("class_name")),
+                str(a.get("actor_id")),
+            ),
+        )
+        return {
+            "by_state": dict(Counter(a.get("state") for a in actors)),
+            "rows": rows[:_MAX_ACTORS],
+            "total": len(actors),
+        }
 
     def objects_view(self) -> dict[str, Any]:
         objs = self._listings["objects"]
@@ -324,25 +399,35 @@ class DashboardModel:
             w = by_where.setdefault(str(o.get("where")), {"count": 0, "bytes": 0})
             w["count"] += 1
             w["bytes"] += int(o.get("size") or 0)
-        capacity = sum(float((n.get("resources_total") or {}).get("object_store_memory", 0))
-                       for n in self._listings["nodes"] if n.get("alive"))
+        capacity = sum(
+            float((n.get("resources_total") or {}).get("object_store_memory", 0))
+            for n in self._listings["nodes"]
+            if n.get("alive")
+        )
         top = sorted(objs, key=lambda o: -int(o.get("size") or 0))[:_TOP_OBJECTS]
         rows = []
         for o in top:
             producer = self.book.tasks.get(hex_id(o.get("task_id")))
             rows.append({**o, "func": producer["func"] if producer else None})
-        return {"count": len(objs), "by_where": by_where,
-                "store": {"used": by_where.get("SHARED_MEMORY", {}).get("bytes", 0),
-                          "spilled": by_where.get("SPILLED", {}).get("bytes", 0),
-                          "capacity": capacity},
-                "top": rows}
+        return {
+            "count": len(objs),
+            "by_where": by_where,
+            "store": {
+                "used": by_where.get("SHARED_MEMORY", {}).get("bytes", 0),
+                "spilled": by_where.get("SPILLED", {}).get("bytes", 0),
+                "capacity": capacity,
+            },
+            "top": rows,
+        }
 
     def workers_view(self) -> list[dict[str, Any]]:
-        return sorted(self._listings["workers"],
-                      key=lambda w: (str(w.get("node_id")), w.get("pid") or 0))[:_MAX_ROWS]
+        return sorted(
+            self._listings["workers"], key=lambda w: (str(w.get("node_id")), w.get("pid") or 0)
+        )[:_MAX_ROWS]
 
-    def timeline_view(self, now: float, window: float,
-                      live: list[dict[str, Any]]) -> dict[str, Any]:
+    def timeline_view(
+        self, now: float, window: float, live: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         """Slices that ended in the last ``window`` seconds, and running tasks, per worker."""
         start = now - window
         slices = [s for s in self.book.slices if (s["end"] or 0) >= start]
@@ -358,17 +443,35 @@ class DashboardModel:
             # The listing knows when it was submitted, not when it started: it started after
             # both that and the end of the worker's previous task.
             began = max(float(t.get("submitted") or start), last_end.get(key, 0.0))
-            running.append({"task_id": hex_id(t.get("task_id")), "func": t.get("name"),
-                            "state": "RUNNING", "node_id": t.get("node_id"),
-                            "worker_pid": t.get("worker_pid"), "start": began, "end": None})
-        actor_of = {(w.get("node_id"), w.get("pid")): w.get("actor_id")
-                    for w in self._listings["workers"]}
+            running.append(
+                {
+                    "task_id": hex_id(t.get("task_id")),
+                    "func": t.get("name"),
+                    "state": "RUNNING",
+                    "node_id": t.get("node_id"),
+                    "worker_pid": t.get("worker_pid"),
+                    "start": began,
+                    "end": None,
+                }
+            )
+        actor_of = {
+            (w.get("node_id"), w.get("pid")): w.get("actor_id") for w in self._listings["workers"]
+        }
         classes = {a.get("actor_id"): a.get("class_name") for a in self._listings["actors"]}
-        rows = sorted({(s["node_id"], s["worker_pid"]) for s in slices + running},
-                      key=lambda k: (str(k[0]), k[1] or 0))
-        return {"start": start, "end": now, "slices": slices[-3000:], "running": running,
-                "rows": [{"node_id": n, "worker_pid": p,
-                          "actor": classes.get(actor_of.get((n, p)))} for n, p in rows]}
+        rows = sorted(
+            {(s["node_id"], s["worker_pid"]) for s in slices + running},
+            key=lambda k: (str(k[0]), k[1] or 0),
+        )
+        return {
+            "start": start,
+            "end": now,
+            "slices": slices[-3000:],
+            "running": running,
+            "rows": [
+                {"node_id": n, "worker_pid": p, "actor": classes.get(actor_of.get((n, p)))}
+                for n, p in rows
+            ],
+        }
 
     def failures_view(self) -> list[dict[str, Any]]:
         return list(reversed(self.book.failures))[:50]

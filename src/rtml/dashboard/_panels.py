@@ -54,8 +54,9 @@ def panels_view() -> list[dict[str, Any]]:
             data = list(rows())[:_MAX_ROWS]
             out.append({"name": name, "title": title, "rows": data})
         except Exception as e:  # a broken panel shows its error, the page goes on
-            out.append({"name": name, "title": title, "rows": [],
-                        "error": f"{type(e).__name__}: {e}"})
+            out.append(
+                {"name": name, "title": title, "rows": [], "error": f"{type(e).__name__}: {e}"}
+            )
     return out
 
 
@@ -69,8 +70,9 @@ class ObjectPanel:
         refresh_s: reuse the last rows for this long (for rows that ask an actor).
     """
 
-    def __init__(self, name: str, title: str, row: Callable[[Any], dict[str, Any]],
-                 refresh_s: float = 0.0) -> None:
+    def __init__(
+        self, name: str, title: str, row: Callable[[Any], dict[str, Any]], refresh_s: float = 0.0
+    ) -> None:
         import weakref
 
         self.name, self.title, self.row, self.refresh_s = name, title, row, refresh_s

@@ -53,12 +53,23 @@ class DashboardHandle:
         error: what ended the server thread early, if anything did.
     """
 
-    def __init__(self, sock: socket.socket, host: str, token: bytes | None,
-                 source_factory: Callable[[], Any], max_age: float) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        host: str,
+        token: bytes | None,
+        source_factory: Callable[[], Any],
+        max_age: float,
+    ) -> None:
         self.host = host
         self.port = int(sock.getsockname()[1])
-        shown = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else (
-            f"[{host}]" if ":" in host else host)
+        shown = (
+            "127.0.0.1"
+            if host in ("", "0.0.0.0")
+            else "[::1]"
+            if host == "::"
+            else (f"[{host}]" if ":" in host else host)
+        )
         self.url = f"http://{shown}:{self.port}"
         self.token = token
         self.error: BaseException | None = None
@@ -101,11 +112,20 @@ class DashboardHandle:
                 if self._stopped:
                     return
                 self._backend = Backend(DashboardModel(self._factory, max_age=self._max_age))
-                app = build_app(self._backend, self.token, open_=self.token is None
-                                and is_loopback(self.host))
-                config = uvicorn.Config(app, log_level="warning", access_log=False,
-                                        lifespan="off", loop="asyncio", http="h11", ws="none",
-                                        timeout_graceful_shutdown=1, server_header=False)
+                app = build_app(
+                    self._backend, self.token, open_=self.token is None and is_loopback(self.host)
+                )
+                config = uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    loop="asyncio",
+                    http="h11",
+                    ws="none",
+                    timeout_graceful_shutdown=1,
+                    server_header=False,
+                )
                 self._server = uvicorn.Server(config)
             self._server.run(sockets=[self._sock])
         except BaseException as e:
@@ -143,9 +163,13 @@ class DashboardHandle:
         return f"DashboardHandle({self.url!r})"
 
 
-def start_dashboard(source_factory: Callable[[], Any], host: str = "127.0.0.1",
-                    port: int | None = 0, token: bytes | None = None,
-                    max_age: float = 0.5) -> DashboardHandle:
+def start_dashboard(
+    source_factory: Callable[[], Any],
+    host: str = "127.0.0.1",
+    port: int | None = 0,
+    token: bytes | None = None,
+    max_age: float = 0.5,
+) -> DashboardHandle:
     """Serve the read-only dashboard for the runtime that ``source_factory`` reads.
 
     Args:
@@ -167,8 +191,9 @@ def start_dashboard(source_factory: Callable[[], Any], host: str = "127.0.0.1",
         OSError: the port cannot be bound.
     """
     if token is None and not is_loopback(host):
-        raise ValueError(f"a dashboard bound to {host!r} (not loopback) needs the cluster's "
-                         "token: pass token=")
+        raise ValueError(
+            f"a dashboard bound to {host!r} (not loopback) needs the cluster's token: pass token="
+        )
     sock = _bind(host, port)
     handle = DashboardHandle(sock, host, token, source_factory, max_age)
     handle._thread.start()

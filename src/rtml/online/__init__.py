@@ -19,6 +19,19 @@ from rtml.online._parallel import AveragedState, DataParallelLearner, average
 from rtml.online._partition import PartitionedLearner, PartitionedSink, ShardedState
 from rtml.online._registry import ModelRegistry, PublishError, Subscriber, Version
 
-__all__ = ["AveragedState", "DataParallelLearner", "Drift", "Learner", "LearnerSink", "ModelRegistry", "OnlineState", "PartitionedLearner", "PartitionedSink",
-           "PublishError", "ShardedState",
-           "Subscriber", "Version", "average"]
+__all__ = [
+    "AveragedState",
+    "DataParallelLearner",
+    "Drift",
+    "Learner",
+    "LearnerSink",
+    "ModelRegistry",
+    "OnlineState",
+    "PartitionedLearner",
+    "PartitionedSink",
+    "PublishError",
+    "ShardedState",
+    "Subscriber",
+    "Version",
+    "average",
+]

@@ -82,21 +82,40 @@ class OnlineState:
             default, one by one, exactly as ``river.evaluate.progressive_val_score``.
     """
 
-    def __init__(self, model: Any, metrics: list[Any] | None = None, *, window: int = 1000,
-                 drift: Drift | None = None, label_timeout: float = 600.0,
-                 check_features: bool = True, max_dead_letters: int = 1000,
-                 mini_batch: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        metrics: list[Any] | None = None,
+        *,
+        window: int = 1000,
+        drift: Drift | None = None,
+        label_timeout: float = 600.0,
+        check_features: bool = True,
+        max_dead_letters: int = 1000,
+        mini_batch: bool = False,
+    ) -> None:
         river = _river()
         if not hasattr(model, "learn_one"):
             raise TypeError(f"{type(model).__name__} has no learn_one: pass a River estimator")
         self.model = model
         self.is_classifier = isinstance(model, river.base.Classifier) or _last_step_is(
-            model, river.base.Classifier)
+            model, river.base.Classifier
+        )
         if metrics is None:
             metrics = [river.metrics.Accuracy() if self.is_classifier else river.metrics.MAE()]
         self.metrics = list(metrics)
-        self.rolling = [river.utils.Rolling(type(m), window_size=window, **{k: v for k, v in m._get_params().items() if k != "cm"})
-                        for m in self.metrics] if window else []
+        self.rolling = (
+            [
+                river.utils.Rolling(
+                    type(m),
+                    window_size=window,
+                    **{k: v for k, v in m._get_params().items() if k != "cm"},
+                )
+                for m in self.metrics
+            ]
+            if window
+            else []
+        )
         self.use_proba = self.is_classifier and any(not m.requires_labels for m in self.metrics)
         self.drift = drift
         self.background: Any = None
@@ -105,18 +124,23 @@ class OnlineState:
         self.pending: dict[Any, tuple[dict, Any, float]] = {}
         self.check_features = check_features
         self.schema: dict[str, bool] | None = None  # feature -> numeric?
-        self.position = 0          # samples learned
-        self.seen = 0              # samples offered (learned + dead-lettered)
+        self.position = 0  # samples learned
+        self.seen = 0  # samples offered (learned + dead-lettered)
         self.event_time: float | None = None
-        self.counts = {"learned": 0, "bad_features": 0, "model_error": 0, "unknown_key": 0,
-                       "expired": 0}
+        self.counts = {
+            "learned": 0,
+            "bad_features": 0,
+            "model_error": 0,
+            "unknown_key": 0,
+            "expired": 0,
+        }
         self.dead: deque = deque(maxlen=max_dead_letters)
         self.mini_batch = bool(mini_batch) and _supports_many(model)
         # feed -> (epoch, samples of that epoch learned): what each exactly-once feed (a
         # dataflow sink writer) has delivered, so a replayed epoch is learned only once
         self.feeds: dict[Any, tuple[int, int]] = {}
         self.learner_id: str | None = None  # the Learner whose actor holds this state
-        self.outbox: deque | None = None    # dead letters not yet sent to the output (actor)
+        self.outbox: deque | None = None  # dead letters not yet sent to the output (actor)
         self.outbox_dropped = 0
         self._keys: frozenset | None = None
         self._good: set[tuple] = set()
@@ -181,8 +205,10 @@ class OnlineState:
             if v is None:
                 return f"feature {k!r} is missing"
             if numeric != isinstance(v, _NUMERIC):
-                return (f"feature {k!r} is {type(v).__name__} {v!r}, expected "
-                        f"{'a number' if numeric else 'a string/category'}")
+                return (
+                    f"feature {k!r} is {type(v).__name__} {v!r}, expected "
+                    f"{'a number' if numeric else 'a string/category'}"
+                )
         return None
 
     # -- test then train -------------------------------------------------------------------
@@ -199,13 +225,18 @@ class OnlineState:
     def _score(self, y: Any, y_pred: Any) -> None:
         if y_pred is None or y_pred == {}:
             return
-        label = max(y_pred, key=y_pred.__getitem__) if type(y_pred) is dict or isinstance(
-            y_pred, dict) else y_pred
+        label = (
+            max(y_pred, key=y_pred.__getitem__)
+            if type(y_pred) is dict or isinstance(y_pred, dict)
+            else y_pred
+        )
         updates = self._updates
         if updates is None:  # (update, wants the label) per metric, worked out once
             updates = self._updates = [
                 (m.update, bool(self.use_proba and m.requires_labels))
-                for group in (self.metrics, self.rolling) for m in group]
+                for group in (self.metrics, self.rolling)
+                for m in group
+            ]
         for update, wants_label in updates:
             update(y, label if wants_label else y_pred)
         if self.drift is not None:
@@ -222,13 +253,18 @@ class OnlineState:
                 self.background = self.model.clone()
         d.detector.update(err)
         if d.detector.drift_detected:
-            self.drifts.append({"position": self.position, "event_time": self.event_time,
-                                "action": d.action, "wall_time": time.time()})
+            self.drifts.append(
+                {
+                    "position": self.position,
+                    "event_time": self.event_time,
+                    "action": d.action,
+                    "wall_time": time.time(),
+                }
+            )
             if d.action == "reset":
                 self.model = self.model.clone()
             elif d.action == "swap":
-                self.model = self.background if self.background is not None \
-                    else self.model.clone()
+                self.model = self.background if self.background is not None else self.model.clone()
                 self.background = None
 
     def _learn(self, x: dict, y: Any, t: float | None) -> bool:
@@ -237,8 +273,11 @@ class OnlineState:
             if self.background is not None:
                 self.background.learn_one(x, y)
         except Exception as e:  # a model that raises must not stop the learner
-            self._bad("model_error", (x, y), f"{type(e).__name__}: {e}\n"
-                      + "".join(traceback.format_exception(e)[-3:]))
+            self._bad(
+                "model_error",
+                (x, y),
+                f"{type(e).__name__}: {e}\n" + "".join(traceback.format_exception(e)[-3:]),
+            )
             return False
         self.position += 1
         self.counts["learned"] += 1
@@ -336,8 +375,12 @@ class OnlineState:
         self.seen += 1
         item = self.pending.pop(key, None)
         if item is None:
-            self._bad("unknown_key", (key, y), f"no pending prediction under key {key!r} "
-                      "(never asked, already answered, or expired)")
+            self._bad(
+                "unknown_key",
+                (key, y),
+                f"no pending prediction under key {key!r} "
+                "(never asked, already answered, or expired)",
+            )
             return False
         x, y_pred, _ = item
         self._score(y, y_pred)
@@ -363,9 +406,15 @@ class OnlineState:
 
     def stats(self) -> dict[str, Any]:
         """Position, counts, metrics, drifts and pending labels, as plain data."""
-        return {"position": self.position, "seen": self.seen, "event_time": self.event_time,
-                "metrics": self.metric_values(), "counts": dict(self.counts),
-                "drifts": list(self.drifts), "pending": len(self.pending)}
+        return {
+            "position": self.position,
+            "seen": self.seen,
+            "event_time": self.event_time,
+            "metrics": self.metric_values(),
+            "counts": dict(self.counts),
+            "drifts": list(self.drifts),
+            "pending": len(self.pending),
+        }
 
 
 def _supports_many(model: Any) -> bool:

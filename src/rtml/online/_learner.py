@@ -38,7 +38,7 @@ __all__ = ["Learner", "LearnerSink"]
 
 _IN_FLIGHT = 4
 _EPOCHS_IN_FLIGHT = 1  # per writer: a call re-sent after a restart cannot overtake another
-_DEAD_EVERY = 0.1       # seconds between deliveries of dead letters (at least)
+_DEAD_EVERY = 0.1  # seconds between deliveries of dead letters (at least)
 _DEAD_BUFFER = 100_000  # dead letters waiting for delivery at most (more are dropped, counted)
 
 
@@ -77,8 +77,10 @@ class _DeadLetters:
         except Exception as e:  # the output's trouble must not stop the learner
             self.failed += len(batch)
             self.error = f"{type(e).__name__}: {e}"
-            print(f"rtml.online: {len(batch)} dead letters could not be delivered: "
-                  f"{self.error}", file=sys.stderr)
+            print(
+                f"rtml.online: {len(batch)} dead letters could not be delivered: {self.error}",
+                file=sys.stderr,
+            )
         return len(batch)
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
@@ -94,14 +96,26 @@ class _DeadLetters:
             self.writer.flush()
 
     def stats(self) -> dict[str, Any]:
-        return {"sent": self.sent, "failed": self.failed, "dropped": self.state.outbox_dropped,
-                "waiting": len(self.state.outbox or ()), "error": self.error}
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "dropped": self.state.outbox_dropped,
+            "waiting": len(self.state.outbox or ()),
+            "error": self.error,
+        }
 
 
 class _LearnerActor:
-    def __init__(self, state: OnlineState, registry: ModelRegistry | None,
-                 publish_every: int, publish_interval: float, resume: bool,
-                 learner_id: str | None = None, dead_letters: Any = None) -> None:
+    def __init__(
+        self,
+        state: OnlineState,
+        registry: ModelRegistry | None,
+        publish_every: int,
+        publish_interval: float,
+        resume: bool,
+        learner_id: str | None = None,
+        dead_letters: Any = None,
+    ) -> None:
         self.registry = registry
         self.learner_id = learner_id or uuid.uuid4().hex
         state.learner_id = self.learner_id
@@ -114,23 +128,25 @@ class _LearnerActor:
             except KeyError:
                 latest = None
             got = getattr(latest, "state", None)
-            if isinstance(got, OnlineState) and (
-                    resume or got.learner_id == self.learner_id):
+            if isinstance(got, OnlineState) and (resume or got.learner_id == self.learner_id):
                 got.learner_id = self.learner_id
                 self.state = got
                 self.restored_from = latest.number  # type: ignore[union-attr]
         self.every, self.interval = publish_every, publish_interval
         self.last_pos, self.last_t = self.state.position, time.monotonic()
         self.learn_s = 0.0
-        self.dead_out = _DeadLetters(dead_letters, self.state, self.learner_id) \
-            if dead_letters is not None else None
+        self.dead_out = (
+            _DeadLetters(dead_letters, self.state, self.learner_id)
+            if dead_letters is not None
+            else None
+        )
 
     def _maybe_publish(self) -> None:
         if self.registry is None:
             return
-        if (self.state.position - self.last_pos >= self.every
-                or (time.monotonic() - self.last_t >= self.interval
-                    and self.state.position > self.last_pos)):
+        if self.state.position - self.last_pos >= self.every or (
+            time.monotonic() - self.last_t >= self.interval and self.state.position > self.last_pos
+        ):
             self.publish()
 
     def publish(self) -> int:
@@ -274,19 +290,39 @@ class Learner:
     ``predict.remote(x)``, ``stats.remote()``, ``dead_letters.remote()``, ``publish.remote()``.
     """
 
-    def __init__(self, model: Any, metrics: list[Any] | None = None, *, window: int = 1000,
-                 drift: Drift | None = None, registry: ModelRegistry | None = None,
-                 publish_every: int = 1000, publish_interval: float = 1.0,
-                 resume: bool = False, label_timeout: float = 600.0,
-                 max_restarts: int | None = None, dead_letters: Any = None,
-                 mini_batch: bool = False, engine: Any = None) -> None:
-        if dead_letters is not None and not (isinstance(dead_letters, Sink)
-                                             or callable(dead_letters)):
-            raise TypeError(f"dead_letters takes a rtml.stream Sink or a callable, got "
-                            f"{type(dead_letters).__name__}")
+    def __init__(
+        self,
+        model: Any,
+        metrics: list[Any] | None = None,
+        *,
+        window: int = 1000,
+        drift: Drift | None = None,
+        registry: ModelRegistry | None = None,
+        publish_every: int = 1000,
+        publish_interval: float = 1.0,
+        resume: bool = False,
+        label_timeout: float = 600.0,
+        max_restarts: int | None = None,
+        dead_letters: Any = None,
+        mini_batch: bool = False,
+        engine: Any = None,
+    ) -> None:
+        if dead_letters is not None and not (
+            isinstance(dead_letters, Sink) or callable(dead_letters)
+        ):
+            raise TypeError(
+                f"dead_letters takes a rtml.stream Sink or a callable, got "
+                f"{type(dead_letters).__name__}"
+            )
         self.engine = resolve(engine)
-        state = OnlineState(model, metrics, window=window, drift=drift,
-                            label_timeout=label_timeout, mini_batch=mini_batch)
+        state = OnlineState(
+            model,
+            metrics,
+            window=window,
+            drift=drift,
+            label_timeout=label_timeout,
+            mini_batch=mini_batch,
+        )
         if max_restarts is None:
             max_restarts = -1 if registry is not None else 0
         opts: dict[str, Any] = {"max_restarts": max_restarts}
@@ -294,15 +330,20 @@ class Learner:
             opts["max_task_retries"] = -1  # calls in flight at a kill go to the restarted actor
         self.learner_id = uuid.uuid4().hex
         self.handle = self.engine.remote(**opts)(_LearnerActor).remote(
-            state, registry, publish_every, publish_interval, resume, self.learner_id,
-            dead_letters)
+            state, registry, publish_every, publish_interval, resume, self.learner_id, dead_letters
+        )
         self.registry = registry
         self.model_name = type(model).__name__
         track(self)  # a row of the dashboard's Online learning panel
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("handle", "engine", "registry", "model_name",
-                                            "learner_id"):
+        if name.startswith("_") or name in (
+            "handle",
+            "engine",
+            "registry",
+            "model_name",
+            "learner_id",
+        ):
             raise AttributeError(name)
         return getattr(self.handle, name)
 
@@ -310,8 +351,7 @@ class Learner:
         """Call ``method`` on the actor and wait for its result (``learner.get("stats")``)."""
         return self.engine.get(getattr(self.handle, method).remote(*args), timeout=timeout)
 
-    def learn_from(self, samples: Iterable[tuple], batch: int = 256,
-                   timeout: float = 600.0) -> int:
+    def learn_from(self, samples: Iterable[tuple], batch: int = 256, timeout: float = 600.0) -> int:
         """Learn from an iterable of ``(x, y)`` or ``(x, y, event_time)`` in batches, with at
         most a few batches in flight. Returns the position after the last sample.
 
@@ -377,12 +417,18 @@ class LearnerSink(Sink):
         ValueError: an unknown ``order``.
     """
 
-    def __init__(self, learner: Any, sample: Callable[[Any], tuple] | None = None,
-                 engine: Any = None, *, exactly_once: bool = True,
-                 name: str | None = None, order: str = "arrival") -> None:
+    def __init__(
+        self,
+        learner: Any,
+        sample: Callable[[Any], tuple] | None = None,
+        engine: Any = None,
+        *,
+        exactly_once: bool = True,
+        name: str | None = None,
+        order: str = "arrival",
+    ) -> None:
         if order not in ("arrival", "time"):
-            raise ValueError(f"LearnerSink(order={order!r}) is unknown: use 'arrival' or "
-                             "'time'")
+            raise ValueError(f"LearnerSink(order={order!r}) is unknown: use 'arrival' or 'time'")
         self.order = order
         self.handle = learner.handle if isinstance(learner, Learner) else learner
         self.engine = learner.engine if isinstance(learner, Learner) else engine
@@ -397,8 +443,13 @@ class LearnerSink(Sink):
         return d
 
     def open(self, writer_id: str, index: int, count: int) -> SinkWriter:
-        return _LearnerWriter(self.handle, resolve(self.engine), self.sample,
-                              f"{self.name}/{writer_id}", self.order == "time")
+        return _LearnerWriter(
+            self.handle,
+            resolve(self.engine),
+            self.sample,
+            f"{self.name}/{writer_id}",
+            self.order == "time",
+        )
 
     def describe(self) -> str:
         return f"LearnerSink({'exactly once' if self.exactly_once else 'at least once'})"
@@ -410,8 +461,14 @@ def _time_key(s: tuple) -> float:
 
 
 class _LearnerWriter(SinkWriter):
-    def __init__(self, handle: Any, engine: Any, sample: Callable[[Any], tuple],
-                 feed: str, by_time: bool = False) -> None:
+    def __init__(
+        self,
+        handle: Any,
+        engine: Any,
+        sample: Callable[[Any], tuple],
+        feed: str,
+        by_time: bool = False,
+    ) -> None:
         self.handle, self.engine, self.sample, self.feed = handle, engine, sample, feed
         self.by_time = by_time
         self.inflight: deque = deque()
@@ -435,8 +492,9 @@ class _LearnerWriter(SinkWriter):
         # newer one would be skipped.
         while len(self.inflight) >= _EPOCHS_IN_FLIGHT:
             self.engine.get(self.inflight.popleft(), timeout=600)
-        self.inflight.append(self.handle.learn_epoch.remote(self.feed, epoch,
-                                                            self._samples(records)))
+        self.inflight.append(
+            self.handle.learn_epoch.remote(self.feed, epoch, self._samples(records))
+        )
 
     def flush(self) -> None:
         while self.inflight:

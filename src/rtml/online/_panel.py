@@ -23,13 +23,16 @@ def _row(ln: Any) -> dict[str, Any]:
         st = ln.engine.get(ln.handle.stats.remote(), timeout=1.0)
     except Exception as e:  # a learner that died shows why, the others stay
         return {"model": ln.model_name, "status": f"{type(e).__name__}"}
-    row: dict[str, Any] = {"model": ln.model_name, "status": "learning",
-                           "position": st["position"], "event_time": st["event_time"],
-                           **{k: round(v, 4) for k, v in st["metrics"].items()
-                              if isinstance(v, (int, float))},
-                           "drifts": len(st["drifts"]), "pending_labels": st["pending"],
-                           "rejected": sum(v for k, v in st["counts"].items()
-                                           if k != "learned")}
+    row: dict[str, Any] = {
+        "model": ln.model_name,
+        "status": "learning",
+        "position": st["position"],
+        "event_time": st["event_time"],
+        **{k: round(v, 4) for k, v in st["metrics"].items() if isinstance(v, (int, float))},
+        "drifts": len(st["drifts"]),
+        "pending_labels": st["pending"],
+        "rejected": sum(v for k, v in st["counts"].items() if k != "learned"),
+    }
     if ln.registry is not None:
         try:
             row["version"] = ln.registry.latest().number
@@ -41,9 +44,19 @@ def _row(ln: Any) -> dict[str, Any]:
 PANEL = ObjectPanel("online", "Online learning (rtml.online)", _row, refresh_s=2.0)
 track = PANEL.track  # show a learner on the dashboard while it lives
 
-_SERVED_COLUMNS = ("subscriber", "registry", "version", "latest", "pinned", "version_lag",
-                   "swaps", "predictions", "freshness_p50_s", "freshness_p99_s",
-                   "load_ms_p99")
+_SERVED_COLUMNS = (
+    "subscriber",
+    "registry",
+    "version",
+    "latest",
+    "pinned",
+    "version_lag",
+    "swaps",
+    "predictions",
+    "freshness_p50_s",
+    "freshness_p99_s",
+    "load_ms_p99",
+)
 _registries: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
 

@@ -30,13 +30,18 @@ def _parts(model: Any) -> list[Any]:
 
 def _check(model: Any) -> None:
     river = _river()
-    ok = (river.linear_model.LinearRegression, river.linear_model.LogisticRegression,
-          river.preprocessing.StandardScaler)
+    ok = (
+        river.linear_model.LinearRegression,
+        river.linear_model.LogisticRegression,
+        river.preprocessing.StandardScaler,
+    )
     bad = [type(p).__name__ for p in _parts(model) if not isinstance(p, ok)]
     if bad:
-        raise TypeError(f"data-parallel learning cannot merge {', '.join(bad)}: use "
-                        "LinearRegression/LogisticRegression (optionally after a StandardScaler), "
-                        "or PartitionedLearner for models that cannot be averaged")
+        raise TypeError(
+            f"data-parallel learning cannot merge {', '.join(bad)}: use "
+            "LinearRegression/LogisticRegression (optionally after a StandardScaler), "
+            "or PartitionedLearner for models that cannot be averaged"
+        )
 
 
 def _sums(s: Any) -> tuple[dict, dict, dict]:
@@ -107,8 +112,9 @@ class AveragedState:
 
 
 class _Replica:
-    def __init__(self, model: Any, metrics: list[Any] | None,
-                 state: OnlineState | None = None) -> None:
+    def __init__(
+        self, model: Any, metrics: list[Any] | None, state: OnlineState | None = None
+    ) -> None:
         self.state = state if state is not None else OnlineState(model, metrics, window=0)
 
     def get_state(self) -> OnlineState:
@@ -147,9 +153,17 @@ class DataParallelLearner:
         TypeError: the model cannot be averaged (the message names the step).
     """
 
-    def __init__(self, model: Any, metrics: list[Any] | None = None, *, n_actors: int = 2,
-                 sync_every: int = 1000, registry: Any = None, resume: bool = False,
-                 engine: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        metrics: list[Any] | None = None,
+        *,
+        n_actors: int = 2,
+        sync_every: int = 1000,
+        registry: Any = None,
+        resume: bool = False,
+        engine: Any = None,
+    ) -> None:
         _check(model)
         self.engine = resolve(engine)
         self.sync_every = sync_every
@@ -168,9 +182,12 @@ class DataParallelLearner:
                 if len(v.state.replicas) == n_actors:
                     states = list(v.state.replicas)
                 self.resumed_from = v.number
-        self.replicas = [self.engine.remote(_Replica).remote(model.clone(include_attributes=True),
-                                                             metrics, states[i])
-                         for i in range(n_actors)]
+        self.replicas = [
+            self.engine.remote(_Replica).remote(
+                model.clone(include_attributes=True), metrics, states[i]
+            )
+            for i in range(n_actors)
+        ]
         self.syncs = 0
 
     def sync(self, timeout: float = 60.0) -> Any:
@@ -182,13 +199,11 @@ class DataParallelLearner:
         self.engine.get([r.set_model.remote(avg) for r in self.replicas], timeout=timeout)
         self.syncs += 1
         if self.registry is not None:
-            reps = self.engine.get([r.get_state.remote() for r in self.replicas],
-                                   timeout=timeout)
+            reps = self.engine.get([r.get_state.remote() for r in self.replicas], timeout=timeout)
             self.registry.publish(AveragedState(avg, reps, avg))
         return avg
 
-    def learn_from(self, samples: Iterable[tuple], batch: int = 100,
-                   timeout: float = 600.0) -> Any:
+    def learn_from(self, samples: Iterable[tuple], batch: int = 100, timeout: float = 600.0) -> Any:
         """Learn from ``(x, y[, t])`` samples; returns the final averaged model."""
         buf: list[tuple] = []
         refs: list[Any] = []

@@ -54,8 +54,13 @@ class ShardedState:
 
 
 class _Shard:
-    def __init__(self, model: Any, metrics: list[Any] | None, window: int,
-                 states: dict[Any, OnlineState] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        metrics: list[Any] | None,
+        window: int,
+        states: dict[Any, OnlineState] | None = None,
+    ) -> None:
         self.model, self.metrics, self.window = model, metrics, window
         self.states: dict[Any, OnlineState] = dict(states or {})
 
@@ -66,8 +71,10 @@ class _Shard:
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = OnlineState(
-                self.model.clone(), [m.clone() for m in self.metrics] if self.metrics else None,
-                window=self.window)
+                self.model.clone(),
+                [m.clone() for m in self.metrics] if self.metrics else None,
+                window=self.window,
+            )
         return st
 
     def learn_many(self, samples: list[tuple]) -> int:
@@ -102,9 +109,18 @@ class PartitionedLearner:
         engine: ``"rtml"`` (default) or ``"ray"``.
     """
 
-    def __init__(self, model: Any, metrics: list[Any] | None = None, *, n_actors: int = 2,
-                 window: int = 0, registry: Any = None, publish_every: int = 10_000,
-                 resume: bool = False, engine: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        metrics: list[Any] | None = None,
+        *,
+        n_actors: int = 2,
+        window: int = 0,
+        registry: Any = None,
+        publish_every: int = 10_000,
+        resume: bool = False,
+        engine: Any = None,
+    ) -> None:
         self.engine = resolve(engine)
         self.registry, self.publish_every = registry, publish_every
         parts: list[dict[Any, OnlineState]] = [{} for _ in range(n_actors)]
@@ -118,21 +134,23 @@ class PartitionedLearner:
                 for k, st in v.state.states.items():
                     parts[shard_of(k, n_actors)][k] = st
                 self.resumed_from = v.number
-        self.shards = [self.engine.remote(_Shard).remote(model, metrics, window, parts[i])
-                       for i in range(n_actors)]
+        self.shards = [
+            self.engine.remote(_Shard).remote(model, metrics, window, parts[i])
+            for i in range(n_actors)
+        ]
 
     def publish(self, timeout: float = 60.0) -> int:
         """Write every key's state as one new registry version; returns its number."""
         if self.registry is None:
             raise RuntimeError("this learner has no registry: pass registry=ModelRegistry(dir)")
         states: dict[Any, OnlineState] = {}
-        for part in self.engine.get([s.get_states.remote() for s in self.shards],
-                                    timeout=timeout):
+        for part in self.engine.get([s.get_states.remote() for s in self.shards], timeout=timeout):
             states.update(part)
         return int(self.registry.publish(ShardedState(states)).number)
 
-    def learn_from(self, samples: Iterable[tuple], batch: int = 1024,
-                   timeout: float = 600.0) -> int:
+    def learn_from(
+        self, samples: Iterable[tuple], batch: int = 1024, timeout: float = 600.0
+    ) -> int:
         """Learn from ``(key, x, y[, t])`` tuples, routed by key; returns how many were sent.
 
         The driver only routes: each key's shard is computed once (cached), batches go out

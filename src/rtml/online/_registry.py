@@ -105,8 +105,9 @@ class ModelRegistry:
         ImportError: a Redis location without the ``redis`` package (``rtml[stream]``).
     """
 
-    def __init__(self, location: str | os.PathLike, name: str | None = None, *,
-                 keep: int | None = None) -> None:
+    def __init__(
+        self, location: str | os.PathLike, name: str | None = None, *, keep: int | None = None
+    ) -> None:
         if keep is not None and keep < 1:
             raise ValueError(f"keep={keep}: keep at least 1 version (or None for all)")
         self.name, self.keep = name, keep
@@ -154,19 +155,28 @@ class ModelRegistry:
             blob = cloudpickle.dumps(state)
         except Exception as e:
             where = _unpicklable_path(state, "model" if not hasattr(state, "model") else "state")
-            raise PublishError(f"cannot publish: {where} cannot be pickled ({e}); keep "
-                               "connections, locks and open files out of the model, or give "
-                               "it __getstate__/__setstate__") from e
-        meta: dict[str, Any] = {"position": int(getattr(state, "position", 0)),
-                "event_time": getattr(state, "event_time", None),
-                "metrics": {k: float(x) for k, x in dict(
-                    metrics if metrics is not None else (
-                        state.metric_values() if hasattr(state, "metric_values") else {})
-                ).items()},
-                "published": time.time()}
+            raise PublishError(
+                f"cannot publish: {where} cannot be pickled ({e}); keep "
+                "connections, locks and open files out of the model, or give "
+                "it __getstate__/__setstate__"
+            ) from e
+        meta: dict[str, Any] = {
+            "position": int(getattr(state, "position", 0)),
+            "event_time": getattr(state, "event_time", None),
+            "metrics": {
+                k: float(x)
+                for k, x in dict(
+                    metrics
+                    if metrics is not None
+                    else (state.metric_values() if hasattr(state, "metric_values") else {})
+                ).items()
+            },
+            "published": time.time(),
+        }
         number = self._store.put(meta, blob)
-        return Version(number, meta["position"], meta["event_time"], meta["metrics"],
-                       meta["published"])
+        return Version(
+            number, meta["position"], meta["event_time"], meta["metrics"], meta["published"]
+        )
 
     def current(self) -> int:
         """The version subscribers serve: the pinned one, else the latest (0: none yet)."""
@@ -189,11 +199,20 @@ class ModelRegistry:
         try:
             meta, blob = self._store.read(number)
         except KeyError:
-            raise KeyError(f"model version {number} is not in {self.describe()} "
-                           f"(versions: {self.versions()[-5:]})") from None
+            raise KeyError(
+                f"model version {number} is not in {self.describe()} "
+                f"(versions: {self.versions()[-5:]})"
+            ) from None
         state = cloudpickle.loads(blob)
-        return Version(meta["number"], meta["position"], meta["event_time"], meta["metrics"],
-                       meta["published"], getattr(state, "model", state), state)
+        return Version(
+            meta["number"],
+            meta["position"],
+            meta["event_time"],
+            meta["metrics"],
+            meta["published"],
+            getattr(state, "model", state),
+            state,
+        )
 
     def latest(self) -> Version:
         """The newest published version (ignores a pin). Raises KeyError if there is none."""
@@ -208,8 +227,10 @@ class ModelRegistry:
         try:
             self._store.set_pin(int(number))
         except KeyError:
-            raise KeyError(f"cannot pin model version {number}: not in {self.describe()} "
-                           f"(versions: {self.versions()[-5:]})") from None
+            raise KeyError(
+                f"cannot pin model version {number}: not in {self.describe()} "
+                f"(versions: {self.versions()[-5:]})"
+            ) from None
 
     def unpin(self) -> None:
         """Serve the latest version again."""
@@ -227,13 +248,15 @@ class ModelRegistry:
         cur = self.current()
         older = [n for n in self.versions() if n < cur]
         if not older:
-            raise KeyError(f"cannot roll back from model version {cur}: no older version in "
-                           f"{self.describe()}")
+            raise KeyError(
+                f"cannot roll back from model version {cur}: no older version in {self.describe()}"
+            )
         self.pin(older[-1])
         return older[-1]
 
-    def subscriber(self, interval: float = 0.05, follow: bool = True,
-                   window: int = 1000) -> Subscriber:
+    def subscriber(
+        self, interval: float = 0.05, follow: bool = True, window: int = 1000
+    ) -> Subscriber:
         """A :class:`Subscriber` holding the current version, following new ones."""
         return Subscriber(self, interval, follow, window=window)
 
@@ -292,8 +315,13 @@ class Subscriber:
     their arrival time as ``time.time()`` (``learner.learn(x, y, t=time.time())``).
     """
 
-    def __init__(self, registry: ModelRegistry, interval: float = 0.05,
-                 follow: bool = True, window: int = 1000) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        interval: float = 0.05,
+        follow: bool = True,
+        window: int = 1000,
+    ) -> None:
         self.registry, self.interval = registry, interval
         self.id = f"{_HOST}-{os.getpid()}-{next(_SUB_IDS)}"
         self._served: _Served | None = None
@@ -313,8 +341,9 @@ class Subscriber:
         self.refresh()
         self._thread: threading.Thread | None = None
         if follow:
-            self._thread = threading.Thread(target=self._loop, name="online-subscriber",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name="online-subscriber", daemon=True
+            )
             self._thread.start()
         from rtml.online._panel import track_subscriber
 
@@ -390,8 +419,10 @@ class Subscriber:
     def _take(self) -> _Served:
         s = self._served
         if s is None:
-            raise LookupError(f"no model version in {self.registry.describe()} yet: wait for "
-                              "the learner's first publish (or call learner.publish())")
+            raise LookupError(
+                f"no model version in {self.registry.describe()} yet: wait for "
+                "the learner's first publish (or call learner.publish())"
+            )
         return s
 
     def predict_one(self, x: dict) -> tuple[Any, int]:
@@ -455,19 +486,26 @@ class Subscriber:
             def r(v: float | None, d: int) -> float | None:
                 return None if v is None else round(v, d)
 
-            return {"registry": self.registry.describe(), "subscriber": self.id,
-                    "version": s.number if s is not None else 0,
-                    "event_time": s.version.event_time if s is not None else None,
-                    "latest": self.latest, "pinned": self.pinned,
-                    "version_lag": self.version_lag, "swaps": self.swaps,
-                    "predictions": predictions,
-                    "freshness_p50_s": r(_quantile(fr, 0.5), 4),
-                    "freshness_p99_s": r(_quantile(fr, 0.99), 4), "freshness_n": len(fr),
-                    "load_ms_p50": r(_quantile(ld, 0.5), 3),
-                    "load_ms_p99": r(_quantile(ld, 0.99), 3),
-                    "first_load_ms": r(self.first_load_ms, 3),
-                    "unserved_versions": self._unserved, "polls": self.polls,
-                    "poll_errors": self.poll_errors}
+            return {
+                "registry": self.registry.describe(),
+                "subscriber": self.id,
+                "version": s.number if s is not None else 0,
+                "event_time": s.version.event_time if s is not None else None,
+                "latest": self.latest,
+                "pinned": self.pinned,
+                "version_lag": self.version_lag,
+                "swaps": self.swaps,
+                "predictions": predictions,
+                "freshness_p50_s": r(_quantile(fr, 0.5), 4),
+                "freshness_p99_s": r(_quantile(fr, 0.99), 4),
+                "freshness_n": len(fr),
+                "load_ms_p50": r(_quantile(ld, 0.5), 3),
+                "load_ms_p99": r(_quantile(ld, 0.99), 3),
+                "first_load_ms": r(self.first_load_ms, 3),
+                "unserved_versions": self._unserved,
+                "polls": self.polls,
+                "poll_errors": self.poll_errors,
+            }
 
     def prometheus(self) -> str:
         """:meth:`stats` in Prometheus text format (return it from a metrics route, e.g.
@@ -485,20 +523,35 @@ class Subscriber:
                     out.append(f"rtml_online_{key}{{{lab}{extra}}} {float(v):g}")
 
         metric("model_version", "gauge", "Model version served now.", [("", st["version"])])
-        metric("latest_version", "gauge", "Newest version in the registry at the last poll.",
-               [("", st["latest"])])
-        metric("version_lag", "gauge", "Registry latest minus served version.",
-               [("", st["version_lag"])])
+        metric(
+            "latest_version",
+            "gauge",
+            "Newest version in the registry at the last poll.",
+            [("", st["latest"])],
+        )
+        metric(
+            "version_lag",
+            "gauge",
+            "Registry latest minus served version.",
+            [("", st["version_lag"])],
+        )
         metric("swaps_total", "counter", "Versions swapped in.", [("", st["swaps"])])
-        metric("predictions_total", "counter", "Predictions served.",
-               [("", st["predictions"])])
-        metric("freshness_seconds", "summary",
-               "First prediction served by a version minus its newest event time.",
-               [(',quantile="0.5"', st["freshness_p50_s"]),
-                (',quantile="0.99"', st["freshness_p99_s"])])
-        metric("load_milliseconds", "summary", "Time to load a version (off the prediction "
-               "path).", [(',quantile="0.5"', st["load_ms_p50"]),
-                          (',quantile="0.99"', st["load_ms_p99"])])
+        metric("predictions_total", "counter", "Predictions served.", [("", st["predictions"])])
+        metric(
+            "freshness_seconds",
+            "summary",
+            "First prediction served by a version minus its newest event time.",
+            [
+                (',quantile="0.5"', st["freshness_p50_s"]),
+                (',quantile="0.99"', st["freshness_p99_s"]),
+            ],
+        )
+        metric(
+            "load_milliseconds",
+            "summary",
+            "Time to load a version (off the prediction path).",
+            [(',quantile="0.5"', st["load_ms_p50"]), (',quantile="0.99"', st["load_ms_p99"])],
+        )
         return "\n".join(out) + "\n"
 
     def metrics_response(self) -> Any:

@@ -69,8 +69,9 @@ class DirStore:
         return int(h["latest"]), (int(h["pinned"]) if h["pinned"] else None)
 
     def versions(self) -> list[int]:
-        return sorted(int(n[1:9]) for n in os.listdir(self.path)
-                      if n.startswith("v") and n.endswith(".pkl"))
+        return sorted(
+            int(n[1:9]) for n in os.listdir(self.path) if n.startswith("v") and n.endswith(".pkl")
+        )
 
     def put(self, meta: dict[str, Any], blob: bytes) -> int:
         head = self._read_head()
@@ -81,7 +82,7 @@ class DirStore:
         self._write("HEAD", json.dumps(head).encode())
         if self.keep:
             pinned = head.get("pinned")
-            for old in self.versions()[:-self.keep]:
+            for old in self.versions()[: -self.keep]:
                 if old != pinned:
                     try:
                         os.remove(self._file(old))
@@ -107,8 +108,9 @@ class DirStore:
     def report(self, sub_id: str, stats: dict[str, Any], ttl: float) -> None:
         d = os.path.join(self.path, "subscribers")
         os.makedirs(d, exist_ok=True)
-        self._write(f"{sub_id}.json", json.dumps({**stats, "reported": time.time(),
-                                                  "ttl": ttl}).encode(), d)
+        self._write(
+            f"{sub_id}.json", json.dumps({**stats, "reported": time.time(), "ttl": ttl}).encode(), d
+        )
 
     def reports(self) -> list[dict[str, Any]]:
         d = os.path.join(self.path, "subscribers")
@@ -196,17 +198,22 @@ class RedisStore:
 
     def _r(self) -> Any:
         if self._client is None or self._pid != os.getpid():
-            client = self.redis.Redis.from_url(self.url, socket_connect_timeout=5,
-                                               socket_timeout=30)
+            client = self.redis.Redis.from_url(
+                self.url, socket_connect_timeout=5, socket_timeout=30
+            )
             try:
                 client.ping()
             except self.redis.RedisError as e:
                 client.close()
-                raise ConnectionError(f"the model registry cannot reach Redis at {self.url}: "
-                                      f"{e}; check that redis-server runs there") from e
+                raise ConnectionError(
+                    f"the model registry cannot reach Redis at {self.url}: "
+                    f"{e}; check that redis-server runs there"
+                ) from e
             self._client, self._pid = client, os.getpid()
-            self._scripts = {"publish": client.register_script(_PUBLISH),
-                             "pin": client.register_script(_PIN)}
+            self._scripts = {
+                "publish": client.register_script(_PUBLISH),
+                "pin": client.register_script(_PIN),
+            }
         return self._client
 
     def _k(self, key: str) -> str:
@@ -221,9 +228,12 @@ class RedisStore:
 
     def put(self, meta: dict[str, Any], blob: bytes) -> int:
         self._r()
-        return int(self._scripts["publish"](
-            keys=[self._k("seq"), self._k("versions"), self._k("head")],
-            args=[self.prefix, json.dumps(meta), blob, int(self.keep or 0)]))
+        return int(
+            self._scripts["publish"](
+                keys=[self._k("seq"), self._k("versions"), self._k("head")],
+                args=[self.prefix, json.dumps(meta), blob, int(self.keep or 0)],
+            )
+        )
 
     def read(self, number: int) -> tuple[dict[str, Any], bytes]:
         meta, blob = self._r().hmget(self._k(f"v:{number}"), "meta", "blob")
@@ -233,15 +243,18 @@ class RedisStore:
 
     def set_pin(self, number: int | None) -> None:
         self._r()
-        ok = self._scripts["pin"](keys=[self._k("head"), self._k("versions")],
-                                  args=[int(number or 0)])
+        ok = self._scripts["pin"](
+            keys=[self._k("head"), self._k("versions")], args=[int(number or 0)]
+        )
         if not ok:
             raise KeyError(number)
 
     def report(self, sub_id: str, stats: dict[str, Any], ttl: float) -> None:
-        self._r().set(self._k(f"sub:{sub_id}"),
-                      json.dumps({**stats, "reported": time.time(), "ttl": ttl}),
-                      px=max(1, int(ttl * 1000)))
+        self._r().set(
+            self._k(f"sub:{sub_id}"),
+            json.dumps({**stats, "reported": time.time(), "ttl": ttl}),
+            px=max(1, int(ttl * 1000)),
+        )
 
     def reports(self) -> list[dict[str, Any]]:
         r = self._r()

@@ -39,8 +39,9 @@ class EpisodeError(RLError, RuntimeError):
         envs; step: the runner's env-step counter when it failed (its steps so far).
     """
 
-    def __init__(self, message: str, env: str = "?", runner: int = -1, env_index: int = -1,
-                 step: int = -1) -> None:
+    def __init__(
+        self, message: str, env: str = "?", runner: int = -1, env_index: int = -1, step: int = -1
+    ) -> None:
         super().__init__(message)
         self.env, self.runner, self.env_index, self.step = env, runner, env_index, step
 

@@ -99,9 +99,15 @@ class ESWorker:
         max_episode_steps: cap on episode length.
     """
 
-    def __init__(self, env: str | Callable[[], Any], env_kwargs: dict[str, Any] | None,
-                 noise: np.ndarray, policy: DeterministicMLPPolicy, index: int,
-                 max_episode_steps: int | None) -> None:
+    def __init__(
+        self,
+        env: str | Callable[[], Any],
+        env_kwargs: dict[str, Any] | None,
+        noise: np.ndarray,
+        policy: DeterministicMLPPolicy,
+        index: int,
+        max_episode_steps: int | None,
+    ) -> None:
         self.env = make_env(env, index, env_kwargs)
         self.name, self.noise, self.policy, self.index = env_name(env), noise, policy, index
         self.max_steps = max_episode_steps
@@ -121,11 +127,12 @@ class ESWorker:
                     return total, steps
         except Exception as e:
             self.dropped += 1
-            return (f"env {self.name!r}, ES worker {self.index}, episode step {steps}: "
-                    f"{type(e).__name__}: {e}")
+            return (
+                f"env {self.name!r}, ES worker {self.index}, episode step {steps}: "
+                f"{type(e).__name__}: {e}"
+            )
 
-    def evaluate(self, theta: np.ndarray, seed: int, pairs: int, sigma: float
-                 ) -> dict[str, Any]:
+    def evaluate(self, theta: np.ndarray, seed: int, pairs: int, sigma: float) -> dict[str, Any]:
         """Antithetic episodes for ``pairs`` noise indices drawn from ``seed``.
 
         Returns:
@@ -136,8 +143,8 @@ class ESWorker:
         out = np.full((pairs, 2), np.nan)
         steps, errors = 0, []
         for k, i in enumerate(idx):
-            eps = self.noise[i:i + len(theta)]
-            ep_seed = int(seed % (2 ** 31)) + k
+            eps = self.noise[i : i + len(theta)]
+            ep_seed = int(seed % (2**31)) + k
             pos = self._episode(theta + sigma * eps, ep_seed)
             neg = self._episode(theta - sigma * eps, ep_seed)
             for res in (pos, neg):
@@ -147,8 +154,13 @@ class ESWorker:
                     steps += res[1]
             if not isinstance(pos, str) and not isinstance(neg, str):
                 out[k] = pos[0], neg[0]
-        return {"seed": seed, "returns": out, "env_steps": steps,
-                "dropped": int(np.isnan(out[:, 0]).sum()), "errors": errors}
+        return {
+            "seed": seed,
+            "returns": out,
+            "env_steps": steps,
+            "dropped": int(np.isnan(out[:, 0]).sum()),
+            "errors": errors,
+        }
 
     def rollouts(self, theta: np.ndarray, episodes: int, seed: int) -> dict[str, Any]:
         """Returns of ``episodes`` episodes of the unperturbed policy."""
@@ -182,24 +194,35 @@ class ES:
         EnvError: unknown env id or unsupported spaces.
     """
 
-    def __init__(self, config: ESConfig | None = None, engine: Any = None,
-                 timeout: float = 60.0, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: ESConfig | None = None,
+        engine: Any = None,
+        timeout: float = 60.0,
+        **overrides: Any,
+    ) -> None:
         cfg = dataclasses.replace(config or ESConfig(), **overrides)
         self.config = cfg
         self.engine = resolve(engine)
         probe = make_env(cfg.env, None, cfg.env_kwargs)
         try:
-            obs_dim, action = space_dims(probe.observation_space, probe.action_space,
-                                         env_name(cfg.env))
+            obs_dim, action = space_dims(
+                probe.observation_space, probe.action_space, env_name(cfg.env)
+            )
         finally:
             probe.close()
         self.policy = DeterministicMLPPolicy(obs_dim, action, cfg.hidden, cfg.seed)
         self.theta = self.policy.get_weights()
         if cfg.noise_size < len(self.theta):
-            raise ValueError(f"noise_size {cfg.noise_size} is smaller than the policy's "
-                             f"{len(self.theta)} parameters")
-        self.noise = np.random.default_rng(cfg.seed + 12345).standard_normal(
-            cfg.noise_size).astype(np.float32)
+            raise ValueError(
+                f"noise_size {cfg.noise_size} is smaller than the policy's "
+                f"{len(self.theta)} parameters"
+            )
+        self.noise = (
+            np.random.default_rng(cfg.seed + 12345)
+            .standard_normal(cfg.noise_size)
+            .astype(np.float32)
+        )
         self.optimizer = Adam(len(self.theta), lr=cfg.lr)
         self.rng = np.random.default_rng(cfg.seed + 99)
         self.iteration = self.env_steps = self.episodes_dropped = self.restarts = 0
@@ -211,8 +234,9 @@ class ES:
         self.workers = [self._make(i) for i in range(cfg.num_workers)]
         track(self)
         try:
-            self.engine.get([w.rollouts.remote(self.theta, 0, 0) for w in self.workers],
-                            timeout=timeout)
+            self.engine.get(
+                [w.rollouts.remote(self.theta, 0, 0) for w in self.workers], timeout=timeout
+            )
         except Exception as e:
             self.stop()
             found = _find_rl_error(e)
@@ -222,14 +246,16 @@ class ES:
 
     def _make(self, i: int) -> Any:
         c = self.config
-        return self._cls.remote(c.env, c.env_kwargs, self._noise_ref, self.policy, i,
-                                c.max_episode_steps)
+        return self._cls.remote(
+            c.env, c.env_kwargs, self._noise_ref, self.policy, i, c.max_episode_steps
+        )
 
     def _replace(self, i: int, cause: BaseException) -> None:
         if self.restarts >= self.config.max_restarts:
-            raise RLError(f"ES worker {i} died and {self.restarts} workers were already "
-                          f"replaced (max_restarts={self.config.max_restarts}): {cause}") \
-                from cause
+            raise RLError(
+                f"ES worker {i} died and {self.restarts} workers were already "
+                f"replaced (max_restarts={self.config.max_restarts}): {cause}"
+            ) from cause
         try:
             self.engine.kill(self.workers[i])
         except Exception:  # already gone
@@ -256,10 +282,11 @@ class ES:
         sizes = [c.pairs_per_task] * (c.population // c.pairs_per_task)
         if c.population % c.pairs_per_task:
             sizes.append(c.population % c.pairs_per_task)
-        chunks = [(int(s), n) for s, n in zip(self.rng.integers(0, 2 ** 62, len(sizes)),
-                                                sizes, strict=True)]
+        chunks = [
+            (int(s), n) for s, n in zip(self.rng.integers(0, 2**62, len(sizes)), sizes, strict=True)
+        ]
         todo = collections.deque(chunks)
-        eval_seed = int(self.rng.integers(0, 2 ** 31 - 1000))
+        eval_seed = int(self.rng.integers(0, 2**31 - 1000))
         in_flight: dict[Any, tuple[int, Any]] = {}
 
         def launch(i: int, job: Any) -> None:
@@ -283,8 +310,9 @@ class ES:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready, _ = eng.wait(list(in_flight), num_returns=1, timeout=left)
             if not ready:
-                raise TimeoutError(f"ES iteration {self.iteration + 1} did not finish within "
-                                   f"{timeout} s")
+                raise TimeoutError(
+                    f"ES iteration {self.iteration + 1} did not finish within {timeout} s"
+                )
             i, job = in_flight.pop(ready[0])
             try:
                 res = eng.get(ready[0], timeout=left)
@@ -309,34 +337,46 @@ class ES:
         t1 = time.perf_counter()
         dim = len(self.theta)
         results.sort(key=lambda r: r["seed"])  # arrival order must not change the update
-        idx = np.concatenate([noise_indices(r["seed"], len(r["returns"]), c.noise_size, dim)
-                              for r in results])
+        idx = np.concatenate(
+            [noise_indices(r["seed"], len(r["returns"]), c.noise_size, dim) for r in results]
+        )
         R = np.concatenate([r["returns"] for r in results])
         ok = ~np.isnan(R).any(axis=1)
         idx, R = idx[ok], R[ok]
         if len(R):
             ranks = centered_ranks(R)
             weights = ranks[:, 0] - ranks[:, 1]
-            eps = np.stack([self.noise[i:i + dim] for i in idx]).astype(np.float64)
+            eps = np.stack([self.noise[i : i + dim] for i in idx]).astype(np.float64)
             g = weights @ eps / len(R)
             self.optimizer.step(self.theta, -g + c.l2 * self.theta)
         self.iteration += 1
         self.env_steps += steps
         wall = time.perf_counter() - t0
         self.elapsed += wall
-        m = {"iteration": self.iteration, "env_steps": self.env_steps,
-             "return_mean": float(R.mean()) if len(R) else None,
-             "return_max": float(R.max()) if len(R) else None,
-             "eval_return": float(np.mean(evals)) if evals else None,
-             "env_steps_per_s": steps / wall if wall > 0 else 0.0,
-             "learner_s": time.perf_counter() - t1, "episodes_dropped": self.episodes_dropped,
-             "worker_restarts": self.restarts, "time_s": self.elapsed}
+        m = {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "return_mean": float(R.mean()) if len(R) else None,
+            "return_max": float(R.max()) if len(R) else None,
+            "eval_return": float(np.mean(evals)) if evals else None,
+            "env_steps_per_s": steps / wall if wall > 0 else 0.0,
+            "learner_s": time.perf_counter() - t1,
+            "episodes_dropped": self.episodes_dropped,
+            "worker_restarts": self.restarts,
+            "time_s": self.elapsed,
+        }
         self.history.append(m)
         return m
 
-    def train(self, iterations: int | None = None, env_steps: int | None = None,
-              target_return: float | None = None, timeout: float | None = 120.0,
-              progress: bool = True, file: TextIO | None = None) -> list[dict[str, Any]]:
+    def train(
+        self,
+        iterations: int | None = None,
+        env_steps: int | None = None,
+        target_return: float | None = None,
+        timeout: float | None = 120.0,
+        progress: bool = True,
+        file: TextIO | None = None,
+    ) -> list[dict[str, Any]]:
         """Train until ``iterations`` more iterations, ``env_steps`` in all, or an
         ``eval_return`` (else the population mean) of ``target_return``.
 
@@ -348,8 +388,9 @@ class ES:
         bar = ProgressLine("ES", env_steps, file, progress)
         out: list[dict[str, Any]] = []
         try:
-            while (iterations is None or len(out) < iterations) and \
-                    (env_steps is None or self.env_steps < env_steps):
+            while (iterations is None or len(out) < iterations) and (
+                env_steps is None or self.env_steps < env_steps
+            ):
                 m = self.train_iteration(timeout)
                 out.append(m)
                 score = m["eval_return"] if m["eval_return"] is not None else m["return_mean"]
@@ -362,18 +403,24 @@ class ES:
 
     def save(self, path: str | None = None) -> dict[str, Any]:
         """The whole training state (the noise table is rebuilt from the seed)."""
-        state = {"kind": "rtml.rl.ES", "version": 1, "config": dataclasses.asdict(self.config),
-                 "theta": self.theta.copy(), "optimizer": self.optimizer.state(),
-                 "rng": copy.deepcopy(self.rng.bit_generator.state),
-                 "iteration": self.iteration, "env_steps": self.env_steps,
-                 "elapsed": self.elapsed, "history": copy.deepcopy(self.history)}
+        state = {
+            "kind": "rtml.rl.ES",
+            "version": 1,
+            "config": dataclasses.asdict(self.config),
+            "theta": self.theta.copy(),
+            "optimizer": self.optimizer.state(),
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "elapsed": self.elapsed,
+            "history": copy.deepcopy(self.history),
+        }
         if path is not None:
             save_state(state, path)
         return state
 
     @classmethod
-    def restore(cls, state: str | dict[str, Any], engine: Any = None,
-                timeout: float = 60.0) -> ES:
+    def restore(cls, state: str | dict[str, Any], engine: Any = None, timeout: float = 60.0) -> ES:
         """An ES with the config and training state of a checkpoint (file or dict)."""
         st = load_state(state, "rtml.rl.ES")
         cfg = dict(st["config"])

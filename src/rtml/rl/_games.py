@@ -41,8 +41,7 @@ class ConnectFour:
         return (ConnectFour, (self.mine, self.mask, self.moves, self.won))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ConnectFour) and (self.mine, self.mask) == (other.mine,
-                                                                             other.mask)
+        return isinstance(other, ConnectFour) and (self.mine, self.mask) == (other.mine, other.mask)
 
     def __hash__(self) -> int:
         return hash((self.mine, self.mask))
@@ -65,8 +64,9 @@ class ConnectFour:
             ValueError: the column is full, out of range, or the game is over.
         """
         if self.won or not 0 <= col < _W or self.mask & _TOP[col]:
-            raise ValueError(f"illegal Connect Four move {col!r}: legal moves are "
-                             f"{self.legal_moves()}")
+            raise ValueError(
+                f"illegal Connect Four move {col!r}: legal moves are {self.legal_moves()}"
+            )
         mask = self.mask | (self.mask + _BOTTOM[col])
         mover = self.mine | (mask ^ self.mask)
         return ConnectFour(mover ^ mask, mask, self.moves + 1, _aligned(mover))

@@ -37,9 +37,9 @@ class _Node:
         self.state, self.parent, self.mover = state, parent, mover
         self.children: dict[Any, _Node] = {}
         self.untried = list(state.legal_moves()) if not state.is_terminal() else []
-        self.n = 0.0   # visits (virtual ones included while in flight)
-        self.w = 0.0   # reward for ``mover`` (the player who moved into this node)
-        self.vl = 0    # virtual losses in flight
+        self.n = 0.0  # visits (virtual ones included while in flight)
+        self.w = 0.0  # reward for ``mover`` (the player who moved into this node)
+        self.vl = 0  # virtual losses in flight
 
 
 def _select(root: _Node, c: float, rng: random.Random, vloss: float) -> list[_Node]:
@@ -88,17 +88,23 @@ def rollouts(state: Any, k: int, seed: int) -> list[int | None]:
     return [state.rollout(rng) for _ in range(k)]
 
 
-def _serial(state: Any, budget: float, seed: int, c: float,
-            max_simulations: int | None = None,
-            min_simulations: int = 0) -> tuple[dict[Any, tuple[float, float]], int]:
+def _serial(
+    state: Any,
+    budget: float,
+    seed: int,
+    c: float,
+    max_simulations: int | None = None,
+    min_simulations: int = 0,
+) -> tuple[dict[Any, tuple[float, float]], int]:
     """Serial MCTS from ``state`` for ``budget`` seconds: root children's (visits, reward)
     and the number of simulations."""
     rng = random.Random(seed)
     root = _Node(state, None, 1 - state.to_play)
     deadline = time.perf_counter() + budget
     sims = 0
-    while ((time.perf_counter() < deadline or sims < min_simulations)
-           and (max_simulations is None or sims < max_simulations)):
+    while (time.perf_counter() < deadline or sims < min_simulations) and (
+        max_simulations is None or sims < max_simulations
+    ):
         path = _select(root, c, rng, 0.0)
         _backup(path, [path[-1].state.rollout(rng)], 0.0)
         sims += 1
@@ -126,21 +132,37 @@ class MCTSResult:
     tasks: int
 
 
-def _result(stats: dict[Any, tuple[float, float]], sims: int, t0: float,
-            tasks: int) -> MCTSResult:
+def _result(stats: dict[Any, tuple[float, float]], sims: int, t0: float, tasks: int) -> MCTSResult:
     if not stats:
         raise ValueError("mcts() on a finished game: there is no move to choose")
     move = max(stats, key=lambda m: (stats[m][0], stats[m][1]))
     el = time.perf_counter() - t0
-    return MCTSResult(move, {m: s[0] for m, s in stats.items()},
-                      {m: s[1] / s[0] if s[0] else 0.0 for m, s in stats.items()},
-                      sims, el, sims / el if el > 0 else 0.0, tasks)
+    return MCTSResult(
+        move,
+        {m: s[0] for m, s in stats.items()},
+        {m: s[1] / s[0] if s[0] else 0.0 for m, s in stats.items()},
+        sims,
+        el,
+        sims / el if el > 0 else 0.0,
+        tasks,
+    )
 
 
-def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_workers: int = 2,
-         in_flight: int | None = None, rollouts_per_task: int = 8, c: float = 1.4,
-         virtual_loss: float = 1.0, seed: int = 0, max_simulations: int | None = None,
-         min_simulations: int = 0, engine: Any = None) -> MCTSResult:
+def mcts(
+    state: Any,
+    time_budget: float = 1.0,
+    *,
+    mode: str = "tree",
+    num_workers: int = 2,
+    in_flight: int | None = None,
+    rollouts_per_task: int = 8,
+    c: float = 1.4,
+    virtual_loss: float = 1.0,
+    seed: int = 0,
+    max_simulations: int | None = None,
+    min_simulations: int = 0,
+    engine: Any = None,
+) -> MCTSResult:
     """Choose a move for ``state`` by Monte Carlo tree search within ``time_budget`` seconds.
 
     Args:
@@ -182,8 +204,10 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
         task = eng.remote(_serial)
         cap = None if max_simulations is None else max(1, max_simulations // num_workers)
         low = -(-min_simulations // num_workers)
-        refs = [task.remote(state, max(0.0, time_budget - 0.005), seed * 1000 + i, c, cap, low)
-                for i in range(num_workers)]
+        refs = [
+            task.remote(state, max(0.0, time_budget - 0.005), seed * 1000 + i, c, cap, low)
+            for i in range(num_workers)
+        ]
         merged: dict[Any, list[float]] = {}
         total = 0
         for stats, sims in eng.get(refs, timeout=time_budget + 30.0):
@@ -206,8 +230,9 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
 
     def budget_left() -> bool:  # start another simulation?
         in_flight = len(pending) * rollouts_per_task
-        return under_max() and (time.perf_counter() < deadline
-                                or sims + in_flight < min_simulations)
+        return under_max() and (
+            time.perf_counter() < deadline or sims + in_flight < min_simulations
+        )
 
     def spawn() -> None:
         nonlocal sims, tasks
@@ -224,17 +249,21 @@ def mcts(state: Any, time_budget: float = 1.0, *, mode: str = "tree", num_worker
 
     for _ in range(k_in_flight):
         spawn()
-    while pending and ((under_max() and time.perf_counter() < deadline)
-                       or sims < min_simulations or sims == 0):
+    while pending and (
+        (under_max() and time.perf_counter() < deadline) or sims < min_simulations or sims == 0
+    ):
         # Past the deadline with no result yet (cold workers): wait for the first one, so a
         # move is never chosen from an empty tree.
         left = deadline - time.perf_counter()
-        ready, _ = eng.wait(list(pending), num_returns=1,
-                            timeout=left if left > 0 else _FIRST_RESULT_TIMEOUT)
+        ready, _ = eng.wait(
+            list(pending), num_returns=1, timeout=left if left > 0 else _FIRST_RESULT_TIMEOUT
+        )
         if not ready and left <= 0:
-            raise TimeoutError(f"mcts(): no simulation finished within {time_budget} s + "
-                               f"{_FIRST_RESULT_TIMEOUT} s ({sims} done); are the engine's "
-                               "workers busy?")
+            raise TimeoutError(
+                f"mcts(): no simulation finished within {time_budget} s + "
+                f"{_FIRST_RESULT_TIMEOUT} s ({sims} done); are the engine's "
+                "workers busy?"
+            )
         for ref in ready:
             path = pending.pop(ref)
             winners = eng.get(ref, timeout=30.0)

@@ -30,23 +30,29 @@ class MLP:
         out_scale: scale of the output layer's initial weights (0.01 for policy logits).
     """
 
-    def __init__(self, sizes: list[int], flat: np.ndarray | None = None,
-                 rng: np.random.Generator | None = None, out_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        sizes: list[int],
+        flat: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+        out_scale: float = 1.0,
+    ) -> None:
         if len(sizes) < 2:
             raise ValueError(f"an MLP needs at least an input and an output width, got {sizes}")
         self.sizes = list(sizes)
         n = flat_size(self.sizes)
         self.flat = np.zeros(n) if flat is None else flat
         if self.flat.shape != (n,):
-            raise ValueError(f"MLP {sizes} has {n} parameters; the vector given has "
-                             f"{self.flat.shape}")
+            raise ValueError(
+                f"MLP {sizes} has {n} parameters; the vector given has {self.flat.shape}"
+            )
         self.W: list[np.ndarray] = []
         self.b: list[np.ndarray] = []
         i = 0
         for a, b in itertools.pairwise(self.sizes):
-            self.W.append(self.flat[i:i + a * b].reshape(a, b))
+            self.W.append(self.flat[i : i + a * b].reshape(a, b))
             i += a * b
-            self.b.append(self.flat[i:i + b])
+            self.b.append(self.flat[i : i + b])
             i += b
         if rng is not None:
             last = len(self.W) - 1
@@ -77,8 +83,9 @@ class MLP:
             acts.append(h)
         return h, acts
 
-    def backward(self, acts: list[np.ndarray], dout: np.ndarray,
-                 grad: np.ndarray | None = None) -> np.ndarray:
+    def backward(
+        self, acts: list[np.ndarray], dout: np.ndarray, grad: np.ndarray | None = None
+    ) -> np.ndarray:
         """Gradient of a loss with respect to the parameters, given dloss/doutput.
 
         Args:
@@ -92,9 +99,9 @@ class MLP:
         g = np.zeros_like(self.flat) if grad is None else grad
         gw, gb, i = [], [], 0
         for a, b in itertools.pairwise(self.sizes):
-            gw.append(g[i:i + a * b].reshape(a, b))
+            gw.append(g[i : i + a * b].reshape(a, b))
             i += a * b
-            gb.append(g[i:i + b])
+            gb.append(g[i : i + b])
             i += b
         d = dout
         for k in range(len(self.W) - 1, -1, -1):
@@ -113,8 +120,14 @@ class Adam:
         lr: step size; beta1, beta2, eps: Adam's constants.
     """
 
-    def __init__(self, size: int, lr: float = 3e-4, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        size: int,
+        lr: float = 3e-4,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+    ) -> None:
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.m = np.zeros(size)
         self.v = np.zeros(size)
@@ -127,14 +140,24 @@ class Adam:
         self.m += (1 - self.beta1) * grad
         self.v *= self.beta2
         self.v += (1 - self.beta2) * grad * grad
-        a = (self.lr if lr is None else lr) * np.sqrt(1 - self.beta2 ** self.t) \
-            / (1 - self.beta1 ** self.t)
+        a = (
+            (self.lr if lr is None else lr)
+            * np.sqrt(1 - self.beta2**self.t)
+            / (1 - self.beta1**self.t)
+        )
         params -= a * self.m / (np.sqrt(self.v) + self.eps)
 
     def state(self) -> dict[str, Any]:
         """A copy of the optimizer's state (for checkpoints)."""
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "m": self.m.copy(), "v": self.v.copy(), "t": self.t}
+        return {
+            "lr": self.lr,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "m": self.m.copy(),
+            "v": self.v.copy(),
+            "t": self.t,
+        }
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore a state from ``state()``."""

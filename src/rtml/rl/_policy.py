@@ -13,8 +13,7 @@ import numpy as np
 from rtml.rl._errors import EnvError
 from rtml.rl._nn import MLP, flat_size
 
-__all__ = ["CategoricalMLPPolicy", "DeterministicMLPPolicy", "Policy", "RandomPolicy",
-           "space_dims"]
+__all__ = ["CategoricalMLPPolicy", "DeterministicMLPPolicy", "Policy", "RandomPolicy", "space_dims"]
 
 
 def space_dims(observation_space: Any, action_space: Any, env: str = "?") -> tuple[int, Any]:
@@ -29,17 +28,24 @@ def space_dims(observation_space: Any, action_space: Any, env: str = "?") -> tup
     import gymnasium as gym
 
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise EnvError(f"env {env!r}: rtml.rl's MLP policies need a flat Box observation "
-                       f"space, got {observation_space}; wrap the env (e.g. "
-                       "gymnasium.wrappers.FlattenObservation)", env)
+        raise EnvError(
+            f"env {env!r}: rtml.rl's MLP policies need a flat Box observation "
+            f"space, got {observation_space}; wrap the env (e.g. "
+            "gymnasium.wrappers.FlattenObservation)",
+            env,
+        )
     obs_dim = int(observation_space.shape[0])
     if isinstance(action_space, gym.spaces.Discrete):
         return obs_dim, ("discrete", int(action_space.n))
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        return obs_dim, ("box", np.asarray(action_space.low, dtype=np.float64),
-                         np.asarray(action_space.high, dtype=np.float64))
-    raise EnvError(f"env {env!r}: action space {action_space} is not supported (Discrete or a "
-                   "flat Box)", env)
+        return obs_dim, (
+            "box",
+            np.asarray(action_space.low, dtype=np.float64),
+            np.asarray(action_space.high, dtype=np.float64),
+        )
+    raise EnvError(
+        f"env {env!r}: action space {action_space} is not supported (Discrete or a flat Box)", env
+    )
 
 
 class Policy:
@@ -50,8 +56,9 @@ class Policy:
     maps names to arrays of the same length (kept per step in the batch, e.g. ``logp``).
     """
 
-    def compute_actions(self, obs: np.ndarray, rng: np.random.Generator
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def compute_actions(
+        self, obs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Actions for a batch of observations; see the class docstring."""
         raise NotImplementedError(f"{type(self).__name__} must define compute_actions")
 
@@ -69,8 +76,9 @@ class RandomPolicy(Policy):
     def __init__(self, action_space: Any) -> None:
         self.action_space = action_space
 
-    def compute_actions(self, obs: np.ndarray, rng: np.random.Generator
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def compute_actions(
+        self, obs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         n = len(obs)
         import gymnasium as gym
 
@@ -88,16 +96,17 @@ class CategoricalMLPPolicy(Policy):
         seed: initialises the weights.
     """
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden: tuple[int, ...] = (64, 64),
-                 seed: int = 0) -> None:
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden: tuple[int, ...] = (64, 64), seed: int = 0
+    ) -> None:
         self.obs_dim, self.num_actions, self.hidden = obs_dim, num_actions, tuple(hidden)
         pi_sizes = [obs_dim, *hidden, num_actions]
         vf_sizes = [obs_dim, *hidden, 1]
         self.n_pi = flat_size(pi_sizes)
         self.flat = np.zeros(self.n_pi + flat_size(vf_sizes))
         rng = np.random.default_rng(seed)
-        self.pi = MLP(pi_sizes, self.flat[:self.n_pi], rng, out_scale=0.01)
-        self.vf = MLP(vf_sizes, self.flat[self.n_pi:], rng, out_scale=1.0)
+        self.pi = MLP(pi_sizes, self.flat[: self.n_pi], rng, out_scale=0.01)
+        self.vf = MLP(vf_sizes, self.flat[self.n_pi :], rng, out_scale=1.0)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"args": (self.obs_dim, self.num_actions, self.hidden), "flat": self.flat}
@@ -121,8 +130,9 @@ class CategoricalMLPPolicy(Policy):
         """State values for a batch of observations, shape ``(n,)``."""
         return self.vf.forward(obs)[:, 0]
 
-    def compute_actions(self, obs: np.ndarray, rng: np.random.Generator
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def compute_actions(
+        self, obs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         logits = self.pi.forward(obs)
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -144,8 +154,9 @@ class DeterministicMLPPolicy(Policy):
         seed: initialises the weights.
     """
 
-    def __init__(self, obs_dim: int, action: Any, hidden: tuple[int, ...] = (32,),
-                 seed: int = 0) -> None:
+    def __init__(
+        self, obs_dim: int, action: Any, hidden: tuple[int, ...] = (32,), seed: int = 0
+    ) -> None:
         self.obs_dim, self.action, self.hidden = obs_dim, action, tuple(hidden)
         out = action[1] if action[0] == "discrete" else len(action[1])
         self.net = MLP([obs_dim, *hidden, out], rng=np.random.default_rng(seed), out_scale=0.1)
@@ -177,8 +188,9 @@ class DeterministicMLPPolicy(Policy):
         low, high = self.action[1], self.action[2]
         return low + (np.tanh(out) + 1.0) * 0.5 * (high - low)
 
-    def compute_actions(self, obs: np.ndarray, rng: np.random.Generator
-                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def compute_actions(
+        self, obs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         out = self.net.forward(obs)
         if self.action[0] == "discrete":
             return out.argmax(axis=1), {}

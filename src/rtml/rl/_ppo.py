@@ -87,8 +87,7 @@ class PPOConfig:
         return self.train_batch_size or one * self.num_runners
 
 
-def compute_gae(batch: dict[str, Any], gamma: float, lam: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def compute_gae(batch: dict[str, Any], gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """Advantages and value targets ``[T, N]`` for one runner batch.
 
     A terminated step does not bootstrap; a truncated one bootstraps from the value of its
@@ -109,9 +108,16 @@ def compute_gae(batch: dict[str, Any], gamma: float, lam: float
     return adv, adv + v
 
 
-def ppo_loss_grad(pol: CategoricalMLPPolicy, x: np.ndarray, a: np.ndarray, lp0: np.ndarray,
-                  ad: np.ndarray, rt: np.ndarray, cfg: PPOConfig, grad: np.ndarray
-                  ) -> np.ndarray:
+def ppo_loss_grad(
+    pol: CategoricalMLPPolicy,
+    x: np.ndarray,
+    a: np.ndarray,
+    lp0: np.ndarray,
+    ad: np.ndarray,
+    rt: np.ndarray,
+    cfg: PPOConfig,
+    grad: np.ndarray,
+) -> np.ndarray:
     """PPO's loss on a minibatch and its gradient (written into ``grad``).
 
     Loss: ``-mean(min(r*A, clip(r)*A)) + vf_coef*mean((V-R)^2) - ent_coef*mean(H)`` with
@@ -139,12 +145,13 @@ def ppo_loss_grad(pol: CategoricalMLPPolicy, x: np.ndarray, a: np.ndarray, lp0: 
         dlogits += (cfg.ent_coef / k) * p * (logp_all + ent[:, None])
     v, acts_v = pol.vf.forward_cached(x)
     dv = (cfg.vf_coef * 2.0 / k) * (v[:, 0] - rt)
-    pol.pi.backward(acts_pi, dlogits, grad[:pol.n_pi])
-    pol.vf.backward(acts_v, dv[:, None], grad[pol.n_pi:])
+    pol.pi.backward(acts_pi, dlogits, grad[: pol.n_pi])
+    pol.vf.backward(acts_v, dv[:, None], grad[pol.n_pi :])
     pl = -np.minimum(s1, s2).mean()
     vl = ((v[:, 0] - rt) ** 2).mean()
-    return np.array([pl, vl, ent.mean(), (lp0 - lp).mean(),
-                     pl + cfg.vf_coef * vl - cfg.ent_coef * ent.mean()])
+    return np.array(
+        [pl, vl, ent.mean(), (lp0 - lp).mean(), pl + cfg.vf_coef * vl - cfg.ent_coef * ent.mean()]
+    )
 
 
 class PPO:
@@ -168,34 +175,51 @@ class PPO:
             a flat Box observation are needed).
     """
 
-    def __init__(self, config: PPOConfig | None = None, engine: Any = None,
-                 timeout: float = 60.0, **overrides: Any) -> None:
+    def __init__(
+        self,
+        config: PPOConfig | None = None,
+        engine: Any = None,
+        timeout: float = 60.0,
+        **overrides: Any,
+    ) -> None:
         cfg = dataclasses.replace(config or PPOConfig(), **overrides)
         self.config = cfg
         self._engine = engine
         probe = make_env(cfg.env, None, cfg.env_kwargs)
         try:
-            obs_dim, action = space_dims(probe.observation_space, probe.action_space,
-                                         env_name(cfg.env))
+            obs_dim, action = space_dims(
+                probe.observation_space, probe.action_space, env_name(cfg.env)
+            )
         finally:
             probe.close()
         if action[0] != "discrete":
-            raise EnvError(f"env {env_name(cfg.env)!r}: rtml.rl's PPO handles Discrete action "
-                           f"spaces; this one is a Box (use ES for it)", env_name(cfg.env))
+            raise EnvError(
+                f"env {env_name(cfg.env)!r}: rtml.rl's PPO handles Discrete action "
+                f"spaces; this one is a Box (use ES for it)",
+                env_name(cfg.env),
+            )
         self.policy = CategoricalMLPPolicy(obs_dim, action[1], cfg.hidden, cfg.seed)
         self.optimizer = Adam(len(self.policy.flat), lr=cfg.lr, eps=1e-5)
         self.rng = np.random.default_rng(cfg.seed + 7)
         self.iteration = 0
         self.env_steps = 0
         self.episodes = 0
-        self.recent_returns: collections.deque[float] = collections.deque(
-            maxlen=cfg.return_window)
+        self.recent_returns: collections.deque[float] = collections.deque(maxlen=cfg.return_window)
         self.history: list[dict[str, Any]] = []
         self.elapsed = 0.0
-        self.group = EnvRunnerGroup(cfg.env, cfg.num_runners, cfg.envs_per_runner,
-                                    self.policy, cfg.seed, cfg.env_kwargs,
-                                    cfg.max_consecutive_failures, cfg.max_restarts,
-                                    cfg.num_cpus_per_runner, engine, timeout)
+        self.group = EnvRunnerGroup(
+            cfg.env,
+            cfg.num_runners,
+            cfg.envs_per_runner,
+            self.policy,
+            cfg.seed,
+            cfg.env_kwargs,
+            cfg.max_consecutive_failures,
+            cfg.max_restarts,
+            cfg.num_cpus_per_runner,
+            engine,
+            timeout,
+        )
         track(self)
 
     # ------------------------------------------------------------------ learner
@@ -235,8 +259,14 @@ class PPO:
         RET = np.concatenate(ret)
         n = len(X)
         if n == 0:
-            return {"policy_loss": 0.0, "vf_loss": 0.0, "entropy": 0.0, "kl": 0.0,
-                    "learner_s": time.perf_counter() - t0, "lr": self._lr()}
+            return {
+                "policy_loss": 0.0,
+                "vf_loss": 0.0,
+                "entropy": 0.0,
+                "kl": 0.0,
+                "learner_s": time.perf_counter() - t0,
+                "lr": self._lr(),
+            }
         ADV = (ADV - ADV.mean()) / (ADV.std() + 1e-8)
         pol, opt = self.policy, self.optimizer
         grad = np.zeros_like(pol.flat)
@@ -247,7 +277,7 @@ class PPO:
         for _ in range(cfg.num_epochs):
             perm = self.rng.permutation(n)
             for s in range(0, n - mb + 1, mb):
-                idx = perm[s:s + mb]
+                idx = perm[s : s + mb]
                 st = ppo_loss_grad(pol, X[idx], A[idx], LP[idx], ADV[idx], RET[idx], cfg, grad)
                 norm = float(np.sqrt((grad * grad).sum()))
                 if norm > cfg.max_grad_norm:
@@ -256,9 +286,14 @@ class PPO:
                 stats += st
                 count += 1
         stats /= max(1, count)
-        return {"policy_loss": float(stats[0]), "vf_loss": float(stats[1]),
-                "entropy": float(stats[2]), "kl": float(stats[3]),
-                "learner_s": time.perf_counter() - t0, "lr": lr}
+        return {
+            "policy_loss": float(stats[0]),
+            "vf_loss": float(stats[1]),
+            "entropy": float(stats[2]),
+            "kl": float(stats[3]),
+            "learner_s": time.perf_counter() - t0,
+            "lr": lr,
+        }
 
     # ------------------------------------------------------------------ sampling
     def _collect(self, timeout: float | None) -> list[dict[str, Any]]:
@@ -308,21 +343,31 @@ class PPO:
         wall = time.perf_counter() - t0
         self.elapsed += wall
         m: dict[str, Any] = {
-            "iteration": self.iteration, "env_steps": self.env_steps,
-            "env_steps_iter": steps, "episodes": self.episodes,
-            "return_mean": (float(np.mean(self.recent_returns)) if self.recent_returns
-                            else None),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "env_steps_iter": steps,
+            "episodes": self.episodes,
+            "return_mean": (float(np.mean(self.recent_returns)) if self.recent_returns else None),
             "return_mean_iter": float(np.mean(rets)) if rets else None,
             "env_steps_per_s": steps / wall if wall > 0 else 0.0,
-            "sample_s": t1 - t0, "episodes_dropped": self.group.episodes_dropped,
-            "runner_restarts": self.group.restarts, "time_s": self.elapsed, **learn,
+            "sample_s": t1 - t0,
+            "episodes_dropped": self.group.episodes_dropped,
+            "runner_restarts": self.group.restarts,
+            "time_s": self.elapsed,
+            **learn,
         }
         self.history.append(m)
         return m
 
-    def train(self, iterations: int | None = None, env_steps: int | None = None,
-              target_return: float | None = None, timeout: float | None = 60.0,
-              progress: bool = True, file: TextIO | None = None) -> list[dict[str, Any]]:
+    def train(
+        self,
+        iterations: int | None = None,
+        env_steps: int | None = None,
+        target_return: float | None = None,
+        timeout: float | None = 60.0,
+        progress: bool = True,
+        file: TextIO | None = None,
+    ) -> list[dict[str, Any]]:
         """Train until the first of: ``iterations`` more iterations, ``env_steps`` total env
         steps, a ``return_mean`` of ``target_return`` (at least one limit is needed).
 
@@ -339,8 +384,9 @@ class PPO:
             As ``train_iteration``.
         """
         if iterations is None and env_steps is None and target_return is None:
-            raise ValueError("train() needs iterations=, env_steps= or target_return= to know "
-                             "when to stop")
+            raise ValueError(
+                "train() needs iterations=, env_steps= or target_return= to know when to stop"
+            )
         bar = ProgressLine("PPO", env_steps, file, progress)
         out: list[dict[str, Any]] = []
         try:
@@ -351,10 +397,12 @@ class PPO:
                     break
                 m = self.train_iteration(timeout)
                 out.append(m)
-                bar.update(m["iteration"], m["env_steps"], m["return_mean"],
-                           m["env_steps_per_s"])
-                if target_return is not None and m["return_mean"] is not None \
-                        and m["return_mean"] >= target_return:
+                bar.update(m["iteration"], m["env_steps"], m["return_mean"], m["env_steps_per_s"])
+                if (
+                    target_return is not None
+                    and m["return_mean"] is not None
+                    and m["return_mean"] >= target_return
+                ):
                     break
         finally:
             bar.close()
@@ -363,10 +411,15 @@ class PPO:
     def metrics(self) -> dict[str, Any]:
         """The latest iteration's metrics and the run's totals (for dashboards and logs)."""
         last = self.history[-1] if self.history else {}
-        return {**last, "iterations": self.iteration, "env_steps": self.env_steps,
-                "episodes": self.episodes, "runner_restarts": self.group.restarts,
-                "episodes_dropped": self.group.episodes_dropped,
-                "recent_errors": list(self.group.errors)[-5:]}
+        return {
+            **last,
+            "iterations": self.iteration,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "runner_restarts": self.group.restarts,
+            "episodes_dropped": self.group.episodes_dropped,
+            "recent_errors": list(self.group.errors)[-5:],
+        }
 
     def compute_actions(self, obs: np.ndarray, explore: bool = False) -> np.ndarray:
         """Actions for a batch of observations (greedy unless ``explore``)."""
@@ -384,13 +437,19 @@ class PPO:
             The state dict (``PPO.restore`` takes it or the file).
         """
         state = {
-            "kind": "rtml.rl.PPO", "version": 1,
+            "kind": "rtml.rl.PPO",
+            "version": 1,
             "config": dataclasses.asdict(self.config) | {"env": self.config.env},
-            "weights": self.policy.get_weights(), "optimizer": self.optimizer.state(),
-            "rng": copy.deepcopy(self.rng.bit_generator.state), "iteration": self.iteration,
-            "env_steps": self.env_steps, "episodes": self.episodes,
-            "recent_returns": list(self.recent_returns), "history": copy.deepcopy(self.history),
-            "elapsed": self.elapsed, "runner_restarts": self.group.restarts,
+            "weights": self.policy.get_weights(),
+            "optimizer": self.optimizer.state(),
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "recent_returns": list(self.recent_returns),
+            "history": copy.deepcopy(self.history),
+            "elapsed": self.elapsed,
+            "runner_restarts": self.group.restarts,
         }
         if path is not None:
             save_state(state, path)
@@ -406,13 +465,13 @@ class PPO:
         self.rng.bit_generator.state = copy.deepcopy(st["rng"])
         self.iteration, self.env_steps = st["iteration"], st["env_steps"]
         self.episodes, self.elapsed = st["episodes"], st["elapsed"]
-        self.recent_returns = collections.deque(st["recent_returns"],
-                                                maxlen=self.config.return_window)
+        self.recent_returns = collections.deque(
+            st["recent_returns"], maxlen=self.config.return_window
+        )
         self.history = copy.deepcopy(st["history"])
 
     @classmethod
-    def restore(cls, state: str | dict[str, Any], engine: Any = None,
-                timeout: float = 60.0) -> PPO:
+    def restore(cls, state: str | dict[str, Any], engine: Any = None, timeout: float = 60.0) -> PPO:
         """A PPO with the config and training state of a checkpoint (file or dict).
 
         Raises:

@@ -31,8 +31,14 @@ from rtml.util.engine import optional_import, resolve
 
 __all__ = ["EnvRunner", "EnvRunnerGroup", "env_name", "make_env"]
 
-_DEATH = {"ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError",
-          "NodeDiedError", "ActorError"}
+_DEATH = {
+    "ActorDiedError",
+    "RayActorError",
+    "ActorUnavailableError",
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "ActorError",
+}
 
 
 def env_name(env: Any) -> str:
@@ -40,8 +46,11 @@ def env_name(env: Any) -> str:
     return env if isinstance(env, str) else getattr(env, "__name__", type(env).__name__)
 
 
-def make_env(env: str | Callable[[], Any], runner: int | None = None,
-             env_kwargs: dict[str, Any] | None = None) -> Any:
+def make_env(
+    env: str | Callable[[], Any],
+    runner: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """``gymnasium.make(env, **env_kwargs)`` for an id, or ``env()`` for a creator.
 
     Raises:
@@ -53,20 +62,34 @@ def make_env(env: str | Callable[[], Any], runner: int | None = None,
         try:
             return gym.make(env, **(env_kwargs or {}))
         except gym.error.Error as e:
-            raise EnvError(f"environment {env!r} does not exist{where}: {e}. Use a registered "
-                           "id (gymnasium.pprint_registry() lists them) or pass a function "
-                           "that creates the env, e.g. env=lambda: MyEnv()", env, runner) from e
+            raise EnvError(
+                f"environment {env!r} does not exist{where}: {e}. Use a registered "
+                "id (gymnasium.pprint_registry() lists them) or pass a function "
+                "that creates the env, e.g. env=lambda: MyEnv()",
+                env,
+                runner,
+            ) from e
     if not callable(env):
-        raise EnvError(f"env must be a gymnasium id or a function returning an env, got "
-                       f"{type(env).__name__}", env_name(env), runner)
+        raise EnvError(
+            f"env must be a gymnasium id or a function returning an env, got {type(env).__name__}",
+            env_name(env),
+            runner,
+        )
     try:
         made = env(**(env_kwargs or {}))
     except Exception as e:
-        raise EnvError(f"creating environment {env_name(env)!r}{where} raised "
-                       f"{type(e).__name__}: {e}", env_name(env), runner) from e
+        raise EnvError(
+            f"creating environment {env_name(env)!r}{where} raised {type(e).__name__}: {e}",
+            env_name(env),
+            runner,
+        ) from e
     if not hasattr(made, "step") or not hasattr(made, "reset"):
-        raise EnvError(f"env creator {env_name(env)!r}{where} returned {type(made).__name__}, "
-                       "not an environment (it needs reset() and step())", env_name(env), runner)
+        raise EnvError(
+            f"env creator {env_name(env)!r}{where} returned {type(made).__name__}, "
+            "not an environment (it needs reset() and step())",
+            env_name(env),
+            runner,
+        )
     return made
 
 
@@ -97,10 +120,14 @@ def _check_id(env: Any) -> None:
         try:
             gym.spec(env)
         except gym.error.Error as e:
-            raise EnvError(f"environment {env!r} does not exist (checked before starting the "
-                           f"runners): {e}. Use a registered id (gymnasium.pprint_registry() "
-                           "lists them) or pass a function that creates the env, e.g. "
-                           "env=lambda: MyEnv()", env, None) from e
+            raise EnvError(
+                f"environment {env!r} does not exist (checked before starting the "
+                f"runners): {e}. Use a registered id (gymnasium.pprint_registry() "
+                "lists them) or pass a function that creates the env, e.g. "
+                "env=lambda: MyEnv()",
+                env,
+                None,
+            ) from e
 
 
 def _fresh(e: RLError) -> RLError:
@@ -129,10 +156,17 @@ class EnvRunner:
         EnvError: the env cannot be made.
     """
 
-    def __init__(self, env: str | Callable[[], Any], index: int = 0, num_envs: int = 8,
-                 policy: Policy | None = None, seed: int = 0, generation: int = 0,
-                 env_kwargs: dict[str, Any] | None = None,
-                 max_consecutive_failures: int = 20) -> None:
+    def __init__(
+        self,
+        env: str | Callable[[], Any],
+        index: int = 0,
+        num_envs: int = 8,
+        policy: Policy | None = None,
+        seed: int = 0,
+        generation: int = 0,
+        env_kwargs: dict[str, Any] | None = None,
+        max_consecutive_failures: int = 20,
+    ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.env_spec, self.index, self.num_envs = env, index, num_envs
@@ -163,24 +197,36 @@ class EnvRunner:
             return o
         except Exception as e:
             if self.failures[j] >= self.max_failures:
-                raise EpisodeError(self._where(j, f"reset raised {type(e).__name__}: {e}"),
-                                   self.name, self.index, j, self.steps) from e
+                raise EpisodeError(
+                    self._where(j, f"reset raised {type(e).__name__}: {e}"),
+                    self.name,
+                    self.index,
+                    j,
+                    self.steps,
+                ) from e
             self.failures[j] += 1
             self.envs[j] = make_env(self.env_spec, self.index, self.env_kwargs)
             return self._reset(j, seed)
 
     def _where(self, j: int, what: str) -> str:
-        return (f"env {self.name!r}, runner {self.index}, env index {j}, step {self.steps} "
-                f"(episode step {int(self.ep_len[j])}): {what}")
+        return (
+            f"env {self.name!r}, runner {self.index}, env index {j}, step {self.steps} "
+            f"(episode step {int(self.ep_len[j])}): {what}"
+        )
 
     def _fail(self, j: int, what: str, errors: list[str]) -> None:
         msg = self._where(j, what)
         self.failures[j] += 1
         if self.failures[j] > self.max_failures:
-            raise EpisodeError(f"{msg}; {self.failures[j]} episodes in a row failed, so the "
-                               "env or the policy is broken: fix it (episodes that fail now "
-                               "and then are dropped and counted instead)",
-                               self.name, self.index, j, self.steps)
+            raise EpisodeError(
+                f"{msg}; {self.failures[j]} episodes in a row failed, so the "
+                "env or the policy is broken: fix it (episodes that fail now "
+                "and then are dropped and counted instead)",
+                self.name,
+                self.index,
+                j,
+                self.steps,
+            )
         errors.append(msg)
         self.episodes_dropped += 1
         self.ep_return[j] = 0.0
@@ -252,15 +298,17 @@ class EnvRunner:
                 a = actions[j]
                 failed = None
                 if bad[j]:
-                    failed = (f"the policy returned action {np.asarray(a).tolist()!r}, outside the action space "
-                              f"{self.action_space}")
+                    failed = (
+                        f"the policy returned action {np.asarray(a).tolist()!r}, outside the action space "
+                        f"{self.action_space}"
+                    )
                 else:
                     try:
                         o, r, te, tr, _ = envs[j].step(int(a) if self._discrete else a)
                     except Exception as e:
                         failed = f"step raised {type(e).__name__}: {e}"
                 if failed is not None:
-                    mask[ep_start[j]:t + 1, j] = False
+                    mask[ep_start[j] : t + 1, j] = False
                     term[t, j] = True  # cut the advantage recursion at the dropped episode
                     self._fail(j, failed, errors)
                     ep_start[j] = t + 1
@@ -286,13 +334,24 @@ class EnvRunner:
             if final_at:
                 final_values[t, final_at] = value_fn(np.stack(final_obs))  # type: ignore[misc]
         batch: dict[str, Any] = {
-            "obs": obs_buf, "actions": act_buf, "rewards": rew, "terminated": term,
-            "truncated": trunc, "mask": mask, "final_values": final_values,
-            "last_values": (value_fn(self.obs).astype(np.float32) if value_fn is not None
-                            else np.zeros(N, dtype=np.float32)),
-            "episode_returns": returns, "episode_lengths": lengths,
-            "episodes_dropped": self.episodes_dropped - dropped0, "errors": errors,
-            "env_steps": self.steps - steps0, "runner": self.index,
+            "obs": obs_buf,
+            "actions": act_buf,
+            "rewards": rew,
+            "terminated": term,
+            "truncated": trunc,
+            "mask": mask,
+            "final_values": final_values,
+            "last_values": (
+                value_fn(self.obs).astype(np.float32)
+                if value_fn is not None
+                else np.zeros(N, dtype=np.float32)
+            ),
+            "episode_returns": returns,
+            "episode_lengths": lengths,
+            "episodes_dropped": self.episodes_dropped - dropped0,
+            "errors": errors,
+            "env_steps": self.steps - steps0,
+            "runner": self.index,
             "sample_s": time.perf_counter() - t0,
         }
         batch.update(extras)
@@ -326,11 +385,20 @@ class EnvRunnerGroup:
         EnvError: the env cannot be made (raised here, from the first runner's error).
     """
 
-    def __init__(self, env: str | Callable[[], Any], num_runners: int = 2,
-                 envs_per_runner: int = 8, policy: Policy | None = None, seed: int = 0,
-                 env_kwargs: dict[str, Any] | None = None, max_consecutive_failures: int = 20,
-                 max_restarts: int = 10, num_cpus_per_runner: float = 1,
-                 engine: Any = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        env: str | Callable[[], Any],
+        num_runners: int = 2,
+        envs_per_runner: int = 8,
+        policy: Policy | None = None,
+        seed: int = 0,
+        env_kwargs: dict[str, Any] | None = None,
+        max_consecutive_failures: int = 20,
+        max_restarts: int = 10,
+        num_cpus_per_runner: float = 1,
+        engine: Any = None,
+        timeout: float = 60.0,
+    ) -> None:
         if num_runners < 1:
             raise ValueError(f"num_runners must be >= 1, got {num_runners}")
         self.engine = resolve(engine)
@@ -356,14 +424,24 @@ class EnvRunnerGroup:
         self.observation_space, self.action_space = got[0]
 
     def _make(self, i: int) -> Any:
-        return self._cls.remote(self.env, i, self.envs_per_runner, self.policy, self.seed,
-                                self.generation[i], self.env_kwargs, self.max_failures)
+        return self._cls.remote(
+            self.env,
+            i,
+            self.envs_per_runner,
+            self.policy,
+            self.seed,
+            self.generation[i],
+            self.env_kwargs,
+            self.max_failures,
+        )
 
     def _restart(self, i: int, cause: BaseException) -> None:
         if self.restarts >= self.max_restarts:
-            raise RLError(f"runner {i} of env {env_name(self.env)!r} died and the group has "
-                          f"already replaced {self.restarts} runners (max_restarts="
-                          f"{self.max_restarts}); last cause: {cause}") from cause
+            raise RLError(
+                f"runner {i} of env {env_name(self.env)!r} died and the group has "
+                f"already replaced {self.restarts} runners (max_restarts="
+                f"{self.max_restarts}); last cause: {cause}"
+            ) from cause
         try:
             self.engine.kill(self.runners[i])
         except Exception:  # already gone
@@ -405,8 +483,10 @@ class EnvRunnerGroup:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready, _ = self.engine.wait(list(self._in_flight), num_returns=1, timeout=left)
             if not ready:
-                raise TimeoutError(f"no runner finished a batch within {timeout} s; raise the "
-                                   "timeout or sample fewer steps per request")
+                raise TimeoutError(
+                    f"no runner finished a batch within {timeout} s; raise the "
+                    "timeout or sample fewer steps per request"
+                )
             ref = ready[0]
             i, weights, T = self._in_flight.pop(ref)
             try:
@@ -424,8 +504,9 @@ class EnvRunnerGroup:
             self.errors.extend(batch["errors"])
             return batch
 
-    def sample(self, weights: np.ndarray | None, num_steps: int,
-               timeout: float | None = 60.0) -> list[dict[str, Any]]:
+    def sample(
+        self, weights: np.ndarray | None, num_steps: int, timeout: float | None = 60.0
+    ) -> list[dict[str, Any]]:
         """One batch from every runner (submitted together, returned in finishing order).
 
         Raises:

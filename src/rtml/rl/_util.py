@@ -20,8 +20,14 @@ class ProgressLine:
     last state when closed).
     """
 
-    def __init__(self, desc: str, total: int | None, file: TextIO | None = None,
-                 enabled: bool = True, log_every: float = 10.0) -> None:
+    def __init__(
+        self,
+        desc: str,
+        total: int | None,
+        file: TextIO | None = None,
+        enabled: bool = True,
+        log_every: float = 10.0,
+    ) -> None:
         self.desc, self.total, self.enabled = desc, total, enabled
         self.file = file if file is not None else sys.stderr
         try:
@@ -34,8 +40,9 @@ class ProgressLine:
         self.width = 0
         self.text = ""
 
-    def update(self, it: int, done: int, ret: float | None, rate: float,
-               force: bool = False) -> None:
+    def update(
+        self, it: int, done: int, ret: float | None, rate: float, force: bool = False
+    ) -> None:
         """Redraw with iteration ``it``, ``done`` env steps so far, mean return ``ret``."""
         if not self.enabled:
             return
@@ -115,6 +122,7 @@ def load_state(path_or_state: str | dict[str, Any], kind: str) -> dict[str, Any]
             state = pickle.load(f)
     if not isinstance(state, dict) or state.get("kind") != kind:
         got = state.get("kind") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"not a {kind} checkpoint (found {got!r}); restore it with the class "
-                         "that saved it")
+        raise ValueError(
+            f"not a {kind} checkpoint (found {got!r}); restore it with the class that saved it"
+        )
     return state

@@ -37,8 +37,12 @@ from rtml.serve._panel import show as show_panel
 from rtml.serve._router import forget_routers
 
 DEFAULT_HTTP_OPTIONS: dict[str, Any] = {
-    "host": "127.0.0.1", "port": 8000, "num_proxies": None, "max_body_bytes": 16 * 2**20,
-    "auth_token": None, "allow_unauthenticated": False,
+    "host": "127.0.0.1",
+    "port": 8000,
+    "num_proxies": None,
+    "max_body_bytes": 16 * 2**20,
+    "auth_token": None,
+    "allow_unauthenticated": False,
 }
 _http_options: dict[str, Any] = {}
 _proxy_location = "EveryNode"
@@ -88,8 +92,10 @@ class Deployment:
         return Application(self, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise RayServeException(f"deployment {self.name!r} cannot be called directly: "
-                                f"serve.run({self.name}.bind(...)) and call the handle")
+        raise RayServeException(
+            f"deployment {self.name!r} cannot be called directly: "
+            f"serve.run({self.name}.bind(...)) and call the handle"
+        )
 
     def __repr__(self) -> str:
         return f"Deployment(name={self.name!r})"
@@ -105,10 +111,15 @@ class Application:
 
 
 def _check_user_config(target: Any, user_config: Any) -> None:
-    if user_config is not None and inspect.isclass(target) and \
-            not callable(getattr(target, "reconfigure", None)):
-        raise ValueError(f"user_config is set but {target.__name__} has no "
-                         "reconfigure(self, config) method to receive it")
+    if (
+        user_config is not None
+        and inspect.isclass(target)
+        and not callable(getattr(target, "reconfigure", None))
+    ):
+        raise ValueError(
+            f"user_config is set but {target.__name__} has no "
+            "reconfigure(self, config) method to receive it"
+        )
 
 
 def deployment(_func_or_class: Callable[..., Any] | None = None, **opts: Any) -> Any:
@@ -127,13 +138,14 @@ def deployment(_func_or_class: Callable[..., Any] | None = None, **opts: Any) ->
     Raises:
         ValueError / TypeError: an unknown option or a bad value.
     """
+
     def decorate(target: Callable[..., Any]) -> Deployment:
         if not callable(target):
-            raise TypeError(f"@serve.deployment needs a function or a class, got "
-                            f"{type(target).__name__}")
+            raise TypeError(
+                f"@serve.deployment needs a function or a class, got {type(target).__name__}"
+            )
         _check_user_config(target, opts.get("user_config"))
-        return Deployment(target, build_config(getattr(target, "__name__", "deployment"),
-                                               opts))
+        return Deployment(target, build_config(getattr(target, "__name__", "deployment"), opts))
 
     if _func_or_class is not None:
         return decorate(_func_or_class)
@@ -183,8 +195,10 @@ def _ensure_controller(engine: str | None = None) -> Any:
         _forget_local_state()  # the engine was shut down under serve: start from scratch
     if engine is not None and engine != _context.engine_name():
         if _context.get_controller() is not None:
-            raise RayServeException(f"serve is running on {_context.engine_name()}; "
-                                    "serve.shutdown() before switching engines")
+            raise RayServeException(
+                f"serve is running on {_context.engine_name()}; "
+                "serve.shutdown() before switching engines"
+            )
         _context.set_engine(engine)
     ctl = _context.get_controller(create=True)
     if ctl is not None:
@@ -193,9 +207,15 @@ def _ensure_controller(engine: str | None = None) -> Any:
     from rtml.serve._controller import Controller
 
     eng = _context.engine()
-    cls = eng.remote(num_cpus=0, name=_context.CONTROLLER_NAME, namespace=_context.NAMESPACE,
-                     lifetime="detached", max_concurrency=100_000, get_if_exists=True,
-                     max_restarts=0)(Controller)
+    cls = eng.remote(
+        num_cpus=0,
+        name=_context.CONTROLLER_NAME,
+        namespace=_context.NAMESPACE,
+        lifetime="detached",
+        max_concurrency=100_000,
+        get_if_exists=True,
+        max_restarts=0,
+    )(Controller)
     ctl = cls.remote(_context.engine_name())
     _context.set_controller(ctl)
     show_panel()
@@ -214,32 +234,45 @@ def _resolve_http_options(http_options: Any) -> dict[str, Any]:
             http_options = http_options.model_dump()
         if not isinstance(http_options, dict):
             raise TypeError(f"http_options must be a dict, got {type(http_options).__name__}")
-        unknown = set(http_options) - set(DEFAULT_HTTP_OPTIONS) - {
-            "location", "root_path", "request_timeout_s", "keep_alive_timeout_s", "middlewares"}
+        unknown = (
+            set(http_options)
+            - set(DEFAULT_HTTP_OPTIONS)
+            - {"location", "root_path", "request_timeout_s", "keep_alive_timeout_s", "middlewares"}
+        )
         if unknown:
-            raise ValueError(f"unknown http_options {sorted(unknown)}; valid: "
-                             f"{sorted(DEFAULT_HTTP_OPTIONS)}")
+            raise ValueError(
+                f"unknown http_options {sorted(unknown)}; valid: {sorted(DEFAULT_HTTP_OPTIONS)}"
+            )
         opts.update({k: v for k, v in http_options.items() if k in DEFAULT_HTTP_OPTIONS})
     n = opts["num_proxies"]
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"http_options num_proxies must be an int >= 1 (proxies per node) "
-                         f"or None (one per CPU of the node), got {n!r}")
+        raise ValueError(
+            f"http_options num_proxies must be an int >= 1 (proxies per node) "
+            f"or None (one per CPU of the node), got {n!r}"
+        )
     if not opts["auth_token"]:
         opts["auth_token"] = os.environ.get("RTML_SERVE_TOKEN") or None
-    if not _is_loopback(opts["host"]) and not opts["auth_token"] and \
-            not opts["allow_unauthenticated"]:
+    if (
+        not _is_loopback(opts["host"])
+        and not opts["auth_token"]
+        and not opts["allow_unauthenticated"]
+    ):
         raise ValueError(
             f"serve would listen on {opts['host']} without authentication: set "
             "http_options={'auth_token': ...} (or RTML_SERVE_TOKEN) so clients must send "
             "'Authorization: Bearer <token>', or http_options={'allow_unauthenticated': True} "
-            "to accept anyone who can reach the port")
+            "to accept anyone who can reach the port"
+        )
     return opts
 
 
 def _start_proxies(ctl: Any, opts: dict[str, Any]) -> None:
     """Ask the controller for proxies on every node (or on this driver's node: HeadOnly)."""
-    opts = {**opts, "location": _proxy_location,
-            "head_node": _context.engine().get_runtime_context().get_node_id()}
+    opts = {
+        **opts,
+        "location": _proxy_location,
+        "head_node": _context.engine().get_runtime_context().get_node_id(),
+    }
     _get(ctl.start_http.remote(opts))
 
 
@@ -252,8 +285,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def start(http_options: dict[str, Any] | None = None, *, proxy_location: str | None = None,
-          detached: bool = True, engine: str | None = None, **_ignored: Any) -> None:
+def start(
+    http_options: dict[str, Any] | None = None,
+    *,
+    proxy_location: str | None = None,
+    detached: bool = True,
+    engine: str | None = None,
+    **_ignored: Any,
+) -> None:
     """Start serve (the controller and, unless ``proxy_location="Disabled"``, the HTTP
     proxies); ``serve.run`` does this by itself.
 
@@ -279,17 +318,20 @@ def start(http_options: dict[str, Any] | None = None, *, proxy_location: str | N
     if proxy_location is not None:
         loc = str(getattr(proxy_location, "value", proxy_location))
         if loc not in ("EveryNode", "HeadOnly", "Disabled", "NoServer"):
-            raise ValueError(f"proxy_location must be EveryNode, HeadOnly or Disabled, got "
-                             f"{proxy_location!r}")
+            raise ValueError(
+                f"proxy_location must be EveryNode, HeadOnly or Disabled, got {proxy_location!r}"
+            )
         _proxy_location = loc
     ctl = _ensure_controller(engine)
     if _proxy_location not in ("Disabled", "NoServer"):
         _start_proxies(ctl, opts)
 
 
-def _flatten(app: Application, app_name: str,
-             out: dict[str, tuple[Deployment, tuple, dict]]) -> DeploymentHandle:
+def _flatten(
+    app: Application, app_name: str, out: dict[str, tuple[Deployment, tuple, dict]]
+) -> DeploymentHandle:
     dep = app.deployment
+
     def sub(v: Any) -> Any:
         if isinstance(v, Application):
             return _flatten(v, app_name, out)
@@ -304,18 +346,29 @@ def _flatten(app: Application, app_name: str,
     args = tuple(sub(a) for a in app.args)
     kwargs = {k: sub(v) for k, v in app.kwargs.items()}
     seen = out.get(dep.name)
-    if seen is not None and seen[0] is not dep and (
-            seen[0]._target is not dep._target or seen[1:] != (args, kwargs)):
-        raise RayServeException(f"two different deployments are named {dep.name!r} in "
-                                "application; give one another name with .options(name=...)")
+    if (
+        seen is not None
+        and seen[0] is not dep
+        and (seen[0]._target is not dep._target or seen[1:] != (args, kwargs))
+    ):
+        raise RayServeException(
+            f"two different deployments are named {dep.name!r} in "
+            "application; give one another name with .options(name=...)"
+        )
     out[dep.name] = (dep, args, kwargs)
     return DeploymentHandle(dep.name, app_name)
 
 
-def run(target: Application | Deployment, blocking: bool = False, name: str = "default",
-        route_prefix: str | None = "/", logging_config: Any = None,
-        _local_testing_mode: bool = False, timeout_s: float = CONTROL_TIMEOUT_S,
-        **_ignored: Any) -> DeploymentHandle:
+def run(
+    target: Application | Deployment,
+    blocking: bool = False,
+    name: str = "default",
+    route_prefix: str | None = "/",
+    logging_config: Any = None,
+    _local_testing_mode: bool = False,
+    timeout_s: float = CONTROL_TIMEOUT_S,
+    **_ignored: Any,
+) -> DeploymentHandle:
     """Deploy an application (or update it in place) and return its ingress handle.
 
     Re-running an application by the same name updates it without dropping a request: new
@@ -340,12 +393,14 @@ def run(target: Application | Deployment, blocking: bool = False, name: str = "d
     if isinstance(target, Deployment):
         target = target.bind()
     if not isinstance(target, Application):
-        raise TypeError(f"serve.run() needs an application (deployment.bind(...)), got "
-                        f"{type(target).__name__}")
+        raise TypeError(
+            f"serve.run() needs an application (deployment.bind(...)), got {type(target).__name__}"
+        )
     if not isinstance(name, str) or not name:
         raise ValueError(f"an application name must be a non-empty str, got {name!r}")
-    if route_prefix is not None and (not isinstance(route_prefix, str) or
-                                     not route_prefix.startswith("/")):
+    if route_prefix is not None and (
+        not isinstance(route_prefix, str) or not route_prefix.startswith("/")
+    ):
         raise ValueError(f"route_prefix must start with '/', got {route_prefix!r}")
     if route_prefix and route_prefix != "/":
         route_prefix = route_prefix.rstrip("/")
@@ -356,8 +411,10 @@ def run(target: Application | Deployment, blocking: bool = False, name: str = "d
         try:
             code = cloudpickle.dumps((dep._target, args, kwargs))
         except Exception as e:
-            raise RayServeException(f"deployment {dep_name!r} or its constructor arguments "
-                                    f"cannot be pickled ({type(e).__name__}: {e})") from e
+            raise RayServeException(
+                f"deployment {dep_name!r} or its constructor arguments "
+                f"cannot be pickled ({type(e).__name__}: {e})"
+            ) from e
         h = hashlib.sha256(code)
         h.update(repr(sorted(dep._config.ray_actor_options.items())).encode())
         specs.append((dep_name, dep._config, code, h.hexdigest()[:16]))
@@ -398,13 +455,15 @@ def get_app_handle(name: str) -> DeploymentHandle:
     st = _get(_controller_or_raise().status.remote())
     app = st["applications"].get(name)
     if app is None:
-        raise RayServeException(f"no application named {name!r}; running: "
-                                f"{sorted(st['applications']) or 'none'}")
+        raise RayServeException(
+            f"no application named {name!r}; running: {sorted(st['applications']) or 'none'}"
+        )
     return DeploymentHandle(app["ingress"], name)
 
 
-def get_deployment_handle(deployment_name: str, app_name: str | None = None,
-                          **_ignored: Any) -> DeploymentHandle:
+def get_deployment_handle(
+    deployment_name: str, app_name: str | None = None, **_ignored: Any
+) -> DeploymentHandle:
     """The handle of a deployment (of ``app_name``, or of the only application).
 
     Raises:
@@ -414,17 +473,21 @@ def get_deployment_handle(deployment_name: str, app_name: str | None = None,
     apps = st["applications"]
     if app_name is None:
         if len(apps) != 1:
-            raise RayServeException(f"{len(apps)} applications are running: pass app_name "
-                                    f"(one of {sorted(apps)})")
+            raise RayServeException(
+                f"{len(apps)} applications are running: pass app_name (one of {sorted(apps)})"
+            )
         app_name = next(iter(apps))
     if app_name not in apps or deployment_name not in apps[app_name]["deployments"]:
-        raise RayServeException(f"no deployment {deployment_name!r} in application "
-                                f"{app_name!r}")
+        raise RayServeException(f"no deployment {deployment_name!r} in application {app_name!r}")
     return DeploymentHandle(deployment_name, app_name)
 
 
-def reconfigure(user_config: Any, deployment_name: str | None = None,
-                app_name: str = _context.DEFAULT_APP_NAME, timeout_s: float = 60) -> str:
+def reconfigure(
+    user_config: Any,
+    deployment_name: str | None = None,
+    app_name: str = _context.DEFAULT_APP_NAME,
+    timeout_s: float = 60,
+) -> str:
     """Push a new ``user_config`` (e.g. a new model version) to a running deployment without
     re-running the application: prepared beside the live instance on every replica, then
     switched to between requests (rtml's shortcut; Ray's way, re-running the app with
@@ -444,8 +507,7 @@ def reconfigure(user_config: Any, deployment_name: str | None = None,
     ctl = _controller_or_raise()
     if deployment_name is None:
         deployment_name = get_app_handle(app_name).deployment_name
-    return str(_get(ctl.reconfigure.remote(app_name, deployment_name, user_config),
-                    timeout_s))
+    return str(_get(ctl.reconfigure.remote(app_name, deployment_name, user_config), timeout_s))
 
 
 def delete(name: str, _blocking: bool = True) -> None:
@@ -519,11 +581,19 @@ def status() -> ServeStatus:
     st = _get(ctl.status.remote())
     apps = {}
     for name, a in st["applications"].items():
-        deps = {n: DeploymentStatusOverview(
-            name=n, status=d["status"], message=d["message"], version=d["version"],
-            replica_states=d["replica_states"], replica_versions=d["replica_versions"],
-            replicas=d["replicas"], metrics=d["metrics"], target_replicas=d["target_replicas"])
-            for n, d in a["deployments"].items()}
-        apps[name] = ApplicationStatusOverview(a["status"], a["message"], a["route_prefix"],
-                                               deps)
+        deps = {
+            n: DeploymentStatusOverview(
+                name=n,
+                status=d["status"],
+                message=d["message"],
+                version=d["version"],
+                replica_states=d["replica_states"],
+                replica_versions=d["replica_versions"],
+                replicas=d["replicas"],
+                metrics=d["metrics"],
+                target_replicas=d["target_replicas"],
+            )
+            for n, d in a["deployments"].items()
+        }
+        apps[name] = ApplicationStatusOverview(a["status"], a["message"], a["route_prefix"], deps)
     return ServeStatus(apps, st["proxies"], st["http"])

@@ -23,8 +23,9 @@ __all__ = ["batch"]
 
 
 class _BatchQueue:
-    def __init__(self, fn: Callable[..., Any], owner: Any, max_batch_size: int,
-                 timeout_s: float) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], owner: Any, max_batch_size: int, timeout_s: float
+    ) -> None:
         self.fn = fn
         self.owner = owner  # the instance the queue belongs to (None for a function)
         self.max_batch_size = max_batch_size
@@ -56,8 +57,10 @@ class _BatchQueue:
                 except asyncio.TimeoutError:
                     break
                 self.wake.clear()
-            chunk, self.items = (self.items[:self.max_batch_size],
-                                 self.items[self.max_batch_size:])
+            chunk, self.items = (
+                self.items[: self.max_batch_size],
+                self.items[self.max_batch_size :],
+            )
             if self.items:
                 self.wake.set()
             await self._run(chunk)
@@ -72,7 +75,8 @@ class _BatchQueue:
             if len(out) != len(chunk):
                 raise TypeError(
                     f"@serve.batch function {self.fn.__name__} returned {len(out)} results "
-                    f"for a batch of {len(chunk)}: return one result per input, in order")
+                    f"for a batch of {len(chunk)}: return one result per input, in order"
+                )
         except Exception as e:
             for _, fut in chunk:
                 if not fut.done():
@@ -83,8 +87,12 @@ class _BatchQueue:
                 fut.set_result(value)
 
 
-def batch(_fn: Callable[..., Any] | None = None, *, max_batch_size: int = 10,
-          batch_wait_timeout_s: float = 0.01) -> Any:
+def batch(
+    _fn: Callable[..., Any] | None = None,
+    *,
+    max_batch_size: int = 10,
+    batch_wait_timeout_s: float = 0.01,
+) -> Any:
     """Run concurrent calls of a method (or function) as one call on a list of inputs.
 
     Args:
@@ -98,12 +106,16 @@ def batch(_fn: Callable[..., Any] | None = None, *, max_batch_size: int = 10,
     Raises:
         ValueError: a bad ``max_batch_size`` or ``batch_wait_timeout_s``.
     """
-    if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or \
-            max_batch_size < 1:
+    if (
+        not isinstance(max_batch_size, int)
+        or isinstance(max_batch_size, bool)
+        or max_batch_size < 1
+    ):
         raise ValueError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
     if not isinstance(batch_wait_timeout_s, (int, float)) or batch_wait_timeout_s < 0:
-        raise ValueError(f"batch_wait_timeout_s must be a number >= 0, got "
-                         f"{batch_wait_timeout_s!r}")
+        raise ValueError(
+            f"batch_wait_timeout_s must be a number >= 0, got {batch_wait_timeout_s!r}"
+        )
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         params = list(inspect.signature(fn).parameters)
@@ -122,11 +134,11 @@ def batch(_fn: Callable[..., Any] | None = None, *, max_batch_size: int = 10,
             loop_id = id(asyncio.get_running_loop())
             q = free.get(loop_id)
             if q is None:
-                q = free[loop_id] = _BatchQueue(fn, None, max_batch_size,
-                                                batch_wait_timeout_s)
+                q = free[loop_id] = _BatchQueue(fn, None, max_batch_size, batch_wait_timeout_s)
             return q
 
         if is_method:
+
             @functools.wraps(fn)
             async def method(self: Any, item: Any) -> Any:
                 return await queue_for(self).put(item)

@@ -18,20 +18,49 @@ DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2.0
 
 # Options Ray Serve has that change nothing here; accepted so Ray programs run unchanged.
 IGNORED_DEPLOYMENT_OPTIONS = {
-    "placement_group_bundles", "placement_group_strategy", "max_replicas_per_node",
-    "logging_config", "request_router_config", "max_constructor_retry_count",
-    "rolling_update_percentage", "max_surge_percent", "backpressure_config",
-    "placement_group_bundle_label_selector", "gang_scheduling_config", "deployment_actors",
-    "route_prefix", "is_driver_deployment", "prev_version", "init_args", "init_kwargs",
+    "placement_group_bundles",
+    "placement_group_strategy",
+    "max_replicas_per_node",
+    "logging_config",
+    "request_router_config",
+    "max_constructor_retry_count",
+    "rolling_update_percentage",
+    "max_surge_percent",
+    "backpressure_config",
+    "placement_group_bundle_label_selector",
+    "gang_scheduling_config",
+    "deployment_actors",
+    "route_prefix",
+    "is_driver_deployment",
+    "prev_version",
+    "init_args",
+    "init_kwargs",
 }
 DEPLOYMENT_OPTIONS = {
-    "name", "version", "num_replicas", "ray_actor_options", "user_config",
-    "max_ongoing_requests", "max_queued_requests", "autoscaling_config",
-    "graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s", "health_check_period_s",
-    "health_check_timeout_s", "max_concurrent_queries",
+    "name",
+    "version",
+    "num_replicas",
+    "ray_actor_options",
+    "user_config",
+    "max_ongoing_requests",
+    "max_queued_requests",
+    "autoscaling_config",
+    "graceful_shutdown_wait_loop_s",
+    "graceful_shutdown_timeout_s",
+    "health_check_period_s",
+    "health_check_timeout_s",
+    "max_concurrent_queries",
 }
-ACTOR_OPTIONS = {"num_cpus", "num_gpus", "resources", "runtime_env", "memory",
-                 "object_store_memory", "accelerator_type", "scheduling_strategy"}
+ACTOR_OPTIONS = {
+    "num_cpus",
+    "num_gpus",
+    "resources",
+    "runtime_env",
+    "memory",
+    "object_store_memory",
+    "accelerator_type",
+    "scheduling_strategy",
+}
 
 
 @dataclass(frozen=True)
@@ -58,15 +87,21 @@ class AutoscalingConfig:
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0:
-            raise ValueError(f"autoscaling_config min_replicas must be >= 0, got "
-                             f"{self.min_replicas}")
+            raise ValueError(
+                f"autoscaling_config min_replicas must be >= 0, got {self.min_replicas}"
+            )
         if self.max_replicas < 1 or self.max_replicas < self.min_replicas:
-            raise ValueError(f"autoscaling_config max_replicas ({self.max_replicas}) must be "
-                             f">= 1 and >= min_replicas ({self.min_replicas})")
+            raise ValueError(
+                f"autoscaling_config max_replicas ({self.max_replicas}) must be "
+                f">= 1 and >= min_replicas ({self.min_replicas})"
+            )
         if self.initial_replicas is not None and not (
-                self.min_replicas <= self.initial_replicas <= self.max_replicas):
-            raise ValueError(f"autoscaling_config initial_replicas ({self.initial_replicas}) "
-                             "must lie between min_replicas and max_replicas")
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError(
+                f"autoscaling_config initial_replicas ({self.initial_replicas}) "
+                "must lie between min_replicas and max_replicas"
+            )
         if self.target_ongoing_requests <= 0:
             raise ValueError("autoscaling_config target_ongoing_requests must be > 0")
         for name in ("metrics_interval_s", "look_back_period_s"):
@@ -83,20 +118,32 @@ class AutoscalingConfig:
         if hasattr(value, "model_dump"):  # a Ray AutoscalingConfig (pydantic)
             value = value.model_dump()
         if not isinstance(value, dict):
-            raise TypeError(f"autoscaling_config must be a dict or AutoscalingConfig, got "
-                            f"{type(value).__name__}")
+            raise TypeError(
+                f"autoscaling_config must be a dict or AutoscalingConfig, got "
+                f"{type(value).__name__}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in value.items() if k in names}
-        unknown = set(value) - names - {"target_num_ongoing_requests_per_replica",
-                                        "upscale_smoothing_factor", "downscale_smoothing_factor",
-                                        "aggregation_function", "policy",
-                                        "max_ongoing_requests"}
+        unknown = (
+            set(value)
+            - names
+            - {
+                "target_num_ongoing_requests_per_replica",
+                "upscale_smoothing_factor",
+                "downscale_smoothing_factor",
+                "aggregation_function",
+                "policy",
+                "max_ongoing_requests",
+            }
+        )
         if unknown:
-            raise ValueError(f"unknown autoscaling_config keys {sorted(unknown)}; valid keys "
-                             f"are {sorted(names)}")
+            raise ValueError(
+                f"unknown autoscaling_config keys {sorted(unknown)}; valid keys are {sorted(names)}"
+            )
         if "target_num_ongoing_requests_per_replica" in value:
-            known.setdefault("target_ongoing_requests",
-                             value["target_num_ongoing_requests_per_replica"])
+            known.setdefault(
+                "target_ongoing_requests", value["target_num_ongoing_requests_per_replica"]
+            )
         return cls(**known)
 
     def initial(self) -> int:
@@ -145,8 +192,10 @@ def build_config(name: str, opts: dict[str, Any]) -> DeploymentConfig:
     """
     for key in opts:
         if key not in DEPLOYMENT_OPTIONS and key not in IGNORED_DEPLOYMENT_OPTIONS:
-            raise ValueError(f"invalid option {key!r} for a deployment; valid options are "
-                             f"{', '.join(sorted(DEPLOYMENT_OPTIONS))}")
+            raise ValueError(
+                f"invalid option {key!r} for a deployment; valid options are "
+                f"{', '.join(sorted(DEPLOYMENT_OPTIONS))}"
+            )
     kw: dict[str, Any] = {"name": opts.get("name") or name}
     if not isinstance(kw["name"], str):
         raise TypeError(f"a deployment's name must be a str, got {kw['name']!r}")
@@ -157,8 +206,10 @@ def build_config(name: str, opts: dict[str, Any]) -> DeploymentConfig:
         nr = None
     if auto is not None:
         if nr is not None:
-            raise ValueError("num_replicas and autoscaling_config are mutually exclusive: "
-                             "set min_replicas/max_replicas in autoscaling_config instead")
+            raise ValueError(
+                "num_replicas and autoscaling_config are mutually exclusive: "
+                "set min_replicas/max_replicas in autoscaling_config instead"
+            )
         kw["autoscaling_config"] = AutoscalingConfig.from_value(auto)
         kw["num_replicas"] = kw["autoscaling_config"].initial()
     elif nr is not None:
@@ -169,8 +220,9 @@ def build_config(name: str, opts: dict[str, Any]) -> DeploymentConfig:
     mq = opts.get("max_queued_requests")
     if mq is not None:
         if not isinstance(mq, int) or isinstance(mq, bool) or mq < -1:
-            raise ValueError(f"max_queued_requests must be -1 (no limit) or an int >= 0, "
-                             f"got {mq!r}")
+            raise ValueError(
+                f"max_queued_requests must be -1 (no limit) or an int >= 0, got {mq!r}"
+            )
         kw["max_queued_requests"] = mq
     if "user_config" in opts:
         kw["user_config"] = opts["user_config"]
@@ -180,11 +232,16 @@ def build_config(name: str, opts: dict[str, Any]) -> DeploymentConfig:
             raise TypeError(f"ray_actor_options must be a dict, got {type(rao).__name__}")
         bad = set(rao) - ACTOR_OPTIONS
         if bad:
-            raise ValueError(f"ray_actor_options may not set {sorted(bad)}; allowed: "
-                             f"{sorted(ACTOR_OPTIONS)}")
+            raise ValueError(
+                f"ray_actor_options may not set {sorted(bad)}; allowed: {sorted(ACTOR_OPTIONS)}"
+            )
         kw["ray_actor_options"] = dict(rao)
-    for key in ("health_check_period_s", "health_check_timeout_s",
-                "graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s"):
+    for key in (
+        "health_check_period_s",
+        "health_check_timeout_s",
+        "graceful_shutdown_timeout_s",
+        "graceful_shutdown_wait_loop_s",
+    ):
         if opts.get(key) is not None:
             kw[key] = _positive_float(key, opts[key])
     if opts.get("version") is not None:
@@ -195,14 +252,16 @@ def build_config(name: str, opts: dict[str, Any]) -> DeploymentConfig:
 def merge(base: DeploymentConfig, opts: dict[str, Any]) -> DeploymentConfig:
     """``.options(**opts)`` on a deployment whose config is ``base``."""
     raw: dict[str, Any] = {
-        "name": base.name, "max_ongoing_requests": base.max_ongoing_requests,
+        "name": base.name,
+        "max_ongoing_requests": base.max_ongoing_requests,
         "max_queued_requests": base.max_queued_requests,
         "ray_actor_options": base.ray_actor_options,
         "health_check_period_s": base.health_check_period_s,
         "health_check_timeout_s": base.health_check_timeout_s,
         "graceful_shutdown_timeout_s": base.graceful_shutdown_timeout_s,
         "graceful_shutdown_wait_loop_s": base.graceful_shutdown_wait_loop_s,
-        "version": base.version, "user_config": base.user_config,
+        "version": base.version,
+        "user_config": base.user_config,
     }
     if "num_replicas" in opts or "autoscaling_config" in opts:
         pass  # the new one replaces both

@@ -82,8 +82,7 @@ def _job(eng: ModuleType) -> Any:
 def stale_session() -> bool:
     """True when the cached controller handle is from an engine session that has ended."""
     eng = engine()
-    return _controller is not None and (not eng.is_initialized() or
-                                        _job(eng) != _controller_job)
+    return _controller is not None and (not eng.is_initialized() or _job(eng) != _controller_job)
 
 
 def set_controller(handle: Any) -> None:

@@ -149,8 +149,9 @@ class Controller:
         return str(n)
 
     # ------------------------------------------------------------------ long polls
-    async def listen(self, app: str, name: str, epoch: int,
-                     router_id: str = "") -> dict[str, Any] | None:
+    async def listen(
+        self, app: str, name: str, epoch: int, router_id: str = ""
+    ) -> dict[str, Any] | None:
         """The routable replicas of a deployment once they differ from ``epoch`` (None after
         a timeout without change)."""
         d = self.deps.get((app, name))
@@ -172,10 +173,14 @@ class Controller:
         return self._routing(d)
 
     def _routing(self, d: Dep) -> dict[str, Any]:
-        return {"epoch": d.epoch, "max_ongoing": d.config.max_ongoing_requests,
-                "max_queued": d.config.max_queued_requests,
-                "replicas": [(r.rid, r.handle, r.version, r.address)
-                             for r in d.replicas.values() if r.routable]}
+        return {
+            "epoch": d.epoch,
+            "max_ongoing": d.config.max_ongoing_requests,
+            "max_queued": d.config.max_queued_requests,
+            "replicas": [
+                (r.rid, r.handle, r.version, r.address) for r in d.replicas.values() if r.routable
+            ],
+        }
 
     async def listen_routes(self, epoch: int) -> dict[str, Any] | None:
         """route_prefix → (app, ingress deployment), once it differs from ``epoch``."""
@@ -184,9 +189,14 @@ class Controller:
                 await asyncio.wait_for(self.routes_changed.wait(), LISTEN_TIMEOUT_S)
             except asyncio.TimeoutError:
                 return None
-        return {"epoch": self.routes_epoch, "routes": {
-            a.route_prefix: (a.name, a.ingress) for a in self.apps.values()
-            if a.route_prefix is not None and a.status != "DELETING"}}
+        return {
+            "epoch": self.routes_epoch,
+            "routes": {
+                a.route_prefix: (a.name, a.ingress)
+                for a in self.apps.values()
+                if a.route_prefix is not None and a.status != "DELETING"
+            },
+        }
 
     async def report_dead(self, app: str, name: str, rid: str) -> None:
         d = self.deps.get((app, name))
@@ -194,8 +204,9 @@ class Controller:
         if d is not None and r is not None and r.state != "STOPPING":
             self._replace(d, r, "its process died")
 
-    async def report_proxy(self, proxy_id: str, codes: dict[str, int],
-                           queued: dict[str, int]) -> None:
+    async def report_proxy(
+        self, proxy_id: str, codes: dict[str, int], queued: dict[str, int]
+    ) -> None:
         self.proxy_stats[proxy_id] = codes
         for key, d in self.deps.items():
             d.queued[proxy_id] = queued.get(f"{key[0]}/{key[1]}", 0)
@@ -207,16 +218,23 @@ class Controller:
             d.target, d.waking = 1, True
 
     # ------------------------------------------------------------------ deploy
-    async def deploy(self, app_name: str, route_prefix: str | None, ingress: str,
-                     deployments: list[tuple[str, DeploymentConfig, bytes, str]]) -> None:
+    async def deploy(
+        self,
+        app_name: str,
+        route_prefix: str | None,
+        ingress: str,
+        deployments: list[tuple[str, DeploymentConfig, bytes, str]],
+    ) -> None:
         """Create or update an application (returns at once; ``wait_app`` waits)."""
         self._ensure_loop()
         if route_prefix is not None:
             for other in self.apps.values():
                 if other.name != app_name and other.route_prefix == route_prefix:
-                    raise ValueError(f"route_prefix {route_prefix!r} is already used by "
-                                     f"application {other.name!r}: pick another one or "
-                                     f"serve.delete({other.name!r}) first")
+                    raise ValueError(
+                        f"route_prefix {route_prefix!r} is already used by "
+                        f"application {other.name!r}: pick another one or "
+                        f"serve.delete({other.name!r}) first"
+                    )
         names = [n for n, *_ in deployments]
         old = self.apps.get(app_name)
         if old is not None:
@@ -244,13 +262,17 @@ class Controller:
         if cfg.autoscaling_config is not None:
             if d.autoscaler is None or d.autoscaler.cfg != cfg.autoscaling_config:
                 d.autoscaler = Autoscaler(cfg.autoscaling_config)
-                d.target = max(cfg.autoscaling_config.min_replicas,
-                               min(cfg.autoscaling_config.max_replicas, d.target))
+                d.target = max(
+                    cfg.autoscaling_config.min_replicas,
+                    min(cfg.autoscaling_config.max_replicas, d.target),
+                )
         else:
             d.autoscaler = None
             d.target = cfg.num_replicas
-        limits_changed = (cfg.max_ongoing_requests != old.max_ongoing_requests or
-                          cfg.max_queued_requests != old.max_queued_requests)
+        limits_changed = (
+            cfg.max_ongoing_requests != old.max_ongoing_requests
+            or cfg.max_queued_requests != old.max_queued_requests
+        )
         if same_code and cfg.user_config == old.user_config:
             d.config = cfg
             if "rolled back" in d.message:
@@ -273,6 +295,7 @@ class Controller:
         if d is None:
             raise ValueError(f"no deployment {name!r} in application {app!r}")
         from dataclasses import replace
+
         d.pending += 1
         await self._update_config(d, replace(d.config, user_config=user_config))
         if d.status == "UNHEALTHY" or d.message.startswith("update to version"):
@@ -291,20 +314,34 @@ class Controller:
             d.status = "UPDATING"
             reps = [r for r in d.replicas.values() if r.state == "RUNNING"]
             results = await asyncio.gather(
-                *[self._call(r.handle.prepare.remote(cfg.user_config, version),
-                             cfg.health_check_timeout_s) for r in reps],
-                return_exceptions=True)
-            failed = [(r, e) for r, e in zip(reps, results, strict=True) if isinstance(e, BaseException)]
+                *[
+                    self._call(
+                        r.handle.prepare.remote(cfg.user_config, version),
+                        cfg.health_check_timeout_s,
+                    )
+                    for r in reps
+                ],
+                return_exceptions=True,
+            )
+            failed = [
+                (r, e) for r, e in zip(reps, results, strict=True) if isinstance(e, BaseException)
+            ]
             if failed:
-                await asyncio.gather(*[self._call(r.handle.abort.remote(version), 10)
-                                       for r in reps], return_exceptions=True)
-                d.message = (f"update to version {version} failed on replica "
-                             f"{failed[0][0].rid}: {_short(failed[0][1])}; rolled back, "
-                             f"version {d.version} keeps serving")
+                await asyncio.gather(
+                    *[self._call(r.handle.abort.remote(version), 10) for r in reps],
+                    return_exceptions=True,
+                )
+                d.message = (
+                    f"update to version {version} failed on replica "
+                    f"{failed[0][0].rid}: {_short(failed[0][1])}; rolled back, "
+                    f"version {d.version} keeps serving"
+                )
                 d.status = "HEALTHY"
                 return
-            await asyncio.gather(*[self._call(r.handle.commit.remote(version), 10)
-                                   for r in reps], return_exceptions=True)
+            await asyncio.gather(
+                *[self._call(r.handle.commit.remote(version), 10) for r in reps],
+                return_exceptions=True,
+            )
             for r in reps:
                 r.version = version
             d.config, d.version = cfg, version
@@ -315,22 +352,26 @@ class Controller:
             d.updating = False
             d.pending -= 1
 
-    async def _update_code(self, d: Dep, cfg: DeploymentConfig, code: bytes,
-                           code_hash: str) -> None:
+    async def _update_code(
+        self, d: Dep, cfg: DeploymentConfig, code: bytes, code_hash: str
+    ) -> None:
         await self._wait_idle_update(d)
         try:
             version = self._new_version((d.app, d.name))
             d.status = "UPDATING"
             n = cfg.num_replicas if d.autoscaler is None else max(d.target, 1)
             new = [self._create(d, version, code, cfg) for _ in range(n)]
-            results = await asyncio.gather(*[self._start(d, r, cfg) for r in new],
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *[self._start(d, r, cfg) for r in new], return_exceptions=True
+            )
             errors = [e for e in results if isinstance(e, BaseException)]
             if errors:
                 for r in new:
                     self._stop(d, r, drain=False)
-                d.message = (f"update to version {version} failed: {_short(errors[0])}; rolled "
-                             f"back, version {d.version} keeps serving")
+                d.message = (
+                    f"update to version {version} failed: {_short(errors[0])}; rolled "
+                    f"back, version {d.version} keeps serving"
+                )
                 d.status = "HEALTHY" if self._running(d) else "UNHEALTHY"
                 return
             old = [r for r in d.replicas.values() if r.version != version]
@@ -368,8 +409,16 @@ class Controller:
         opts: dict[str, Any] = {"num_cpus": 0, "max_concurrency": 100_000, "max_restarts": 0}
         opts.update(cfg.ray_actor_options)
         actor_cls = eng.remote(**opts)(Replica)
-        handle = actor_cls.remote(rid, d.app, d.name, code, cfg.user_config, version,
-                                  cfg.max_ongoing_requests, self.engine)
+        handle = actor_cls.remote(
+            rid,
+            d.app,
+            d.name,
+            code,
+            cfg.user_config,
+            version,
+            cfg.max_ongoing_requests,
+            self.engine,
+        )
         r = Rep(rid, handle, version)
         d.replicas[rid] = r
         return r
@@ -397,8 +446,10 @@ class Controller:
     async def _kill(self, d: Dep, r: Rep, drain: bool) -> None:
         if drain:
             try:
-                await self._call(r.handle.drain.remote(d.config.graceful_shutdown_timeout_s),
-                                 d.config.graceful_shutdown_timeout_s + 5)
+                await self._call(
+                    r.handle.drain.remote(d.config.graceful_shutdown_timeout_s),
+                    d.config.graceful_shutdown_timeout_s + 5,
+                )
             except Exception:
                 pass
         try:
@@ -425,8 +476,10 @@ class Controller:
             self._stop(d, r, drain=False)
             if d.failures >= MAX_START_FAILURES and not self._running(d):
                 d.status = "DEPLOY_FAILED"
-                d.message = (f"replicas of version {d.version} failed to start "
-                             f"{d.failures} times; last error: {_short(e)}")
+                d.message = (
+                    f"replicas of version {d.version} failed to start "
+                    f"{d.failures} times; last error: {_short(e)}"
+                )
             return
         if r.state != "STARTING" or d.version != r.version:
             self._stop(d, r, drain=False)
@@ -447,8 +500,11 @@ class Controller:
                     d.message = f"controller error: {_short(e)}"
             for a in self.apps.values():
                 self._app_status(a)
-            if self.http is not None and now - self.last_nodes >= NODES_PERIOD_S and \
-                    (self.sync_task is None or self.sync_task.done()):
+            if (
+                self.http is not None
+                and now - self.last_nodes >= NODES_PERIOD_S
+                and (self.sync_task is None or self.sync_task.done())
+            ):
                 # One at a time: two overlapping syncs would both replace a dead proxy.
                 self.last_nodes = now
                 self.sync_task = self._spawn(self._sync_proxies())
@@ -457,8 +513,11 @@ class Controller:
     def _reconcile(self, d: Dep, now: float) -> None:
         if d.updating:
             return
-        current = [r for r in d.replicas.values()
-                   if r.state in ("STARTING", "RUNNING") and r.version == d.version]
+        current = [
+            r
+            for r in d.replicas.values()
+            if r.state in ("STARTING", "RUNNING") and r.version == d.version
+        ]
         if d.status != "DEPLOY_FAILED":
             missing = d.target - len(current)
             for _ in range(max(0, missing)):
@@ -472,8 +531,11 @@ class Controller:
                     if was:
                         self._bump(d)
         running = self._running(d)
-        if d.status in ("UPDATING", "UNHEALTHY") and len(running) >= d.target and \
-                all(r.state == "RUNNING" for r in current):
+        if (
+            d.status in ("UPDATING", "UNHEALTHY")
+            and len(running) >= d.target
+            and all(r.state == "RUNNING" for r in current)
+        ):
             d.status = "HEALTHY"
         elif d.status == "HEALTHY" and len(running) < d.target:
             d.status = "UPDATING"
@@ -496,7 +558,8 @@ class Controller:
 
     async def _stats(self, d: Dep, reps: list[Rep]) -> None:
         results = await asyncio.gather(
-            *[self._call(r.handle.stats_now.remote(), 5) for r in reps], return_exceptions=True)
+            *[self._call(r.handle.stats_now.remote(), 5) for r in reps], return_exceptions=True
+        )
         for r, s in zip(reps, results, strict=True):
             if isinstance(s, BaseException):
                 if r.state == "RUNNING" and isinstance(s, _died_types()):
@@ -529,12 +592,14 @@ class Controller:
     def _app_status(self, a: App) -> None:
         if a.status == "DELETING":
             return
-        states = [self.deps[(a.name, n)].status for n in a.deployments
-                  if (a.name, n) in self.deps]
+        states = [self.deps[(a.name, n)].status for n in a.deployments if (a.name, n) in self.deps]
         if any(s == "DEPLOY_FAILED" for s in states):
             a.status = "DEPLOY_FAILED"
-            a.message = "; ".join(self.deps[(a.name, n)].message for n in a.deployments
-                                  if self.deps[(a.name, n)].status == "DEPLOY_FAILED")
+            a.message = "; ".join(
+                self.deps[(a.name, n)].message
+                for n in a.deployments
+                if self.deps[(a.name, n)].status == "DEPLOY_FAILED"
+            )
         elif all(s == "HEALTHY" for s in states):
             a.status, a.message = "RUNNING", ""
         elif a.status == "RUNNING":
@@ -551,15 +616,21 @@ class Controller:
             if a is None:
                 return {"status": "NOT_FOUND", "message": f"no application {name!r}"}
             self._app_status(a)
-            busy = any(self.deps[(name, n)].pending for n in a.deployments
-                       if (name, n) in self.deps)
+            busy = any(
+                self.deps[(name, n)].pending for n in a.deployments if (name, n) in self.deps
+            )
             if a.status in ("RUNNING", "DEPLOY_FAILED") and not busy:
-                msgs = [self.deps[(name, n)].message for n in a.deployments
-                        if (name, n) in self.deps and self.deps[(name, n)].message]
+                msgs = [
+                    self.deps[(name, n)].message
+                    for n in a.deployments
+                    if (name, n) in self.deps and self.deps[(name, n)].message
+                ]
                 return {"status": a.status, "message": a.message or "; ".join(msgs)}
             await asyncio.sleep(0.02)
-        return {"status": "TIMEOUT", "message": f"application {name!r} not running after "
-                f"{timeout_s} s"}
+        return {
+            "status": "TIMEOUT",
+            "message": f"application {name!r} not running after {timeout_s} s",
+        }
 
     async def status(self) -> dict[str, Any]:
         apps = {}
@@ -570,11 +641,17 @@ class Controller:
                 if d is None:
                     continue
                 deps[n] = self._dep_status(d)
-            apps[a.name] = {"status": a.status, "message": a.message,
-                            "route_prefix": a.route_prefix, "ingress": a.ingress,
-                            "deployments": deps}
-        proxies = {pid: {**info, "responses": sum(self.proxy_stats.get(pid, {}).values())}
-                   for pid, info in self.proxy_info.items()}
+            apps[a.name] = {
+                "status": a.status,
+                "message": a.message,
+                "route_prefix": a.route_prefix,
+                "ingress": a.ingress,
+                "deployments": deps,
+            }
+        proxies = {
+            pid: {**info, "responses": sum(self.proxy_stats.get(pid, {}).values())}
+            for pid, info in self.proxy_info.items()
+        }
         http = dict(self.http) if self.http else None
         if http is not None and self.proxy_errors:
             http["errors"] = dict(self.proxy_errors)
@@ -588,15 +665,31 @@ class Controller:
             if r.routable:
                 versions[r.version] = versions.get(r.version, 0) + 1
         req, err, _ = self._totals(d)
-        return {"status": d.status, "message": d.message, "version": d.version,
-                "target_replicas": d.target, "replica_states": states,
-                "replica_versions": versions,
-                "replicas": [{"replica_id": r.rid, "state": r.state, "version": r.version,
-                              "pid": r.pid, "ongoing": r.ongoing}
-                             for r in d.replicas.values()],
-                "metrics": {**d.window.summary(), "requests_total": req, "errors_total": err,
-                            "ongoing": sum(r.ongoing for r in d.replicas.values()),
-                            "queued": sum(d.queued.values())}}
+        return {
+            "status": d.status,
+            "message": d.message,
+            "version": d.version,
+            "target_replicas": d.target,
+            "replica_states": states,
+            "replica_versions": versions,
+            "replicas": [
+                {
+                    "replica_id": r.rid,
+                    "state": r.state,
+                    "version": r.version,
+                    "pid": r.pid,
+                    "ongoing": r.ongoing,
+                }
+                for r in d.replicas.values()
+            ],
+            "metrics": {
+                **d.window.summary(),
+                "requests_total": req,
+                "errors_total": err,
+                "ongoing": sum(r.ongoing for r in d.replicas.values()),
+                "queued": sum(d.queued.values()),
+            },
+        }
 
     async def metrics_text(self) -> str:
         rows = []
@@ -606,9 +699,18 @@ class Controller:
             for r in d.replicas.values():
                 if r.routable:
                     versions[r.version] = versions.get(r.version, 0) + 1
-            rows.append({"app": d.app, "deployment": d.name, "requests": req, "errors": err,
-                         "latency": lat, "ongoing": sum(r.ongoing for r in d.replicas.values()),
-                         "queued": sum(d.queued.values()), "replicas": versions})
+            rows.append(
+                {
+                    "app": d.app,
+                    "deployment": d.name,
+                    "requests": req,
+                    "errors": err,
+                    "latency": lat,
+                    "ongoing": sum(r.ongoing for r in d.replicas.values()),
+                    "queued": sum(d.queued.values()),
+                    "replicas": versions,
+                }
+            )
         codes: dict[str, int] = {}
         for c in self.proxy_stats.values():
             for k, v in c.items():
@@ -649,12 +751,16 @@ class Controller:
             OSError: the port cannot be bound on the first node tried.
         """
         if self.http is not None:
-            if options and any(options.get(k) is not None and options[k] != self.http.get(k)
-                               for k in ("host", "port", "location")):
-                raise RuntimeError(f"serve's HTTP proxies already listen on "
-                                   f"{self.http['host']}:{self.http['port']} "
-                                   f"({self.http['location']}); call serve.shutdown() before "
-                                   "starting them elsewhere")
+            if options and any(
+                options.get(k) is not None and options[k] != self.http.get(k)
+                for k in ("host", "port", "location")
+            ):
+                raise RuntimeError(
+                    f"serve's HTTP proxies already listen on "
+                    f"{self.http['host']}:{self.http['port']} "
+                    f"({self.http['location']}); call serve.shutdown() before "
+                    "starting them elsewhere"
+                )
             return dict(self.http)
         self.http_options = dict(options)
         self.http_options.setdefault("location", "EveryNode")
@@ -676,8 +782,11 @@ class Controller:
         # An embedded (one-node) rtml runtime lists its node with NodeID "" when asked from a
         # worker: that node is this one.
         here = eng.get_runtime_context().get_node_id()
-        alive = {n["NodeID"] or here: float(n.get("Resources", {}).get("CPU", 0) or 0)
-                 for n in eng.nodes() if n.get("Alive")}
+        alive = {
+            n["NodeID"] or here: float(n.get("Resources", {}).get("CPU", 0) or 0)
+            for n in eng.nodes()
+            if n.get("Alive")
+        }
         if self.http_options.get("location") == "HeadOnly":
             head = str(self.http_options.get("head_node"))
             return {head: alive[head]} if head in alive else {}
@@ -697,16 +806,22 @@ class Controller:
         self.proxy_errors.pop("nodes", None)
         for node in [n for n in self.node_proxies if n not in wanted]:
             self._forget_node(node)
-        new = [n for n in wanted if n not in self.node_proxies and n not in self.starting
-               and time.monotonic() >= self.node_retry.get(n, 0.0)]
+        new = [
+            n
+            for n in wanted
+            if n not in self.node_proxies
+            and n not in self.starting
+            and time.monotonic() >= self.node_retry.get(n, 0.0)
+        ]
         if not raise_errors:
             await self._replace_dead_proxies()
         if not new:
             return
         self.starting.update(new)
         try:
-            results = await asyncio.gather(*[self._start_node_proxies(n, wanted[n])
-                                             for n in new], return_exceptions=True)
+            results = await asyncio.gather(
+                *[self._start_node_proxies(n, wanted[n]) for n in new], return_exceptions=True
+            )
         finally:
             self.starting.difference_update(new)
         self._note_starts(new, results, raise_errors)
@@ -725,8 +840,10 @@ class Controller:
         """Ping every proxy; start a replacement (same id, same node) for each that died."""
         nodes = [n for n in self.node_proxies if n not in self.starting]
         pairs = [(n, pid, h) for n in nodes for pid, h in self.node_proxies[n]]
-        pongs = await asyncio.gather(*[asyncio.wait_for(_awaitable(h.ping.remote()), 10)
-                                       for _, _, h in pairs], return_exceptions=True)
+        pongs = await asyncio.gather(
+            *[asyncio.wait_for(_awaitable(h.ping.remote()), 10) for _, _, h in pairs],
+            return_exceptions=True,
+        )
         dead: dict[str, list[str]] = {}
         for (node, pid, _h), pong in zip(pairs, pongs, strict=True):
             if isinstance(pong, _died_types()):
@@ -734,38 +851,45 @@ class Controller:
         if not dead or self.http is None or self.stopping:
             return
         for node, pids in dead.items():
-            self.node_proxies[node] = [(p, h) for p, h in self.node_proxies.get(node, [])
-                                       if p not in pids]
+            self.node_proxies[node] = [
+                (p, h) for p, h in self.node_proxies.get(node, []) if p not in pids
+            ]
             for pid in pids:
                 self.proxy_info.pop(pid, None)
                 self.proxy_stats.pop(pid, None)
         todo = list(dead)
         self.starting.update(todo)
         try:
-            results = await asyncio.gather(*[self._start_node_proxies(n, 0, dead[n])
-                                             for n in todo], return_exceptions=True)
+            results = await asyncio.gather(
+                *[self._start_node_proxies(n, 0, dead[n]) for n in todo], return_exceptions=True
+            )
         finally:
             self.starting.difference_update(todo)
         self._note_starts(todo, results, False)
 
-    async def _start_node_proxies(self, node: str, cpus: float,
-                                  ids: list[str] | None = None) -> None:
+    async def _start_node_proxies(
+        self, node: str, cpus: float, ids: list[str] | None = None
+    ) -> None:
         """Start a node's proxies (or, with ``ids``, replacements for those that died)."""
         from rtml.serve._proxy import Proxy
 
         eng = _context.engine()
         if ids is None:
-            n = self.http_options.get("num_proxies") or \
-                max(1, min(int(cpus) or 1, os.cpu_count() or 1))
+            n = self.http_options.get("num_proxies") or max(
+                1, min(int(cpus) or 1, os.cpu_count() or 1)
+            )
             ids = [f"proxy-{node[:8]}-{i}" for i in range(n)]
         strategies = importlib.import_module(f"{eng.__name__}.util.scheduling_strategies")
         where = strategies.NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-        cls = eng.remote(num_cpus=0, max_concurrency=100_000, max_restarts=0,
-                         scheduling_strategy=where)(Proxy)
+        cls = eng.remote(
+            num_cpus=0, max_concurrency=100_000, max_restarts=0, scheduling_strategy=where
+        )(Proxy)
         handles = [cls.remote(pid, self.http_options, self.engine) for pid in ids]
         try:
-            infos = await asyncio.wait_for(asyncio.gather(
-                *[_awaitable(h.start.remote()) for h in handles]), PROXY_START_TIMEOUT_S)
+            infos = await asyncio.wait_for(
+                asyncio.gather(*[_awaitable(h.start.remote()) for h in handles]),
+                PROXY_START_TIMEOUT_S,
+            )
         except BaseException:
             for h in handles:
                 try:
@@ -825,8 +949,9 @@ class Controller:
 
 def _remove_socket(r: Rep) -> None:
     """A killed replica leaves its socket's directory behind: remove it (same machine)."""
-    if r.address is not None and r.address[0] == host_id() and \
-            not r.address[1].startswith("\0"):  # abstract names leave no file
+    if (
+        r.address is not None and r.address[0] == host_id() and not r.address[1].startswith("\0")
+    ):  # abstract names leave no file
         shutil.rmtree(os.path.dirname(r.address[1]), ignore_errors=True)
 
 
@@ -836,8 +961,14 @@ async def _awaitable(ref: Any) -> Any:
 
 def _died_types() -> tuple[type[BaseException], ...]:
     exc = _context.engine().exceptions
-    return tuple(t for t in (getattr(exc, n, None) for n in (
-        "ActorDiedError", "ActorUnavailableError", "RayActorError")) if isinstance(t, type))
+    return tuple(
+        t
+        for t in (
+            getattr(exc, n, None)
+            for n in ("ActorDiedError", "ActorUnavailableError", "RayActorError")
+        )
+        if isinstance(t, type)
+    )
 
 
 def _short(e: BaseException) -> str:

@@ -63,8 +63,9 @@ CONNECT_TIMEOUT_S = 10.0
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     sock = writer.get_extra_info("socket")
     try:
-        _pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        _pid, uid, _gid = _PEERCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
     except (OSError, AttributeError):
         return None
     return uid
@@ -126,8 +127,9 @@ class Server:
         finally:
             writer.close()
 
-    async def _one(self, writer: asyncio.StreamWriter, req_id: int, kind: int,
-                   payload: Any) -> None:
+    async def _one(
+        self, writer: asyncio.StreamWriter, req_id: int, kind: int, payload: Any
+    ) -> None:
         try:
             out = (req_id, True, await self.handler(kind, payload))
             data = _dumps(kind, out)
@@ -135,8 +137,15 @@ class Server:
             try:
                 data = cloudpickle.dumps((req_id, False, e), protocol=5)
             except Exception as pe:
-                data = cloudpickle.dumps((req_id, False, RuntimeError(
-                    f"{type(e).__name__}: {e} (the exception is not picklable: {pe})")))
+                data = cloudpickle.dumps(
+                    (
+                        req_id,
+                        False,
+                        RuntimeError(
+                            f"{type(e).__name__}: {e} (the exception is not picklable: {pe})"
+                        ),
+                    )
+                )
         if not writer.is_closing():
             writer.write(_LEN.pack(len(data)) + data)
 
@@ -171,8 +180,7 @@ class Connection:
             reader, self.writer = await asyncio.open_unix_connection(sock=sock)
         except OSError as e:
             sock.close()
-            self.broken = ReplicaConnectionError(f"cannot reach the replica at {self.path}: "
-                                                 f"{e}")
+            self.broken = ReplicaConnectionError(f"cannot reach the replica at {self.path}: {e}")
             raise self.broken from None
         self.reader_task = asyncio.ensure_future(self._read(reader))
 
@@ -180,8 +188,7 @@ class Connection:
         try:
             while True:
                 head = await reader.readexactly(_LEN.size)
-                req_id, ok, value = pickle.loads(await reader.readexactly(
-                    _LEN.unpack(head)[0]))
+                req_id, ok, value = pickle.loads(await reader.readexactly(_LEN.unpack(head)[0]))
                 fut = self.pending.pop(req_id, None)
                 if fut is not None and not fut.done():
                     if ok:
@@ -189,8 +196,11 @@ class Connection:
                     else:
                         fut.set_exception(value)
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
-            self._fail(ReplicaConnectionError(f"the connection to the replica broke ({e!r}): "
-                                              "its process died"))
+            self._fail(
+                ReplicaConnectionError(
+                    f"the connection to the replica broke ({e!r}): its process died"
+                )
+            )
         except asyncio.CancelledError:
             self._fail(ReplicaConnectionError("the connection to the replica was closed"))
             raise

@@ -13,17 +13,21 @@ class BackPressureError(RayServeException):
     """Every replica is at ``max_ongoing_requests`` and the router's queue is full
     (``max_queued_requests``): retry later, or add replicas."""
 
-    def __init__(self, num_queued_requests: int = 0, max_queued_requests: int = 0,
-                 message: str = "") -> None:
+    def __init__(
+        self, num_queued_requests: int = 0, max_queued_requests: int = 0, message: str = ""
+    ) -> None:
         self.num_queued_requests = num_queued_requests
         self.max_queued_requests = max_queued_requests
-        super().__init__(message or (
-            f"request dropped: {num_queued_requests} requests are already queued, the limit "
-            f"(max_queued_requests) is {max_queued_requests}; retry later or add replicas"))
+        super().__init__(
+            message
+            or (
+                f"request dropped: {num_queued_requests} requests are already queued, the limit "
+                f"(max_queued_requests) is {max_queued_requests}; retry later or add replicas"
+            )
+        )
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (BackPressureError, (self.num_queued_requests, self.max_queued_requests,
-                                    str(self)))
+        return (BackPressureError, (self.num_queued_requests, self.max_queued_requests, str(self)))
 
 
 class DeploymentUnavailableError(RayServeException):

@@ -27,13 +27,19 @@ async def _resolve_args(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     if any(isinstance(a, DeploymentResponse) for a in args):
         args = tuple([await a if isinstance(a, DeploymentResponse) else a for a in args])
     if any(isinstance(v, DeploymentResponse) for v in kwargs.values()):
-        kwargs = {k: await v if isinstance(v, DeploymentResponse) else v
-                  for k, v in kwargs.items()}
+        kwargs = {k: await v if isinstance(v, DeploymentResponse) else v for k, v in kwargs.items()}
     return args, kwargs
 
 
-async def _send(app: str, deployment: str, method: str, args: tuple, kwargs: dict,
-                model_id: str, snapshot: dict[str, Any] | None = None) -> tuple[Any, str]:
+async def _send(
+    app: str,
+    deployment: str,
+    method: str,
+    args: tuple,
+    kwargs: dict,
+    model_id: str,
+    snapshot: dict[str, Any] | None = None,
+) -> tuple[Any, str]:
     args, kwargs = await _resolve_args(args, kwargs)
     return await router_for(app, deployment, snapshot).assign(method, args, kwargs, model_id)
 
@@ -45,8 +51,10 @@ SNAPSHOT_TTL_S = 1.0
 def _caller_polls() -> bool:
     """True in the main thread of an rtml task or single-threaded actor: there only that
     thread can wait for engine replies, so it fetches the replica set itself."""
-    if _context.engine_name() != "rtml" or \
-            threading.current_thread() is not threading.main_thread():
+    if (
+        _context.engine_name() != "rtml"
+        or threading.current_thread() is not threading.main_thread()
+    ):
         return False
     try:
         return _context.engine().get_runtime_context().get_task_id() is not None
@@ -77,8 +85,9 @@ class DeploymentResponse:
     served it, once it is done.
     """
 
-    def __init__(self, fut: asyncio.Future | concurrent.futures.Future,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, fut: asyncio.Future | concurrent.futures.Future, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._fut = fut
         self._loop = loop
         self._version: str | None = None
@@ -105,23 +114,25 @@ class DeploymentResponse:
             running = None
         if isinstance(self._fut, asyncio.Future):
             if running is self._loop:
-                raise RuntimeError("DeploymentResponse.result() would block the event loop "
-                                   "this request runs on: use `await response` instead")
+                raise RuntimeError(
+                    "DeploymentResponse.result() would block the event loop "
+                    "this request runs on: use `await response` instead"
+                )
             cf = asyncio.run_coroutine_threadsafe(_wait(self._fut), self._loop)
         else:
             cf = self._fut
         try:
             return self._unwrap(cf.result(timeout_s))
         except concurrent.futures.TimeoutError:
-            raise TimeoutError(f"the deployment's response did not arrive within {timeout_s} s"
-                               ) from None
+            raise TimeoutError(
+                f"the deployment's response did not arrive within {timeout_s} s"
+            ) from None
 
     def __await__(self) -> Any:
         return self._await().__await__()
 
     async def _await(self) -> Any:
-        if isinstance(self._fut, asyncio.Future) and \
-                asyncio.get_running_loop() is self._loop:
+        if isinstance(self._fut, asyncio.Future) and asyncio.get_running_loop() is self._loop:
             return self._unwrap(await self._fut)
         if isinstance(self._fut, asyncio.Future):
             cf = asyncio.run_coroutine_threadsafe(_wait(self._fut), self._loop)
@@ -131,8 +142,12 @@ class DeploymentResponse:
     @property
     def version(self) -> str | None:
         """The version of the deployment that served this request (None until done)."""
-        if self._version is None and self._fut.done() and not self._fut.cancelled() and \
-                self._fut.exception() is None:
+        if (
+            self._version is None
+            and self._fut.done()
+            and not self._fut.cancelled()
+            and self._fut.exception() is None
+        ):
             self._version = self._fut.result()[1]
         return self._version
 
@@ -167,8 +182,14 @@ class DeploymentHandle:
     actor, they route from wherever they are used.
     """
 
-    def __init__(self, deployment_name: str, app_name: str = _context.DEFAULT_APP_NAME, *,
-                 method_name: str = "__call__", multiplexed_model_id: str = "") -> None:
+    def __init__(
+        self,
+        deployment_name: str,
+        app_name: str = _context.DEFAULT_APP_NAME,
+        *,
+        method_name: str = "__call__",
+        multiplexed_model_id: str = "",
+    ) -> None:
         self.deployment_name = deployment_name
         self.app_name = app_name
         self._method = method_name
@@ -185,9 +206,15 @@ class DeploymentHandle:
             raise AttributeError(name)
         return _MethodHandle(self, name)
 
-    def options(self, *, method_name: str | None = None,
-                multiplexed_model_id: str | None = None, stream: bool = False,
-                use_new_handle_api: bool = True, **_ignored: Any) -> DeploymentHandle:
+    def options(
+        self,
+        *,
+        method_name: str | None = None,
+        multiplexed_model_id: str | None = None,
+        stream: bool = False,
+        use_new_handle_api: bool = True,
+        **_ignored: Any,
+    ) -> DeploymentHandle:
         """A copy of this handle with other call options.
 
         Args:
@@ -201,13 +228,18 @@ class DeploymentHandle:
             ValueError: ``stream=True``.
         """
         if stream:
-            raise ValueError("streaming handle calls (stream=True) are not supported by "
-                             "rtml.serve yet: return the whole result")
+            raise ValueError(
+                "streaming handle calls (stream=True) are not supported by "
+                "rtml.serve yet: return the whole result"
+            )
         return DeploymentHandle(
-            self.deployment_name, self.app_name,
+            self.deployment_name,
+            self.app_name,
             method_name=self._method if method_name is None else method_name,
-            multiplexed_model_id=(self._model_id if multiplexed_model_id is None
-                                  else multiplexed_model_id))
+            multiplexed_model_id=(
+                self._model_id if multiplexed_model_id is None else multiplexed_model_id
+            ),
+        )
 
     def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse:
         """Call the deployment (its ``__call__``, or the handle's ``method_name``).
@@ -222,8 +254,9 @@ class DeploymentHandle:
         loop = _context.owned_running_loop()
         if loop is None and _caller_polls():
             snapshot = _snapshot(self.app_name, self.deployment_name)
-        coro = _send(self.app_name, self.deployment_name, method, args, kwargs,
-                     self._model_id, snapshot)
+        coro = _send(
+            self.app_name, self.deployment_name, method, args, kwargs, self._model_id, snapshot
+        )
         if loop is not None:
             return DeploymentResponse(loop.create_task(coro), loop)
         bg = _context.background_loop()
@@ -231,5 +264,4 @@ class DeploymentHandle:
 
 
 def _rebuild(deployment: str, app: str, method: str, model_id: str) -> DeploymentHandle:
-    return DeploymentHandle(deployment, app, method_name=method,
-                            multiplexed_model_id=model_id)
+    return DeploymentHandle(deployment, app, method_name=method, multiplexed_model_id=model_id)

@@ -39,9 +39,16 @@ class _Request(Request):
 def make_request(wire: WireRequest) -> Request:
     method, path, root_path, query, headers, client, body = wire
     scope = {
-        "type": "http", "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "root_path": root_path,
-        "query_string": query, "headers": headers, "client": client,
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": root_path,
+        "query_string": query,
+        "headers": headers,
+        "client": client,
         "server": ("127.0.0.1", 0),
     }
     sent = False
@@ -73,8 +80,10 @@ def render(value: Any) -> WireResponse:
         TypeError: a value that is neither a Response, str, bytes nor JSON-serializable.
     """
     if isinstance(value, StreamingResponse):
-        raise TypeError("StreamingResponse is not supported by rtml.serve yet: return the "
-                        "whole body (a Response, str, bytes or a JSON value)")
+        raise TypeError(
+            "StreamingResponse is not supported by rtml.serve yet: return the "
+            "whole body (a Response, str, bytes or a JSON value)"
+        )
     if isinstance(value, Response):
         return (value.status_code, list(value.raw_headers), bytes(value.body))
     if isinstance(value, str):
@@ -84,9 +93,11 @@ def render(value: Any) -> WireResponse:
     try:
         body = json.dumps(value, default=_json_default, separators=(",", ":")).encode()
     except (TypeError, ValueError) as e:
-        raise TypeError(f"the deployment returned a {type(value).__name__}, which is not "
-                        f"JSON serializable ({e}): return a Starlette Response, str, bytes "
-                        f"or a JSON value") from None
+        raise TypeError(
+            f"the deployment returned a {type(value).__name__}, which is not "
+            f"JSON serializable ({e}): return a Starlette Response, str, bytes "
+            f"or a JSON value"
+        ) from None
     return (200, [(b"content-type", b"application/json")], body)
 
 
@@ -100,8 +111,14 @@ def error_response(e: BaseException) -> tuple[WireResponse, str | None]:
         status, body = _text(e.status_code, str(e.detail))[::2]
         return (status, [(b"content-type", b"text/plain; charset=utf-8"), *headers], body), None
     error_id = uuid.uuid4().hex[:12]
-    return _json(500, {"error": "the deployment raised an exception", "error_id": error_id,
-                       "type": type(e).__name__}), error_id
+    return _json(
+        500,
+        {
+            "error": "the deployment raised an exception",
+            "error_id": error_id,
+            "type": type(e).__name__,
+        },
+    ), error_id
 
 
 def _text(status: int, msg: str) -> WireResponse:

@@ -13,8 +13,30 @@ from typing import Any
 
 # Upper bounds in milliseconds (Prometheus "le"); the last bucket is +Inf.
 BOUNDS_MS: tuple[float, ...] = (
-    0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 25, 50, 75, 100, 250, 500, 1000,
-    2500, 5000, 10000, 30000)
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    1.5,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    25,
+    50,
+    75,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10000,
+    30000,
+)
 
 
 class Histogram:
@@ -36,8 +58,10 @@ class Histogram:
         self.total_ms += other.total_ms
 
     def minus(self, other: Histogram) -> Histogram:
-        return Histogram([a - b for a, b in zip(self.counts, other.counts, strict=True)],
-                         self.total_ms - other.total_ms)
+        return Histogram(
+            [a - b for a, b in zip(self.counts, other.counts, strict=True)],
+            self.total_ms - other.total_ms,
+        )
 
     @property
     def count(self) -> int:
@@ -83,8 +107,7 @@ class RequestStats:
         self.latency.observe(ms)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors,
-                "latency": self.latency.to_wire()}
+        return {"requests": self.requests, "errors": self.errors, "latency": self.latency.to_wire()}
 
 
 class Window:
@@ -94,8 +117,9 @@ class Window:
         self.span_s = span_s
         self.points: deque[tuple[float, int, int, Histogram]] = deque()
 
-    def push(self, requests: int, errors: int, latency: Histogram,
-             now: float | None = None) -> None:
+    def push(
+        self, requests: int, errors: int, latency: Histogram, now: float | None = None
+    ) -> None:
         now = time.monotonic() if now is None else now
         self.points.append((now, requests, errors, latency))
         while len(self.points) > 2 and now - self.points[1][0] > self.span_s:
@@ -103,8 +127,13 @@ class Window:
 
     def summary(self) -> dict[str, Any]:
         if not self.points:
-            return {"requests_per_s": 0.0, "errors_per_s": 0.0, "p50_ms": None,
-                    "p95_ms": None, "p99_ms": None}
+            return {
+                "requests_per_s": 0.0,
+                "errors_per_s": 0.0,
+                "p50_ms": None,
+                "p95_ms": None,
+                "p99_ms": None,
+            }
         t1, r1, e1, h1 = self.points[-1]
         t0, r0, e0, h0 = self.points[0]
         dt = t1 - t0
@@ -114,7 +143,8 @@ class Window:
         return {
             "requests_per_s": (r1 - r0) / dt if dt > 0 else 0.0,
             "errors_per_s": (e1 - e0) / dt if dt > 0 else 0.0,
-            "p50_ms": _round(recent.quantile(0.5)), "p95_ms": _round(recent.quantile(0.95)),
+            "p50_ms": _round(recent.quantile(0.5)),
+            "p95_ms": _round(recent.quantile(0.95)),
             "p99_ms": _round(recent.quantile(0.99)),
         }
 
@@ -140,17 +170,22 @@ def prometheus_text(deployments: list[dict[str, Any]], proxy: dict[str, int]) ->
         "# HELP rtml_serve_requests_total Requests a deployment's replicas finished.",
         "# TYPE rtml_serve_requests_total counter",
     ]
+
     def lab(d: dict[str, Any]) -> str:
         return f'application="{_label(d["app"])}",deployment="{_label(d["deployment"])}"'
 
     for d in deployments:
         out.append(f"rtml_serve_requests_total{{{lab(d)}}} {d['requests']}")
-    out += ["# HELP rtml_serve_errors_total Requests whose user code raised.",
-            "# TYPE rtml_serve_errors_total counter"]
+    out += [
+        "# HELP rtml_serve_errors_total Requests whose user code raised.",
+        "# TYPE rtml_serve_errors_total counter",
+    ]
     for d in deployments:
         out.append(f"rtml_serve_errors_total{{{lab(d)}}} {d['errors']}")
-    out += ["# HELP rtml_serve_latency_ms Time a replica spent on a request (ms).",
-            "# TYPE rtml_serve_latency_ms histogram"]
+    out += [
+        "# HELP rtml_serve_latency_ms Time a replica spent on a request (ms).",
+        "# TYPE rtml_serve_latency_ms histogram",
+    ]
     for d in deployments:
         h: Histogram = d["latency"]
         acc = 0
@@ -160,21 +195,29 @@ def prometheus_text(deployments: list[dict[str, Any]], proxy: dict[str, int]) ->
             out.append(f'rtml_serve_latency_ms_bucket{{{lab(d)},le="{le}"}} {acc}')
         out.append(f"rtml_serve_latency_ms_sum{{{lab(d)}}} {h.total_ms:.3f}")
         out.append(f"rtml_serve_latency_ms_count{{{lab(d)}}} {acc}")
-    out += ["# HELP rtml_serve_ongoing_requests Requests running or queued on replicas.",
-            "# TYPE rtml_serve_ongoing_requests gauge"]
+    out += [
+        "# HELP rtml_serve_ongoing_requests Requests running or queued on replicas.",
+        "# TYPE rtml_serve_ongoing_requests gauge",
+    ]
     for d in deployments:
         out.append(f"rtml_serve_ongoing_requests{{{lab(d)}}} {d['ongoing']}")
-    out += ["# HELP rtml_serve_queued_requests Requests waiting in routers for a replica.",
-            "# TYPE rtml_serve_queued_requests gauge"]
+    out += [
+        "# HELP rtml_serve_queued_requests Requests waiting in routers for a replica.",
+        "# TYPE rtml_serve_queued_requests gauge",
+    ]
     for d in deployments:
         out.append(f"rtml_serve_queued_requests{{{lab(d)}}} {d['queued']}")
-    out += ["# HELP rtml_serve_replicas Running replicas by version.",
-            "# TYPE rtml_serve_replicas gauge"]
+    out += [
+        "# HELP rtml_serve_replicas Running replicas by version.",
+        "# TYPE rtml_serve_replicas gauge",
+    ]
     for d in deployments:
         for version, n in sorted(d["replicas"].items()):
             out.append(f'rtml_serve_replicas{{{lab(d)},version="{_label(version)}"}} {n}')
-    out += ["# HELP rtml_serve_http_responses_total HTTP responses by status code.",
-            "# TYPE rtml_serve_http_responses_total counter"]
+    out += [
+        "# HELP rtml_serve_http_responses_total HTTP responses by status code.",
+        "# TYPE rtml_serve_http_responses_total counter",
+    ]
     for code, n in sorted(proxy.items()):
         out.append(f'rtml_serve_http_responses_total{{code="{code}"}} {n}')
     return "\n".join(out) + "\n"

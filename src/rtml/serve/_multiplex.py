@@ -39,8 +39,9 @@ class _ModelCache:
         self.loading: dict[str, asyncio.Future] = {}
 
 
-def multiplexed(_fn: Callable[..., Any] | None = None, *,
-                max_num_models_per_replica: int = 3) -> Any:
+def multiplexed(
+    _fn: Callable[..., Any] | None = None, *, max_num_models_per_replica: int = 3
+) -> Any:
     """Cache the models a loader returns, per replica, evicting the least recently used.
 
     Args:
@@ -53,10 +54,13 @@ def multiplexed(_fn: Callable[..., Any] | None = None, *,
     Raises:
         ValueError: a bad ``max_num_models_per_replica``.
     """
-    if not isinstance(max_num_models_per_replica, int) or \
-            (max_num_models_per_replica < 1 and max_num_models_per_replica != -1):
-        raise ValueError(f"max_num_models_per_replica must be an int >= 1 or -1, got "
-                         f"{max_num_models_per_replica!r}")
+    if not isinstance(max_num_models_per_replica, int) or (
+        max_num_models_per_replica < 1 and max_num_models_per_replica != -1
+    ):
+        raise ValueError(
+            f"max_num_models_per_replica must be an int >= 1 or -1, got "
+            f"{max_num_models_per_replica!r}"
+        )
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         params = list(inspect.signature(fn).parameters)
@@ -66,9 +70,11 @@ def multiplexed(_fn: Callable[..., Any] | None = None, *,
 
         async def load(owner: Any, model_id: str) -> Any:
             if not isinstance(model_id, str) or not model_id:
-                raise ValueError(f"a multiplexed model id must be a non-empty str, got "
-                                 f"{model_id!r}: set handle.options(multiplexed_model_id=...) "
-                                 f"or the {MODEL_ID_HEADER} header")
+                raise ValueError(
+                    f"a multiplexed model id must be a non-empty str, got "
+                    f"{model_id!r}: set handle.options(multiplexed_model_id=...) "
+                    f"or the {MODEL_ID_HEADER} header"
+                )
             cache = free
             if owner is not None:
                 cache = owner.__dict__.get(key)
@@ -99,6 +105,7 @@ def multiplexed(_fn: Callable[..., Any] | None = None, *,
             return model
 
         if is_method:
+
             @functools.wraps(fn)
             async def method(self: Any, model_id: str) -> Any:
                 return await load(self, model_id)

@@ -36,12 +36,21 @@ def rows() -> list[dict[str, Any]]:
         for app, a in st["applications"].items():
             for dep, d in a["deployments"].items():
                 m = d.get("metrics", {})
-                fresh.append({"application": app, "deployment": dep, "status": d["status"],
-                              "version": d["version"], "replicas": len(d["replicas"]),
-                              "requests_per_s": m.get("requests_per_s"),
-                              "p50_ms": m.get("p50_ms"), "p99_ms": m.get("p99_ms"),
-                              "errors_per_s": m.get("errors_per_s"),
-                              "ongoing": m.get("ongoing"), "queued": m.get("queued")})
+                fresh.append(
+                    {
+                        "application": app,
+                        "deployment": dep,
+                        "status": d["status"],
+                        "version": d["version"],
+                        "replicas": len(d["replicas"]),
+                        "requests_per_s": m.get("requests_per_s"),
+                        "p50_ms": m.get("p50_ms"),
+                        "p99_ms": m.get("p99_ms"),
+                        "errors_per_s": m.get("errors_per_s"),
+                        "ongoing": m.get("ongoing"),
+                        "queued": m.get("queued"),
+                    }
+                )
     with _lock:
         _cache["rows"] = fresh
     return fresh

@@ -64,29 +64,44 @@ class Proxy:
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when
         # the listening socket names it (else each response's body waits ~40 ms for the ACK
         # of its headers: Nagle plus delayed ACK).
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
-                             socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+            socket.SOCK_STREAM,
+            socket.IPPROTO_TCP,
+        )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((self.host, self.port))
         except OSError as e:
             sock.close()
-            raise OSError(f"the serve proxy cannot listen on {self.host}:{self.port} ({e}): "
-                          "pick another port with serve.start(http_options={'port': ...})"
-                          ) from None
+            raise OSError(
+                f"the serve proxy cannot listen on {self.host}:{self.port} ({e}): "
+                "pick another port with serve.start(http_options={'port': ...})"
+            ) from None
         sock.listen(2048)
         sock.setblocking(False)
+
         # A plain function, interface named: on Ray the actor's methods are wrapped (callable
         # with any arguments, returning a coroutine), which uvicorn's detection takes for an
         # app factory or an ASGI2 app.
         async def app(scope: dict, receive: Any, send: Any) -> None:
             await self.__call__(scope, receive, send)
 
-        config = uvicorn.Config(app, interface="asgi3", lifespan="off", log_config=None, log_level="warning",
-                                access_log=False, http="h11", ws="none",
-                                timeout_keep_alive=90, server_header=False,
-                                date_header=False, backlog=2048)
+        config = uvicorn.Config(
+            app,
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            http="h11",
+            ws="none",
+            timeout_keep_alive=90,
+            server_header=False,
+            date_header=False,
+            backlog=2048,
+        )
         self.server = uvicorn.Server(config)
         loop = asyncio.get_running_loop()
         _context.own_loop(loop)
@@ -163,8 +178,11 @@ class Proxy:
             status, headers, body = await self._handle(scope, receive)
         except Exception as e:  # a bug here must not take the proxy down
             eid = uuid.uuid4().hex[:12]
-            print(f"[rtml.serve] proxy {self.proxy_id} error {eid}:\n"
-                  f"{''.join(traceback.format_exception(e))}", flush=True)
+            print(
+                f"[rtml.serve] proxy {self.proxy_id} error {eid}:\n"
+                f"{''.join(traceback.format_exception(e))}",
+                flush=True,
+            )
             status, headers, body = _response(500, f"serve proxy error (error id {eid})")
         key = str(status)
         self.codes[key] = self.codes.get(key, 0) + 1
@@ -181,9 +199,12 @@ class Proxy:
         if self.auth is not None:
             given = next((v for k, v in headers if k == b"authorization"), b"")
             if not hmac.compare_digest(given, self.auth):
-                return _response(401, "missing or wrong bearer token: send the header "
-                                 "'Authorization: Bearer <token>' (the serve auth_token)",
-                                 [(b"www-authenticate", b"Bearer")])
+                return _response(
+                    401,
+                    "missing or wrong bearer token: send the header "
+                    "'Authorization: Bearer <token>' (the serve auth_token)",
+                    [(b"www-authenticate", b"Bearer")],
+                )
         if path == "/-/routes":
             body = json.dumps({p: a for p, a, _ in self.routes}).encode()
             return 200, [(b"content-type", b"application/json")], body
@@ -195,8 +216,11 @@ class Proxy:
             return 200, [(b"content-type", b"text/plain; version=0.0.4")], text.encode()
         match = self._match(path)
         if match is None:
-            return _response(404, f"no application is routed at {path!r}; routes: "
-                             f"{', '.join(p for p, _, _ in self.routes) or 'none'}")
+            return _response(
+                404,
+                f"no application is routed at {path!r}; routes: "
+                f"{', '.join(p for p, _, _ in self.routes) or 'none'}",
+            )
         prefix, app, dep = match
         length = next((v for k, v in headers if k == b"content-length"), None)
         if length is not None:
@@ -205,8 +229,11 @@ class Proxy:
             except ValueError:
                 return _response(400, f"bad content-length header {length!r}")
             if n > self.max_body:
-                return _response(413, f"request body of {n} bytes is over the limit of "
-                                 f"{self.max_body} bytes (http_options max_body_bytes)")
+                return _response(
+                    413,
+                    f"request body of {n} bytes is over the limit of "
+                    f"{self.max_body} bytes (http_options max_body_bytes)",
+                )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -216,26 +243,40 @@ class Proxy:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return _response(413, f"request body is over the limit of {self.max_body} "
-                                 "bytes (http_options max_body_bytes)")
+                return _response(
+                    413,
+                    f"request body is over the limit of {self.max_body} "
+                    "bytes (http_options max_body_bytes)",
+                )
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         model_id = next((v for k, v in headers if k == _MODEL_HEADER), b"").decode()
         root = "" if prefix == "/" else prefix.rstrip("/")
-        wire = (scope["method"], path, root, scope.get("query_string", b""), headers,
-                scope.get("client"), body)
+        wire = (
+            scope["method"],
+            path,
+            root,
+            scope.get("query_string", b""),
+            headers,
+            scope.get("client"),
+            body,
+        )
         try:
             status, out_headers, out_body, version = await self._router(app, dep).assign(
-                "__call__", (), {}, model_id, wire)
+                "__call__", (), {}, model_id, wire
+            )
         except BackPressureError as e:
             return _response(503, f"{app}: {e}", [(b"retry-after", b"1")])
         except DeploymentUnavailableError as e:
             return _response(503, str(e), [(b"retry-after", b"1")])
         except self._died:
-            return _response(503, f"{app}: the replicas serving this request died; retry",
-                             [(b"retry-after", b"1")])
+            return _response(
+                503,
+                f"{app}: the replicas serving this request died; retry",
+                [(b"retry-after", b"1")],
+            )
         out_headers = list(out_headers)
         out_headers.append((VERSION_HEADER.encode(), str(version).encode()))
         return status, out_headers, out_body

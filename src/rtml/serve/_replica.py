@@ -45,8 +45,17 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 class Replica:
     """One replica of a deployment (created by the controller; not for direct use)."""
 
-    def __init__(self, replica_id: str, app: str, deployment: str, code: bytes,
-                 user_config: Any, version: str, max_ongoing: int, engine: str) -> None:
+    def __init__(
+        self,
+        replica_id: str,
+        app: str,
+        deployment: str,
+        code: bytes,
+        user_config: Any,
+        version: str,
+        max_ongoing: int,
+        engine: str,
+    ) -> None:
         _context.set_engine(engine)
         self.replica_id = replica_id
         self.app = app
@@ -83,8 +92,10 @@ class Replica:
             if self._initial_config is not None:
                 fn = getattr(instance, "reconfigure", None)
                 if fn is None:
-                    raise TypeError(f"deployment {self.deployment} has a user_config but its "
-                                    "class defines no reconfigure(self, config) method")
+                    raise TypeError(
+                        f"deployment {self.deployment} has a user_config but its "
+                        "class defines no reconfigure(self, config) method"
+                    )
                 await _call(fn, self._initial_config)
         else:
             self.is_function = True
@@ -121,8 +132,10 @@ class Replica:
             self._pending[version] = instance
             return version
         if getattr(instance, "reconfigure", None) is None:
-            raise TypeError(f"deployment {self.deployment} got a user_config but its class "
-                            "defines no reconfigure(self, config) method")
+            raise TypeError(
+                f"deployment {self.deployment} got a user_config but its class "
+                "defines no reconfigure(self, config) method"
+            )
         new = copy.copy(instance)
         fn = new.reconfigure
         if inspect.iscoroutinefunction(fn):
@@ -145,8 +158,13 @@ class Replica:
         self._pending.pop(version, None)
 
     async def stats_now(self) -> dict[str, Any]:
-        return {"replica_id": self.replica_id, "version": self.version, "ongoing": self.ongoing,
-                "pid": os.getpid(), **self.stats.to_wire()}
+        return {
+            "replica_id": self.replica_id,
+            "version": self.version,
+            "ongoing": self.ongoing,
+            "pid": os.getpid(),
+            **self.stats.to_wire(),
+        }
 
     async def drain(self, timeout_s: float) -> int:
         """Wait until no request runs here (or ``timeout_s``); the number still running."""
@@ -158,8 +176,9 @@ class Replica:
         return self.ongoing
 
     # ------------------------------------------------------------------ requests
-    async def handle_request(self, method: str, args: tuple, kwargs: dict,
-                             model_id: str) -> tuple[Any, str]:
+    async def handle_request(
+        self, method: str, args: tuple, kwargs: dict, model_id: str
+    ) -> tuple[Any, str]:
         """One handle call: ``(value, version)``; the user's exception propagates."""
         sem = self._enter()
         t0 = time.perf_counter()
@@ -170,14 +189,17 @@ class Replica:
                 instance, version = self._live  # type: ignore[misc]
                 if self.is_function:
                     if method != "__call__":
-                        raise AttributeError(f"deployment {self.deployment} is a function: "
-                                             f"call handle.remote(...), not .{method}")
+                        raise AttributeError(
+                            f"deployment {self.deployment} is a function: "
+                            f"call handle.remote(...), not .{method}"
+                        )
                     fn = instance
                 else:
                     fn = getattr(instance, method, None)
                     if fn is None:
-                        raise AttributeError(f"deployment {self.deployment} has no method "
-                                             f"{method!r}")
+                        raise AttributeError(
+                            f"deployment {self.deployment} has no method {method!r}"
+                        )
                 value = await _call(fn, *args, **kwargs)
                 ok = True
                 return value, version
@@ -209,9 +231,12 @@ class Replica:
                     if error_id is None:
                         ok = True  # the client's fault: not counted as a deployment error
                     else:
-                        print(f"[rtml.serve] {self.app}/{self.deployment} replica "
-                              f"{self.replica_id} error {error_id}:\n"
-                              f"{''.join(traceback.format_exception(e))}", flush=True)
+                        print(
+                            f"[rtml.serve] {self.app}/{self.deployment} replica "
+                            f"{self.replica_id} error {error_id}:\n"
+                            f"{''.join(traceback.format_exception(e))}",
+                            flush=True,
+                        )
                 return (*resp, version)
         finally:
             if token is not None:
@@ -220,8 +245,7 @@ class Replica:
 
     def _enter(self) -> asyncio.Semaphore:
         if self._sem is None or self._live is None:
-            raise RuntimeError(f"replica {self.replica_id} got a request before it was "
-                               "initialized")
+            raise RuntimeError(f"replica {self.replica_id} got a request before it was initialized")
         self.ongoing += 1
         assert self._idle is not None
         self._idle.clear()
@@ -238,11 +262,21 @@ class Replica:
 async def _run_asgi(app: Any, wire: WireRequest, instance: Any) -> tuple:
     """Run an ASGI app (``@serve.ingress``) on one request; (status, headers, body)."""
     method, path, root_path, query, headers, client, body = wire
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-             "root_path": root_path, "query_string": query, "headers": headers,
-             "client": client, "server": ("127.0.0.1", 0),
-             "state": {"serve_instance": instance}}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": root_path,
+        "query_string": query,
+        "headers": headers,
+        "client": client,
+        "server": ("127.0.0.1", 0),
+        "state": {"serve_instance": instance},
+    }
     sent = False
     status = 500
     out_headers: list = []

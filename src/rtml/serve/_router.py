@@ -43,8 +43,12 @@ class Slot:
             self.conn = None
 
 
-def choose(slots: list[Slot], max_ongoing: int, preferred: Slot | None = None,
-           rng: random.Random | Any = random) -> Slot | None:
+def choose(
+    slots: list[Slot],
+    max_ongoing: int,
+    preferred: Slot | None = None,
+    rng: random.Random | Any = random,
+) -> Slot | None:
     """Power of two choices on queue length among the slots with room (None: all full)."""
     if preferred is not None and not preferred.dead and preferred.inflight < max_ongoing:
         return preferred
@@ -60,8 +64,10 @@ def choose(slots: list[Slot], max_ongoing: int, preferred: Slot | None = None,
 def _died_types() -> tuple[type[BaseException], ...]:
     exc = _context.engine().exceptions
     names = ("ActorDiedError", "ActorUnavailableError", "RayActorError")
-    return (_direct.ReplicaConnectionError,
-            *(t for t in (getattr(exc, n, None) for n in names) if isinstance(t, type)))
+    return (
+        _direct.ReplicaConnectionError,
+        *(t for t in (getattr(exc, n, None) for n in names) if isinstance(t, type)),
+    )
 
 
 _HOST: str | None = None
@@ -123,8 +129,10 @@ class Router:
             except Exception as e:
                 failures += 1
                 if failures >= 3 or isinstance(e, self._died):
-                    self._close(f"the serve controller is gone ({type(e).__name__}); was "
-                                "serve.shutdown() called?")
+                    self._close(
+                        f"the serve controller is gone ({type(e).__name__}); was "
+                        "serve.shutdown() called?"
+                    )
                     return
                 await asyncio.sleep(0.1 * failures)
                 continue
@@ -135,8 +143,7 @@ class Router:
         """Take a new replica set and limits from the controller."""
         self.epoch = update["epoch"]
         if update.get("deleted"):
-            self._close(f"deployment {self.deployment!r} of application {self.app!r} was "
-                        "deleted")
+            self._close(f"deployment {self.deployment!r} of application {self.app!r} was deleted")
             return
         self.max_ongoing = update["max_ongoing"]
         self.max_queued = update["max_queued"]
@@ -249,8 +256,9 @@ class Router:
             ctl.report_dead.remote(self.app, self.deployment, slot.replica_id)
 
     # ------------------------------------------------------------------ requests
-    async def assign(self, method: str, args: tuple, kwargs: dict, model_id: str = "",
-                     wire: Any = None) -> Any:
+    async def assign(
+        self, method: str, args: tuple, kwargs: dict, model_id: str = "", wire: Any = None
+    ) -> Any:
         """Send one request; ``(value, version)`` for a handle call, ``(status, headers,
         body, version)`` for HTTP (``wire`` set). A replica that dies under it is dropped and
         the request retried once on another one."""
@@ -262,13 +270,13 @@ class Router:
                     if wire is not None:
                         out = await slot.conn.call(_direct.HTTP, (wire, model_id))
                     else:
-                        out = await slot.conn.call(_direct.CALL,
-                                                   (method, args, kwargs, model_id))
+                        out = await slot.conn.call(_direct.CALL, (method, args, kwargs, model_id))
                 elif wire is not None:
                     out = await _result(slot.handle.handle_http.remote(wire, model_id))
                 else:
-                    out = await _result(slot.handle.handle_request.remote(
-                        method, args, kwargs, model_id))
+                    out = await _result(
+                        slot.handle.handle_request.remote(method, args, kwargs, model_id)
+                    )
             except self._died:
                 self._drop(slot)
                 if attempt:

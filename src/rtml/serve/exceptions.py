@@ -7,5 +7,9 @@ from rtml.serve._errors import (
     RequestCancelledError,
 )
 
-__all__ = ["BackPressureError", "DeploymentUnavailableError", "RayServeException",
-           "RequestCancelledError"]
+__all__ = [
+    "BackPressureError",
+    "DeploymentUnavailableError",
+    "RayServeException",
+    "RequestCancelledError",
+]

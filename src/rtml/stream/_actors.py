@@ -39,8 +39,9 @@ TICK = 0.05
 class Router:
     """Sends a stage's outputs to the actors of the next stages, with flow control."""
 
-    def __init__(self, engine, plan: Plan, stage: int, index: int,
-                 downstream: dict[int, list[Any]]) -> None:
+    def __init__(
+        self, engine, plan: Plan, stage: int, index: int, downstream: dict[int, list[Any]]
+    ) -> None:
         self.engine, self.index = engine, index
         self.handles = downstream  # edge id -> actor handles of its destination stage
         self.seq: dict[tuple[int, int], int] = {}
@@ -61,8 +62,11 @@ class Router:
         seq = self.seq[dest]
         self.seq[dest] = seq + 1
         self.sent_wm[dest] = wm
-        q.append(self.handles[dest[0]][dest[1]].process.remote(
-            dest[0], self.index, seq, items, wm, control))
+        q.append(
+            self.handles[dest[0]][dest[1]].process.remote(
+                dest[0], self.index, seq, items, wm, control
+            )
+        )
         self.calls += 1
 
     def _ready(self, ref) -> bool:
@@ -109,8 +113,15 @@ def _restore_parts(parts: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
 
 
 class _Base:
-    def __init__(self, plan: Plan, stage: int, index: int, count: int,
-                 downstream: dict[int, list[Any]], engine: Any) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        stage: int,
+        index: int,
+        count: int,
+        downstream: dict[int, list[Any]],
+        engine: Any,
+    ) -> None:
         self.engine = resolve(engine)
         self.plan, self.stage, self.index = plan, stage, index
         self.ex = StageExec(plan, stage, index, count)
@@ -139,16 +150,29 @@ class _Base:
             return self.parts[n]
 
     def _metrics(self) -> dict[str, Any]:
-        return {"ops": self.ex.metrics(), "watermark": self.ex.watermark,
-                "dead_letters": self.ex.dead_letters, "calls_sent": self.router.calls}
+        return {
+            "ops": self.ex.metrics(),
+            "watermark": self.ex.watermark,
+            "dead_letters": self.ex.dead_letters,
+            "calls_sent": self.router.calls,
+        }
 
 
 class SourceWorker(_Base):
     """Reads some partitions of one source and runs the operators fused after it."""
 
-    def __init__(self, plan: Plan, stage: int, index: int, count: int,
-                 downstream: dict[int, list[Any]], engine: Any,
-                 partitions: list[str], parts: list[dict] | None, max_batch: int) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        stage: int,
+        index: int,
+        count: int,
+        downstream: dict[int, list[Any]],
+        engine: Any,
+        partitions: list[str],
+        parts: list[dict] | None,
+        max_batch: int,
+    ) -> None:
         super().__init__(plan, stage, index, count, downstream, engine)
         self.partitions = partitions
         self.max_batch = max_batch
@@ -335,16 +359,25 @@ class SourceWorker(_Base):
 class StageWorker(_Base):
     """Runs a keyed stage: receives shuffled batches from every upstream actor."""
 
-    def __init__(self, plan: Plan, stage: int, index: int, count: int,
-                 downstream: dict[int, list[Any]], engine: Any,
-                 parts: list[dict] | None, tables: dict[str, dict[int, Any]]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        stage: int,
+        index: int,
+        count: int,
+        downstream: dict[int, list[Any]],
+        engine: Any,
+        parts: list[dict] | None,
+        tables: dict[str, dict[int, Any]],
+    ) -> None:
         super().__init__(plan, stage, index, count, downstream, engine)
         self.kgs = owned(index, count)
         self.ex.restore(_restore_parts(parts), self.kgs)
         self._load_tables(tables)
         self.channels = plan.channels(stage)
-        self.entry = {e: (plan.edges[e].dst_node, plan.edges[e].side)
-                      for e in plan.stages[stage].inputs}
+        self.entry = {
+            e: (plan.edges[e].dst_node, plan.edges[e].side) for e in plan.stages[stage].inputs
+        }
         self.inbox: dict[tuple[int, int], dict[int, tuple]] = {c: {} for c in self.channels}
         self.next_seq = dict.fromkeys(self.channels, 0)
         self.ch_wm = dict.fromkeys(self.channels, float("-inf"))
@@ -375,8 +408,7 @@ class StageWorker(_Base):
         m["blocked_channels"] = len(self.blocked)
         return m
 
-    def process(self, edge: int, up: int, seq: int, items: list, wm: float,
-                control: Any) -> None:
+    def process(self, edge: int, up: int, seq: int, items: list, wm: float, control: Any) -> None:
         """One message from upstream channel (edge, up); returns once it has been handled
         (so the sender's flow-control window holds it until then)."""
         ch = (edge, up)

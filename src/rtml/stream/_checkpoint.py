@@ -76,8 +76,11 @@ class DirectoryStore(CheckpointStore):
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        kept = sorted(int(d[5:]) for d in os.listdir(self.path)
-                      if d.startswith("ckpt-") and not d.endswith(".tmp"))
+        kept = sorted(
+            int(d[5:])
+            for d in os.listdir(self.path)
+            if d.startswith("ckpt-") and not d.endswith(".tmp")
+        )
         for old in kept[:-KEEP]:
             shutil.rmtree(self._dir(old), ignore_errors=True)
 
@@ -101,13 +104,19 @@ class RedisStore(CheckpointStore):
         redis = optional_import("redis", "stream", "checkpoints in Redis")
         host, _, port = address.partition(":")
         self.prefix = prefix
-        self._r = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379),
-                              socket_connect_timeout=5, socket_timeout=30)
+        self._r = redis.Redis(
+            host=host or "127.0.0.1",
+            port=int(port or 6379),
+            socket_connect_timeout=5,
+            socket_timeout=30,
+        )
         try:
             self._r.ping()
         except redis.RedisError as e:
-            raise ConnectorError(f"checkpoint store redis://{address} is unreachable ({e}); "
-                                 "start redis-server there or use a checkpoint_dir path")
+            raise ConnectorError(
+                f"checkpoint store redis://{address} is unreachable ({e}); "
+                "start redis-server there or use a checkpoint_dir path"
+            )
         self.address = address
 
     def write(self, ckpt_id: int, data: dict[str, Any]) -> None:
@@ -136,11 +145,12 @@ def open_store(where: str | None, flow_name: str) -> CheckpointStore:
     if where is None:
         return CheckpointStore()
     if not isinstance(where, (str, os.PathLike)):
-        raise StreamConfigError(f"checkpoint_dir must be a path or 'redis://HOST:PORT', got "
-                                f"{where!r}")
+        raise StreamConfigError(
+            f"checkpoint_dir must be a path or 'redis://HOST:PORT', got {where!r}"
+        )
     where = os.fspath(where)
     if where.startswith("redis://"):
-        rest = where[len("redis://"):]
+        rest = where[len("redis://") :]
         address, _, prefix = rest.partition("/")
         return RedisStore(address, prefix or f"rtml-stream:{flow_name}")
     return DirectoryStore(where)

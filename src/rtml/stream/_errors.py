@@ -37,10 +37,14 @@ class UserFunctionError(StreamError):
         where = f" key={key!r}" if key is not None else ""
         if offset is not None:
             where += f" source offset={offset!r}"
-        super().__init__(f"operator {operator!r} raised on event {event}{where}\n"
-                         f"{remote_traceback}\n(to route failing events aside instead, pass "
-                         f"dead_letter=True to the operator and read its .dead_letters stream)")
+        super().__init__(
+            f"operator {operator!r} raised on event {event}{where}\n"
+            f"{remote_traceback}\n(to route failing events aside instead, pass "
+            f"dead_letter=True to the operator and read its .dead_letters stream)"
+        )
 
     def __reduce__(self):
-        return (type(self), (self.operator, self.key, self.offset, self.event,
-                             self.remote_traceback))
+        return (
+            type(self),
+            (self.operator, self.key, self.offset, self.event, self.remote_traceback),
+        )

@@ -77,9 +77,17 @@ class _Op:
         """One event raised in user code: dead-letter it, or fail the dataflow naming it."""
         tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         if self.node.dead_letter:
-            self.ex.emit(self.node.id, "dead_letters",
-                         [(None, item[1], DeadLetter(self.name, item[0], item[2],
-                                                     f"{type(err).__name__}: {err}", tb))])
+            self.ex.emit(
+                self.node.id,
+                "dead_letters",
+                [
+                    (
+                        None,
+                        item[1],
+                        DeadLetter(self.name, item[0], item[2], f"{type(err).__name__}: {err}", tb),
+                    )
+                ],
+            )
             self.ex.dead_letters += 1
             return
         raise UserFunctionError(self.name, item[0], self.ex.offset_hint, _short(item[2]), tb)
@@ -167,8 +175,9 @@ class _EventTime(_Op):
     def gen(self, partition: str) -> WatermarkGenerator:
         g = self.gens.get(partition)
         if g is None:
-            g = self.gens[partition] = WatermarkGenerator(self.node.params["max_out_of_order"],
-                                                          self.node.params["idle_after"])
+            g = self.gens[partition] = WatermarkGenerator(
+                self.node.params["max_out_of_order"], self.node.params["idle_after"]
+            )
         return g
 
     def process(self, items, side):
@@ -180,6 +189,7 @@ class _EventTime(_Op):
             if type(t) is not float:
                 t = _as_seconds(t)
             return [(it[0], t, it[2])]
+
         try:
             out = [(k, float(f(v)), v) for k, _, v in items]
         except Exception:
@@ -305,9 +315,11 @@ class _TwoSided(_Keyed):
     def __init__(self, ex, node):
         super().__init__(ex, node)
         p = node.params
-        self.state = (WindowJoinState(p["window"], p["lateness"]) if node.kind == "join"
-                      else IntervalJoinState(p["lower"], p["upper"], p["lateness"],
-                                             p.get("how", "inner")))
+        self.state = (
+            WindowJoinState(p["window"], p["lateness"])
+            if node.kind == "join"
+            else IntervalJoinState(p["lower"], p["upper"], p["lateness"], p.get("how", "inner"))
+        )
         self._purged = float("-inf")
 
     def process(self, items, side):
@@ -378,8 +390,9 @@ class _SinkOp(_Op):
         except Exception as e:
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             records = args[-1]
-            raise UserFunctionError(self.name, None, self.ex.offset_hint,
-                                    _short(records[0]) if records else "[]", tb) from e
+            raise UserFunctionError(
+                self.name, None, self.ex.offset_hint, _short(records[0]) if records else "[]", tb
+            ) from e
 
     def barrier(self, epoch: int) -> None:
         if self.exactly_once:
@@ -410,22 +423,41 @@ class _SourceOp(_Op):
             for _, _, m in bad:
                 if not self.node.dead_letter:
                     raise UserFunctionError(
-                        self.name, None, self.ex.offset_hint, _short(m.raw),
+                        self.name,
+                        None,
+                        self.ex.offset_hint,
+                        _short(m.raw),
                         f"the source could not decode this record ({m.where}): {m.reason}\n"
                         "(pass dead_letter=True to flow.source(...) to route such records "
-                        "to its .dead_letters stream)")
-                self.ex.emit(self.node.id, "dead_letters",
-                             [(None, None, DeadLetter(self.name, None, m.raw,
-                                                     f"{m.reason} ({m.where})"))])
+                        "to its .dead_letters stream)",
+                    )
+                self.ex.emit(
+                    self.node.id,
+                    "dead_letters",
+                    [(None, None, DeadLetter(self.name, None, m.raw, f"{m.reason} ({m.where})"))],
+                )
                 self.ex.dead_letters += 1
             items = [it for it in items if type(it[2]) is not Malformed]
         self.emit(items)
 
 
-_OPS = {"source": _SourceOp, "map": _Map, "filter": _Filter, "flat_map": _FlatMap,
-        "inspect": _Inspect, "key_by": _KeyBy, "items": _Items, "event_time": _EventTime,
-        "stateful_map": _StatefulMap, "window": _Window, "join_as_of": _AsOf,
-        "join": _TwoSided, "interval_join": _TwoSided, "merge": _Merge, "sink": _SinkOp}
+_OPS = {
+    "source": _SourceOp,
+    "map": _Map,
+    "filter": _Filter,
+    "flat_map": _FlatMap,
+    "inspect": _Inspect,
+    "key_by": _KeyBy,
+    "items": _Items,
+    "event_time": _EventTime,
+    "stateful_map": _StatefulMap,
+    "window": _Window,
+    "join_as_of": _AsOf,
+    "join": _TwoSided,
+    "interval_join": _TwoSided,
+    "merge": _Merge,
+    "sink": _SinkOp,
+}
 
 
 class StageExec:
@@ -443,10 +475,10 @@ class StageExec:
             self.ops[nid] = _OPS[node.kind](self, node)
         # edge id -> destination actor index -> items waiting to be sent
         self.out: dict[int, dict[int, list[Item]]] = {e: {} for e in plan.stages[stage].outputs}
-        self._dst_count = {e: plan.stages[plan.edges[e].dst_stage].parallelism
-                           for e in plan.stages[stage].outputs}
-        self.event_time = next((op for op in self.ops.values()
-                                if isinstance(op, _EventTime)), None)
+        self._dst_count = {
+            e: plan.stages[plan.edges[e].dst_stage].parallelism for e in plan.stages[stage].outputs
+        }
+        self.event_time = next((op for op in self.ops.values() if isinstance(op, _EventTime)), None)
         self.sinks = [op for op in self.ops.values() if isinstance(op, _SinkOp)]
 
     def push(self, nid: int, side: int, items: list[Item]) -> None:

@@ -24,8 +24,7 @@ _EXT = {"json": "jsonl", "csv": "csv", "lines": "txt"}
 
 def _check_format(fmt: str, who: str) -> None:
     if fmt not in _FORMATS:
-        raise StreamConfigError(f"{who} format must be one of {', '.join(_FORMATS)}, "
-                                f"got {fmt!r}")
+        raise StreamConfigError(f"{who} format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
 
 
 class FileSource(Source):
@@ -56,13 +55,19 @@ class FileSource(Source):
             file cannot be read.
     """
 
-    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], *,
-                 format: str = "json", follow: bool = False,
-                 poll_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        format: str = "json",
+        follow: bool = False,
+        poll_interval: float = 0.05,
+    ) -> None:
         _check_format(format, "FileSource")
         if not poll_interval > 0:
-            raise StreamConfigError(f"poll_interval must be a positive number of seconds, "
-                                    f"got {poll_interval!r}")
+            raise StreamConfigError(
+                f"poll_interval must be a positive number of seconds, got {poll_interval!r}"
+            )
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [os.fspath(p) for p in paths]
@@ -76,12 +81,16 @@ class FileSource(Source):
             if glob.has_magic(p):
                 found = sorted(glob.glob(p))
                 if not found:
-                    raise ConnectorError(f"FileSource: no file matches {p!r}; check the "
-                                         f"pattern and the working directory ({os.getcwd()})")
+                    raise ConnectorError(
+                        f"FileSource: no file matches {p!r}; check the "
+                        f"pattern and the working directory ({os.getcwd()})"
+                    )
             elif not os.path.isfile(p):
-                raise ConnectorError(f"FileSource: file {p!r} does not exist (or is not a "
-                                     f"file); check the path and the working directory "
-                                     f"({os.getcwd()})")
+                raise ConnectorError(
+                    f"FileSource: file {p!r} does not exist (or is not a "
+                    f"file); check the path and the working directory "
+                    f"({os.getcwd()})"
+                )
             else:
                 found = [p]
             out.extend(f for f in found if f not in out)
@@ -91,11 +100,13 @@ class FileSource(Source):
         try:
             f = open(partition, "rb")  # noqa: SIM115 - closed by the reader
         except OSError as e:
-            raise ConnectorError(f"FileSource cannot open {partition!r}: {e}; check that it "
-                                 f"exists and is readable") from e
+            raise ConnectorError(
+                f"FileSource cannot open {partition!r}: {e}; check that it exists and is readable"
+            ) from e
         try:
-            return _FileReader(f, partition, int(offset or 0), self.format, self.follow,
-                               self.poll_interval)
+            return _FileReader(
+                f, partition, int(offset or 0), self.format, self.follow, self.poll_interval
+            )
         except BaseException:
             f.close()
             raise
@@ -105,8 +116,9 @@ class FileSource(Source):
 
 
 class _FileReader(SourceReader):
-    def __init__(self, f: IO[bytes], path: str, offset: int, fmt: str, follow: bool,
-                 poll: float) -> None:
+    def __init__(
+        self, f: IO[bytes], path: str, offset: int, fmt: str, follow: bool, poll: float
+    ) -> None:
         self._f, self._path, self._fmt, self._follow, self._poll = f, path, fmt, follow, poll
         self._header: list[str] | None = None
         self._done = False
@@ -115,8 +127,10 @@ class _FileReader(SourceReader):
             first = f.readline()
             if not first.endswith(b"\n") and (follow or not first):
                 if offset:
-                    raise ConnectorError(f"FileSource: {path!r} lost its CSV header (it is "
-                                         f"shorter than the checkpointed offset {offset})")
+                    raise ConnectorError(
+                        f"FileSource: {path!r} lost its CSV header (it is "
+                        f"shorter than the checkpointed offset {offset})"
+                    )
                 f.seek(0)  # no complete header yet: wait for it in read()
             else:
                 self._header = _csv_row(first)
@@ -151,16 +165,20 @@ class _FileReader(SourceReader):
     def _check_same_file(self) -> None:
         st = os.fstat(self._f.fileno())
         if st.st_size < self._pos:
-            raise ConnectorError(f"FileSource: {self._path!r} shrank below the read position "
-                                 f"{self._pos} (truncated?); a followed file may only grow")
+            raise ConnectorError(
+                f"FileSource: {self._path!r} shrank below the read position "
+                f"{self._pos} (truncated?); a followed file may only grow"
+            )
         try:
             now = os.stat(self._path)
         except OSError:
             return  # removed: what was written stays readable; nothing more will come
         if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
-            raise ConnectorError(f"FileSource: {self._path!r} was replaced by another file "
-                                 f"(rotated?); a followed file may only grow: give each "
-                                 f"rotated file its own name (and a glob pattern)")
+            raise ConnectorError(
+                f"FileSource: {self._path!r} was replaced by another file "
+                f"(rotated?); a followed file may only grow: give each "
+                f"rotated file its own name (and a glob pattern)"
+            )
 
     def _decode(self, line: bytes) -> Any:
         where = f"{self._path}:{self._lineno}"
@@ -183,8 +201,9 @@ class _FileReader(SourceReader):
         except csv.Error as e:
             return Malformed(text, f"invalid CSV: {e}", where)
         if len(row) != len(self._header):
-            return Malformed(text, f"CSV row has {len(row)} fields, the header "
-                                   f"{len(self._header)}", where)
+            return Malformed(
+                text, f"CSV row has {len(row)} fields, the header {len(self._header)}", where
+            )
         return dict(zip(self._header, row, strict=True))
 
     def read(self, max_records: int, timeout: float) -> list[Any]:
@@ -255,8 +274,9 @@ class FileSink(Sink):
         ConnectorError: (from ``open``/``write``) the directory or a file cannot be written.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, format: str = "json",
-                 exactly_once: bool = False) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, *, format: str = "json", exactly_once: bool = False
+    ) -> None:
         _check_format(format, "FileSink")
         self.directory, self.format = os.fspath(directory), format
         self.exactly_once = bool(exactly_once)
@@ -265,40 +285,47 @@ class FileSink(Sink):
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as e:
-            raise ConnectorError(f"FileSink cannot create directory {self.directory!r}: "
-                                 f"{e}") from e
+            raise ConnectorError(f"FileSink cannot create directory {self.directory!r}: {e}") from e
         if self.exactly_once:
             return _EpochFileWriter(self.directory, self.format, _safe(writer_id))
-        return _AppendFileWriter(os.path.join(self.directory,
-                                              f"part-{index}.{_EXT[self.format]}"), self.format)
+        return _AppendFileWriter(
+            os.path.join(self.directory, f"part-{index}.{_EXT[self.format]}"), self.format
+        )
 
     def describe(self) -> str:
         return f"FileSink({self.directory})"
 
 
-def _encode(records: list[Any], fmt: str, fields: list[str] | None, where: str
-            ) -> tuple[str, list[str] | None]:
+def _encode(
+    records: list[Any], fmt: str, fields: list[str] | None, where: str
+) -> tuple[str, list[str] | None]:
     """Records as text; for CSV also the header (the given one, or from the first record)."""
     if fmt == "json":
         try:
             return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records), None
         except (TypeError, ValueError) as e:
-            raise ConnectorError(f"FileSink({where}) cannot encode a record as JSON: {e}; map "
-                                 f"records to JSON-compatible values before the sink") from e
+            raise ConnectorError(
+                f"FileSink({where}) cannot encode a record as JSON: {e}; map "
+                f"records to JSON-compatible values before the sink"
+            ) from e
     if fmt == "lines":
         return "".join(str(r).replace("\n", " ") + "\n" for r in records), None
     buf = io.StringIO()
     for r in records:
         if not isinstance(r, dict):
-            raise ConnectorError(f"FileSink({where}) in CSV format takes dicts, got "
-                                 f"{type(r).__name__}; map records to dicts before the sink")
+            raise ConnectorError(
+                f"FileSink({where}) in CSV format takes dicts, got "
+                f"{type(r).__name__}; map records to dicts before the sink"
+            )
         if fields is None:
             fields = [str(k) for k in r]
             csv.writer(buf, lineterminator="\n").writerow(fields)
         if set(map(str, r)) != set(fields):
-            raise ConnectorError(f"FileSink({where}): record keys {sorted(map(str, r))} differ "
-                                 f"from the CSV header {fields}; give every record the same "
-                                 f"keys")
+            raise ConnectorError(
+                f"FileSink({where}): record keys {sorted(map(str, r))} differ "
+                f"from the CSV header {fields}; give every record the same "
+                f"keys"
+            )
         row = {str(k): v for k, v in r.items()}
         csv.writer(buf, lineterminator="\n").writerow([row[k] for k in fields])
     return buf.getvalue(), fields
@@ -347,7 +374,7 @@ class _EpochFileWriter(SinkWriter):
         self._last = -1
         for name in os.listdir(directory):
             if name.startswith(self._prefix) and name.endswith(self._ext):
-                num = name[len(self._prefix):-len(self._ext)]
+                num = name[len(self._prefix) : -len(self._ext)]
                 if num.isdigit():
                     self._last = max(self._last, int(num))
 

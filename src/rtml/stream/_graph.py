@@ -55,26 +55,36 @@ class Dataflow:
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name or "/" in name:
-            raise StreamConfigError(f"Dataflow name must be a non-empty string without '/', "
-                                    f"got {name!r}")
+            raise StreamConfigError(
+                f"Dataflow name must be a non-empty string without '/', got {name!r}"
+            )
         self.name = name
         self.nodes: list[Node] = []
         self._names: set[str] = set()
 
-    def _add(self, kind: str, inputs: list[tuple[int, str, bool]], name: str | None,
-             params: dict[str, Any] | None = None, **attrs: Any) -> Node:
+    def _add(
+        self,
+        kind: str,
+        inputs: list[tuple[int, str, bool]],
+        name: str | None,
+        params: dict[str, Any] | None = None,
+        **attrs: Any,
+    ) -> Node:
         nid = len(self.nodes)
         label = name or f"{kind}_{nid}"
         if label in self._names:
-            raise StreamConfigError(f"two operators are named {label!r} in dataflow "
-                                    f"{self.name!r}; give each a distinct name=")
+            raise StreamConfigError(
+                f"two operators are named {label!r} in dataflow "
+                f"{self.name!r}; give each a distinct name="
+            )
         self._names.add(label)
         node = Node(nid, kind, label, inputs, params or {}, **attrs)
         self.nodes.append(node)
         return node
 
-    def source(self, source: Source, *, name: str | None = None,
-               dead_letter: bool = False) -> Stream:
+    def source(
+        self, source: Source, *, name: str | None = None, dead_letter: bool = False
+    ) -> Stream:
         """A stream of the records of ``source``.
 
         Args:
@@ -85,8 +95,10 @@ class Dataflow:
                 failing the dataflow.
         """
         if not isinstance(source, Source):
-            raise StreamConfigError(f"Dataflow.source takes a rtml.stream Source (e.g. "
-                                    f"IterableSource(...)), got {type(source).__name__}")
+            raise StreamConfigError(
+                f"Dataflow.source takes a rtml.stream Source (e.g. "
+                f"IterableSource(...)), got {type(source).__name__}"
+            )
         node = self._add("source", [], name, {"source": source}, dead_letter=dead_letter)
         return Stream(self, node, "out")
 
@@ -111,12 +123,19 @@ class Stream:
 
     # -- stateless operators (fused into the actor of their input) ---------------------------
 
-    def _derive(self, kind: str, f: Any, name: str | None, dead_letter: bool,
-                **params: Any) -> Node:
-        return self.flow._add(kind, [(self.node.id, self.port, False)], name,
-                              {"f": _callable(f"{kind}()", f), **params},
-                              dead_letter=dead_letter, event_time=self._event_time,
-                              keyed=self._keyed, partitioned=self._partitioned)
+    def _derive(
+        self, kind: str, f: Any, name: str | None, dead_letter: bool, **params: Any
+    ) -> Node:
+        return self.flow._add(
+            kind,
+            [(self.node.id, self.port, False)],
+            name,
+            {"f": _callable(f"{kind}()", f), **params},
+            dead_letter=dead_letter,
+            event_time=self._event_time,
+            keyed=self._keyed,
+            partitioned=self._partitioned,
+        )
 
     @property
     def _event_time(self) -> bool:
@@ -133,18 +152,25 @@ class Stream:
     def _wrap(self, node: Node) -> Stream:
         return Stream(self.flow, node, "out")
 
-    def map(self, f: Callable[[Any], Any], *, name: str | None = None,
-            dead_letter: bool = False) -> Stream:
+    def map(
+        self, f: Callable[[Any], Any], *, name: str | None = None, dead_letter: bool = False
+    ) -> Stream:
         """``f(event)`` for every event."""
         return self._wrap(self._derive("map", f, name, dead_letter))
 
-    def filter(self, f: Callable[[Any], bool], *, name: str | None = None,
-               dead_letter: bool = False) -> Stream:
+    def filter(
+        self, f: Callable[[Any], bool], *, name: str | None = None, dead_letter: bool = False
+    ) -> Stream:
         """The events for which ``f(event)`` is true."""
         return self._wrap(self._derive("filter", f, name, dead_letter))
 
-    def flat_map(self, f: Callable[[Any], Iterable[Any]], *, name: str | None = None,
-                 dead_letter: bool = False) -> Stream:
+    def flat_map(
+        self,
+        f: Callable[[Any], Iterable[Any]],
+        *,
+        name: str | None = None,
+        dead_letter: bool = False,
+    ) -> Stream:
         """Every item of ``f(event)``, for every event."""
         return self._wrap(self._derive("flat_map", f, name, dead_letter))
 
@@ -152,8 +178,14 @@ class Stream:
         """Calls ``f(event)`` for its side effect (e.g. printing) and passes events on."""
         return self._wrap(self._derive("inspect", f, name, False))
 
-    def with_event_time(self, extractor: Callable[[Any], float], *, max_out_of_order: float = 0.0,
-                        idle_after: float | None = None, name: str | None = None) -> Stream:
+    def with_event_time(
+        self,
+        extractor: Callable[[Any], float],
+        *,
+        max_out_of_order: float = 0.0,
+        idle_after: float | None = None,
+        name: str | None = None,
+    ) -> Stream:
         """Give each event the time ``extractor(event)`` (seconds, float) and derive watermarks.
 
         The watermark of each source partition is the largest event time seen minus
@@ -163,12 +195,19 @@ class Stream:
         part of the dataflow that reads the source.
         """
         if self.node.event_time:
-            raise StreamConfigError("with_event_time is already set on this stream; set it "
-                                    "once, right after the source")
+            raise StreamConfigError(
+                "with_event_time is already set on this stream; set it once, right after the source"
+            )
         if max_out_of_order < 0:
             raise StreamConfigError(f"max_out_of_order must be >= 0, got {max_out_of_order}")
-        node = self._derive("event_time", extractor, name, False,
-                            max_out_of_order=float(max_out_of_order), idle_after=idle_after)
+        node = self._derive(
+            "event_time",
+            extractor,
+            name,
+            False,
+            max_out_of_order=float(max_out_of_order),
+            idle_after=idle_after,
+        )
         node.event_time = True
         return self._wrap(node)
 
@@ -181,10 +220,13 @@ class Stream:
     def sink(self, sink: Sink, *, name: str | None = None) -> None:
         """Write the stream's events to ``sink`` (runs in the actors of this stream)."""
         if not isinstance(sink, Sink):
-            raise StreamConfigError(f"Stream.sink takes a rtml.stream Sink (e.g. "
-                                    f"CallableSink(print)), got {type(sink).__name__}")
-        self.flow._add("sink", [(self.node.id, self.port, False)], name, {"sink": sink},
-                       keyed=self._keyed)
+            raise StreamConfigError(
+                f"Stream.sink takes a rtml.stream Sink (e.g. "
+                f"CallableSink(print)), got {type(sink).__name__}"
+            )
+        self.flow._add(
+            "sink", [(self.node.id, self.port, False)], name, {"sink": sink}, keyed=self._keyed
+        )
 
     # -- side outputs ----------------------------------------------------------------------
 
@@ -193,8 +235,10 @@ class Stream:
         """The events that arrived after the watermark passed every window (or join range)
         they belong to, from the operator that made this stream."""
         if self.node.kind not in ("window", "join", "interval_join"):
-            raise StreamConfigError(f".late belongs to window and join outputs; operator "
-                                    f"{self.node.name!r} is a {self.node.kind}")
+            raise StreamConfigError(
+                f".late belongs to window and join outputs; operator "
+                f"{self.node.name!r} is a {self.node.kind}"
+            )
         return Stream(self.flow, self.node, "late")
 
     @property
@@ -202,8 +246,10 @@ class Stream:
         """DeadLetter records of the events this stream's operator failed on (set
         ``dead_letter=True`` on the operator)."""
         if not self.node.dead_letter:
-            raise StreamConfigError(f"operator {self.node.name!r} has no dead-letter output: "
-                                    "pass dead_letter=True to it")
+            raise StreamConfigError(
+                f"operator {self.node.name!r} has no dead-letter output: "
+                "pass dead_letter=True to it"
+            )
         return Stream(self.flow, self.node, "dead_letters")
 
 
@@ -213,9 +259,15 @@ class KeyedStream(Stream):
     def _wrap(self, node: Node) -> KeyedStream:
         return KeyedStream(self.flow, node, "out")
 
-    def _stateful(self, kind: str, name: str | None, params: dict[str, Any],
-                  extra: list[Stream] = (), dead_letter: bool = False,  # type: ignore[assignment]
-                  need_time: bool = False) -> KeyedStream:
+    def _stateful(
+        self,
+        kind: str,
+        name: str | None,
+        params: dict[str, Any],
+        extra: list[Stream] = (),
+        dead_letter: bool = False,  # type: ignore[assignment]
+        need_time: bool = False,
+    ) -> KeyedStream:
         inputs = [self, *extra]
         for s in inputs:
             if not isinstance(s, KeyedStream) or s._keyed is None:
@@ -223,61 +275,93 @@ class KeyedStream(Stream):
             if need_time and not s._event_time:
                 raise StreamConfigError(
                     f"{kind} works in event time: call .with_event_time(...) on the stream "
-                    "before key_by (or use processing_time=True windows)")
+                    "before key_by (or use processing_time=True windows)"
+                )
         # One input already held by key (the output of a keyed operator, key unchanged) fuses
         # into the same actor; anything else is shuffled by key.
         fuse = len(inputs) == 1 and self._partitioned
-        node = self.flow._add(kind, [(s.node.id, s.port, not fuse) for s in inputs], name,
-                              params, dead_letter=dead_letter,
-                              event_time=all(s._event_time for s in inputs), keyed=-1,
-                              partitioned=True)
+        node = self.flow._add(
+            kind,
+            [(s.node.id, s.port, not fuse) for s in inputs],
+            name,
+            params,
+            dead_letter=dead_letter,
+            event_time=all(s._event_time for s in inputs),
+            keyed=-1,
+            partitioned=True,
+        )
         node.keyed = node.id if not fuse else self._keyed
         return KeyedStream(self.flow, node, "out")
 
-    def stateful_map(self, mapper: Callable[[Any, Any], tuple[Any, Any]], *,
-                     name: str | None = None, dead_letter: bool = False) -> KeyedStream:
+    def stateful_map(
+        self,
+        mapper: Callable[[Any, Any], tuple[Any, Any]],
+        *,
+        name: str | None = None,
+        dead_letter: bool = False,
+    ) -> KeyedStream:
         """Per-key state: ``mapper(state, event) -> (new_state, output)``; state starts as
         None and a new_state of None forgets the key. The state is checkpointed."""
-        return self._stateful("stateful_map", name, {"f": _callable("stateful_map", mapper)},
-                              dead_letter=dead_letter)
+        return self._stateful(
+            "stateful_map", name, {"f": _callable("stateful_map", mapper)}, dead_letter=dead_letter
+        )
 
-    def window(self, spec: Tumbling | Sliding | Session, *, lateness: float = 0.0,
-               name: str | None = None) -> WindowedStream:
+    def window(
+        self, spec: Tumbling | Sliding | Session, *, lateness: float = 0.0, name: str | None = None
+    ) -> WindowedStream:
         """Group events per key into windows; aggregate them with ``fold``/``reduce``/
         ``count``/``collect``. Events later than ``lateness`` after a window's end go to the
         result's ``.late`` stream."""
         if not isinstance(spec, (Tumbling, Sliding, Session)):
-            raise StreamConfigError(f"window() takes Tumbling, Sliding or Session, got "
-                                    f"{type(spec).__name__}")
+            raise StreamConfigError(
+                f"window() takes Tumbling, Sliding or Session, got {type(spec).__name__}"
+            )
         if lateness < 0:
             raise StreamConfigError(f"lateness must be >= 0, got {lateness}")
         return WindowedStream(self, spec, float(lateness), name)
 
-    def join_as_of(self, table: Table, *, how: str = "left",
-                   name: str | None = None) -> KeyedStream:
+    def join_as_of(
+        self, table: Table, *, how: str = "left", name: str | None = None
+    ) -> KeyedStream:
         """``(event, row)`` with the table's row for the event's key as of the event's time
         (the newest row at or before it; None when there is none and ``how="left"``; such
         events are dropped when ``how="inner"``). Point-in-time correct: never a row from the
         event's future."""
         if not isinstance(table, Table):
-            raise StreamConfigError(f"join_as_of takes a rtml.stream.Table, got "
-                                    f"{type(table).__name__}")
+            raise StreamConfigError(
+                f"join_as_of takes a rtml.stream.Table, got {type(table).__name__}"
+            )
         if how not in ("left", "inner"):
             raise StreamConfigError(f"join_as_of(how=) is 'left' or 'inner', got {how!r}")
-        return self._stateful("join_as_of", name, {"table": table, "how": how},
-                              need_time=table.time is not None)
+        return self._stateful(
+            "join_as_of", name, {"table": table, "how": how}, need_time=table.time is not None
+        )
 
-    def join(self, other: KeyedStream, *, window: Tumbling | Sliding, lateness: float = 0.0,
-             name: str | None = None) -> KeyedStream:
+    def join(
+        self,
+        other: KeyedStream,
+        *,
+        window: Tumbling | Sliding,
+        lateness: float = 0.0,
+        name: str | None = None,
+    ) -> KeyedStream:
         """``(left, right)`` for every pair of events of one key in the same window."""
         if isinstance(window, Session) or getattr(window, "processing_time", False):
             raise StreamConfigError("join(window=) takes event-time Tumbling or Sliding windows")
-        return self._stateful("join", name, {"window": window, "lateness": float(lateness)},
-                              [other], need_time=True)
+        return self._stateful(
+            "join", name, {"window": window, "lateness": float(lateness)}, [other], need_time=True
+        )
 
-    def interval_join(self, other: KeyedStream, *, lower: float, upper: float,
-                      lateness: float = 0.0, how: str = "inner",
-                      name: str | None = None) -> KeyedStream:
+    def interval_join(
+        self,
+        other: KeyedStream,
+        *,
+        lower: float,
+        upper: float,
+        lateness: float = 0.0,
+        how: str = "inner",
+        name: str | None = None,
+    ) -> KeyedStream:
         """``(left, right)`` for events of one key with
         ``left.time + lower <= right.time <= left.time + upper`` (e.g. a click within 30 s
         after an impression: ``lower=0, upper=30``). ``how="left"`` also gives
@@ -286,10 +370,13 @@ class KeyedStream(Stream):
         from rtml.stream._join import IntervalJoinState
 
         IntervalJoinState(lower, upper, how=how)  # validates
-        return self._stateful("interval_join", name,
-                              {"lower": float(lower), "upper": float(upper),
-                               "lateness": float(lateness), "how": how}, [other],
-                              need_time=True)
+        return self._stateful(
+            "interval_join",
+            name,
+            {"lower": float(lower), "upper": float(upper), "lateness": float(lateness), "how": how},
+            [other],
+            need_time=True,
+        )
 
     def merge(self, *others: KeyedStream, name: str | None = None) -> KeyedStream:
         """One keyed stream holding the events of this stream and of ``others`` (each keyed
@@ -304,8 +391,9 @@ class KeyedStream(Stream):
 
     def items(self, *, name: str | None = None) -> Stream:
         """An unkeyed stream of ``(key, event)`` tuples."""
-        node = self.flow._add("items", [(self.node.id, self.port, False)], name,
-                              event_time=self._event_time)
+        node = self.flow._add(
+            "items", [(self.node.id, self.port, False)], name, event_time=self._event_time
+        )
         return Stream(self.flow, node, "out")
 
 
@@ -319,10 +407,16 @@ class WindowedStream:
         """``WindowResult(key, start, end, value)`` per key and window, where value is
         ``folder(...folder(init(), e1)..., en)`` over the window's events."""
         return self._up._stateful(
-            "window", self._name,
-            {"spec": self._spec, "lateness": self._lateness,
-             "init": _callable("fold(init)", init), "fold": _callable("fold(folder)", folder)},
-            need_time=not self._spec.processing_time)
+            "window",
+            self._name,
+            {
+                "spec": self._spec,
+                "lateness": self._lateness,
+                "init": _callable("fold(init)", init),
+                "fold": _callable("fold(folder)", folder),
+            },
+            need_time=not self._spec.processing_time,
+        )
 
     def reduce(self, f: Callable[[Any, Any], Any]) -> KeyedStream:
         """``f(f(e1, e2), e3)...`` over each window's events."""

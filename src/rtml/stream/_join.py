@@ -38,30 +38,38 @@ class Table:
     sharded over the join's actors by key.
     """
 
-    def __init__(self, loader: Callable[[], Any], key: str, time: str | None = None,
-                 name: str = "table") -> None:
+    def __init__(
+        self, loader: Callable[[], Any], key: str, time: str | None = None, name: str = "table"
+    ) -> None:
         self._loader, self.key, self.time, self.name = loader, key, time, name
 
     @classmethod
-    def from_parquet(cls, path: str, key: str, time: str | None = None,
-                     columns: list[str] | None = None) -> Table:
+    def from_parquet(
+        cls, path: str, key: str, time: str | None = None, columns: list[str] | None = None
+    ) -> Table:
         """A Parquet file (or directory of files) read with pyarrow."""
+
         def load():
             pq = _pyarrow("parquet")
             return pq.read_table(path, columns=columns)
+
         return cls(load, key, time, name=str(path))
 
     @classmethod
     def from_csv(cls, path: str, key: str, time: str | None = None) -> Table:
         """A CSV file with a header, read with pyarrow (types inferred)."""
+
         def load():
             return _pyarrow("csv").read_csv(path)
+
         return cls(load, key, time, name=str(path))
 
     @classmethod
-    def from_duckdb(cls, query: str, key: str, time: str | None = None,
-                    database: str | None = None) -> Table:
+    def from_duckdb(
+        cls, query: str, key: str, time: str | None = None, database: str | None = None
+    ) -> Table:
         """The result of a DuckDB SQL query (e.g. over Parquet files or a database file)."""
+
         def load():
             duckdb = _optional("duckdb")
             con = duckdb.connect(database or ":memory:", read_only=bool(database))
@@ -74,6 +82,7 @@ class Table:
                 return table.read_all() if hasattr(table, "read_all") else table
             finally:
                 con.close()
+
         return cls(load, key, time, name="duckdb")
 
     @classmethod
@@ -84,8 +93,12 @@ class Table:
     @classmethod
     def from_dict(cls, mapping: dict[Any, dict]) -> Table:
         """A static table: ``{key: row}``."""
-        return cls(lambda: [{"__key__": k, **dict(v)} for k, v in mapping.items()],
-                   "__key__", None, name="dict")
+        return cls(
+            lambda: [{"__key__": k, **dict(v)} for k, v in mapping.items()],
+            "__key__",
+            None,
+            name="dict",
+        )
 
     def load(self) -> dict[int, dict[Any, Any]]:
         """Read the table and index it: ``{key group: {key: entry}}``."""
@@ -100,7 +113,8 @@ class Table:
             if col is not None and col not in cols:
                 raise StreamConfigError(
                     f"table {self.name!r} has no column {col!r} (given as {what}=); its "
-                    f"columns are {sorted(cols)}")
+                    f"columns are {sorted(cols)}"
+                )
         return index_rows(rows, self.key, self.time, self.name)
 
 
@@ -115,8 +129,10 @@ def index_rows(rows: list[dict], key: str, time: str | None, name: str) -> dict[
     for row in rows:
         t = row[time]
         if t is None:
-            raise StreamConfigError(f"table {name!r} has a row with no {time!r} for key "
-                                    f"{row[key]!r}; fill it or drop the row")
+            raise StreamConfigError(
+                f"table {name!r} has a row with no {time!r} for key "
+                f"{row[key]!r}; fill it or drop the row"
+            )
         hist.setdefault(row[key], []).append((_seconds(t), row))
     for k, entries in hist.items():
         entries.sort(key=lambda e: e[0])
@@ -133,8 +149,9 @@ def _seconds(t: Any) -> float:
         if t.tzinfo is None:
             t = t.replace(tzinfo=datetime.timezone.utc)
         return t.timestamp()
-    raise StreamConfigError(f"table time values must be numbers (seconds) or datetimes, got "
-                            f"{type(t).__name__}")
+    raise StreamConfigError(
+        f"table time values must be numbers (seconds) or datetimes, got {type(t).__name__}"
+    )
 
 
 def _optional(name: str):
@@ -172,8 +189,10 @@ class AsOfIndex:
         if entry is None or not self.timed:
             return entry
         if ts is None:
-            raise StreamConfigError("join_as_of on a table with a time column needs event time: "
-                                    "call .with_event_time(...) before key_by")
+            raise StreamConfigError(
+                "join_as_of on a table with a time column needs event time: "
+                "call .with_event_time(...) before key_by"
+            )
         times, rows = entry
         i = bisect.bisect_right(times, ts)
         return rows[i - 1] if i else None
@@ -184,13 +203,16 @@ class WindowJoinState:
 
     def __init__(self, spec: WindowSpec, lateness: float = 0.0) -> None:
         if not hasattr(spec, "windows"):
-            raise StreamConfigError("join(window=) takes Tumbling or Sliding windows; for "
-                                    "events close in time use interval_join(lower=, upper=)")
+            raise StreamConfigError(
+                "join(window=) takes Tumbling or Sliding windows; for "
+                "events close in time use interval_join(lower=, upper=)"
+            )
         self.spec, self.lateness = spec, float(lateness)
         self.groups: dict[int, dict[Any, dict[tuple[float, float], tuple[list, list]]]] = {}
 
-    def add(self, side: int, kg: int, key: Any, ts: float, value: Any, wm: float,
-            out: list, late: list) -> None:
+    def add(
+        self, side: int, kg: int, key: Any, ts: float, value: Any, wm: float, out: list, late: list
+    ) -> None:
         wins = self.groups.setdefault(kg, {}).setdefault(key, {})
         missed = False
         for w in self.spec.windows(ts):  # type: ignore[union-attr]
@@ -222,8 +244,10 @@ class WindowJoinState:
                 del self.groups[kg]
 
     def snapshot(self) -> dict[int, Any]:
-        return {kg: {k: {w: (list(a), list(b)) for w, (a, b) in ws.items()}
-                     for k, ws in keys.items()} for kg, keys in self.groups.items()}
+        return {
+            kg: {k: {w: (list(a), list(b)) for w, (a, b) in ws.items()} for k, ws in keys.items()}
+            for kg, keys in self.groups.items()
+        }
 
     def restore(self, groups: dict[int, Any]) -> None:
         self.groups = dict(groups)
@@ -234,22 +258,25 @@ class IntervalJoinState:
     ``how="left"`` also ``(left, None)`` for a left that met no right, once its interval has
     closed (at event time ``lt + upper``, when the watermark passes it)."""
 
-    def __init__(self, lower: float, upper: float, lateness: float = 0.0,
-                 how: str = "inner") -> None:
+    def __init__(
+        self, lower: float, upper: float, lateness: float = 0.0, how: str = "inner"
+    ) -> None:
         lower, upper = float(lower), float(upper)
         if lower > upper:
-            raise StreamConfigError(f"interval_join(lower={lower}, upper={upper}): lower must "
-                                    "be at most upper (right.ts - left.ts lies in [lower, upper])")
+            raise StreamConfigError(
+                f"interval_join(lower={lower}, upper={upper}): lower must "
+                "be at most upper (right.ts - left.ts lies in [lower, upper])"
+            )
         if how not in ("inner", "left"):
-            raise StreamConfigError(f"interval_join(how={how!r}) is unknown: use 'inner' or "
-                                    "'left'")
+            raise StreamConfigError(f"interval_join(how={how!r}) is unknown: use 'inner' or 'left'")
         self.lower, self.upper, self.lateness = lower, upper, float(lateness)
         self.outer = how == "left"
         # key -> (lefts as [ts, value, matched], rights as (ts, value))
         self.groups: dict[int, dict[Any, tuple[list, list]]] = {}
 
-    def add(self, side: int, kg: int, key: Any, ts: float, value: Any, wm: float,
-            out: list, late: list) -> None:
+    def add(
+        self, side: int, kg: int, key: Any, ts: float, value: Any, wm: float, out: list, late: list
+    ) -> None:
         if ts < wm - self.lateness:
             late.append((side, key, ts, value))
             return
@@ -282,8 +309,11 @@ class IntervalJoinState:
                 # A left can still meet a non-late right (rt >= cut) while lt + upper >= cut;
                 # a right can still meet a non-late left (lt >= cut) while rt - lower >= cut.
                 if self.outer:
-                    closed.extend((key, e[0] + self.upper, (e[1], None)) for e in lefts
-                                  if e[0] + self.upper < cut and not e[2])
+                    closed.extend(
+                        (key, e[0] + self.upper, (e[1], None))
+                        for e in lefts
+                        if e[0] + self.upper < cut and not e[2]
+                    )
                 lefts[:] = [e for e in lefts if e[0] + self.upper >= cut]
                 rights[:] = [e for e in rights if e[0] - self.lower >= cut]
                 if not lefts and not rights:
@@ -293,9 +323,16 @@ class IntervalJoinState:
         return closed
 
     def snapshot(self) -> dict[int, Any]:
-        return {kg: {k: (list(a), list(b)) for k, (a, b) in keys.items()}
-                for kg, keys in self.groups.items()}
+        return {
+            kg: {k: (list(a), list(b)) for k, (a, b) in keys.items()}
+            for kg, keys in self.groups.items()
+        }
 
     def restore(self, groups: dict[int, Any]) -> None:
-        self.groups = {kg: {k: ([e if len(e) == 3 else [e[0], e[1], False] for e in a], b)
-                            for k, (a, b) in keys.items()} for kg, keys in groups.items()}
+        self.groups = {
+            kg: {
+                k: ([e if len(e) == 3 else [e[0], e[1], False] for e in a], b)
+                for k, (a, b) in keys.items()
+            }
+            for kg, keys in groups.items()
+        }

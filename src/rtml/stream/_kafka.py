@@ -25,16 +25,18 @@ def _ck(who: str):
 
 def _check(fmt: str, who: str, timeout: float) -> None:
     if fmt not in _FORMATS:
-        raise StreamConfigError(f"{who} format must be one of {', '.join(_FORMATS)}, "
-                                f"got {fmt!r}")
+        raise StreamConfigError(f"{who} format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
     if not timeout > 0:
-        raise StreamConfigError(f"{who} timeout must be a positive number of seconds, got "
-                                f"{timeout!r}")
+        raise StreamConfigError(
+            f"{who} timeout must be a positive number of seconds, got {timeout!r}"
+        )
 
 
 def _unreachable(who: str, bootstrap: str, timeout: float, e: BaseException) -> ConnectorError:
-    return ConnectorError(f"{who} cannot reach Kafka at {bootstrap} within {timeout} s: {e}; "
-                          f"check that the brokers run there (and bootstrap)")
+    return ConnectorError(
+        f"{who} cannot reach Kafka at {bootstrap} within {timeout} s: {e}; "
+        f"check that the brokers run there (and bootstrap)"
+    )
 
 
 def _partition_ids(client, topic: str, bootstrap: str, timeout: float, who: str) -> list[int]:
@@ -45,9 +47,11 @@ def _partition_ids(client, topic: str, bootstrap: str, timeout: float, who: str)
         raise _unreachable(who, bootstrap, timeout, e) from e
     t = md.topics.get(topic)
     if t is None or t.error is not None or not t.partitions:
-        raise ConnectorError(f"{who}: topic {topic!r} is not available at {bootstrap}"
-                             f"{f' ({t.error})' if t is not None and t.error else ''}; create "
-                             f"it (or allow auto-creation)")
+        raise ConnectorError(
+            f"{who}: topic {topic!r} is not available at {bootstrap}"
+            f"{f' ({t.error})' if t is not None and t.error else ''}; create "
+            f"it (or allow auto-creation)"
+        )
     return sorted(t.partitions)
 
 
@@ -80,21 +84,34 @@ class KafkaSource(Source):
             exist, or the consumer fails.
     """
 
-    def __init__(self, topic: str, bootstrap: str, config: dict[str, Any] | None = None, *,
-                 start: str | int = "earliest", format: str = "bytes",
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        topic: str,
+        bootstrap: str,
+        config: dict[str, Any] | None = None,
+        *,
+        start: str | int = "earliest",
+        format: str = "bytes",
+        timeout: float = 10.0,
+    ) -> None:
         _check(format, "KafkaSource", timeout)
-        if start not in ("earliest", "latest") and not (isinstance(start, int)
-                                                        and start >= 0):
-            raise StreamConfigError(f"start must be 'earliest', 'latest' or an offset >= 0, "
-                                    f"got {start!r}")
+        if start not in ("earliest", "latest") and not (isinstance(start, int) and start >= 0):
+            raise StreamConfigError(
+                f"start must be 'earliest', 'latest' or an offset >= 0, got {start!r}"
+            )
         self.topic, self.bootstrap, self.config = topic, bootstrap, dict(config or {})
         self.start, self.format, self.timeout = start, format, timeout
 
     def _consumer(self):
-        conf = {"bootstrap.servers": self.bootstrap, "group.id": f"rtml-{self.topic}",
-                "enable.auto.commit": False, "enable.auto.offset.store": False,
-                "isolation.level": "read_committed", "log_level": 2, **self.config}
+        conf = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"rtml-{self.topic}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "log_level": 2,
+            **self.config,
+        }
         return _ck("KafkaSource").Consumer(conf)
 
     def partitions(self) -> list[str]:
@@ -108,8 +125,10 @@ class KafkaSource(Source):
     def open(self, partition: str, offset: Any | None) -> SourceReader:
         m = _PART.match(partition)
         if m is None or m.group(1) != self.topic:
-            raise StreamConfigError(f"KafkaSource({self.topic}) has no partition "
-                                    f"{partition!r}; partitions are named '{self.topic}[n]'")
+            raise StreamConfigError(
+                f"KafkaSource({self.topic}) has no partition "
+                f"{partition!r}; partitions are named '{self.topic}[n]'"
+            )
         c = self._consumer()
         try:
             return _KafkaReader(self, c, int(m.group(2)), offset)
@@ -126,17 +145,21 @@ class _KafkaReader(SourceReader):
         ck = _ck("KafkaSource")
         self._c, self._src, self._pid, self._ck = consumer, src, pid, ck
         self._name = f"{src.topic}[{pid}]"
-        if pid not in _partition_ids(consumer, src.topic, src.bootstrap, src.timeout,
-                                     "KafkaSource"):
-            raise ConnectorError(f"KafkaSource: {src.topic!r} has no partition {pid} (any "
-                                 f"more); a topic's partitions must not shrink")
+        if pid not in _partition_ids(
+            consumer, src.topic, src.bootstrap, src.timeout, "KafkaSource"
+        ):
+            raise ConnectorError(
+                f"KafkaSource: {src.topic!r} has no partition {pid} (any "
+                f"more); a topic's partitions must not shrink"
+            )
         if offset is None:
             if isinstance(src.start, int):
                 offset = src.start
             else:
                 try:
                     low, high = consumer.get_watermark_offsets(
-                        ck.TopicPartition(src.topic, pid), timeout=src.timeout)
+                        ck.TopicPartition(src.topic, pid), timeout=src.timeout
+                    )
                 except ck.KafkaException as e:
                     raise _unreachable("KafkaSource", src.bootstrap, src.timeout, e) from e
                 offset = low if src.start == "earliest" else high
@@ -175,8 +198,10 @@ class _KafkaReader(SourceReader):
             if err is not None:
                 if err.code() == ck.KafkaError._PARTITION_EOF:
                     continue
-                raise ConnectorError(f"KafkaSource failed reading {self._name} at {self._pos}: "
-                                     f"{err}; check the brokers at {self._src.bootstrap}")
+                raise ConnectorError(
+                    f"KafkaSource failed reading {self._name} at {self._pos}: "
+                    f"{err}; check the brokers at {self._src.bootstrap}"
+                )
             out.append(self._decode(msg))
             self._pos = msg.offset() + 1
         return out
@@ -188,7 +213,8 @@ class _KafkaReader(SourceReader):
         ck = self._ck
         try:
             _low, high = self._c.get_watermark_offsets(
-                ck.TopicPartition(self._src.topic, self._pid), cached=True)
+                ck.TopicPartition(self._src.topic, self._pid), cached=True
+            )
         except ck.KafkaException:
             return None
         return max(0, high - self._pos) if high >= 0 else None
@@ -196,8 +222,10 @@ class _KafkaReader(SourceReader):
     def ack(self, offset: Any) -> None:
         ck = self._ck
         try:
-            self._c.commit(offsets=[ck.TopicPartition(self._src.topic, self._pid, int(offset))],
-                           asynchronous=True)
+            self._c.commit(
+                offsets=[ck.TopicPartition(self._src.topic, self._pid, int(offset))],
+                asynchronous=True,
+            )
         except ck.KafkaException:
             pass  # committed offsets are only for monitoring: never fail the dataflow
 
@@ -235,15 +263,26 @@ class KafkaSink(Sink):
             encoded, or a transaction or delivery fails.
     """
 
-    def __init__(self, topic: str, bootstrap: str, exactly_once: bool = True,
-                 config: dict[str, Any] | None = None,
-                 key: str | Callable[[Any], str | bytes] | None = None, *,
-                 marker_topic: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        topic: str,
+        bootstrap: str,
+        exactly_once: bool = True,
+        config: dict[str, Any] | None = None,
+        key: str | Callable[[Any], str | bytes] | None = None,
+        *,
+        marker_topic: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         _check("bytes", "KafkaSink", timeout)
         if key is not None and not isinstance(key, str) and not callable(key):
-            raise StreamConfigError(f"key must be None, a field name or a function, got "
-                                    f"{key!r}")
-        self.topic, self.bootstrap, self.config, self.key = topic, bootstrap, dict(config or {}), key
+            raise StreamConfigError(f"key must be None, a field name or a function, got {key!r}")
+        self.topic, self.bootstrap, self.config, self.key = (
+            topic,
+            bootstrap,
+            dict(config or {}),
+            key,
+        )
         self.exactly_once, self.timeout = bool(exactly_once), timeout
         self.marker_topic = marker_topic or f"{topic}.rtml-epochs"
 
@@ -262,8 +301,10 @@ def _value(record: Any) -> bytes:
     try:
         return json.dumps(record, separators=(",", ":")).encode()
     except (TypeError, ValueError) as e:
-        raise ConnectorError(f"KafkaSink cannot encode a record as JSON: {e}; map records to "
-                             f"bytes, str or JSON-compatible values before the sink") from e
+        raise ConnectorError(
+            f"KafkaSink cannot encode a record as JSON: {e}; map records to "
+            f"bytes, str or JSON-compatible values before the sink"
+        ) from e
 
 
 class _KafkaWriter(SinkWriter):
@@ -271,8 +312,12 @@ class _KafkaWriter(SinkWriter):
         ck = _ck("KafkaSink")
         self._s, self._w, self._ck = sink, writer_id, ck
         self._errors: list[str] = []
-        conf: dict[str, Any] = {"bootstrap.servers": sink.bootstrap, "log_level": 2,
-                                "acks": "all", "enable.idempotence": True}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": sink.bootstrap,
+            "log_level": 2,
+            "acks": "all",
+            "enable.idempotence": True,
+        }
         if sink.exactly_once:
             conf["transactional.id"] = f"rtml-{writer_id}"
             conf["transaction.timeout.ms"] = max(60000, int(sink.timeout * 2000))
@@ -295,10 +340,17 @@ class _KafkaWriter(SinkWriter):
         """The highest committed epoch of this writer id on the marker partition, or -1."""
         ck, s = self._ck, self._s
         _partition_ids(self._p, s.marker_topic, s.bootstrap, s.timeout, "KafkaSink")
-        c = ck.Consumer({"bootstrap.servers": s.bootstrap, "group.id": f"rtml-{self._w}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True, "fetch.wait.max.ms": 10,
-                         "log_level": 2})
+        c = ck.Consumer(
+            {
+                "bootstrap.servers": s.bootstrap,
+                "group.id": f"rtml-{self._w}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,
+                "log_level": 2,
+            }
+        )
         last, me = -1, self._w.encode()
         try:
             c.assign([ck.TopicPartition(s.marker_topic, 0, ck.OFFSET_BEGINNING)])
@@ -306,9 +358,11 @@ class _KafkaWriter(SinkWriter):
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ConnectorError(f"KafkaSink could not read the epoch markers on "
-                                         f"{s.marker_topic!r} at {s.bootstrap} within "
-                                         f"{s.timeout} s; check the brokers")
+                    raise ConnectorError(
+                        f"KafkaSink could not read the epoch markers on "
+                        f"{s.marker_topic!r} at {s.bootstrap} within "
+                        f"{s.timeout} s; check the brokers"
+                    )
                 msg = c.poll(min(left, 0.2))
                 if msg is None:
                     continue
@@ -334,9 +388,11 @@ class _KafkaWriter(SinkWriter):
                 return
             except BufferError:  # the local queue is full: let it drain
                 if time.monotonic() > deadline:
-                    raise ConnectorError(f"KafkaSink: the producer queue stayed full for "
-                                         f"{self._s.timeout} s; check the brokers at "
-                                         f"{self._s.bootstrap}") from None
+                    raise ConnectorError(
+                        f"KafkaSink: the producer queue stayed full for "
+                        f"{self._s.timeout} s; check the brokers at "
+                        f"{self._s.bootstrap}"
+                    ) from None
                 self._p.poll(0.1)
 
     def _delivered(self, err, _msg) -> None:
@@ -352,8 +408,9 @@ class _KafkaWriter(SinkWriter):
         try:
             v = record[k]
         except (KeyError, TypeError, IndexError) as e:
-            raise ConnectorError(f"KafkaSink: record has no key field {k!r}: {record!r:.200}")\
-                from e
+            raise ConnectorError(
+                f"KafkaSink: record has no key field {k!r}: {record!r:.200}"
+            ) from e
         return v if isinstance(v, (str, bytes)) else str(v)
 
     def _send(self, records: list[Any]) -> None:
@@ -367,13 +424,14 @@ class _KafkaWriter(SinkWriter):
     def flush(self) -> None:
         left = self._p.flush(self._s.timeout)
         if left:
-            raise ConnectorError(f"KafkaSink: {left} records were not delivered within "
-                                 f"{self._s.timeout} s; check the brokers at "
-                                 f"{self._s.bootstrap}")
+            raise ConnectorError(
+                f"KafkaSink: {left} records were not delivered within "
+                f"{self._s.timeout} s; check the brokers at "
+                f"{self._s.bootstrap}"
+            )
         if self._errors:
             errs, self._errors = self._errors, []
-            raise ConnectorError(f"KafkaSink: {len(errs)} records were not delivered: "
-                                 f"{errs[0]}")
+            raise ConnectorError(f"KafkaSink: {len(errs)} records were not delivered: {errs[0]}")
 
     def last_epoch(self) -> int | None:
         """The last epoch committed for this writer id (-1: none), None if not known now."""
@@ -395,15 +453,16 @@ class _KafkaWriter(SinkWriter):
         except ck.KafkaException as e:
             self._last = None
             err = e.args[0] if e.args else None
-            if err is not None and hasattr(err, "txn_requires_abort") and \
-                    err.txn_requires_abort():
+            if err is not None and hasattr(err, "txn_requires_abort") and err.txn_requires_abort():
                 try:
                     self._p.abort_transaction(s.timeout)
                 except ck.KafkaException:
                     pass
-            raise ConnectorError(f"KafkaSink: the transaction of epoch {epoch} for "
-                                 f"{self._w!r} failed: {e}; the epoch is retried on recovery "
-                                 f"(check the brokers at {s.bootstrap})") from e
+            raise ConnectorError(
+                f"KafkaSink: the transaction of epoch {epoch} for "
+                f"{self._w!r} failed: {e}; the epoch is retried on recovery "
+                f"(check the brokers at {s.bootstrap})"
+            ) from e
         self._last = epoch
 
     def _close_producer(self) -> None:

@@ -56,8 +56,11 @@ class Plan:
 
     def channels(self, stage: int) -> list[tuple[int, int]]:
         """The input channels of an actor of ``stage``: (edge id, upstream actor index)."""
-        return [(e, i) for e in self.stages[stage].inputs
-                for i in range(self.stages[self.edges[e].src_stage].parallelism)]
+        return [
+            (e, i)
+            for e in self.stages[stage].inputs
+            for i in range(self.stages[self.edges[e].src_stage].parallelism)
+        ]
 
     def actor_name(self, stage: int, index: int) -> str:
         return f"{self.name}:{self.stages[stage].name}:{index}"
@@ -70,11 +73,14 @@ def plan(flow: Dataflow, parallelism: int, partitions: dict[int, list[str]]) -> 
         raise StreamConfigError(f"parallelism must be a positive int, got {parallelism!r}")
     nodes = {n.id: n for n in flow.nodes}
     if not any(n.kind == "source" for n in flow.nodes):
-        raise StreamConfigError(f"dataflow {flow.name!r} has no source: add one with "
-                                "flow.source(...)")
+        raise StreamConfigError(
+            f"dataflow {flow.name!r} has no source: add one with flow.source(...)"
+        )
     if not any(n.kind == "sink" for n in flow.nodes):
-        raise StreamConfigError(f"dataflow {flow.name!r} has no sink: its output would go "
-                                "nowhere; add one with stream.sink(...)")
+        raise StreamConfigError(
+            f"dataflow {flow.name!r} has no sink: its output would go "
+            "nowhere; add one with stream.sink(...)"
+        )
     stages: list[Stage] = []
     edges: list[Edge] = []
     stage_of: dict[int, int] = {}
@@ -84,8 +90,13 @@ def plan(flow: Dataflow, parallelism: int, partitions: dict[int, list[str]]) -> 
             parts = partitions[n.id]
             if not parts:
                 raise StreamConfigError(f"source {n.name!r} has no partitions")
-            st = Stage(len(stages), n.name, "source", partitions=list(parts),
-                       parallelism=min(parallelism, len(parts)))
+            st = Stage(
+                len(stages),
+                n.name,
+                "source",
+                partitions=list(parts),
+                parallelism=min(parallelism, len(parts)),
+            )
             stages.append(st)
         elif any(shuffled for _, _, shuffled in n.inputs):
             st = Stage(len(stages), n.name, "keyed", parallelism=parallelism)
@@ -107,8 +118,10 @@ def plan(flow: Dataflow, parallelism: int, partitions: dict[int, list[str]]) -> 
             if st.kind != "source":
                 raise StreamConfigError(
                     f"with_event_time ({n.name!r}) must come before key_by, in the part of the "
-                    "dataflow that reads the source (watermarks start at the source)")
+                    "dataflow that reads the source (watermarks start at the source)"
+                )
             if sum(nodes[x].kind == "event_time" for x in st.nodes) > 1:
-                raise StreamConfigError("one with_event_time per source: set it once, right "
-                                        "after flow.source(...)")
+                raise StreamConfigError(
+                    "one with_event_time per source: set it once, right after flow.source(...)"
+                )
     return Plan(flow.name, nodes, stages, edges, stage_of, consumers)

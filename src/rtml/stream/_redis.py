@@ -23,8 +23,11 @@ def _connect(address: str, connect_timeout: float, socket_timeout: float, who: s
     from redis.retry import Retry
 
     # no silent retries: an unreachable server is reported within connect_timeout
-    opts = {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout,
-            "retry": Retry(NoBackoff(), 0)}
+    opts = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
     try:
         if "://" in address:
             client = redis.Redis.from_url(address, **opts)
@@ -32,15 +35,18 @@ def _connect(address: str, connect_timeout: float, socket_timeout: float, who: s
             host, _, port = address.rpartition(":")
             client = redis.Redis(host=host or "127.0.0.1", port=int(port), **opts)
     except ValueError as e:
-        raise StreamConfigError(f"{who}: bad Redis address {address!r} (use 'host:port' or a "
-                                f"redis:// URL): {e}") from e
+        raise StreamConfigError(
+            f"{who}: bad Redis address {address!r} (use 'host:port' or a redis:// URL): {e}"
+        ) from e
     try:
         client.ping()
     except redis.RedisError as e:
         client.close()
-        raise ConnectorError(f"{who} cannot reach Redis at {address} within "
-                             f"{connect_timeout} s: {e}; check that redis-server runs there "
-                             f"(and the address)") from e
+        raise ConnectorError(
+            f"{who} cannot reach Redis at {address} within "
+            f"{connect_timeout} s: {e}; check that redis-server runs there "
+            f"(and the address)"
+        ) from e
     return client
 
 
@@ -52,8 +58,9 @@ def _errors(who: str, address: str, what: str) -> Iterator[None]:
     except redis.ResponseError as e:
         raise ConnectorError(f"{who}: Redis at {address} rejected {what}: {e}") from e
     except redis.RedisError as e:
-        raise ConnectorError(f"{who} lost Redis at {address} during {what}: {e}; check that "
-                             f"redis-server runs there") from e
+        raise ConnectorError(
+            f"{who} lost Redis at {address} during {what}: {e}; check that redis-server runs there"
+        ) from e
 
 
 def _id(entry_id: bytes | str) -> str:
@@ -93,24 +100,35 @@ class RedisStreamSource(Source):
             ``partitions``/``open``/``read``), or rejects a command.
     """
 
-    def __init__(self, streams: str | Sequence[str], address: str = "127.0.0.1:6379", *,
-                 group: str = "rtml", consumer: str | None = None, start: str = "0",
-                 binary: bool = False, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        streams: str | Sequence[str],
+        address: str = "127.0.0.1:6379",
+        *,
+        group: str = "rtml",
+        consumer: str | None = None,
+        start: str = "0",
+        binary: bool = False,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self.streams = [streams] if isinstance(streams, str) else list(streams)
         if not self.streams or not all(isinstance(s, str) and s for s in self.streams):
-            raise StreamConfigError(f"RedisStreamSource needs stream keys (non-empty str), "
-                                    f"got {streams!r}")
+            raise StreamConfigError(
+                f"RedisStreamSource needs stream keys (non-empty str), got {streams!r}"
+            )
         self.address, self.group, self.consumer, self.start = address, group, consumer, start
         self.binary, self.connect_timeout = binary, connect_timeout
 
     def partitions(self) -> list[str]:
-        _connect(self.address, self.connect_timeout, self.connect_timeout,
-                 "RedisStreamSource").close()  # fail on the driver if it is unreachable
+        _connect(
+            self.address, self.connect_timeout, self.connect_timeout, "RedisStreamSource"
+        ).close()  # fail on the driver if it is unreachable
         return list(dict.fromkeys(self.streams))
 
     def open(self, partition: str, offset: Any | None) -> SourceReader:
-        client = _connect(self.address, self.connect_timeout, self.connect_timeout + 30.0,
-                          "RedisStreamSource")
+        client = _connect(
+            self.address, self.connect_timeout, self.connect_timeout + 30.0, "RedisStreamSource"
+        )
         try:
             return _RedisReader(self, client, partition, offset)
         except BaseException:
@@ -129,8 +147,7 @@ class _RedisReader(SourceReader):
         self._max_block = max(1, int(src.connect_timeout + 30.0 - 1.0) * 1000)
         start = src.start if offset is None else str(offset)
         redis = optional_import("redis", "stream", "rtml.stream's RedisStreamSource")
-        with _errors("RedisStreamSource", self._addr, f"setting group {self._group!r} on "
-                                                      f"{key!r}"):
+        with _errors("RedisStreamSource", self._addr, f"setting group {self._group!r} on {key!r}"):
             try:
                 self._c.xgroup_create(key, self._group, id=start, mkstream=True)
             except redis.ResponseError as e:
@@ -153,8 +170,13 @@ class _RedisReader(SourceReader):
     def read(self, max_records: int, timeout: float) -> list[Any]:
         block = None if timeout <= 0 else min(max(1, int(timeout * 1000)), self._max_block)
         with _errors("RedisStreamSource", self._addr, f"XREADGROUP on {self._key!r}"):
-            resp = self._c.xreadgroup(self._group, self._consumer, {self._key: ">"},
-                                      count=max(1, max_records), block=block)
+            resp = self._c.xreadgroup(
+                self._group,
+                self._consumer,
+                {self._key: ">"},
+                count=max(1, max_records),
+                block=block,
+            )
         out: list[Any] = []
         for _stream, entries in resp or []:
             for entry_id, fields in entries:
@@ -167,8 +189,9 @@ class _RedisReader(SourceReader):
                 try:
                     out.append({k.decode(): v.decode() for k, v in fields.items()})
                 except UnicodeDecodeError as e:
-                    out.append(Malformed(dict(fields), f"a field is not UTF-8: {e}",
-                                         f"{self._key}@{eid}"))
+                    out.append(
+                        Malformed(dict(fields), f"a field is not UTF-8: {e}", f"{self._key}@{eid}")
+                    )
         return out
 
     def offset(self) -> str:
@@ -191,14 +214,15 @@ class _RedisReader(SourceReader):
             # The ids this reader read, no scan of the pending list; in small XACKs with a
             # pause between, so the read loop (same process, same GIL) is never held long.
             for i in range(0, len(ids), 500):
-                self._c.xack(self._key, self._group, *ids[i:i + 500])
+                self._c.xack(self._key, self._group, *ids[i : i + 500])
                 time.sleep(0.001)
             if self._swept:
                 return
             self._swept = True
             while True:  # once: what a reader before a restart read and never acked
-                pending = self._c.xpending_range(self._key, self._group, min="-", max=end,
-                                                 count=1000)
+                pending = self._c.xpending_range(
+                    self._key, self._group, min="-", max=end, count=1000
+                )
                 if not pending:
                     return
                 self._c.xack(self._key, self._group, *[p["message_id"] for p in pending])
@@ -216,11 +240,16 @@ def _fields(record: Any) -> dict[Any, Any]:
     if not isinstance(record, dict):
         return {"value": json.dumps(record)}
     if not record:
-        raise ConnectorError("RedisStreamSink cannot XADD an empty dict (a stream entry needs "
-                             "a field); drop empty records before the sink")
-    return {k if isinstance(k, (str, bytes)) else str(k):
-            v if isinstance(v, _PLAIN) and not isinstance(v, bool) else json.dumps(v)
-            for k, v in record.items()}
+        raise ConnectorError(
+            "RedisStreamSink cannot XADD an empty dict (a stream entry needs "
+            "a field); drop empty records before the sink"
+        )
+    return {
+        k if isinstance(k, (str, bytes)) else str(k): v
+        if isinstance(v, _PLAIN) and not isinstance(v, bool)
+        else json.dumps(v)
+        for k, v in record.items()
+    }
 
 
 class RedisStreamSink(Sink):
@@ -248,9 +277,15 @@ class RedisStreamSink(Sink):
             write, or a record cannot be encoded.
     """
 
-    def __init__(self, stream: str, address: str = "127.0.0.1:6379", *,
-                 exactly_once: bool = True, maxlen: int | None = None,
-                 connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        stream: str,
+        address: str = "127.0.0.1:6379",
+        *,
+        exactly_once: bool = True,
+        maxlen: int | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
         if not isinstance(stream, str) or not stream:
             raise StreamConfigError(f"RedisStreamSink needs a stream key, got {stream!r}")
         if maxlen is not None and (not isinstance(maxlen, int) or maxlen < 1):
@@ -264,9 +299,13 @@ class RedisStreamSink(Sink):
         return f"{self.stream}:rtml-epochs"
 
     def open(self, writer_id: str, index: int, count: int) -> SinkWriter:
-        return _RedisWriter(self, _connect(self.address, self.connect_timeout,
-                                           self.connect_timeout + 30.0, "RedisStreamSink"),
-                            writer_id)
+        return _RedisWriter(
+            self,
+            _connect(
+                self.address, self.connect_timeout, self.connect_timeout + 30.0, "RedisStreamSink"
+            ),
+            writer_id,
+        )
 
     def describe(self) -> str:
         return f"RedisStreamSink({self.stream})"
@@ -278,8 +317,12 @@ class _RedisWriter(SinkWriter):
 
     def _xadds(self, pipe, records: list[Any]) -> None:
         for r in records:
-            pipe.xadd(self._s.stream, _fields(r), maxlen=self._s.maxlen,
-                      approximate=self._s.maxlen is not None)
+            pipe.xadd(
+                self._s.stream,
+                _fields(r),
+                maxlen=self._s.maxlen,
+                approximate=self._s.maxlen is not None,
+            )
 
     def write(self, records: list[Any]) -> None:
         if not records:
@@ -293,9 +336,14 @@ class _RedisWriter(SinkWriter):
         redis = optional_import("redis", "stream", "rtml.stream's RedisStreamSink")
         key = self._s.epochs_key
         for _ in range(10):
-            with (_errors("RedisStreamSink", self._s.address,
-                          f"the transaction of epoch {epoch} on {self._s.stream!r}"),
-                  self._c.pipeline(transaction=True) as pipe):
+            with (
+                _errors(
+                    "RedisStreamSink",
+                    self._s.address,
+                    f"the transaction of epoch {epoch} on {self._s.stream!r}",
+                ),
+                self._c.pipeline(transaction=True) as pipe,
+            ):
                 try:
                     pipe.watch(key)
                     last = pipe.hget(key, self._w)
@@ -308,9 +356,11 @@ class _RedisWriter(SinkWriter):
                     return
                 except redis.WatchError:
                     continue  # another writer changed the hash: look again
-        raise ConnectorError(f"RedisStreamSink: the epochs hash {key!r} kept changing while "
-                             f"writing epoch {epoch} for {self._w!r}; is another dataflow "
-                             f"writing with the same writer id?")
+        raise ConnectorError(
+            f"RedisStreamSink: the epochs hash {key!r} kept changing while "
+            f"writing epoch {epoch} for {self._w!r}; is another dataflow "
+            f"writing with the same writer id?"
+        )
 
     def last_epoch(self) -> int | None:
         """The last epoch written for this writer id, or None."""

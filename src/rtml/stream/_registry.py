@@ -21,8 +21,9 @@ class _Registry:
 
     def report(self, key: str, metrics: dict[str, Any]) -> None:
         self.runs[key] = {**metrics, "updated": time.time()}
-        ended = [k for k, m in self.runs.items() if m.get("status") in
-                 ("finished", "stopped", "failed")]
+        ended = [
+            k for k, m in self.runs.items() if m.get("status") in ("finished", "stopped", "failed")
+        ]
         for k in sorted(ended, key=lambda k: self.runs[k]["updated"])[:-_KEEP_ENDED]:
             del self.runs[k]
 
@@ -32,12 +33,14 @@ class _Registry:
 
 def registry(engine: Any) -> Any:
     """The cluster's registry actor (created by the first dataflow that reports)."""
-    return engine.remote(num_cpus=0, name=NAME, namespace=NAMESPACE, lifetime="detached",
-                         get_if_exists=True)(_Registry).remote()
+    return engine.remote(
+        num_cpus=0, name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    )(_Registry).remote()
 
 
-def list_streams(engine: Any = None, timeout: float = 10.0, *,
-                 summary: bool = False) -> list[dict[str, Any]]:
+def list_streams(
+    engine: Any = None, timeout: float = 10.0, *, summary: bool = False
+) -> list[dict[str, Any]]:
     """Every dataflow that ran on this cluster (newest first; the last 50 that ended are
     kept), each as its latest ``run.metrics()`` plus ``updated`` (a Unix time).
 
@@ -60,20 +63,27 @@ def summary_row(m: dict[str, Any]) -> dict[str, Any]:
     """One flat row of a dataflow's metrics (for tables: the CLI, the dashboard panel)."""
     ops = m.get("operators", {})
     sources = m.get("sources", {})
-    marks = [w for w in m.get("watermarks", {}).values()
-             if isinstance(w, (int, float)) and abs(w) != float("inf")]
+    marks = [
+        w
+        for w in m.get("watermarks", {}).values()
+        if isinstance(w, (int, float)) and abs(w) != float("inf")
+    ]
     ckpt = m.get("checkpoint", {})
     rates = [c.get("rate") for c in ops.values() if c.get("rate") is not None]
     lags = [p.get("lag") for p in sources.values() if p.get("lag") is not None]
-    return {"name": m.get("name"), "status": m.get("status"),
-            "parallelism": m.get("parallelism"),
-            "events_in": sum(p.get("read", 0) for p in sources.values()),
-            "rate": round(max(rates), 1) if rates else None,
-            "lag": sum(lags) if lags else None,
-            "watermark": round(min(marks), 3) if marks else None,
-            "checkpoint": ckpt.get("last_id"),
-            "checkpoint_age_s": round(ckpt.get("age_s", 0.0), 1),
-            "restarts": m.get("restarts"), "dead_letters": m.get("dead_letters")}
+    return {
+        "name": m.get("name"),
+        "status": m.get("status"),
+        "parallelism": m.get("parallelism"),
+        "events_in": sum(p.get("read", 0) for p in sources.values()),
+        "rate": round(max(rates), 1) if rates else None,
+        "lag": sum(lags) if lags else None,
+        "watermark": round(min(marks), 3) if marks else None,
+        "checkpoint": ckpt.get("last_id"),
+        "checkpoint_age_s": round(ckpt.get("age_s", 0.0), 1),
+        "restarts": m.get("restarts"),
+        "dead_letters": m.get("dead_letters"),
+    }
 
 
 def panel_rows() -> list[dict[str, Any]]:

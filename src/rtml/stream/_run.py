@@ -40,10 +40,18 @@ _FATAL = (UserFunctionError, StreamConfigError, ConnectorError)
 RUNS: dict[str, Run] = {}  # name -> the latest Run started in this process
 
 
-def start(flow: Dataflow, *, parallelism: int = 1, checkpoint_every: float | None = 1.0,
-          checkpoint_dir: str | None = None, resume: bool = False, engine: Any = None,
-          max_restarts: int = 10, max_batch: int = 1024,
-          actor_options: dict[str, Any] | None = None) -> Run:
+def start(
+    flow: Dataflow,
+    *,
+    parallelism: int = 1,
+    checkpoint_every: float | None = 1.0,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
+    engine: Any = None,
+    max_restarts: int = 10,
+    max_batch: int = 1024,
+    actor_options: dict[str, Any] | None = None,
+) -> Run:
     """Start ``flow`` on the engine and return its :class:`Run`.
 
     Args:
@@ -63,12 +71,23 @@ def start(flow: Dataflow, *, parallelism: int = 1, checkpoint_every: float | Non
         ConnectorError: a source cannot list its partitions (e.g. broker unreachable).
     """
     if checkpoint_every is not None and not checkpoint_every > 0:
-        raise StreamConfigError(f"checkpoint_every must be a positive number of seconds or "
-                                f"None, got {checkpoint_every!r}")
+        raise StreamConfigError(
+            f"checkpoint_every must be a positive number of seconds or "
+            f"None, got {checkpoint_every!r}"
+        )
     if not isinstance(max_batch, int) or max_batch < 1:
         raise StreamConfigError(f"max_batch must be a positive int, got {max_batch!r}")
-    return Run(flow, parallelism, checkpoint_every, checkpoint_dir, resume, engine,
-               max_restarts, max_batch, actor_options or {})
+    return Run(
+        flow,
+        parallelism,
+        checkpoint_every,
+        checkpoint_dir,
+        resume,
+        engine,
+        max_restarts,
+        max_batch,
+        actor_options or {},
+    )
 
 
 def _causes(e: BaseException | None):
@@ -109,7 +128,8 @@ def _shippable(plan: Any) -> Any:
     for nid, node in plan.nodes.items():
         if node.kind == "join_as_of":
             node = dataclasses.replace(
-                node, params={**node.params, "table": _TableInfo(node.params["table"])})
+                node, params={**node.params, "table": _TableInfo(node.params["table"])}
+            )
         nodes[nid] = node
     return dataclasses.replace(plan, nodes=nodes)
 
@@ -117,15 +137,26 @@ def _shippable(plan: Any) -> Any:
 class Run:
     """A running dataflow. Made by ``flow.run(...)``; see :func:`start`."""
 
-    def __init__(self, flow: Dataflow, parallelism: int, checkpoint_every: float | None,
-                 checkpoint_dir: str | None, resume: bool, engine: Any, max_restarts: int,
-                 max_batch: int, actor_options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        flow: Dataflow,
+        parallelism: int,
+        checkpoint_every: float | None,
+        checkpoint_dir: str | None,
+        resume: bool,
+        engine: Any,
+        max_restarts: int,
+        max_batch: int,
+        actor_options: dict[str, Any],
+    ) -> None:
         self.name = flow.name
         self.engine = resolve(engine)
-        self._engine_arg = engine if isinstance(engine, str) or engine is None \
-            else engine.__name__
-        self.checkpoint_every, self.max_restarts, self.max_batch = \
-            checkpoint_every, max_restarts, max_batch
+        self._engine_arg = engine if isinstance(engine, str) or engine is None else engine.__name__
+        self.checkpoint_every, self.max_restarts, self.max_batch = (
+            checkpoint_every,
+            max_restarts,
+            max_batch,
+        )
         self._actor_options = {"num_cpus": 0, "scheduling_strategy": "SPREAD", **actor_options}
         self._start_timeout = 120.0
         partitions = {}
@@ -161,14 +192,16 @@ class Run:
         self._last_report = 0.0
         self.last_report: dict[str, Any] | None = None
         register_panel("streams", "Streams (rtml.stream)", panel_rows)
-        self._thread = threading.Thread(target=self._coordinate, daemon=True,
-                                        name=f"rtml-stream-{self.name}")
+        self._thread = threading.Thread(
+            target=self._coordinate, daemon=True, name=f"rtml-stream-{self.name}"
+        )
         self._thread.start()
 
     # -- public ----------------------------------------------------------------------------
 
-    def wait(self, timeout: float | None = None, *, progress: bool = False,
-             file: Any = None) -> None:
+    def wait(
+        self, timeout: float | None = None, *, progress: bool = False, file: Any = None
+    ) -> None:
         """Block until the run ends: its bounded sources are exhausted and everything is
         written (or it was stopped).
 
@@ -184,8 +217,10 @@ class Run:
         if progress:
             self._draw_until_done(timeout, file or sys.stderr)
         if not self._done.wait(timeout):
-            raise TimeoutError(f"dataflow {self.name!r} still running after {timeout} s "
-                               f"(status {self.status}); call run.stop() to end it")
+            raise TimeoutError(
+                f"dataflow {self.name!r} still running after {timeout} s "
+                f"(status {self.status}); call run.stop() to end it"
+            )
         if self.error is not None:
             raise self.error
 
@@ -221,9 +256,11 @@ class Run:
             if not self._done.wait(timeout):
                 self._teardown(graceful=False)
                 self._finish("stopped", None)
-                raise TimeoutError(f"dataflow {self.name!r} did not drain in {timeout} s; its "
-                                   f"actors were killed (resume continues from checkpoint "
-                                   f"{self.last_checkpoint})")
+                raise TimeoutError(
+                    f"dataflow {self.name!r} did not drain in {timeout} s; its "
+                    f"actors were killed (resume continues from checkpoint "
+                    f"{self.last_checkpoint})"
+                )
         if self.error is not None and self.status == "failed":
             raise self.error
 
@@ -238,8 +275,10 @@ class Run:
             self._table_refs[name] = self._put_table(self._tables[name])
             for st in self.plan.stages:
                 if any(self.plan.nodes[n].name == name for n in st.nodes):
-                    refs += [a.update_table.remote(name, self._table_refs[name])
-                             for a in self._actors[st.id]]
+                    refs += [
+                        a.update_table.remote(name, self._table_refs[name])
+                        for a in self._actors[st.id]
+                    ]
         self.engine.get(refs, timeout=timeout)
 
     def metrics(self, timeout: float = 10.0) -> dict[str, Any]:
@@ -274,11 +313,21 @@ class Run:
             for name, agg in ops.items():
                 agg["rate"] = (agg["out"] - prev.get(name, 0)) / max(now - t0, 1e-9)
         self._prev_metrics = (now, {n: a["out"] for n, a in ops.items()})
-        return {"name": self.name, "status": self.status, "restarts": self.restarts,
-                "parallelism": self.parallelism, "operators": ops, "sources": sources,
-                "watermarks": marks, "dead_letters": dead,
-                "checkpoint": {"last_id": self.last_checkpoint, "store": self.store.describe(),
-                               "age_s": now - self._last_ckpt_time}}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "restarts": self.restarts,
+            "parallelism": self.parallelism,
+            "operators": ops,
+            "sources": sources,
+            "watermarks": marks,
+            "dead_letters": dead,
+            "checkpoint": {
+                "last_id": self.last_checkpoint,
+                "store": self.store.describe(),
+                "age_s": now - self._last_ckpt_time,
+            },
+        }
 
     def __repr__(self) -> str:
         return f"<rtml.stream Run {self.name!r} {self.status}>"
@@ -306,18 +355,35 @@ class Run:
                 if st.kind == "source":
                     opts["max_concurrency"] = 8
                     cls = eng.remote(**opts)(SourceWorker)
-                    h = cls.remote(self._plan_ref, st.id, i, st.parallelism, downstream,
-                                   self._engine_arg, st.partitions[i::st.parallelism],
-                                   parts_ref, self.max_batch)
+                    h = cls.remote(
+                        self._plan_ref,
+                        st.id,
+                        i,
+                        st.parallelism,
+                        downstream,
+                        self._engine_arg,
+                        st.partitions[i :: st.parallelism],
+                        parts_ref,
+                        self.max_batch,
+                    )
                 else:
                     opts["max_concurrency"] = WINDOW * len(plan.channels(st.id)) + 8
                     cls = eng.remote(**opts)(StageWorker)
-                    h = cls.remote(self._plan_ref, st.id, i, st.parallelism, downstream,
-                                   self._engine_arg, parts_ref, self._table_refs)
+                    h = cls.remote(
+                        self._plan_ref,
+                        st.id,
+                        i,
+                        st.parallelism,
+                        downstream,
+                        self._engine_arg,
+                        parts_ref,
+                        self._table_refs,
+                    )
                 handles.append(h)
             self._actors[st.id] = handles
-        self._sources = [h for st in plan.stages if st.kind == "source"
-                         for h in self._actors[st.id]]
+        self._sources = [
+            h for st in plan.stages if st.kind == "source" for h in self._actors[st.id]
+        ]
         # Every actor up before any source reads: a constructor that fails (a table that
         # does not unpickle, a sink that cannot open) fails the start, not the first batch.
         eng.get([a.ping.remote() for a in self._all_actors()], timeout=self._start_timeout)
@@ -368,8 +434,9 @@ class Run:
         while not self._done.is_set():
             try:
                 if not self.engine.is_initialized():
-                    self.error = StreamError(f"dataflow {self.name!r}: the runtime was shut "
-                                             "down while it ran")
+                    self.error = StreamError(
+                        f"dataflow {self.name!r}: the runtime was shut down while it ran"
+                    )
                     self._finish("failed", self.error)
                     return
                 self._step()
@@ -393,8 +460,11 @@ class Run:
             eng.get(r, timeout=10)  # raises what stopped the loop, if it failed
         now = time.monotonic()
         if now - self._last_ping > 0.5:
-            done, _ = eng.wait(self._pings, num_returns=len(self._pings), timeout=0) \
-                if self._pings else ([], [])
+            done, _ = (
+                eng.wait(self._pings, num_returns=len(self._pings), timeout=0)
+                if self._pings
+                else ([], [])
+            )
             for r in done:
                 eng.get(r, timeout=10)
             self._pings = [a.ping.remote() for a in self._all_actors()]
@@ -406,8 +476,10 @@ class Run:
             self._trigger("stop")
         elif self._sources_exhausted():
             self._trigger("final")
-        elif self.checkpoint_every is not None and \
-                now - self._last_ckpt_time >= self.checkpoint_every:
+        elif (
+            self.checkpoint_every is not None
+            and now - self._last_ckpt_time >= self.checkpoint_every
+        ):
             self._trigger("checkpoint")
 
     def _report(self, force: bool = False) -> None:
@@ -430,8 +502,9 @@ class Run:
         if self._exhausted_check is None:
             self._exhausted_check = [s.status.remote() for s in self._sources]
             return False
-        ready, _ = self.engine.wait(self._exhausted_check,
-                                    num_returns=len(self._exhausted_check), timeout=0)
+        ready, _ = self.engine.wait(
+            self._exhausted_check, num_returns=len(self._exhausted_check), timeout=0
+        )
         if len(ready) < len(self._exhausted_check):
             return False
         states = self.engine.get(self._exhausted_check, timeout=10)
@@ -443,8 +516,11 @@ class Run:
         self._next_id += 1
         for s in self._sources:
             s.trigger.remote(n, mode)
-        parts = {(sid, i): a.snapshot_part.remote(n, 30.0)
-                 for sid, hs in self._actors.items() for i, a in enumerate(hs)}
+        parts = {
+            (sid, i): a.snapshot_part.remote(n, 30.0)
+            for sid, hs in self._actors.items()
+            for i, a in enumerate(hs)
+        }
         self._ckpt = (n, mode, parts)
 
     def _progress_checkpoint(self) -> None:
@@ -460,9 +536,12 @@ class Run:
             for sid, i in missing:
                 parts[(sid, i)] = self._actors[sid][i].snapshot_part.remote(n, 30.0)
             return
-        data = {"plan": {st.name: st.parallelism for st in self.plan.stages},
-                "parts": {st.name: [got[(st.id, i)] for i in range(st.parallelism)]
-                          for st in self.plan.stages}}
+        data = {
+            "plan": {st.name: st.parallelism for st in self.plan.stages},
+            "parts": {
+                st.name: [got[(st.id, i)] for i in range(st.parallelism)] for st in self.plan.stages
+            },
+        }
         self.store.write(n, data)
         self.last_checkpoint = n
         self._last_ckpt_time = time.monotonic()

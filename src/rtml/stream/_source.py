@@ -31,20 +31,30 @@ class IterableSource(Source):
     The offset is the number of items of the partition already read.
     """
 
-    def __init__(self, data: Sequence[Any] | Callable[[], Iterable[Any]], *,
-                 partitions: int = 1, rate: float | None = None) -> None:
+    def __init__(
+        self,
+        data: Sequence[Any] | Callable[[], Iterable[Any]],
+        *,
+        partitions: int = 1,
+        rate: float | None = None,
+    ) -> None:
         if hasattr(data, "__next__"):
-            raise StreamConfigError("IterableSource cannot replay an iterator or generator "
-                                    "after a restart (nor send it to an actor): pass a list, "
-                                    "or a function that returns the iterator")
+            raise StreamConfigError(
+                "IterableSource cannot replay an iterator or generator "
+                "after a restart (nor send it to an actor): pass a list, "
+                "or a function that returns the iterator"
+            )
         if not callable(data) and not isinstance(data, Sequence):
-            raise StreamConfigError(f"IterableSource takes a sequence or a function returning "
-                                    f"an iterable, got {type(data).__name__}")
+            raise StreamConfigError(
+                f"IterableSource takes a sequence or a function returning "
+                f"an iterable, got {type(data).__name__}"
+            )
         if not isinstance(partitions, int) or partitions < 1:
             raise StreamConfigError(f"partitions must be a positive int, got {partitions!r}")
         if rate is not None and not rate > 0:
-            raise StreamConfigError(f"rate must be a positive number of items per second, got "
-                                    f"{rate!r}")
+            raise StreamConfigError(
+                f"rate must be a positive number of items per second, got {rate!r}"
+            )
         self.data, self.n, self.rate = data, partitions, rate
 
     def partitions(self) -> list[str]:
@@ -57,7 +67,7 @@ class IterableSource(Source):
             it = iter(make(i) if self.n > 1 else make())
             length = None
         else:
-            seq = self.data[i::self.n] if self.n > 1 else self.data
+            seq = self.data[i :: self.n] if self.n > 1 else self.data
             it = iter(seq)
             length = len(seq)
         start = int(offset or 0)

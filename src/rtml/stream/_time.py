@@ -32,8 +32,9 @@ def _positive(name: str, value: float) -> float:
     except (TypeError, ValueError):
         raise StreamConfigError(f"{name} must be a number of seconds, got {value!r}")
     if not v > 0 or math.isinf(v):
-        raise StreamConfigError(f"{name} must be a positive, finite number of seconds, "
-                                f"got {value!r}")
+        raise StreamConfigError(
+            f"{name} must be a positive, finite number of seconds, got {value!r}"
+        )
     return v
 
 
@@ -90,7 +91,8 @@ class Sliding:
         if slide > size:
             raise StreamConfigError(
                 f"Sliding(seconds={self.seconds}, every={self.every}) would leave gaps between "
-                "windows (every > seconds); use every <= seconds, or Tumbling for no overlap")
+                "windows (every > seconds); use every <= seconds, or Tumbling for no overlap"
+            )
         object.__setattr__(self, "seconds", size)
         object.__setattr__(self, "every", slide)
 
@@ -132,8 +134,9 @@ class WatermarkGenerator:
     the wall clock, so windows close without new input.
     """
 
-    def __init__(self, max_out_of_order: float, idle_after: float | None = None,
-                 clock=time.monotonic) -> None:
+    def __init__(
+        self, max_out_of_order: float, idle_after: float | None = None, clock=time.monotonic
+    ) -> None:
         self.max_out_of_order = float(max_out_of_order)
         self.idle_after = max(self.max_out_of_order, 0.2) if idle_after is None else idle_after
         self._clock = clock

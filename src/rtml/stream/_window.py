@@ -43,8 +43,13 @@ class WindowState:
         lateness: how long after a window's end late events still update it (re-emitting it).
     """
 
-    def __init__(self, spec: WindowSpec, init: Callable[[], Any],
-                 fold: Callable[[Any, Any], Any], lateness: float = 0.0) -> None:
+    def __init__(
+        self,
+        spec: WindowSpec,
+        init: Callable[[], Any],
+        fold: Callable[[Any, Any], Any],
+        lateness: float = 0.0,
+    ) -> None:
         self.spec, self.init, self.fold, self.lateness = spec, init, fold, float(lateness)
         self.session = isinstance(spec, Session)
         # kg -> key -> {(start, end): [acc, fired]}; sessions keep acc as [(ts, value), ...]
@@ -54,8 +59,14 @@ class WindowState:
         self._times: list[float] = []
         self._due: dict[float, list[tuple[int, Any, tuple[float, float]]]] = {}
 
-    def add_batch(self, items: list, wm: float, out: list, late: list,
-                  on_error: Callable[[tuple, Exception], None]) -> None:
+    def add_batch(
+        self,
+        items: list,
+        wm: float,
+        out: list,
+        late: list,
+        on_error: Callable[[tuple, Exception], None],
+    ) -> None:
         """``add`` for a batch of ``(key, ts, value)``; tumbling windows take a fast path.
         An event whose init or fold raises goes to ``on_error`` (the others are kept)."""
         spec = self.spec
@@ -102,8 +113,9 @@ class WindowState:
 
     # -- events ---------------------------------------------------------------------------
 
-    def add(self, kg: int, key: Any, ts: float, value: Any, wm: float,
-            out: list, late: list) -> None:
+    def add(
+        self, kg: int, key: Any, ts: float, value: Any, wm: float, out: list, late: list
+    ) -> None:
         """Fold one event in; appends re-emitted results to ``out`` and the event to ``late``
         if it missed a window that is already purged."""
         wins = self.groups.setdefault(kg, {}).setdefault(key, {})
@@ -128,8 +140,9 @@ class WindowState:
         if not wins:
             self._drop_key(kg, key)
 
-    def _add_session(self, kg: int, key: Any, wins: dict, ts: float, value: Any, wm: float,
-                     out: list, late: list) -> None:
+    def _add_session(
+        self, kg: int, key: Any, wins: dict, ts: float, value: Any, wm: float, out: list, late: list
+    ) -> None:
         gap = self.spec.gap  # type: ignore[union-attr]
         start, end = ts, ts + gap
         merged = [w for w in wins if w[0] < end and start < w[1]]
@@ -202,8 +215,10 @@ class WindowState:
     # -- checkpoints --------------------------------------------------------------------------
 
     def snapshot(self) -> dict[int, Any]:
-        return {kg: {k: {w: list(s) for w, s in wins.items()} for k, wins in keys.items()}
-                for kg, keys in self.groups.items()}
+        return {
+            kg: {k: {w: list(s) for w, s in wins.items()} for k, wins in keys.items()}
+            for kg, keys in self.groups.items()
+        }
 
     def restore(self, groups: dict[int, Any]) -> None:
         self.groups = {}
@@ -220,8 +235,7 @@ class WindowState:
     def validate(self) -> None:
         """Invariants: every window has a timer; no empty key or group is kept."""
         assert sorted(self._times) == sorted(self._due), "a time without windows, or reverse"
-        timed = {(kg, self._hashable(key), w) for due in self._due.values()
-                 for kg, key, w in due}
+        timed = {(kg, self._hashable(key), w) for due in self._due.values() for kg, key, w in due}
         for kg, keys in self.groups.items():
             assert keys, f"empty key group {kg} kept"
             for key, wins in keys.items():

@@ -61,8 +61,7 @@ class ActorPool:
 
         return results()
 
-    def map_unordered(self, fn: Callable[[Any, Any], Any], values: Iterable[Any]
-                      ) -> Iterator[Any]:
+    def map_unordered(self, fn: Callable[[Any, Any], Any], values: Iterable[Any]) -> Iterator[Any]:
         """Like ``map``, but yields each result as soon as it is ready."""
         self._drain()
         for v in values:
@@ -109,8 +108,10 @@ class ActorPool:
         if not self.has_next():
             raise StopIteration("no more results to get: submit work first")
         if self._next_return_index >= self._next_task_index:
-            raise ValueError("get_next() cannot be used after get_next_unordered() in the "
-                             "same round of submissions; keep to one of them")
+            raise ValueError(
+                "get_next() cannot be used after get_next_unordered() in the "
+                "same round of submissions; keep to one of them"
+            )
         future = self._index_to_future[self._next_return_index]
         timed_out = False
         if timeout is not None:
@@ -118,20 +119,21 @@ class ActorPool:
             ready, _ = rtml.wait(refs, num_returns=len(refs), timeout=timeout)
             if len(ready) < len(refs):
                 if not ignore_if_timedout:
-                    raise TimeoutError(f"timed out after {timeout} s waiting for the next "
-                                       "result")
+                    raise TimeoutError(f"timed out after {timeout} s waiting for the next result")
                 timed_out = True
         del self._index_to_future[self._next_return_index]
         self._next_return_index += 1
         _, actor = self._future_to_actor.pop(_key(future))
         self._return_actor(actor)
         if timed_out:
-            raise TimeoutError(f"timed out after {timeout} s waiting for the next result; "
-                               "that result was dropped")
+            raise TimeoutError(
+                f"timed out after {timeout} s waiting for the next result; that result was dropped"
+            )
         return rtml.get(future)
 
-    def get_next_unordered(self, timeout: float | None = None,
-                           ignore_if_timedout: bool = False) -> Any:
+    def get_next_unordered(
+        self, timeout: float | None = None, ignore_if_timedout: bool = False
+    ) -> Any:
         """Whichever pending result is ready first.
 
         Raises:
@@ -142,7 +144,7 @@ class ActorPool:
             raise StopIteration("no more results to get: submit work first")
         candidates = {}
         for key in self._future_to_actor:
-            for r in (key if isinstance(key, tuple) else (key,)):
+            for r in key if isinstance(key, tuple) else (key,):
                 candidates[r] = key
         ready, _ = rtml.wait(list(candidates), num_returns=1, timeout=timeout)
         if not ready:

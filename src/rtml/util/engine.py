@@ -31,14 +31,21 @@ def resolve(engine: str | ModuleType | None = None) -> ModuleType:
         try:
             return importlib.import_module("ray")
         except ImportError as e:
-            raise ImportError("engine='ray' needs Ray installed (pip install ray); "
-                              "or leave engine unset to run on rtml") from e
+            raise ImportError(
+                "engine='ray' needs Ray installed (pip install ray); "
+                "or leave engine unset to run on rtml"
+            ) from e
     if isinstance(engine, ModuleType):
-        missing = [n for n in ("remote", "get", "wait", "put", "kill", "get_actor")
-                   if not hasattr(engine, n)]
+        missing = [
+            n
+            for n in ("remote", "get", "wait", "put", "kill", "get_actor")
+            if not hasattr(engine, n)
+        ]
         if missing:
-            raise ValueError(f"engine module {engine.__name__!r} lacks {', '.join(missing)}; "
-                             "pass 'rtml', 'ray' or a module with Ray's core API")
+            raise ValueError(
+                f"engine module {engine.__name__!r} lacks {', '.join(missing)}; "
+                "pass 'rtml', 'ray' or a module with Ray's core API"
+            )
         return engine
     raise ValueError(f"unknown engine {engine!r}: use 'rtml' (the default) or 'ray'")
 
@@ -48,6 +55,8 @@ def optional_import(module: str, extra: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"{feature} needs the {module.split('.')[0]!r} package: "
-                          f"pip install 'rtml[{extra}]' (or 'rtml[ml]' for every ML "
-                          "extra)") from e
+        raise ImportError(
+            f"{feature} needs the {module.split('.')[0]!r} package: "
+            f"pip install 'rtml[{extra}]' (or 'rtml[ml]' for every ML "
+            "extra)"
+        ) from e

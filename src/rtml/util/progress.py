@@ -54,8 +54,7 @@ def format_line(desc: str | None, n: int, total: int | None, elapsed: float) -> 
         return f"{head}{n} {rate:.1f}/s elapsed {_clock_text(elapsed)}"
     pct = 100 * n // total if total else 100
     eta = _clock_text((total - n) / rate) if rate > 0 else "?"
-    return (f"{head}{n}/{total} ({pct}%) {rate:.1f}/s elapsed {_clock_text(elapsed)} "
-            f"eta {eta}")
+    return f"{head}{n}/{total} ({pct}%) {rate:.1f}/s elapsed {_clock_text(elapsed)} eta {eta}"
 
 
 class _TextBar:
@@ -66,8 +65,14 @@ class _TextBar:
     always written.
     """
 
-    def __init__(self, total: int | None, desc: str | None, file: TextIO | None,
-                 clock: Callable[[], float] = time.monotonic, log_every: float = 10.0) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        desc: str | None,
+        file: TextIO | None,
+        clock: Callable[[], float] = time.monotonic,
+        log_every: float = 10.0,
+    ) -> None:
         self.total, self.desc, self.n = total, desc, 0
         self.file = file if file is not None else sys.stderr
         try:
@@ -144,19 +149,29 @@ def _as_refs(refs: Any) -> list[rtml.ObjectRef]:
     if isinstance(refs, rtml.ObjectRef):
         return [refs]
     if isinstance(refs, (str, bytes)) or not isinstance(refs, Iterable):
-        raise TypeError(f"progress() takes ObjectRefs (a list, or any iterable of them), got "
-                        f"{type(refs).__name__}")
+        raise TypeError(
+            f"progress() takes ObjectRefs (a list, or any iterable of them), got "
+            f"{type(refs).__name__}"
+        )
     out = list(refs)
     for r in out:
         if not isinstance(r, rtml.ObjectRef):
-            raise TypeError(f"progress() takes ObjectRefs; the list holds a {type(r).__name__} "
-                            f"({r!r:.80})")
+            raise TypeError(
+                f"progress() takes ObjectRefs; the list holds a {type(r).__name__} ({r!r:.80})"
+            )
     return out
 
 
-def progress(refs: Any, *, desc: str | None = None, total: int | None = None,
-             file: TextIO | None = None, disable: bool = False, values: bool = False,
-             timeout: float | None = None) -> Iterator[Any]:
+def progress(
+    refs: Any,
+    *,
+    desc: str | None = None,
+    total: int | None = None,
+    file: TextIO | None = None,
+    disable: bool = False,
+    values: bool = False,
+    timeout: float | None = None,
+) -> Iterator[Any]:
     """Yield refs as their tasks finish (in finishing order) while showing a progress bar.
 
     Works for a list of refs, a single ref, or an ObjectRefGenerator (each value counts once
@@ -191,8 +206,15 @@ def progress(refs: Any, *, desc: str | None = None, total: int | None = None,
     return _follow(_as_refs(refs), desc, total, file, disable, values, timeout)
 
 
-def _follow(refs: list[rtml.ObjectRef], desc: str | None, total: int | None, file: TextIO | None,
-            disable: bool, values: bool, timeout: float | None) -> Iterator[Any]:
+def _follow(
+    refs: list[rtml.ObjectRef],
+    desc: str | None,
+    total: int | None,
+    file: TextIO | None,
+    disable: bool,
+    values: bool,
+    timeout: float | None,
+) -> Iterator[Any]:
     copies = Counter(refs)  # wait() takes each ref once
     pending = list(copies)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -206,7 +228,8 @@ def _follow(refs: list[rtml.ObjectRef], desc: str | None, total: int | None, fil
                     raise exc.GetTimeoutError(
                         f"progress() timed out after {timeout} s with {len(pending)} of "
                         f"{len(copies)} refs unfinished; raise the timeout, or drop it to wait "
-                        "for as long as they take")
+                        "for as long as they take"
+                    )
             ready, pending = rtml.wait(pending, num_returns=1, timeout=step)
             if not ready:
                 bar.refresh()  # nothing finished: move the elapsed time, rate and ETA
@@ -222,9 +245,15 @@ def _follow(refs: list[rtml.ObjectRef], desc: str | None, total: int | None, fil
         bar.close()
 
 
-def _follow_stream(gen: rtml.ObjectRefGenerator, desc: str | None, total: int | None,
-                   file: TextIO | None, disable: bool, values: bool,
-                   timeout: float | None) -> Iterator[Any]:
+def _follow_stream(
+    gen: rtml.ObjectRefGenerator,
+    desc: str | None,
+    total: int | None,
+    file: TextIO | None,
+    disable: bool,
+    values: bool,
+    timeout: float | None,
+) -> Iterator[Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
     bar = _make_bar(total, desc, file, disable)
     try:
@@ -235,7 +264,8 @@ def _follow_stream(gen: rtml.ObjectRefGenerator, desc: str | None, total: int | 
                 if step <= 0:
                     raise exc.GetTimeoutError(
                         f"progress() timed out after {timeout} s waiting for the generator's "
-                        "next value")
+                        "next value"
+                    )
             try:
                 ref = gen._next_sync(step)
             except exc.GetTimeoutError:
@@ -249,9 +279,15 @@ def _follow_stream(gen: rtml.ObjectRefGenerator, desc: str | None, total: int | 
         bar.close()
 
 
-def progress_get(refs: Any, *, desc: str | None = None, total: int | None = None,
-                 file: TextIO | None = None, disable: bool = False,
-                 timeout: float | None = None) -> Any:
+def progress_get(
+    refs: Any,
+    *,
+    desc: str | None = None,
+    total: int | None = None,
+    file: TextIO | None = None,
+    disable: bool = False,
+    timeout: float | None = None,
+) -> Any:
     """``rtml.get(refs)`` with a progress bar while the tasks finish.
 
     Args:

@@ -63,8 +63,10 @@ class _QueueActor:
 
     def put_nowait_batch(self, items: list[Any]) -> None:
         if self.maxsize > 0 and len(items) + self.qsize() > self.maxsize:
-            raise Full(f"cannot add {len(items)} items to a queue holding {self.qsize()} of "
-                       f"at most {self.maxsize}")
+            raise Full(
+                f"cannot add {len(items)} items to a queue holding {self.qsize()} of "
+                f"at most {self.maxsize}"
+            )
         for item in items:
             self.queue.put_nowait(item)
 
@@ -144,8 +146,7 @@ class Queue:
         except Full:
             raise Full(f"the queue stayed full for {timeout} s") from None
 
-    async def put_async(self, item: Any, block: bool = True,
-                        timeout: float | None = None) -> None:
+    async def put_async(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """``put`` for asyncio code."""
         if not block:
             try:

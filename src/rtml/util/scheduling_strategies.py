@@ -10,5 +10,8 @@ from rtml._scheduler._strategy import (
     NodeAffinitySchedulingStrategy,
 )
 
-__all__ = ["DEFAULT_SCHEDULING_STRATEGY", "SPREAD_SCHEDULING_STRATEGY",
-           "NodeAffinitySchedulingStrategy"]
+__all__ = [
+    "DEFAULT_SCHEDULING_STRATEGY",
+    "SPREAD_SCHEDULING_STRATEGY",
+    "NodeAffinitySchedulingStrategy",
+]

@@ -24,17 +24,23 @@ from rtml._observability._listing import StateRecord
 Filters = list[tuple[str, str, Any]]
 
 
-def _list(resource: str, address: str | None, filters: Filters | None, limit: int,
-          detail: bool) -> list[StateRecord]:
+def _list(
+    resource: str, address: str | None, filters: Filters | None, limit: int, detail: bool
+) -> list[StateRecord]:
     _listing.check_filters(resource, filters)  # refuse a bad filter before connecting
     with _listing.open_source(address) as source:
         rows = _listing.read_rows(source, resource)
     return _listing.select(rows, resource, filters, limit, detail)[0]
 
 
-def list_tasks(address: str | None = None, filters: Filters | None = None, limit: int = 100,
-               timeout: float | None = None, detail: bool = False,
-               raise_on_missing_output: bool = True) -> list[StateRecord]:
+def list_tasks(
+    address: str | None = None,
+    filters: Filters | None = None,
+    limit: int = 100,
+    timeout: float | None = None,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[StateRecord]:
     """Tasks: finished and failed ones from the task event log, pending and running ones live.
 
     Args:
@@ -60,9 +66,14 @@ def list_tasks(address: str | None = None, filters: Filters | None = None, limit
     return _list("tasks", address, filters, limit, detail)
 
 
-def list_actors(address: str | None = None, filters: Filters | None = None, limit: int = 100,
-                timeout: float | None = None, detail: bool = False,
-                raise_on_missing_output: bool = True) -> list[StateRecord]:
+def list_actors(
+    address: str | None = None,
+    filters: Filters | None = None,
+    limit: int = 100,
+    timeout: float | None = None,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[StateRecord]:
     """Actors, alive and dead (keys: actor_id, class_name, name, namespace, state, node_id,
     pid, num_restarts, death_cause, job_id).
 
@@ -84,9 +95,14 @@ def list_actors(address: str | None = None, filters: Filters | None = None, limi
     return _list("actors", address, filters, limit, detail)
 
 
-def list_objects(address: str | None = None, filters: Filters | None = None, limit: int = 100,
-                 timeout: float | None = None, detail: bool = False,
-                 raise_on_missing_output: bool = True) -> list[StateRecord]:
+def list_objects(
+    address: str | None = None,
+    filters: Filters | None = None,
+    limit: int = 100,
+    timeout: float | None = None,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[StateRecord]:
     """Objects in the node stores (keys: object_id, size, where, node_id, ref_count, holders,
     task_id).
 
@@ -110,9 +126,14 @@ def list_objects(address: str | None = None, filters: Filters | None = None, lim
     return _list("objects", address, filters, limit, detail)
 
 
-def list_nodes(address: str | None = None, filters: Filters | None = None, limit: int = 100,
-               timeout: float | None = None, detail: bool = False,
-               raise_on_missing_output: bool = True) -> list[StateRecord]:
+def list_nodes(
+    address: str | None = None,
+    filters: Filters | None = None,
+    limit: int = 100,
+    timeout: float | None = None,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[StateRecord]:
     """Nodes, alive and dead (keys: node_id, index, address, alive, is_head, resources_total,
     resources_available, queued, tasks, death_cause).
 
@@ -134,9 +155,14 @@ def list_nodes(address: str | None = None, filters: Filters | None = None, limit
     return _list("nodes", address, filters, limit, detail)
 
 
-def list_workers(address: str | None = None, filters: Filters | None = None, limit: int = 100,
-                 timeout: float | None = None, detail: bool = False,
-                 raise_on_missing_output: bool = True) -> list[StateRecord]:
+def list_workers(
+    address: str | None = None,
+    filters: Filters | None = None,
+    limit: int = 100,
+    timeout: float | None = None,
+    detail: bool = False,
+    raise_on_missing_output: bool = True,
+) -> list[StateRecord]:
     """Worker processes of the live nodes (keys: worker_id, pid, node_id, state, actor_id,
     tasks, blocked).
 
@@ -158,8 +184,9 @@ def list_workers(address: str | None = None, filters: Filters | None = None, lim
     return _list("workers", address, filters, limit, detail)
 
 
-def summarize_tasks(address: str | None = None, timeout: float | None = None,
-                    raise_on_missing_output: bool = True) -> dict[str, Any]:
+def summarize_tasks(
+    address: str | None = None, timeout: float | None = None, raise_on_missing_output: bool = True
+) -> dict[str, Any]:
     """Task counts per function and state, as Ray's task summary.
 
     Args:
@@ -182,8 +209,9 @@ def summarize_tasks(address: str | None = None, timeout: float | None = None,
     return _listing.summarize_tasks(rows, dropped)
 
 
-def summarize_actors(address: str | None = None, timeout: float | None = None,
-                     raise_on_missing_output: bool = True) -> dict[str, Any]:
+def summarize_actors(
+    address: str | None = None, timeout: float | None = None, raise_on_missing_output: bool = True
+) -> dict[str, Any]:
     """Actor counts per class and state.
 
     Args:
@@ -203,9 +231,12 @@ def summarize_actors(address: str | None = None, timeout: float | None = None,
     return _listing.summarize_actors(rows)
 
 
-def summarize_objects(address: str | None = None, limit: int = 100,
-                      timeout: float | None = None,
-                      raise_on_missing_output: bool = True) -> dict[str, Any]:
+def summarize_objects(
+    address: str | None = None,
+    limit: int = 100,
+    timeout: float | None = None,
+    raise_on_missing_output: bool = True,
+) -> dict[str, Any]:
     """Objects by size, with who holds a reference to each (what ``rtml memory`` prints).
 
     Args:
