@@ -18,6 +18,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 	$(VENV)/bin/mypy
 
 # The control plane's Redis backend is tested against a real redis-server (started by the

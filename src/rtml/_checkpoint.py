@@ -474,7 +474,7 @@ class Checkpointer:
         text = f"{type(e).__name__}: {e}"
         if text != self._warned:  # once per distinct failure, not once per call
             self._warned = text
-            print(
+            print(  # noqa: T201
                 f"rtml: checkpoint of actor {self.class_name} failed, it goes on from its "
                 f"previous checkpoint if restarted: {text}",
                 file=sys.stderr,

@@ -17,7 +17,8 @@ import pytest
 def _load_root_helpers():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conftest.py")
     spec = importlib.util.spec_from_file_location("_rtml_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

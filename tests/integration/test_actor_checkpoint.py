@@ -269,7 +269,9 @@ def test_a_restore_that_raises_fails_the_actor(root, tmp_path):
     with pytest.raises(exc.ActorDiedError) as info:
         rtml.get(a.get.remote(), timeout=T)
     text = str(info.value)
-    assert "refusing state 1" in text and "__rtml_restore__" in text and "Traceback" in text
+    assert "refusing state 1" in text
+    assert "__rtml_restore__" in text
+    assert "Traceback" in text
     # Dead for good (a failed restore is not retried): its checkpoint is removed.
     wait_for(lambda: _files(tmp_path) == [] or None, timeout=T, what="the files' removal")
 

@@ -17,7 +17,7 @@ T = 20  # timeout of every blocking get
 
 @pytest.fixture(scope="module", autouse=True)
 def _runtime(shared_runtime):
-    yield
+    return
 
 
 @rtml.remote

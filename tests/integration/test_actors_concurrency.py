@@ -16,7 +16,7 @@ T = 20
 
 @pytest.fixture(scope="module", autouse=True)
 def _runtime(shared_runtime):
-    yield
+    return
 
 
 @rtml.remote
@@ -137,7 +137,10 @@ def test_callers_can_await_actor_results():
         return one, many, sorted(x.result() for x in done), pending
 
     one, many, waited, pending = asyncio.run(main())
-    assert one == 9 and many == [0, 1, 4, 9, 16] and waited == [0, 1, 4] and not pending
+    assert one == 9
+    assert many == [0, 1, 4, 9, 16]
+    assert waited == [0, 1, 4]
+    assert not pending
 
 
 def test_ref_future_of_actor_result():

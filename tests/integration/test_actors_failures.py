@@ -17,7 +17,7 @@ T = 20
 
 @pytest.fixture(scope="module", autouse=True)
 def _runtime(shared_runtime):
-    yield
+    return
 
 
 def _gone(pid: int) -> bool:
@@ -136,7 +136,9 @@ def test_constructor_exception_kills_the_actor_with_its_traceback():
         with pytest.raises(exc.ActorDiedError) as info:
             rtml.get(b.f.remote(), timeout=T)
         text = str(info.value)
-        assert "bad config 42" in text and "__init__" in text and "Traceback" in text
+        assert "bad config 42" in text
+        assert "__init__" in text
+        assert "Traceback" in text
 
 
 def test_exit_actor_returns_none_then_later_calls_fail(tmp_path):

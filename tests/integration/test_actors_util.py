@@ -16,7 +16,7 @@ T = 20
 
 @pytest.fixture(scope="module", autouse=True)
 def _runtime(shared_runtime):
-    yield
+    return
 
 
 @rtml.remote
@@ -46,7 +46,8 @@ def test_actor_pool():
     pool = ActorPool(actors)
     assert list(pool.map(lambda a, v: a.double.remote(v), range(6))) == [0, 2, 4, 6, 8, 10]
     assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(5))) == [0, 2, 4, 6, 8]
-    assert not pool.has_next() and pool.has_free()
+    assert not pool.has_next()
+    assert pool.has_free()
     for v in (1, 2, 3):  # three submissions, two actors: one waits for a free actor
         pool.submit(lambda a, v: a.double.remote(v), v)
     assert not pool.has_free()
@@ -56,7 +57,9 @@ def test_actor_pool():
     pool.submit(lambda a, v: a.double.remote(v), 10)
     assert pool.get_next_unordered(timeout=T) == 20
     idle = pool.pop_idle()
-    assert idle is not None and pool.pop_idle() is not None and pool.pop_idle() is None
+    assert idle is not None
+    assert pool.pop_idle() is not None
+    assert pool.pop_idle() is None
     pool.push(idle)
     with pytest.raises(ValueError, match="already"):
         pool.push(idle)
@@ -73,10 +76,13 @@ def test_actor_pool():
 
 def test_queue_basics():
     q = Queue(maxsize=2)
-    assert q.empty() and not q.full() and q.qsize() == 0
+    assert q.empty()
+    assert not q.full()
+    assert q.qsize() == 0
     q.put(1)
     q.put_nowait(2)
-    assert q.full() and len(q) == 2
+    assert q.full()
+    assert len(q) == 2
     with pytest.raises(Full):
         q.put_nowait(3)
     with pytest.raises(Full):

@@ -61,7 +61,8 @@ def test_nodes_and_resources(cluster):
     nodes = rtml.nodes()
     assert {n["NodeID"] for n in nodes if n["Alive"]} == {head_id(cluster), side_id(cluster)}
     res = rtml.cluster_resources()
-    assert res["CPU"] == 2 and res["side"] == 2
+    assert res["CPU"] == 2
+    assert res["side"] == 2
     assert rtml.get_runtime_context().get_node_id() == head_id(cluster)
 
 
@@ -72,13 +73,15 @@ def test_custom_resource_places_on_the_node_that_has_it(cluster):
 def test_large_result_made_on_another_node_is_pulled_to_the_driver(cluster):
     ref = ones.options(resources={"side": 1}).remote(2_000_000)  # 16 MB: two chunks
     a = rtml.get(ref, timeout=30)
-    assert a.shape == (2_000_000,) and a.sum() == 2_000_000
+    assert a.shape == (2_000_000,)
+    assert a.sum() == 2_000_000
 
 
 def test_large_value_put_by_the_driver_is_read_on_another_node(cluster):
     ref = rtml.put(np.arange(1_000_000, dtype=np.float64))
     s, node = rtml.get(total.options(resources={"side": 1}).remote(ref), timeout=30)
-    assert s == float(np.arange(1_000_000).sum()) and node == side_id(cluster)
+    assert s == float(np.arange(1_000_000).sum())
+    assert node == side_id(cluster)
 
 
 def test_object_on_one_node_feeds_tasks_on_both(cluster):
@@ -135,7 +138,8 @@ def test_default_placement_runs_a_task_where_its_large_input_is(cluster):
     assert rtml.wait([ref], timeout=30)[0]
     before = _settled(cluster, "pulled_bytes")
     s, node = rtml.get(total.remote(ref), timeout=30)
-    assert s == 2_000_000.0 and node == side_id(cluster)
+    assert s == 2_000_000.0
+    assert node == side_id(cluster)
     assert _settled(cluster, "pulled_bytes") == before  # nothing moved
 
 
@@ -196,7 +200,7 @@ def test_errors_cross_nodes(cluster):
 def test_output_of_a_task_on_another_node_reaches_the_driver(cluster, capfd):
     @rtml.remote(resources={"side": 1})
     def speak():
-        print("hello from the side node")
+        print("hello from the side node")  # noqa: T201
         return 1
 
     assert rtml.get(speak.remote(), timeout=30) == 1
@@ -274,7 +278,8 @@ def test_a_second_driver_joins_the_running_cluster(cluster, tmp_path):
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert out.returncode == 0, out.stderr
-    assert "RESULT 2450" in out.stdout and "NODES 2" in out.stdout
+    assert "RESULT 2450" in out.stdout
+    assert "NODES 2" in out.stdout
     assert rtml.get(where.remote(), timeout=30)  # this driver is unaffected
 
 

@@ -46,7 +46,8 @@ def test_start_connect_status_join_and_stop(state_env):
     )
     assert out.returncode == 0, out.stderr
     address = re.search(r"control plane at (\S+),", out.stdout).group(1)
-    assert f'rtml.init(address="{address}")' in out.stdout and "--token" in out.stdout
+    assert f'rtml.init(address="{address}")' in out.stdout
+    assert "--token" in out.stdout
     token_files = [p for p in state.iterdir() if p.name.startswith("token-")]
     assert len(token_files) == 1
     assert stat.S_IMODE(token_files[0].stat().st_mode) == 0o600
@@ -56,11 +57,13 @@ def test_start_connect_status_join_and_stop(state_env):
     )
     assert joined.returncode == 0, joined.stderr
     pids = [e["pid"] for e in json.loads((state / "started.json").read_text())]
-    assert len(pids) == 3 and all(psutil.pid_exists(p) for p in pids)
+    assert len(pids) == 3
+    assert all(psutil.pid_exists(p) for p in pids)
 
     status = _rtml("status", env=env)
     assert status.returncode == 0, status.stderr
-    assert "2 node(s) alive" in status.stdout and "head" in status.stdout
+    assert "2 node(s) alive" in status.stdout
+    assert "head" in status.stdout
     as_json = json.loads(_rtml("status", "--format", "json", env=env).stdout)
     assert sorted(n["resources"].get("extra", 0) for n in as_json) == [0, 1]
 
@@ -81,7 +84,8 @@ def test_start_connect_status_join_and_stop(state_env):
         rtml.shutdown()
 
     stopped = _rtml("stop", env=env)
-    assert stopped.returncode == 0 and "stopped 3" in stopped.stdout
+    assert stopped.returncode == 0
+    assert "stopped 3" in stopped.stdout
     wait_for(
         lambda: (
             not any(
@@ -98,13 +102,17 @@ def test_start_connect_status_join_and_stop(state_env):
 def test_cli_errors_are_clear(state_env):
     _state, env = state_env
     out = _rtml("start", env=env)
-    assert out.returncode != 0 and "--head or --address" in out.stderr
+    assert out.returncode != 0
+    assert "--head or --address" in out.stderr
     out = _rtml("start", "--address", "127.0.0.1:1", env=env)
-    assert out.returncode != 0 and "no token" in out.stderr
+    assert out.returncode != 0
+    assert "no token" in out.stderr
     out = _rtml("status", env=env)
-    assert out.returncode != 0 and "rtml start --head" in out.stderr
+    assert out.returncode != 0
+    assert "rtml start --head" in out.stderr
     out = _rtml("start", "--head", "--port", "0", "--resources", "[1]", env=env)
-    assert out.returncode != 0 and "JSON object" in out.stderr
+    assert out.returncode != 0
+    assert "JSON object" in out.stderr
     with pytest.raises(ConnectionError, match="rtml start --head"):
         rtml.init(address="auto")
     with pytest.raises(ValueError, match="num_cpus"):

@@ -211,7 +211,8 @@ def test_a_workload_runs_through_a_restart_on_redis(redis, tmp_path):
         """,
             tmp_path,
         )
-        assert "FOUND True 5" in out and "RESULT 285" in out
+        assert "FOUND True 5" in out
+        assert "RESULT 285" in out
     finally:
         if work is not None:
             work.stop()
@@ -320,6 +321,7 @@ def test_drivers_and_nodes_stop_promptly_while_the_control_plane_is_away():
         t0 = time.monotonic()
         node = cluster.head_node
         cluster.remove_node(node)
-        assert node.process.returncode == 0 and time.monotonic() - t0 < 5
+        assert node.process.returncode == 0
+        assert time.monotonic() - t0 < 5
     finally:
         cluster.shutdown()

@@ -111,7 +111,8 @@ def closed_by_peer(sock: socket.socket) -> bool:
 def test_calls_replies_and_errors(client):
     assert client.ping() == "pong"
     node = client.register_node("n1", {"address": "127.0.0.1:1", "resources": {"CPU": 2}})
-    assert node.index == 1 and [n.node_id for n in client.list_nodes()] == ["n1"]
+    assert node.index == 1
+    assert [n.node_id for n in client.list_nodes()] == ["n1"]
     job = client.next_job_id()
     assert client.add_job(job, {"namespace": "ns", "driver_pid": os.getpid()}).job_id == job
     client.register_actor(1, {"namespace": "ns", "name": "a"})
@@ -122,10 +123,12 @@ def test_calls_replies_and_errors(client):
     assert client.update_actor(1, "ALIVE", node_id="n1", pid=3).pid == 3
     assert client.add_tasks([(i, b"spec", "me") for i in range(100)]) == 100
     assert client.get_task(7).spec == b"spec"
-    assert client.add_locations([(5, "n1", 10)]) == 1 and client.get_locations(5) == (10, ("n1",))
+    assert client.add_locations([(5, "n1", 10)]) == 1
+    assert client.get_locations(5) == (10, ("n1",))
     assert client.add_events([{"task_id": 7, "attempt": 0, "state": "RUNNING", "time": 1.0}]) == 0
     assert client.get_events(7).events[0][1].state == "RUNNING"
-    assert client.kv_put("ns", "k", b"v") and client.kv_get("ns", "k") == b"v"
+    assert client.kv_put("ns", "k", b"v")
+    assert client.kv_get("ns", "k") == b"v"
     client.put_function("f", b"blob")
     assert client.get_function("f") == b"blob"
     futures = [client.submit("ping") for _ in range(50)]  # many in flight on one connection
@@ -144,7 +147,9 @@ def test_publications_of_node_registration_and_death(gcs, client, token):
         # It stops heartbeating: the server declares it dead within the timeout.
         wait_for(lambda: len(seen) == 2, what="node_dead")
         kind, rec = seen[1]
-        assert kind == "node_dead" and rec.node_id == "n1" and "heartbeat" in rec.death_cause
+        assert kind == "node_dead"
+        assert rec.node_id == "n1"
+        assert "heartbeat" in rec.death_cause
         assert not node.heartbeat("n1", {}, {}), "a dead node is told to register again"
     assert "n1 (index 1) is dead" in gcs.log()
 
@@ -165,11 +170,13 @@ def test_object_subscriptions_and_callbacks_that_call_back(client):
     client.add_location(42, "n1", 100)
     client.add_location(43, "n1", 100)  # another object: not delivered here
     wait_for(lambda: got and errors, what="the publication")
-    assert got[0][0] == "location_added" and got[0][1].nodes == ("n1",)
+    assert got[0][0] == "location_added"
+    assert got[0][1].nodes == ("n1",)
     assert "subscription callback" in str(errors[0])
     client.unsubscribe(object_channel(42))
     client.remove_location(42, "n1")
-    assert client.ping() == "pong" and len(got) == 1
+    assert client.ping() == "pong"
+    assert len(got) == 1
 
 
 # ---------------------------------------------------------------------------- hostile peers

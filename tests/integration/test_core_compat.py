@@ -67,7 +67,8 @@ def test_typical_ray_program():
     lo, hi = min_max.remote(data)
     squares = [square.remote(i) for i in range(10)]
     ready, not_ready = ray.wait(squares, num_returns=len(squares), timeout=60)
-    assert len(ready) == 10 and not not_ready
+    assert len(ready) == 10
+    assert not not_ready
     assert ray.get(total.remote(*squares), timeout=60) == sum(i * i for i in range(10))
     assert ray.get([lo, hi], timeout=30) == [0, 9]
     fast = square.options(num_cpus=0.5, name="fast_square").remote(12)
@@ -132,16 +133,20 @@ def test_ray_object_store_full_error_name():
 def test_runtime_context_in_the_driver():
     ctx = ray.get_runtime_context()
     assert ctx.get_task_id() is None
-    assert isinstance(ctx.get_node_id(), str) and ctx.get_node_id()
-    assert isinstance(ctx.get_job_id(), str) and ctx.get_job_id()
-    assert ctx.node_id == ctx.get_node_id() and ctx.job_id == ctx.get_job_id()
+    assert isinstance(ctx.get_node_id(), str)
+    assert ctx.get_node_id()
+    assert isinstance(ctx.get_job_id(), str)
+    assert ctx.get_job_id()
+    assert ctx.node_id == ctx.get_node_id()
+    assert ctx.job_id == ctx.get_job_id()
     assert ctx.namespace
 
 
 def test_runtime_context_in_a_task_has_a_task_id():
     info = ray.get(context_in_task.remote(), timeout=30)
     assert info["initialized"] is True
-    assert isinstance(info["task_id"], str) and info["task_id"]
+    assert isinstance(info["task_id"], str)
+    assert info["task_id"]
     other = ray.get(context_in_task.remote(), timeout=30)
     assert other["task_id"] != info["task_id"]
     first, second = ray.get(own_task_id_twice.remote(), timeout=30)
@@ -164,9 +169,11 @@ def test_runtime_context_in_a_task_matches_the_driver_node_and_job():
 
 def test_object_ref_api():
     ref = ray.put("x")
-    assert isinstance(ref.hex(), str) and int(ref.hex(), 16) == ref.id
+    assert isinstance(ref.hex(), str)
+    assert int(ref.hex(), 16) == ref.id
     same = [r for r in [ref] if r == ref]
-    assert same == [ref] and hash(same[0]) == hash(ref)
+    assert same == [ref]
+    assert hash(same[0]) == hash(ref)
     assert ref != ray.put("x")
     assert ref.future().result(timeout=30) == "x"
     assert "ObjectRef(" in repr(ref)

@@ -44,7 +44,8 @@ def fan_out(n):
     """Submits n tasks from inside a task and combines them with wait + get."""
     refs = [add.remote(i, i) for i in range(n)]
     ready, not_ready = rtml.wait(refs, num_returns=n, timeout=30)
-    assert not not_ready and ready == refs
+    assert not not_ready
+    assert ready == refs
     return sum(rtml.get(ready, timeout=30))
 
 

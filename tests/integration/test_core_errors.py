@@ -136,7 +136,8 @@ def test_task_exception_is_task_error_and_original_class(tmp_path):
     with pytest.raises(ValueError) as info:
         rtml.get(ref, timeout=30)
     err = info.value
-    assert isinstance(err, TaskError) and isinstance(err, RtmlError)
+    assert isinstance(err, TaskError)
+    assert isinstance(err, RtmlError)
     assert isinstance(err, rtml.exceptions.RayTaskError)
     pid = int(pid_file.read_text())
     assert pid != os.getpid()
@@ -157,7 +158,8 @@ def test_except_original_class_works():
     try:
         rtml.get(raise_custom.remote(), timeout=30)
     except CustomError as e:
-        assert e.code == 7 and e.detail == {"why": "testing"}
+        assert e.code == 7
+        assert e.detail == {"why": "testing"}
         assert isinstance(e, TaskError)
     else:
         pytest.fail("no exception raised")

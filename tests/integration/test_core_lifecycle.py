@@ -86,7 +86,9 @@ def test_init_declares_resources_and_is_initialized(runtime):
     assert total["sensor"] == 2
     assert total["object_store_memory"] == 128 * MB
     available = rtml.available_resources()
-    assert available["CPU"] == 3 and available["GPU"] == 1 and available["sensor"] == 2
+    assert available["CPU"] == 3
+    assert available["GPU"] == 1
+    assert available["sensor"] == 2
     assert rtml.get(plus_one.remote(1), timeout=30) == 2
     rtml.shutdown()
     assert not rtml.is_initialized()
@@ -317,7 +319,7 @@ def test_sigkilled_driver_leaves_no_workers_or_segments(tmp_path):
     ) as proc:
         try:
             line = proc.stdout.readline().split()
-            assert line and line[0] == "ready", f"driver did not start: {line!r}"
+            assert line and line[0] == "ready", f"driver did not start: {line!r}"  # noqa: PT018
             session = line[1]
             workers = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
             assert workers, "the driver should have worker processes"

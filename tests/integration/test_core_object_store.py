@@ -60,7 +60,9 @@ def test_spilling_lets_more_data_than_the_store_be_put(runtime):
     for i, ref in enumerate(refs):
         got = rtml.get(ref, timeout=60)
         assert got.shape == (n,)
-        assert got[0] == i and got[-1] == i and np.all(got == i)
+        assert got[0] == i
+        assert got[-1] == i
+        assert np.all(got == i)
         del got
     # read back by tasks too (each restore may spill another object)
     stats = rtml.get([array_stats.remote(r) for r in reversed(refs)], timeout=120)
@@ -73,7 +75,9 @@ def test_array_held_by_the_driver_survives_its_object_being_spilled(runtime):
     first = rtml.put(np.full(n, 1.0))
     held = rtml.get(first, timeout=60)
     others = [rtml.put(np.full(n, float(i))) for i in range(2, 5)]  # forces spilling
-    assert held[0] == 1.0 and held[-1] == 1.0 and np.all(held == 1.0)
+    assert held[0] == 1.0
+    assert held[-1] == 1.0
+    assert np.all(held == 1.0)
     assert rtml.get(others[-1], timeout=60)[0] == 4.0
     assert np.all(rtml.get(first, timeout=60) == 1.0)
 
@@ -83,7 +87,8 @@ def test_task_results_spill_too(runtime):
     refs = [make_filled.remote(30 * MB, float(i)) for i in range(4)]
     for i, ref in enumerate(refs):
         got = rtml.get(ref, timeout=120)
-        assert got[0] == i and got[-1] == i
+        assert got[0] == i
+        assert got[-1] == i
         del got
 
 

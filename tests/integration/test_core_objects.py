@@ -119,7 +119,8 @@ def test_numpy_round_trip_small_and_odd_dtypes():
     ]
     for a in values:
         for got in (rtml.get(rtml.put(a), timeout=30), rtml.get(echo.remote(a), timeout=30)):
-            assert got.dtype == a.dtype and got.shape == a.shape
+            assert got.dtype == a.dtype
+            assert got.shape == a.shape
             assert np.array_equal(got, a) if a.dtype != object else list(got) == list(a)
 
 
@@ -170,21 +171,25 @@ def test_wait_returns_ready_and_not_ready_in_input_order(gate_path):
     assert not_ready == [blocked1, blocked2]
     # timeout: returns what is ready when time runs out
     ready, not_ready = rtml.wait(refs, num_returns=4, timeout=0.2)
-    assert ready == [done1, done2] and not_ready == [blocked1, blocked2]
+    assert ready == [done1, done2]
+    assert not_ready == [blocked1, blocked2]
     ready, not_ready = rtml.wait([blocked1], timeout=0)
     assert (ready, not_ready) == ([], [blocked1])
     path.touch()
     ready, not_ready = rtml.wait(refs, num_returns=4, timeout=30)
-    assert ready == refs and not_ready == []
+    assert ready == refs
+    assert not_ready == []
 
 
 def test_wait_respects_num_returns():
     refs = [square.remote(i) for i in range(6)]
     rtml.get(refs, timeout=30)
     ready, not_ready = rtml.wait(refs, num_returns=2, timeout=30)
-    assert ready == refs[:2] and not_ready == refs[2:]
+    assert ready == refs[:2]
+    assert not_ready == refs[2:]
     ready, not_ready = rtml.wait(refs, timeout=30)
-    assert len(ready) == 1 and len(not_ready) == 5
+    assert len(ready) == 1
+    assert len(not_ready) == 5
 
 
 def test_wait_in_a_loop_on_what_it_returned_and_on_a_changed_list():
@@ -233,7 +238,8 @@ def test_large_array_put_in_driver_is_read_zero_copy_and_read_only():
     a = np.random.default_rng(0).random(20 * MB // 8)  # 20 MB
     ref = rtml.put(a)
     total, shape, writeable = rtml.get(inspect_array.remote(ref), timeout=60)
-    assert shape == a.shape and total == pytest.approx(float(a.sum()))
+    assert shape == a.shape
+    assert total == pytest.approx(float(a.sum()))
     assert writeable is False
     got = rtml.get(ref, timeout=60)
     assert np.array_equal(got, a)
@@ -291,7 +297,8 @@ def test_ref_inside_a_put_list_keeps_the_inner_object_alive():
     assert seg <= _segments(), "the inner object was freed while the outer list held its ref"
     (inner_again,) = rtml.get(outer, timeout=30)
     arr = rtml.get(inner_again, timeout=30)
-    assert arr.shape == (2 * MB,) and arr[0] == 7
+    assert arr.shape == (2 * MB,)
+    assert arr[0] == 7
     # and inside a task
     assert rtml.get(echo.remote(outer), timeout=30)[0] == inner_again
     del inner_again, arr, outer

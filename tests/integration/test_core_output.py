@@ -13,15 +13,15 @@ from conftest import wait_for
 
 @rtml.remote
 def printer(token):
-    print(f"hello from {token}")
+    print(f"hello from {token}")  # noqa: T201
     return os.getpid()
 
 
 @rtml.remote
 def multi_line(token):
-    print(f"line one {token}\nline two {token}")
-    print(f"to stderr {token}", file=sys.stderr)
-    print(f"no newline {token}", end="")
+    print(f"line one {token}\nline two {token}")  # noqa: T201
+    print(f"to stderr {token}", file=sys.stderr)  # noqa: T201
+    print(f"no newline {token}", end="")  # noqa: T201
     return os.getpid()
 
 
@@ -99,6 +99,7 @@ def test_no_output_with_log_to_driver_false(runtime, output):
     # would be there by the time get() returns; one more round trip for good measure
     rtml.get(printer.remote("silent-2"), timeout=30)
     output.read()
-    assert "silent" not in output.out and "silent" not in output.err
+    assert "silent" not in output.out
+    assert "silent" not in output.err
     for pid in pids:
         assert f"pid={pid}" not in output.out

@@ -127,7 +127,8 @@ def test_options_can_be_chained():
 
 def test_num_returns_k_gives_k_refs():
     refs = three.options(num_returns=3).remote(5)
-    assert isinstance(refs, list) and len(refs) == 3
+    assert isinstance(refs, list)
+    assert len(refs) == 3
     assert all(isinstance(r, rtml.ObjectRef) for r in refs)
     assert len(set(refs)) == 3
     assert rtml.get(refs, timeout=30) == [5, 6, 7]
@@ -138,7 +139,8 @@ def test_num_returns_k_gives_k_refs():
 def test_num_returns_in_decorator():
     f = rtml.remote(num_returns=2)(lambda: (1, 2))
     x, y = f.remote()
-    assert rtml.get(y, timeout=30) == 2 and rtml.get(x, timeout=30) == 1
+    assert rtml.get(y, timeout=30) == 2
+    assert rtml.get(x, timeout=30) == 1
 
 
 def test_num_returns_mismatch_is_a_task_error():

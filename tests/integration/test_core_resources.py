@@ -91,7 +91,8 @@ def test_fractional_cpus_are_accounted(gate_path, tmp_path):
 
 def test_gpu_task_gets_one_gpu_id_and_cuda_visible_devices():
     ids, env = rtml.get(gpu_info.options(num_gpus=1).remote(), timeout=30)
-    assert len(ids) == 1 and ids[0] in (0, 1)
+    assert len(ids) == 1
+    assert ids[0] in (0, 1)
     assert env == str(ids[0])
 
 
@@ -112,7 +113,7 @@ def test_concurrent_gpu_tasks_get_different_ids(tmp_path):
     d = str(tmp_path)
     refs = [gpu_rendezvous.options(num_gpus=1).remote(d, i, 2) for i in range(2)]
     (ids_a, env_a, saw_a), (ids_b, env_b, saw_b) = rtml.get(refs, timeout=60)
-    assert saw_a and saw_b, "the two GPU tasks did not run at the same time"
+    assert saw_a and saw_b, "the two GPU tasks did not run at the same time"  # noqa: PT018
     assert len(ids_a) == len(ids_b) == 1
     assert ids_a != ids_b
     assert {env_a, env_b} == {"0", "1"}

@@ -66,18 +66,23 @@ def test_serves_the_runtime_and_stops_cleanly(runtime):
     rtml.init(num_cpus=1, include_dashboard=False)
     handle = start_dashboard(current_source)
     try:
-        assert handle.url == f"http://127.0.0.1:{handle.port}" and handle.token is None
+        assert handle.url == f"http://127.0.0.1:{handle.port}"
+        assert handle.token is None
         assert handle.login_url == handle.url
         status, headers, body = fetch(handle.url + "/")
-        assert status == 200 and headers["Content-Type"].startswith("text/html")
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/html")
         assert b"static/app.js" in body
         snap = json.loads(fetch(handle.url + "/api/snapshot")[2])
         [node] = snap["nodes"]
-        assert node["alive"] and node["is_head"] and snap["errors"] == {}
+        assert node["alive"]
+        assert node["is_head"]
+        assert snap["errors"] == {}
         assert {r["name"] for r in node["resources"]} >= {"CPU"}
     finally:
         handle.stop()
-    assert not handle._thread.is_alive() and refused(handle.port)
+    assert not handle._thread.is_alive()
+    assert refused(handle.port)
     handle.stop()  # idempotent
 
 
@@ -95,7 +100,7 @@ def test_a_dashboard_nobody_opens_loads_no_web_stack():
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr  # noqa: PT018
 
 
 def test_default_port_is_8265_or_a_free_one():
@@ -135,7 +140,8 @@ def test_a_dashboard_off_loopback_needs_the_token():
             assert fetch(handle.url + path)[0] == 401, path
         assert fetch(handle.url + "/?token=" + os.urandom(32).hex())[0] == 401
         status, headers, _ = fetch(handle.login_url)
-        assert status == 303 and headers["Location"] == "/"
+        assert status == 303
+        assert headers["Location"] == "/"
         cookie = headers["Set-Cookie"].split(";")[0]
         assert token.hex() not in cookie
         assert fetch(handle.url + "/api/snapshot", {"Cookie": cookie})[0] == 200
@@ -165,7 +171,7 @@ def _playwright() -> Any:
 
 @rtml.remote
 def probe_square(x):
-    print(f"probe log line {x}")
+    print(f"probe log line {x}")  # noqa: T201
     return x * x
 
 
@@ -270,7 +276,7 @@ def measure_latency(page: Any, label: str, first: int, n: int = 20) -> list[floa
     )[first:]
     assert len(lat) == n
     ms = sorted(x * 1000 for x in lat)
-    print(
+    print(  # noqa: T201
         f"\ndashboard latency {label}, task end to page (n={n}): median "
         f"{statistics.median(ms):.0f} ms, p90 {ms[int(0.9 * n) - 1]:.0f} ms, "
         f"max {ms[-1]:.0f} ms"
@@ -360,7 +366,7 @@ def test_the_page_shows_a_running_workload_in_chromium(runtime, gate_path, tmp_p
                 loaded = measure_latency(page, "under load", 0)
                 page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
                 workload.join()
-                assert workload.rounds > 0 and not workload.errors, workload.errors
+                assert workload.rounds > 0 and not workload.errors, workload.errors  # noqa: PT018
                 idle = measure_latency(page, "idle", len(loaded))
                 assert len(idle) == len(loaded)
             finally:

@@ -19,6 +19,9 @@ def test_tree_search_demo_runs():
     )
     assert out.returncode == 0, out.stderr
     m = re.search(r"expanded (\d+) nodes", out.stdout)
-    assert m and int(m.group(1)) == 24
+    assert m
+    assert int(m.group(1)) == 24
     m = re.search(r"stats actor: (\d+) expansions and (\d+) rollouts", out.stdout)
-    assert m and int(m.group(1)) == 24 and int(m.group(2)) == 24 * 4 * 3
+    assert m
+    assert int(m.group(1)) == 24
+    assert int(m.group(2)) == 24 * 4 * 3

@@ -37,7 +37,7 @@ def nested(x):
     import time
 
     time.sleep(0.02)  # the driver is polling this worker by now
-    print(f"nested sees {x}")
+    print(f"nested sees {x}")  # noqa: T201
     return rtml.get(square.remote(x), timeout=30) + 1
 
 
@@ -103,7 +103,8 @@ def test_threads_getting_results_of_one_worker_at_once(long_polls):
             results[i * 100 + j] = rtml.get(square.remote(i * 100 + j), timeout=30)
 
     assert not in_threads(run, 4, timeout=60)
-    assert results == {k: k * k for k in results} and len(results) == 80
+    assert results == {k: k * k for k in results}
+    assert len(results) == 80
 
 
 def test_without_epoll_the_connection_leaves_the_selector_and_comes_back(monkeypatch):

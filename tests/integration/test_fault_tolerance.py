@@ -76,7 +76,8 @@ def test_lost_chain_is_rebuilt_from_lineage(cluster):
     del a, b  # only the lineage remembers how to make them now
     kill(cluster, victim)
     out = rtml.get(c, timeout=60)
-    assert out.shape == (N,) and float(out[0]) == 3.0
+    assert out.shape == (N,)
+    assert float(out[0]) == 3.0
     # It is readable again, from wherever it was rebuilt.
     assert float(rtml.get(inc.remote(c), timeout=30)[-1]) == 4.0
 

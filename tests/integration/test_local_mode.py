@@ -155,8 +155,10 @@ def test_tasks_run_in_the_driver_in_submission_order():
     assert calls == [("double", i) for i in range(5)]  # ran when submitted, in order
     assert rtml.get(refs) == [0, 2, 4, 6, 8]
     pid, thread, task_id = rtml.get(where.remote())
-    assert pid == os.getpid() and thread == threading.get_ident()
-    assert task_id is not None and rtml.get_runtime_context().get_task_id() is None
+    assert pid == os.getpid()
+    assert thread == threading.get_ident()
+    assert task_id is not None
+    assert rtml.get_runtime_context().get_task_id() is None
 
 
 def test_a_tracer_sees_the_task_run_in_process():
@@ -190,7 +192,8 @@ def test_refs_as_arguments_top_level_resolved_nested_passed_through():
     a, b = double.remote(1), rtml.put(10)
     assert rtml.get(add.remote(a, b, 100)) == 112
     inner = rtml.get(identity.remote([a]))
-    assert isinstance(inner[0], rtml.ObjectRef) and rtml.get(inner[0]) == 2
+    assert isinstance(inner[0], rtml.ObjectRef)
+    assert rtml.get(inner[0]) == 2
     assert rtml.get(identity.remote(x=b)) == 10
 
 
@@ -201,12 +204,14 @@ def test_nested_tasks_get_and_wait_inside_tasks():
 
 def test_num_returns_generators_and_streaming():
     assert rtml.get(three.remote()) == ["a", "b", "c"]
-    assert side_effect.remote(7) is None and calls == [("side", 7)]
+    assert side_effect.remote(7) is None
+    assert calls == [("side", 7)]
     gen = count_up.remote(4)
     assert isinstance(gen, rtml.ObjectRefGenerator)
     assert [rtml.get(r) for r in gen] == [0, 1, 2, 3]
     refs = list(fails_after.remote(2))
-    assert len(refs) == 3 and rtml.get(refs[:2]) == [0, 1]
+    assert len(refs) == 3
+    assert rtml.get(refs[:2]) == [0, 1]
     with pytest.raises(RuntimeError, match="stream broke"):
         rtml.get(refs[2])
     with pytest.raises(ValueError, match="num_returns=2 but returned 3"):
@@ -216,7 +221,8 @@ def test_num_returns_generators_and_streaming():
 def test_wait_and_cancel():
     refs = [double.remote(i) for i in range(3)]
     ready, not_ready = rtml.wait(refs, num_returns=2, timeout=0)
-    assert ready == refs[:2] and not_ready == refs[2:]
+    assert ready == refs[:2]
+    assert not_ready == refs[2:]
     rtml.cancel(refs[0])  # finished already: nothing to cancel
     assert rtml.get(refs[0], timeout=0) == 0
 
@@ -237,8 +243,10 @@ def test_task_error_is_the_runtimes_task_error():
     with pytest.raises(KeyError) as info:
         rtml.get(ref)
     err = info.value
-    assert isinstance(err, exc.TaskError) and isinstance(err, exc.RayTaskError)
-    assert err.pid == os.getpid() and "fail" in err.function_name
+    assert isinstance(err, exc.TaskError)
+    assert isinstance(err, exc.RayTaskError)
+    assert err.pid == os.getpid()
+    assert "fail" in err.function_name
     assert "raise KeyError(msg)" in err.traceback_str
     assert "_local.py" not in err.traceback_str  # the traceback starts at the user's code
     # A task given a failed ref fails with the same error, without running.
@@ -270,14 +278,21 @@ def test_submission_errors_raise_at_once():
 
 # ---------------------------------------------------------------------------------- runtime
 def test_resources_context_and_environment():
-    assert rtml.cluster_resources()["CPU"] == 4 and rtml.cluster_resources()["sensor"] == 1
+    assert rtml.cluster_resources()["CPU"] == 4
+    assert rtml.cluster_resources()["sensor"] == 1
     assert rtml.available_resources()["CPU"] == 4
     cpus, env, only, gpus, initialized = rtml.get(
         in_task_view.options(runtime_env={"env_vars": {"ONLY_HERE": "1"}}).remote()
     )
-    assert cpus == 3 and env == "on" and only == "1" and gpus == [] and initialized
-    assert "ONLY_HERE" not in os.environ and "RTML_LOCAL_TEST" not in os.environ
-    assert rtml.get_gpu_ids() == [] and rtml.get_runtime_context().get_actor_id() is None
+    assert cpus == 3
+    assert env == "on"
+    assert only == "1"
+    assert gpus == []
+    assert initialized
+    assert "ONLY_HERE" not in os.environ
+    assert "RTML_LOCAL_TEST" not in os.environ
+    assert rtml.get_gpu_ids() == []
+    assert rtml.get_runtime_context().get_actor_id() is None
     assert len(rtml.nodes()) == 1
 
 
@@ -298,16 +313,19 @@ def test_objects_are_freed_with_their_last_ref():
     del gen  # the values not yet handed out go with the generator
     gc.collect()
     rtml.wait([first])
-    assert rtml.get(first) == 0 and _store_size() == base + 1
+    assert rtml.get(first) == 0
+    assert _store_size() == base + 1
 
 
 def test_numpy_arrays_round_trip_read_only():
     np = pytest.importorskip("numpy")
     big = np.arange(100_000, dtype=np.float64)
     out = rtml.get(identity.remote(big))
-    assert np.array_equal(out, big) and not out.flags.writeable
+    assert np.array_equal(out, big)
+    assert not out.flags.writeable
     big[0] = -1  # the stored value is a copy
-    assert rtml.get(rtml.put(big))[0] == -1 and out[0] == 0
+    assert rtml.get(rtml.put(big))[0] == -1
+    assert out[0] == 0
 
 
 # ---------------------------------------------------------------------------------- actors
@@ -387,7 +405,8 @@ def test_actor_calls_run_at_once_in_order_in_process():
     assert calls == [("inc", 1), ("inc", 2), ("inc", 3)]
     assert rtml.get(refs) == [11, 13, 16]
     pid, actor_id = rtml.get(c.where.remote())
-    assert pid == os.getpid() and actor_id == c._actor_id.hex()
+    assert pid == os.getpid()
+    assert actor_id == c._actor_id.hex()
     assert rtml.get(c.pair.remote()) == [16, -16]
     assert rtml.get(use_counter.remote(c, 4)) == 20  # a handle passed to a task
     assert rtml.get(c.spawn.remote(1)) == 22  # an actor method submitting a task

@@ -35,8 +35,8 @@ def _rtml(*args: str) -> subprocess.CompletedProcess:
 def test_rtml_logs_lists_and_prints_worker_output(cluster):
     @rtml.remote(resources={"side": 1})
     def chatty():
-        print("a line for the log")
-        print("an error line", file=sys.stderr)
+        print("a line for the log")  # noqa: T201
+        print("an error line", file=sys.stderr)  # noqa: T201
         return os.getpid()
 
     pid = rtml.get(chatty.remote(), timeout=30)
@@ -46,11 +46,13 @@ def test_rtml_logs_lists_and_prints_worker_output(cluster):
     text = _rtml("logs", str(pid), "--address", cluster.address)
     assert text.returncode == 0, text.stderr
     assert "chatty) a line for the log" in text.stdout
-    assert "chatty) an error line" in text.stdout and "[stderr] (" in text.stdout
+    assert "chatty) an error line" in text.stdout
+    assert "[stderr] (" in text.stdout
     tail = _rtml("logs", str(pid), "--tail", "1", "--address", cluster.address)
     assert tail.stdout.count("\n") == 1
     missing = _rtml("logs", "999999999", "--address", cluster.address)
-    assert missing.returncode != 0 and "no log for worker pid" in missing.stderr
+    assert missing.returncode != 0
+    assert "no log for worker pid" in missing.stderr
 
 
 def test_rtml_stack_shows_what_each_worker_is_doing(cluster, gate_path):
@@ -87,18 +89,23 @@ def test_a_failed_task_names_its_traceback_parent_node_and_pid(cluster):
     with pytest.raises(ArithmeticError) as info:
         rtml.get(outer.remote(), timeout=30)
     text = str(info.value)
-    assert "deep down" in text and "inner" in text and "pid=" in text
+    assert "deep down" in text
+    assert "inner" in text
+    assert "pid=" in text
 
     def failed_inner():
         rows = list_tasks(filters=[("state", "=", "FAILED")], detail=True, limit=1000)
         return [r for r in rows if r["name"].endswith(".inner")]
 
     row = wait_for(failed_inner, 10, what="the failed task in the listing")[0]
-    assert "ArithmeticError: deep down" in row["error"] and "deep down" in row["traceback"]
-    assert row["node_id"] == cluster.worker_nodes[0].node_id and row["worker_pid"]
+    assert "ArithmeticError: deep down" in row["error"]
+    assert "deep down" in row["traceback"]
+    assert row["node_id"] == cluster.worker_nodes[0].node_id
+    assert row["worker_pid"]
     parents = wait_for(
         lambda: list_tasks(filters=[("task_id", "=", row["parent_task_id"])], detail=True),
         10,
         what="the parent task",
     )
-    assert parents[0]["name"].endswith(".outer") and parents[0]["state"] == "FAILED"
+    assert parents[0]["name"].endswith(".outer")
+    assert parents[0]["state"] == "FAILED"

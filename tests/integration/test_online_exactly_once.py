@@ -42,7 +42,8 @@ def _assert_same(got: OnlineState, ref: OnlineState) -> None:
     assert got.event_time == ref.event_time
     assert got.metric_values() == ref.metric_values()  # whole stream and rolling window
     a, b = got.model["LogisticRegression"], ref.model["LogisticRegression"]
-    assert dict(a.weights) == dict(b.weights) and a.intercept == b.intercept
+    assert dict(a.weights) == dict(b.weights)
+    assert a.intercept == b.intercept
     assert [got.model.predict_proba_one(x) for x, _ in DATA[:50]] == [
         ref.model.predict_proba_one(x) for x, _ in DATA[:50]
     ]
@@ -155,7 +156,8 @@ def test_dead_letters_go_to_a_sink_as_they_happen(shared_runtime):
     recs = out.items()
     assert [r["kind"] for r in recs] == ["bad_features", "bad_features", "unknown_key"]
     assert [r["position"] for r in recs] == [11, 21, 101]
-    assert "feature" in recs[0]["reason"] and "dict" in recs[1]["reason"]
+    assert "feature" in recs[0]["reason"]
+    assert "dict" in recs[1]["reason"]
     assert recs[2]["item"] == ("nope", True)
     assert lr.get("stats")["dead_letter_output"]["sent"] == 3
     assert len(lr.get("dead_letters")) == 3  # still kept in the actor too

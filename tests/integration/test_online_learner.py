@@ -68,7 +68,8 @@ def test_crash_and_resume_ends_with_the_uninterrupted_model(shared_runtime, tmp_
     assert resumed.position == ref.position == len(DATA)
     assert resumed.metric_values() == ref.metric_values()
     lr_a, lr_b = resumed.model["LogisticRegression"], ref.model["LogisticRegression"]
-    assert dict(lr_a.weights) == dict(lr_b.weights) and lr_a.intercept == lr_b.intercept
+    assert dict(lr_a.weights) == dict(lr_b.weights)
+    assert lr_a.intercept == lr_b.intercept
     assert [resumed.model.predict_proba_one(x) for x, _ in DATA[:50]] == [
         ref.model.predict_proba_one(x) for x, _ in DATA[:50]
     ]
@@ -172,8 +173,11 @@ def test_a_learner_is_a_row_of_the_dashboard_panel(shared_runtime, tmp_path):
     _panel.PANEL.expire()  # no rows cached by an earlier refresh
     (panel,) = [p for p in panels_view() if p["name"] == "online"]
     (row,) = [r for r in panel["rows"] if r.get("position") == 300]
-    assert row["model"] == "Pipeline" and row["status"] == "learning"
-    assert row["rejected"] == 1 and row["version"] == 3 and 0 < row["Accuracy"] <= 1
+    assert row["model"] == "Pipeline"
+    assert row["status"] == "learning"
+    assert row["rejected"] == 1
+    assert row["version"] == 3
+    assert 0 < row["Accuracy"] <= 1
     lr.kill()
 
 
@@ -203,8 +207,10 @@ def test_partitioned_learner_publishes_one_version_and_resumes_on_more_actors(
     a.learn_from(samples[:700], batch=64)
     a.kill()
     v = reg.latest()
-    assert isinstance(v.state, ShardedState) and v.position == 700
-    assert sorted(v.state.states) == [0, 1, 2, 3, 4] and v.metrics["keys"] == 5
+    assert isinstance(v.state, ShardedState)
+    assert v.position == 700
+    assert sorted(v.state.states) == [0, 1, 2, 3, 4]
+    assert v.metrics["keys"] == 5
     b = PartitionedLearner(_model(), [metrics.Accuracy()], n_actors=3, registry=reg, resume=True)
     assert b.resumed_from == v.number
     b.learn_from(samples[700:], batch=64)
@@ -214,7 +220,8 @@ def test_partitioned_learner_publishes_one_version_and_resumes_on_more_actors(
         for k, x, y in samples:
             if k == key:
                 st.learn(x, y)
-        assert got[key]["metrics"] == st.metric_values() and got[key]["position"] == st.position
+        assert got[key]["metrics"] == st.metric_values()
+        assert got[key]["position"] == st.position
     assert reg.latest().position == len(DATA)
     b.kill()
 
@@ -229,7 +236,9 @@ def test_data_parallel_learner_publishes_its_average_and_resumes(shared_runtime,
     avg = dp.learn_from(DATA[:600], batch=50)
     dp.kill()
     v = reg.latest()
-    assert isinstance(v.state, AveragedState) and v.position == 600 and len(reg.versions()) >= 3
+    assert isinstance(v.state, AveragedState)
+    assert v.position == 600
+    assert len(reg.versions()) >= 3
     assert dict(v.model["LogisticRegression"].weights) == dict(avg["LogisticRegression"].weights)
     with reg.subscriber(follow=False) as sub:  # what a server would serve: the average
         assert sub.predict_one(DATA[0][0])[1] == v.number

@@ -37,7 +37,9 @@ def _state(n: int = 0, t: float | None = None) -> OnlineState:
 
 def test_versions_pin_unpin_rollback_and_subscriber(location):
     reg = ModelRegistry(location, name="ctr")
-    assert reg.head() == (0, None) and reg.versions() == [] and reg.poll(0) is None
+    assert reg.head() == (0, None)
+    assert reg.versions() == []
+    assert reg.poll(0) is None
     st = OnlineState(linear_model.LogisticRegression(), window=0)
     for x, y in DATA[:100]:
         st.learn(x, y, t=1.5)
@@ -45,7 +47,8 @@ def test_versions_pin_unpin_rollback_and_subscriber(location):
     for x, y in DATA[100:200]:
         st.learn(x, y, t=2.5)
     v2 = reg.publish(st)
-    assert (v1.number, v2.number) == (1, 2) and reg.versions() == [1, 2]
+    assert (v1.number, v2.number) == (1, 2)
+    assert reg.versions() == [1, 2]
     got = reg.get(1)
     assert (got.position, got.event_time) == (100, 1.5)
     assert got.metrics == pytest.approx(v1.metrics)
@@ -53,20 +56,28 @@ def test_versions_pin_unpin_rollback_and_subscriber(location):
         v1_model_proba(DATA[:100], DATA[0][0])
     )
     sub = reg.subscriber(follow=False)
-    assert sub.version.number == 2 and reg.poll(2) is None and reg.poll(1) == 2
+    assert sub.version.number == 2
+    assert reg.poll(2) is None
+    assert reg.poll(1) == 2
     _, n = sub.predict_proba_one(DATA[0][0])
     assert n == 2
     reg.pin(1)
-    assert reg.head() == (2, 1) and reg.current() == 1
-    assert sub.refresh() and sub.version.number == 1
+    assert reg.head() == (2, 1)
+    assert reg.current() == 1
+    assert sub.refresh()
+    assert sub.version.number == 1
     assert sub.stats()["version_lag"] == 1
     reg.publish(st)
     assert not sub.refresh()  # pinned: a new version is not served
     assert sub.stats()["version_lag"] == 2
     reg.unpin()
-    assert sub.refresh() and sub.version.number == 3
-    assert reg.rollback() == 2 and sub.refresh() and sub.version.number == 2
-    assert reg.rollback() == 1 and reg.current() == 1
+    assert sub.refresh()
+    assert sub.version.number == 3
+    assert reg.rollback() == 2
+    assert sub.refresh()
+    assert sub.version.number == 2
+    assert reg.rollback() == 1
+    assert reg.current() == 1
     with pytest.raises(KeyError, match="no older version"):
         reg.rollback()
     with pytest.raises(KeyError, match="version 9"):
@@ -76,7 +87,8 @@ def test_versions_pin_unpin_rollback_and_subscriber(location):
     assert reg.latest().number == 3
     # another model under another name is independent
     other = ModelRegistry(location, name="fraud")
-    assert other.versions() == [] and other.publish(st).number == 1
+    assert other.versions() == []
+    assert other.publish(st).number == 1
     assert reg.versions() == [1, 2, 3]
 
 
@@ -104,7 +116,8 @@ def test_keep_bounds_the_versions_but_never_drops_the_pinned_one(location):
     reg.pin(2)
     for _ in range(3):
         reg.publish(st)
-    assert reg.versions() == [2, 5, 6] and reg.current() == 2
+    assert reg.versions() == [2, 5, 6]
+    assert reg.current() == 2
     with pytest.raises(KeyError, match="version 1"):
         reg.get(1)
     reg.unpin()
@@ -139,7 +152,9 @@ def test_a_reader_never_sees_a_half_written_version(location):
         reg.publish(st)
     stop.set()
     th.join(30)
-    assert errors == [] and read and read == sorted(read)
+    assert errors == []
+    assert read
+    assert read == sorted(read)
 
 
 def test_subscriber_swaps_while_predictions_go_on_and_counts_them(location):
@@ -171,9 +186,12 @@ def test_subscriber_swaps_while_predictions_go_on_and_counts_them(location):
             th.join(timeout=10)
         stats = sub.stats()
     assert errors == []
-    assert sub.swaps >= 2 and stats["swaps"] == sub.swaps
+    assert sub.swaps >= 2
+    assert stats["swaps"] == sub.swaps
     assert stats["predictions"] == len(seen)  # no prediction lost by the lock-free counter
-    assert stats["version"] == 21 and stats["latest"] == 21 and stats["version_lag"] == 0
+    assert stats["version"] == 21
+    assert stats["latest"] == 21
+    assert stats["version_lag"] == 0
     # every version that served was timed once, after its newest event
     assert 1 <= stats["freshness_n"] <= 20
     assert 0 < stats["freshness_p50_s"] <= stats["freshness_p99_s"] < 5
@@ -185,7 +203,8 @@ def test_freshness_is_first_prediction_minus_event_time_and_exports(location):
     st = _state(20, t=1000.0)
     reg.publish(st)
     sub = reg.subscriber(follow=False)
-    assert sub.stats()["freshness_n"] == 0 and sub.stats()["freshness_p99_s"] is None
+    assert sub.stats()["freshness_n"] == 0
+    assert sub.stats()["freshness_p99_s"] is None
     before = time.time()
     sub.predict_one(DATA[0][0])
     after = time.time()
@@ -195,7 +214,9 @@ def test_freshness_is_first_prediction_minus_event_time_and_exports(location):
     sub.refresh()
     sub.predict_proba_one(DATA[0][0])
     s = sub.stats()
-    assert s["freshness_n"] == 2 and s["predictions"] == 3 and s["swaps"] == 2
+    assert s["freshness_n"] == 2
+    assert s["predictions"] == 3
+    assert s["swaps"] == 2
     assert before - 1000.001 <= s["freshness_p99_s"] <= after - 1000.0 + 1  # version 1
     assert 0.5 <= s["freshness_p50_s"] < 5  # version 2: served ~0.5 s after its event
     assert set(s) >= {
@@ -210,14 +231,18 @@ def test_freshness_is_first_prediction_minus_event_time_and_exports(location):
     text = sub.prometheus()
     assert f'rtml_online_model_version{{registry="ctr",subscriber="{sub.id}"}} 2' in text
     assert "# TYPE rtml_online_freshness_seconds summary" in text
-    assert 'quantile="0.99"' in text and "rtml_online_predictions_total" in text
-    assert "rtml_online_version_lag" in text and "rtml_online_load_milliseconds" in text
+    assert 'quantile="0.99"' in text
+    assert "rtml_online_predictions_total" in text
+    assert "rtml_online_version_lag" in text
+    assert "rtml_online_load_milliseconds" in text
     resp = sub.response(DATA[0][0], proba=True)
     assert resp.headers["x-model-version"] == "2"
-    assert b'"version":2' in resp.body and b'"True":' in resp.body
+    assert b'"version":2' in resp.body
+    assert b'"True":' in resp.body
     assert sub.predict(DATA[0][0]) == {"prediction": sub.predict_one(DATA[0][0])[0], "version": 2}
     m = sub.metrics_response()
-    assert m.media_type.startswith("text/plain") and b"rtml_online_swaps_total" in m.body
+    assert m.media_type.startswith("text/plain")
+    assert b"rtml_online_swaps_total" in m.body
 
 
 class _Remote:
@@ -267,7 +292,9 @@ def test_the_registry_travels_into_actors_and_their_subscribers_report(shared_ru
     _panel.expire_served()
     (panel,) = [p for p in panels_view() if p["name"] == "online-served"]
     rows = [r for r in panel["rows"] if r["subscriber"] == rep["subscriber"]]
-    assert rows and rows[0]["version"] == 41 and rows[0]["registry"] == reg.describe()
+    assert rows
+    assert rows[0]["version"] == 41
+    assert rows[0]["registry"] == reg.describe()
     rtml.get(actors[1].stop.remote(), timeout=30)
     assert reg.subscribers() == []  # a closed subscriber leaves the panel
     for a in actors:

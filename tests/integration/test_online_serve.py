@@ -140,9 +140,11 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
         wait_for(lambda: clients.all_last(pinned), timeout=10, what="the pinned version")
         t = time.monotonic()
         time.sleep(0.5)
-        assert clients.since(t) == {pinned} and reg.head()[0] > pinned + 2
+        assert clients.since(t) == {pinned}
+        assert reg.head()[0] > pinned + 2
         resp = handle.predict.remote(DATA[0][0]).result(timeout_s=10)
-        assert resp["version"] == pinned and set(resp["prediction"]) == {"True", "False"}
+        assert resp["version"] == pinned
+        assert set(resp["prediction"]) == {"True", "False"}
         # rollback: the version before the one served
         back = reg.rollback()
         assert back < pinned
@@ -167,7 +169,8 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
         stop_learning.set()
         teacher.join(60)
     results = [r for res in clients.results for r in res]
-    assert clients.errors == [] and len(results) > 100
+    assert clients.errors == []
+    assert len(results) > 100
     assert {s for _, s, _ in results} == {200}  # zero failed requests
     # the version each client sees only rises, except where pin/rollback lowered it
     for res in clients.results:
@@ -183,7 +186,8 @@ def test_a_deployment_serves_the_freshest_version_with_its_number(port_and_locat
     )
     (rep,) = reg.subscribers()
     assert rep["swaps"] >= 10
-    assert rep["freshness_n"] >= 5 and 0 < rep["freshness_p99_s"] < 5
+    assert rep["freshness_n"] >= 5
+    assert 0 < rep["freshness_p99_s"] < 5
     learner.kill()
 
 

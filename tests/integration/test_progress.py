@@ -96,7 +96,9 @@ def test_text_bar_on_a_terminal_redraws_in_place():
     bar.update(2)
     bar.close()
     out = term.getvalue()
-    assert out.startswith("\r0/2 (0%)") and "\r2/2 (100%)" in out and out.endswith("\n")
+    assert out.startswith("\r0/2 (0%)")
+    assert "\r2/2 (100%)" in out
+    assert out.endswith("\n")
     assert out.count("\n") == 1
 
 
@@ -105,10 +107,12 @@ def test_progress_yields_every_ref_once_and_draws_the_fallback(no_tqdm):
     refs = [square.remote(i) for i in range(20)]
     buf = io.StringIO()
     seen = list(progress(refs, desc="squares", file=buf))
-    assert sorted(seen, key=refs.index) == refs and len(seen) == 20
+    assert sorted(seen, key=refs.index) == refs
+    assert len(seen) == 20
     lines = buf.getvalue().splitlines()
     assert lines[0].startswith("squares: 0/20 (0%)")
-    assert lines[-1].startswith("squares: 20/20 (100%)") and "elapsed" in lines[-1]
+    assert lines[-1].startswith("squares: 20/20 (100%)")
+    assert "elapsed" in lines[-1]
 
 
 def test_progress_yields_in_finishing_order(gate_path):
@@ -152,7 +156,8 @@ def test_disable_draws_nothing(no_tqdm, capsys):
     refs = [square.remote(i) for i in range(3)]
     assert sorted(progress(refs, values=True, disable=True)) == [0, 1, 4]
     captured = capsys.readouterr()
-    assert captured.err == "" and captured.out == ""
+    assert captured.err == ""
+    assert captured.out == ""
 
 
 # ---------------------------------------------------------------------------------- get
@@ -201,6 +206,8 @@ def test_tqdm_is_used_when_installed(monkeypatch):
     assert progress_get(refs, desc="with tqdm", file=buf) == [i * i for i in range(6)]
     (bar,) = bars
     assert bar.kwargs == {"total": 6, "desc": "with tqdm", "file": buf}
-    assert bar.n == 6 and bar.closed and buf.getvalue() == ""
+    assert bar.n == 6
+    assert bar.closed
+    assert buf.getvalue() == ""
     list(progress(refs[:2], total=10, disable=True))
     assert len(bars) == 1  # disabled: no bar at all

@@ -30,8 +30,10 @@ def test_ppo_learning_progresses_on_cartpole(shared_runtime):
         "time_s",
     ):
         assert k in ms[-1], k
-    assert ms[-1]["env_steps"] == 12 * 1024 and ms[-1]["env_steps_per_s"] > 0
-    assert "PPO it 12" in buf.getvalue() and "steps/s" in buf.getvalue()
+    assert ms[-1]["env_steps"] == 12 * 1024
+    assert ms[-1]["env_steps_per_s"] > 0
+    assert "PPO it 12" in buf.getvalue()
+    assert "steps/s" in buf.getvalue()
 
 
 def test_checkpoint_restore_gives_the_same_next_update(shared_runtime, tmp_path):
@@ -50,7 +52,8 @@ def test_checkpoint_restore_gives_the_same_next_update(shared_runtime, tmp_path)
     assert not np.array_equal(w1, saved_w)
     ppo2 = PPO.restore(path)
     try:
-        assert ppo2.iteration == 2 and ppo2.env_steps == 2 * 128
+        assert ppo2.iteration == 2
+        assert ppo2.env_steps == 2 * 128
         assert np.array_equal(ppo2.policy.get_weights(), saved_w)
         m2 = ppo2.update(batches)
         assert np.array_equal(ppo2.policy.get_weights(), w1)
@@ -60,7 +63,8 @@ def test_checkpoint_restore_gives_the_same_next_update(shared_runtime, tmp_path)
             k: v for k, v in m2.items() if k != "learner_s"
         }
         ms = ppo2.train(iterations=1, progress=False)  # and training goes on from there
-        assert ms[0]["iteration"] == 3 and len(ppo2.history) == 3
+        assert ms[0]["iteration"] == 3
+        assert len(ppo2.history) == 3
     finally:
         ppo2.stop()
 

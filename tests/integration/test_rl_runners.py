@@ -129,7 +129,8 @@ def test_an_env_that_always_fails_raises_with_env_runner_and_step(shared_runtime
             EpisodeError, match=r"env 'FlakyEnv', runner 0, env index 0, step \d+"
         ) as e:
             g.next_batch(timeout=60)
-        assert type(e.value) is EpisodeError and e.value.runner == 0
+        assert type(e.value) is EpisodeError
+        assert e.value.runner == 0
     finally:
         g.stop()
 
@@ -141,12 +142,14 @@ def test_a_killed_runner_is_replaced_and_training_goes_on(shared_runtime):
         assert ppo.group.busy() == {0, 1}  # async sampling: requests in flight
         rtml.kill(ppo.group.runners[0])
         ms = ppo.train(iterations=4, progress=False)
-        assert ppo.group.restarts >= 1 and ms[-1]["runner_restarts"] >= 1
+        assert ppo.group.restarts >= 1
+        assert ms[-1]["runner_restarts"] >= 1
         assert [m["iteration"] for m in ms] == [3, 4, 5, 6]
         assert ms[-1]["env_steps"] > ms[0]["env_steps"]
         assert any("runner 0 died" in e for e in ppo.group.errors)
         os.kill(ppo.group.pids(timeout=30)[1], signal.SIGKILL)  # a hard crash this time
         ms = ppo.train(iterations=3, progress=False)
-        assert ppo.group.restarts >= 2 and ms[-1]["iteration"] == 9
+        assert ppo.group.restarts >= 2
+        assert ms[-1]["iteration"] == 9
     finally:
         ppo.stop()

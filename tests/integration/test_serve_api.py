@@ -62,7 +62,8 @@ def test_function_and_class_deployments_and_method_calls(app):
     st = serve.status()
     assert st.applications["c"].status == "RUNNING"
     dep = st.applications["c"].deployments["Adder"]
-    assert dep.status == "HEALTHY" and dep.replica_states == {"RUNNING": 2}
+    assert dep.status == "HEALTHY"
+    assert dep.replica_states == {"RUNNING": 2}
 
 
 def test_user_exception_propagates_and_replica_keeps_serving(app):
@@ -152,7 +153,9 @@ def test_batching_sync_and_async(app):
     out = [h.score_sync.remote(i) for i in range(3)]
     assert [r.result(timeout_s=10) for r in out] == [1, 2, 3]
     sizes = h.sizes_seen.remote().result(timeout_s=10)
-    assert max(sizes[:-1]) == 4 and sum(sizes) == 11 and sizes[-1] == 3
+    assert max(sizes[:-1]) == 4
+    assert sum(sizes) == 11
+    assert sizes[-1] == 3
 
 
 @serve.deployment(user_config={"threshold": 1})
@@ -172,18 +175,21 @@ class Thresholded:
 def test_user_config_reconfigure_swaps_version(app):
     h = serve.run(Thresholded.bind(), name="u", route_prefix=None)
     r = h.remote(2)
-    assert r.result(timeout_s=10) is True and r.version == "1"
+    assert r.result(timeout_s=10) is True
+    assert r.version == "1"
     h = serve.run(
         Thresholded.options(user_config={"threshold": 5}).bind(), name="u", route_prefix=None
     )
     r = h.remote(2)
-    assert r.result(timeout_s=10) is False and r.version == "2"
+    assert r.result(timeout_s=10) is False
+    assert r.version == "2"
     assert serve.reconfigure({"threshold": 0}, app_name="u") == "3"
     assert h.remote(1).result(timeout_s=10) is True
     with pytest.raises(RuntimeError, match="bad config"):
         serve.reconfigure({"fail": True, "threshold": 9}, app_name="u")
     r = h.remote(1)
-    assert r.result(timeout_s=10) is True and r.version == "3"  # still the last good one
+    assert r.result(timeout_s=10) is True
+    assert r.version == "3"
 
 
 @serve.deployment(num_replicas=2)

@@ -91,7 +91,8 @@ def test_routing_by_prefix_and_unknown_route(client):
     assert client.get("/hello/deeper").text == "hello"
     assert "pid" in client.get("/echo").json()
     r = client.get("/nowhere")
-    assert r.status_code == 404 and "no application is routed at '/nowhere'" in r.text
+    assert r.status_code == 404
+    assert "no application is routed at '/nowhere'" in r.text
     assert client.get("/hellothere").status_code == 404  # a prefix matches whole segments
     assert set(client.get("/-/routes").json()) == {"/echo", "/hello"}
 
@@ -99,13 +100,16 @@ def test_routing_by_prefix_and_unknown_route(client):
 def test_client_errors_are_4xx_and_user_errors_500_with_id(client, capfd):
     serve.run(Echo.bind(), name="echo", route_prefix="/")
     r = client.post("/", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and "not valid JSON" in r.text
+    assert r.status_code == 400
+    assert "not valid JSON" in r.text
     r = client.post("/", content=b"x" * (16 * 2**20 + 1))
-    assert r.status_code == 413 and "over the limit" in r.text
+    assert r.status_code == 413
+    assert "over the limit" in r.text
     r = client.get("/boom")
     assert r.status_code == 500
     body = r.json()
-    assert body["type"] == "ZeroDivisionError" and len(body["error_id"]) == 12
+    assert body["type"] == "ZeroDivisionError"
+    assert len(body["error_id"]) == 12
     assert client.get("/").status_code == 200  # the replica keeps serving
     st = serve.status().applications["echo"].deployments["Echo"]
     assert st.replica_states == {"RUNNING": 1}
@@ -179,7 +183,8 @@ def test_metrics_endpoint_and_status_metrics(client):
         return m if m["requests_total"] >= 11 else None
 
     m = wait_for(counted, timeout=15, what="replica stats at the controller")
-    assert m["errors_total"] == 1 and m["p50_ms"] is not None
+    assert m["errors_total"] == 1
+    assert m["p50_ms"] is not None
 
     def scraped():
         text = client.get("/-/metrics").text
@@ -224,7 +229,8 @@ def test_ingress_with_a_starlette_app(client):
 
     serve.run(Api.bind(), name="api", route_prefix="/")
     r = client.get("/predict/7")
-    assert r.status_code == 200 and r.json() == {"scale": 3, "x": "7"}
+    assert r.status_code == 200
+    assert r.json() == {"scale": 3, "x": "7"}
     assert client.get("/other").status_code == 404
 
 

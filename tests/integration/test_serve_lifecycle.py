@@ -43,7 +43,8 @@ def test_the_dashboard_panel_lists_each_deployment():
         _panel._cache["t"] = 0.0  # no cached rows from an earlier test
         (panel,) = [p for p in panels_view() if p["name"] == "serve"]
         (row,) = [r for r in panel["rows"] if r["application"] == "panel-app"]
-        assert row["deployment"] == "echo" and row["replicas"] == 2
+        assert row["deployment"] == "echo"
+        assert row["replicas"] == 2
         assert row["status"] == "HEALTHY"
     finally:
         serve.shutdown()

@@ -154,7 +154,8 @@ def test_swaps_and_rollbacks_under_load_fail_no_request(clean):
     last = seen[-50:]
     assert {b for b, _ in last} == {"new-c"}
     dep = serve.status().applications["m"].deployments["Versioned"]
-    assert dep.status == "HEALTHY" and dep.replica_states == {"RUNNING": 2}
+    assert dep.status == "HEALTHY"
+    assert dep.replica_states == {"RUNNING": 2}
     assert "rolled back" in dep.message or dep.message == ""
 
 
@@ -184,9 +185,11 @@ def test_in_flight_requests_finish_on_their_version(clean, gate_path):
     )
     serve.reconfigure({"v": 2}, app_name="s")
     fast = h.remote("")
-    assert fast.result(timeout_s=10) == 2 and fast.version == "2"
+    assert fast.result(timeout_s=10) == 2
+    assert fast.version == "2"
     gate_path.touch()
-    assert slow.result(timeout_s=10) == 1 and slow.version == "1"
+    assert slow.result(timeout_s=10) == 1
+    assert slow.version == "1"
 
 
 def _pids(app: str, dep: str) -> set[int]:
@@ -209,7 +212,8 @@ def test_a_killed_replica_is_replaced_and_its_requests_retried(clean):
         load.wait_more(50)
     assert load.failed() == []
     after = _pids("k", "Versioned")
-    assert victim not in after and len(after) == 2
+    assert victim not in after
+    assert len(after) == 2
 
 
 @serve.deployment(health_check_period_s=0.2, health_check_timeout_s=5)

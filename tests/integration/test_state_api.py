@@ -101,9 +101,8 @@ class TestEmbedded:
         }
         assert live[waiting_id].state == "PENDING_ARGS"
         running = live[gated_id]
-        assert running.name == "after_gate" and running.worker_pid in {
-            w.pid for w in state.list_workers()
-        }
+        assert running.name == "after_gate"
+        assert running.worker_pid in {w.pid for w in state.list_workers()}
         busy = state.list_workers(filters=[("state", "!=", "IDLE")], detail=True)
         assert any(gated_id in w.tasks for w in busy)
         gate_path.touch()
@@ -129,12 +128,16 @@ class TestEmbedded:
         wait_for(lambda: settled({fid}), 30, what="the failed task to be listed")
 
         (row,) = state.list_tasks(filters=[("task_id", "=", fid)], detail=True)
-        assert row.state == "FAILED" and row.error == "ValueError: boom 7"
-        assert "raise ValueError" in row.traceback and row.node_id and row.worker_pid
+        assert row.state == "FAILED"
+        assert row.error == "ValueError: boom 7"
+        assert "raise ValueError" in row.traceback
+        assert row.node_id
+        assert row.worker_pid
         assert state.list_tasks(filters=[("task_id", "=", fid)])[0].error == "ValueError: boom 7"
 
         (actor,) = state.list_actors(filters=[("class_name", "=", "Counter")])
-        assert actor.state == "ALIVE" and actor.pid in {w.pid for w in state.list_workers()}
+        assert actor.state == "ALIVE"
+        assert actor.pid in {w.pid for w in state.list_workers()}
 
         def incr_calls() -> list[Any] | None:
             rows = state.list_tasks(
@@ -158,7 +161,9 @@ class TestEmbedded:
         assert put_id in state.memory_summary()
 
         (node,) = state.list_nodes()
-        assert node.alive and node.is_head and node.resources_total["CPU"] == 2
+        assert node.alive
+        assert node.is_head
+        assert node.resources_total["CPU"] == 2
         assert len(state.list_workers()) >= 2
 
         tasks = state.summarize_tasks()
@@ -191,7 +196,8 @@ class TestEmbedded:
         }
         worker_pids = {w.pid for w in state.list_workers()}
         for x in (xa, xb, xc):
-            assert x["tid"] in worker_pids and rows[(x["pid"], x["tid"])] == f"worker {x['tid']}"
+            assert x["tid"] in worker_pids
+            assert rows[(x["pid"], x["tid"])] == f"worker {x['tid']}"
         node_names = [e["args"]["name"] for e in events if e["name"] == "process_name"]
         assert node_names == [f"node {state.list_nodes()[0].node_id} (head)"]
 
@@ -208,9 +214,12 @@ class TestEmbedded:
                     return True
             return False
 
-        assert arrow(xa, xb) and arrow(xb, xc) and not arrow(xa, xc)
+        assert arrow(xa, xb)
+        assert arrow(xb, xc)
+        assert not arrow(xa, xc)
         listed = rtml.timeline()
-        assert isinstance(listed, list) and ids <= by_task(check_trace(listed)).keys()
+        assert isinstance(listed, list)
+        assert ids <= by_task(check_trace(listed)).keys()
 
 
 # --------------------------------------------------------------------------- cluster
@@ -271,22 +280,28 @@ def test_cluster_state_from_the_driver_and_the_cli(tmp_path, monkeypatch):
         assert ids <= by_id.keys()
         assert by_id[failed.task_id()]["traceback"].rstrip().endswith("boom 0")
         table = _rtml("list", "nodes", "--address", c.address)
-        assert table.returncode == 0 and table.stdout.splitlines()[0].startswith("NODE_ID")
-        assert head.node_id in table.stdout and side.node_id in table.stdout
+        assert table.returncode == 0
+        assert table.stdout.splitlines()[0].startswith("NODE_ID")
+        assert head.node_id in table.stdout
+        assert side.node_id in table.stdout
         summary = _rtml("summary", "tasks", "--address", c.address)
-        assert summary.returncode == 0 and "boom" in summary.stdout
+        assert summary.returncode == 0
+        assert "boom" in summary.stdout
         memory = _rtml("memory", "--address", c.address)
-        assert memory.returncode == 0 and "object(s)" in memory.stdout
+        assert memory.returncode == 0
+        assert "object(s)" in memory.stdout
         path = tmp_path / "cluster-trace.json"
         written = _rtml("timeline", "--address", c.address, "-o", str(path))
         assert written.returncode == 0, written.stderr
         assert by_task(check_trace(json.loads(path.read_text()))).keys() >= ids
         bad = _rtml("list", "tasks", "--address", c.address, "--filter", "colour=red")
-        assert bad.returncode == 2 and "unknown filter key 'colour'" in bad.stderr
+        assert bad.returncode == 2
+        assert "unknown filter key 'colour'" in bad.stderr
     finally:
         c.shutdown()
     gone = _rtml("list", "tasks", "--address", c.address)
-    assert gone.returncode == 1 and "Error:" in gone.stderr
+    assert gone.returncode == 1
+    assert "Error:" in gone.stderr
     assert "Traceback" not in gone.stderr
     with pytest.raises(RuntimeError, match="init"):
         rtml.timeline()

@@ -150,4 +150,5 @@ def test_files_in_files_out_exactly_once(tmp_path):
     lines = [json.loads(line) for f in sorted(out.iterdir()) for line in f.read_text().split()]
     assert sorted(e["i"] for e in lines) == [2 * i for i in range(500)]
     (dl,) = bad.items()
-    assert dl.event == "not json" and "in.jsonl:501" in dl.error
+    assert dl.event == "not json"
+    assert "in.jsonl:501" in dl.error

@@ -57,14 +57,15 @@ def test_a_dataflow_spans_nodes_and_is_listed_by_the_cli():
         )
         assert out.returncode == 0, out.stderr
         (listed,) = [m for m in json.loads(out.stdout) if m["name"] == "spread"]
-        assert listed["status"] == "running" and listed["parallelism"] == 2
+        assert listed["status"] == "running"
+        assert listed["parallelism"] == 2
         table = subprocess.run(
             [sys.executable, "-m", "rtml", "list", "streams", "--address", cluster.address],
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert "spread" in table.stdout and "EVENTS_IN" in table.stdout, table.stdout
+        assert "spread" in table.stdout and "EVENTS_IN" in table.stdout, table.stdout  # noqa: PT018
         run.wait(timeout=60)
         assert sorted(sink.items()) == list(range(4000))
     finally:

@@ -21,7 +21,8 @@ def test_a_broken_panel_shows_its_error_and_the_others_stay():
     try:
         view = {p["name"]: p for p in panels_view()}
         assert view["ok"]["rows"] == [{"a": 1}]
-        assert view["broken"]["rows"] == [] and "ZeroDivisionError" in view["broken"]["error"]
+        assert view["broken"]["rows"] == []
+        assert "ZeroDivisionError" in view["broken"]["error"]
     finally:
         unregister_panel("ok")
         unregister_panel("broken")
@@ -50,7 +51,8 @@ def test_a_running_dataflow_shows_in_the_streams_panel(runtime):
             return rows and rows[0]["events_in"] > 0 and rows
 
         (row,) = wait_for(listed, timeout=30, what="the dataflow in the snapshot's panels")
-        assert row["status"] == "running" and row["parallelism"] == 2
+        assert row["status"] == "running"
+        assert row["parallelism"] == 2
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:

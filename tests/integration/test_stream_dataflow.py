@@ -174,7 +174,8 @@ def test_merge_interleaves_keyed_branches_and_windows_close_on_the_smaller_water
         for u in range(3)
         for w in (0, 20, 40)
     }
-    assert set(counts.items()) == expected and len(counts.items()) == 9
+    assert set(counts.items()) == expected
+    assert len(counts.items()) == 9
 
 
 def test_merge_refuses_nothing_to_merge_and_unkeyed_inputs():
@@ -198,7 +199,8 @@ def test_a_user_error_fails_the_run_naming_the_event_and_key():
     with pytest.raises(rs.UserFunctionError) as info:
         run.wait(timeout=60)
     err = info.value
-    assert err.key == "key0" and err.event == "0"
+    assert err.key == "key0"
+    assert err.event == "0"
     assert "ZeroDivisionError" in err.remote_traceback
     assert "dead_letter=True" in str(err)
     assert run.status == "failed"
@@ -223,7 +225,9 @@ def test_dead_letters_take_failing_events_and_the_run_goes_on():
     flow.run().wait(timeout=60)
     assert sorted(ok.items()) == [1, 3]
     (d,) = dead.items()
-    assert d.event == "x" and "ValueError" in d.error and d.operator == "map_1"
+    assert d.event == "x"
+    assert "ValueError" in d.error
+    assert d.operator == "map_1"
 
 
 def _running_counts_flow(name, source, sink):
@@ -338,7 +342,8 @@ def test_wait_draws_progress_for_a_bounded_source():
     buf = io.StringIO()
     flow.run().wait(timeout=60, progress=True, file=buf)
     lines = [x for x in buf.getvalue().split("\r") if x.strip()]
-    assert lines and lines[0].startswith("progress: ")
+    assert lines
+    assert lines[0].startswith("progress: ")
     assert "/600" in lines[-1], lines  # the source knows its size
 
 
@@ -382,7 +387,8 @@ def test_windowed_stream_join_pairs_events_of_a_key_in_the_same_window():
         for rt in right
         if lt["k"] == rt["k"] and lt["ts"] // 10 == rt["ts"] // 10
     )
-    assert sorted(sink.items()) == expect and expect
+    assert sorted(sink.items()) == expect
+    assert expect
 
 
 def test_a_joined_table_refreshes_while_the_dataflow_runs(tmp_path):
@@ -411,4 +417,5 @@ def test_a_joined_table_refreshes_while_the_dataflow_runs(tmp_path):
     run.stop(timeout=60)
     got = sink.items()
     first_new = got.index(2.0)
-    assert set(got[:first_new]) == {1.0} and set(got[first_new:]) == {2.0}
+    assert set(got[:first_new]) == {1.0}
+    assert set(got[first_new:]) == {2.0}

@@ -89,11 +89,13 @@ def test_partitions_read_resume_exactly_lag_and_ack(kafka_bootstrap, produce):
     r.close()
     r = src.open("events[2]", off)
     again = drain(r, 6)
-    assert [e["i"] for e in again] == list(range(4, 10)) and r.offset() == 10
+    assert [e["i"] for e in again] == list(range(4, 10))
+    assert r.offset() == 10
     assert r.lag() == 0
     r.close()
     empty = src.open("events[0]", None)
-    assert empty.read(10, 0.05) == [] and empty.offset() == 0
+    assert empty.read(10, 0.05) == []
+    assert empty.offset() == 0
     empty.close()
     c = ck.Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "rtml-events"})
     try:
@@ -125,7 +127,8 @@ def test_read_returns_a_lone_message_without_waiting_for_a_batch(kafka_bootstrap
     t.start()
     produce("t", [b"lone"], partition=1)
     t.join(30)  # a read that waited to fill its batch would still be running
-    assert not t.is_alive() and got == [b"lone"]
+    assert not t.is_alive()
+    assert got == [b"lone"]
     r.close()
 
 
@@ -135,8 +138,12 @@ def test_malformed_values(kafka_bootstrap, produce):
     ok, bad, worse = drain(r, 3)
     r.close()
     assert ok == {"ok": 1}
-    assert isinstance(bad, Malformed) and bad.where == "t[0]@1" and "JSON" in bad.reason
-    assert isinstance(worse, Malformed) and worse.raw == b"\xff" and "UTF-8" in worse.reason
+    assert isinstance(bad, Malformed)
+    assert bad.where == "t[0]@1"
+    assert "JSON" in bad.reason
+    assert isinstance(worse, Malformed)
+    assert worse.raw == b"\xff"
+    assert "UTF-8" in worse.reason
     r = KafkaSource("t", kafka_bootstrap).open("t[0]", 2)
     assert drain(r, 1) == [b"\xff"]
     r.close()

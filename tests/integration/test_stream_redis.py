@@ -38,7 +38,8 @@ def test_read_resume_exactly_and_ack(client, redis_address):
     assert r.lag() == 0
     r.ack(off)  # the checkpoint holding `off` is durable
     pending = client.xpending("clicks", "g")
-    assert pending["pending"] == 6 and pending["min"].decode() == ids[4]
+    assert pending["pending"] == 6
+    assert pending["min"].decode() == ids[4]
     r.close()
 
     r = src.open("clicks", off)  # the group is at ids[9]; the checkpoint says ids[3]
@@ -63,7 +64,8 @@ def test_read_returns_a_lone_entry_without_waiting_for_a_batch(client, redis_add
     t.start()
     client.xadd("b", {"k": "v"})
     t.join(30)  # a read that waited to fill its batch would still be running
-    assert not t.is_alive() and got == [{"k": "v"}]
+    assert not t.is_alive()
+    assert got == [{"k": "v"}]
     r.close()
 
 
@@ -85,8 +87,10 @@ def test_malformed_and_binary_entries(client, redis_address):
     r = RedisStreamSource("s", redis_address).open("s", None)
     bad, ok = r.read(10, 1.0)
     r.close()
-    assert isinstance(bad, Malformed) and bad.where == f"s@{bad_id}"
-    assert bad.raw == {b"v": b"\xff\xfe"} and "UTF-8" in bad.reason
+    assert isinstance(bad, Malformed)
+    assert bad.where == f"s@{bad_id}"
+    assert bad.raw == {b"v": b"\xff\xfe"}
+    assert "UTF-8" in bad.reason
     assert ok == {"v": "ok"}
     r = RedisStreamSource("s", redis_address, binary=True, group="other").open("s", None)
     assert r.read(10, 1.0) == [{b"v": b"\xff\xfe"}, {b"v": b"ok"}]
@@ -151,7 +155,8 @@ def test_exactly_once_epoch_is_atomic(client, redis_address):
     w = RedisStreamSink("out", redis_address).open("w", 0, 1)
     with pytest.raises(ConnectorError, match="empty dict"):
         w.write_epoch(1, [{"a": 1}, {}])
-    assert client.xlen("out") == 0 and client.hget("out:rtml-epochs", "w") is None
+    assert client.xlen("out") == 0
+    assert client.hget("out:rtml-epochs", "w") is None
     w.write_epoch(1, [{"a": 1}])
     w.close()
     assert client.xlen("out") == 1

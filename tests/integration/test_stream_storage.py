@@ -23,7 +23,8 @@ def test_a_store_returns_the_newest_checkpoint_whole(kind, tmp_path, redis_addre
         for n in range(1, 6):
             store.write(n, {"parts": {"s": [{"n": n, "blob": b"x" * 1000}]}})
         n, data = store.latest()
-        assert n == 5 and data["parts"]["s"][0]["n"] == 5
+        assert n == 5
+        assert data["parts"]["s"][0]["n"] == 5
         if kind == "dir":
             kept = sorted(d for d in os.listdir(where) if d.startswith("ckpt-"))
             assert len(kept) == KEEP

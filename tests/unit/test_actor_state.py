@@ -210,7 +210,8 @@ def test_worker_death_restarts_and_resends_in_flight_calls_in_order():
     c3 = env.call(aid, "c3", retries=0)
     env.node.on_worker_exit(wid, "killed by signal 9")
     rec = env.mgr.actors[aid]
-    assert rec.state == RESTARTING and rec.num_restarts == 1
+    assert rec.state == RESTARTING
+    assert rec.num_restarts == 1
     assert "max_task_retries" in str(env.error_of(c3))  # not retried: says how to retry
     env.validate()
     wid2 = env.start(aid)
@@ -223,7 +224,8 @@ def test_worker_death_restarts_and_resends_in_flight_calls_in_order():
     assert rec.state == DEAD
     for t in (c2, c4):
         err = env.error_of(t)
-        assert isinstance(err, exc.ActorDiedError) and "exit code 1" in str(err)
+        assert isinstance(err, exc.ActorDiedError)
+        assert "exit code 1" in str(err)
     c5 = env.call(aid, "c5")
     assert isinstance(env.error_of(c5), exc.ActorDiedError)
     assert len(env.io.spawned) == 2
@@ -244,7 +246,8 @@ def test_constructor_failure_fails_every_call_with_its_traceback():
     assert env.io.tags(w.wid)[-1] == "exit"
     for t in (c1, env.call(aid, "c2")):
         err = env.error_of(t)
-        assert isinstance(err, exc.ActorDiedError) and "bad config" in str(err)
+        assert isinstance(err, exc.ActorDiedError)
+        assert "bad config" in str(err)
     env.node.on_worker_exit(w.wid, "exit code 0")
     assert len(env.io.spawned) == 1  # a constructor error is not retried by restarts
     env.validate()
@@ -260,10 +263,12 @@ def test_names_duplicates_get_if_exists_and_kill_frees_the_name():
     assert (kind2, aid2) == ("existing", aid)
     assert env.mgr.op(DRIVER_INDEX, "get", ("svc", None))[1][0] == aid
     status, err = env.mgr.op(DRIVER_INDEX, "get", ("nope", None))
-    assert status == "err" and "nope" in str(err)
+    assert status == "err"
+    assert "nope" in str(err)
     wid = env.start(aid)
     listed = {a["name"]: a for a in env.mgr.list_actors()}
-    assert listed["svc"]["state"] == ALIVE and listed["svc"]["namespace"] == "ns"
+    assert listed["svc"]["state"] == ALIVE
+    assert listed["svc"]["namespace"] == "ns"
     env.mgr.op(DRIVER_INDEX, "kill", (aid, True))
     assert wid in env.io.killed
     assert env.mgr.op(DRIVER_INDEX, "get", ("svc", None))[0] == "err"
@@ -283,7 +288,8 @@ def test_dropping_the_last_handle_exits_after_queued_calls():
     assert env.io.tags(wid)[-1] == "exit"
     env.node.on_worker_exit(wid, "exit code 0")
     rec = env.mgr.actors[aid]
-    assert rec.state == DEAD and "handle" in str(rec.cause)
+    assert rec.state == DEAD
+    assert "handle" in str(rec.cause)
     assert len(env.io.spawned) == 1
     env.validate()
 
@@ -325,7 +331,8 @@ def test_actor_holds_explicit_resources_and_waits_for_them():
     _, a = env.create(resources={"CPU": 2.0})
     _, b = env.create(resources={"CPU": 1.0})
     assert env.node.resources.availability()["CPU"] == 0
-    assert env.mgr.actors[b].state == PENDING_CREATION and len(env.io.spawned) == 1
+    assert env.mgr.actors[b].state == PENDING_CREATION
+    assert len(env.io.spawned) == 1
     env.validate()
     wid = env.start(a)
     env.mgr.op(DRIVER_INDEX, "kill", (a, True))
@@ -334,7 +341,8 @@ def test_actor_holds_explicit_resources_and_waits_for_them():
     assert env.node.resources.availability()["CPU"] == 1
     _, c = env.create(resources={"CPU": 4.0})  # can never fit on this node
     err = env.error_of(c)  # the handle object holds the reason
-    assert isinstance(err, exc.ActorDiedError) and "could never be placed" in str(err)
+    assert isinstance(err, exc.ActorDiedError)
+    assert "could never be placed" in str(err)
     env.validate()
 
 
@@ -357,7 +365,8 @@ def test_kill_with_restart_queues_later_calls_for_the_new_worker():
     wid = env.start(aid)
     c1 = env.call(aid, "c1")
     env.mgr.op(DRIVER_INDEX, "kill", (aid, False))
-    assert wid in env.io.killed and env.mgr.actors[aid].state == RESTARTING
+    assert wid in env.io.killed
+    assert env.mgr.actors[aid].state == RESTARTING
     assert isinstance(env.error_of(c1), exc.ActorDiedError)  # in flight, not retried
     c2 = env.call(aid, "c2")
     assert env.io.execs(wid) == ["C.__init__", "c1"]  # nothing more to the dying worker

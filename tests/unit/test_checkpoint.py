@@ -78,7 +78,8 @@ def test_dir_is_made_absolute_and_checked(tmp_path, monkeypatch):
 def test_keys_are_unique_per_actor_and_grouped_by_session():
     a = ck.new_config(5, None, "s1", 7)
     b = ck.new_config(5, None, "s1", 7)  # the same actor id in another runtime
-    assert a["key"] != b["key"] and a["key"].startswith("s1/7-")
+    assert a["key"] != b["key"]
+    assert a["key"].startswith("s1/7-")
     assert ck.new_config(0, None, "s1", 7, detached=True)["key"].startswith("detached/7-")
 
 
@@ -137,7 +138,8 @@ def test_write_then_load_round_trips(tmp_path):
     assert path == os.path.join(ck.actor_dir(cfg), ck.FILE)
     ck.write(cfg, ck.encode({"n": 2}, 2))
     got = ck.load(cfg)
-    assert got is not None and (got.seq, got.state) == (2, {"n": 2})
+    assert got is not None
+    assert (got.seq, got.state) == (2, {"n": 2})
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert os.listdir(ck.actor_dir(cfg)) == [ck.FILE]  # no temp file left behind
 
@@ -186,9 +188,11 @@ def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     cfg = {"interval": 0, "dir": str(tmp_path), "key": "s1/2a-x"}
     leftovers = os.listdir(ck.actor_dir(cfg))
-    assert ck.FILE in leftovers and any(n.startswith(".tmp-") for n in leftovers)
+    assert ck.FILE in leftovers
+    assert any(n.startswith(".tmp-") for n in leftovers)
     got = ck.load(cfg)
-    assert got is not None and (got.seq, got.state) == (1, "old")
+    assert got is not None
+    assert (got.seq, got.state) == (1, "old")
     ck.remove({"checkpoint": cfg})  # the temp file goes with the directory
     assert not os.path.exists(ck.actor_dir(cfg))
 
@@ -212,7 +216,8 @@ def test_remove_and_remove_session(tmp_path, monkeypatch):
     for cfg in (own, a, b, d):
         ck.write(cfg, ck.encode(0, 1))
     ck.remove({"checkpoint": a})
-    assert not os.path.exists(ck.actor_dir(a)) and os.path.exists(ck.actor_dir(b))
+    assert not os.path.exists(ck.actor_dir(a))
+    assert os.path.exists(ck.actor_dir(b))
     ck.remove(None)
     ck.remove({})
     ck.remove({"checkpoint": a})  # gone already: nothing to do
@@ -238,12 +243,16 @@ def test_checkpointer_saves_every_interval_calls(tmp_path, background):
             a.inc()
             c.call_done(a)
         c.flush()
-        assert c.seq == c.written == 2 and ck.load(cfg).state["n"] == 6
-        assert c.save(a) == 3 and ck.load(cfg).state["n"] == 7  # on disk once it returns
+        assert c.seq == c.written == 2
+        assert ck.load(cfg).state["n"] == 6
+        assert c.save(a) == 3
+        assert ck.load(cfg).state["n"] == 7
         b = Plain()
         c2 = ck.Checkpointer(cfg, "Plain", background=background)  # the restarted actor
         got = c2.restore(b)
-        assert got is not None and b.n == 7 and c2.seq == 3
+        assert got is not None
+        assert b.n == 7
+        assert c2.seq == 3
         assert c2.save(b) == 4  # numbers go on from the restored checkpoint
         c2.close()
     finally:
@@ -280,7 +289,8 @@ def test_a_checkpoint_due_while_the_last_is_written_waits_for_it(tmp_path, monke
     finally:
         gate.set()
         c.close()
-    assert written == [1, 2] and ck.load(cfg).state["n"] == 2
+    assert written == [1, 2]
+    assert ck.load(cfg).state["n"] == 2
 
 
 def test_a_write_after_the_directory_was_removed_does_not_recreate_it(tmp_path, capsys):
@@ -316,7 +326,8 @@ def test_a_failing_periodic_save_warns_once_and_goes_on(tmp_path, capsys):
     for _ in range(3):
         c.call_done(a)  # never raises: the call itself succeeded
     err = capsys.readouterr().err
-    assert err.count("checkpoint of actor Plain failed") == 1 and "not picklable" in err
+    assert err.count("checkpoint of actor Plain failed") == 1
+    assert "not picklable" in err
     with pytest.raises(TypeError, match="not picklable"):
         c.save(a)  # asked for explicitly: the caller hears of it
 

@@ -133,22 +133,26 @@ def test_chain_lost_with_its_node_is_rebuilt_here_from_lineage():
     b = env.submit((a,))
     env.reply_from_b(b)
     env.release(a)  # only b is referenced now; a's lineage stays (b needs it)
-    assert a not in env.node.objects and len(env.cluster.lineage) == 2
+    assert a not in env.node.objects
+    assert len(env.cluster.lineage) == 2
     env.cluster.on_link_closed(-1)  # B died
-    assert env.io.logs and "node B died" in env.io.logs[-1][3]
+    assert env.io.logs
+    assert "node B died" in env.io.logs[-1][3]
     got = []
     assert env.node.add_get(env.driver, [b], got.append) is not None
     assert env.cluster.stats["reconstructed"] == 2
     env.run_here("A")  # a first (re-created as b's input) ...
     env.run_here("B")  # ... then b, here: B is gone
-    assert env.io.execs() == ["t1", "t2"] and got
+    assert env.io.execs() == ["t1", "t2"]
+    assert got
     assert [m[1].task_id for _w, m in env.io.sent if m[0] == "exec"] == [a >> 32, b >> 32]
     assert env.cluster.lineage.reruns == {a >> 32: 1, b >> 32: 1}
     assert env.node.payload(b) == (INLINE, pickle.dumps("B"))
     env.node.validate()
     env.cluster.lineage.validate()
     env.release(b)
-    assert len(env.cluster.lineage) == 0 and not env.node.objects.entries
+    assert len(env.cluster.lineage) == 0
+    assert not env.node.objects.entries
 
 
 def test_task_without_retries_cannot_be_rebuilt():

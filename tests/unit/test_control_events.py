@@ -33,14 +33,16 @@ def test_events_are_numbered_and_queried_by_task_and_since():
         == 3
     )
     page = log.query()
-    assert [s for s, _ in page.events] == [0, 1, 2, 3] and page.next_seq == 4
+    assert [s for s, _ in page.events] == [0, 1, 2, 3]
+    assert page.next_seq == 4
     assert page.events[3][1] == TaskEvent(
         3, 1, "FAILED", 2.0, worker_id=9, extra={"error": "ValueError"}
     )
     assert [e.state for _, e in log.query(task_id=1).events] == ["RUNNING", "FINISHED"]
     assert [s for s, _ in log.query(task_id=1, since=1).events] == [2]
     assert log.query(task_id=404).events == []
-    assert log.query(since=4).events == [] and log.query(since=4).next_seq == 4
+    assert log.query(since=4).events == []
+    assert log.query(since=4).next_seq == 4
     log.validate()
 
 
@@ -55,7 +57,8 @@ def test_paging_with_limit_reads_everything_once():
         seen += [s for s, _ in page.events]
         since = page.next_seq
     assert seen == list(range(25))
-    assert log.query(limit=0).events == [] and log.query(since=5, limit=0).next_seq == 5
+    assert log.query(limit=0).events == []
+    assert log.query(since=5, limit=0).next_seq == 5
     with pytest.raises(ValueError):
         log.query(limit=-1)
 
@@ -64,10 +67,13 @@ def test_the_oldest_events_are_dropped_past_capacity():
     log = EventLog(capacity=5)
     log.append([ev(1), ev(2)])
     log.append([ev(3, attempt=i) for i in range(6)])
-    assert len(log) == 5 and log.dropped == 3
+    assert len(log) == 5
+    assert log.dropped == 3
     page = log.query()
-    assert [s for s, _ in page.events] == [3, 4, 5, 6, 7] and page.dropped == 3
-    assert log.query(task_id=1).events == [] and log.query(task_id=2).events == []
+    assert [s for s, _ in page.events] == [3, 4, 5, 6, 7]
+    assert page.dropped == 3
+    assert log.query(task_id=1).events == []
+    assert log.query(task_id=2).events == []
     assert len(log.query(task_id=3).events) == 5
     assert [s for s, _ in log.query(since=6).events] == [6, 7]
     assert [s for s, _ in log.query(since=0, limit=2).events] == [3, 4], (
@@ -86,7 +92,8 @@ def test_bad_events_are_refused_whole():
         log.append([{"task_id": 2.5, "attempt": 0, "state": "RUNNING", "time": 1.0}])
     with pytest.raises(ValueError):
         log.append(["not an event"])  # type: ignore[list-item]
-    assert len(log) == 0 and log.next_seq == 0
+    assert len(log) == 0
+    assert log.next_seq == 0
 
 
 @settings(max_examples=50, deadline=None)
@@ -110,13 +117,15 @@ def test_event_log_keeps_the_newest_capacity_events(capacity, batches):
 # ---------------------------------------------------------------------------- pub/sub
 def test_publish_reaches_subscribers_in_order():
     ps = PubSub()
-    assert ps.subscribe("b", "nodes") and ps.subscribe("a", "nodes")
+    assert ps.subscribe("b", "nodes")
+    assert ps.subscribe("a", "nodes")
     assert not ps.subscribe("a", "nodes")
     ps.subscribe("a", object_channel(7))
     assert ps.publish("nodes", "m") == [("b", "nodes", "m"), ("a", "nodes", "m")]
     assert ps.publish(object_channel(7), 1) == [("a", "obj:7", 1)]
     assert ps.publish("jobs", "nobody") == []
-    assert ps.channels("a") == ["nodes", "obj:7"] and ps.subscribers("nodes") == ["b", "a"]
+    assert ps.channels("a") == ["nodes", "obj:7"]
+    assert ps.subscribers("nodes") == ["b", "a"]
     ps.validate()
 
 
@@ -125,11 +134,14 @@ def test_unsubscribe_and_drop():
     ps.subscribe(1, "nodes")
     ps.subscribe(1, "actors")
     ps.subscribe(2, "actors")
-    assert ps.unsubscribe(1, "nodes") and not ps.unsubscribe(1, "nodes")
+    assert ps.unsubscribe(1, "nodes")
+    assert not ps.unsubscribe(1, "nodes")
     assert not ps.unsubscribe(3, "actors")
-    assert ps.drop(1) == 1 and ps.drop(1) == 0
+    assert ps.drop(1) == 1
+    assert ps.drop(1) == 0
     assert ps.publish("actors", "x") == [(2, "actors", "x")]
-    assert ps.drop(2) == 1 and len(ps) == 0
+    assert ps.drop(2) == 1
+    assert len(ps) == 0
     ps.validate()
     for bad in ("", None, "x" * 300):
         with pytest.raises(ValueError):

@@ -71,7 +71,8 @@ def test_unknown_ops_and_wrong_arguments_are_the_callers_fault(plane):
     with pytest.raises(ValueError):
         plane.handle("s", "ping", "not a tuple")  # type: ignore[arg-type]
     assert call(plane, "ping") == "pong"
-    assert "register_node" in plane.ops and "handle" not in plane.ops
+    assert "register_node" in plane.ops
+    assert "handle" not in plane.ops
     assert call(plane, "info")["durable"] == plane.durable
 
 
@@ -93,7 +94,8 @@ def test_nodes_register_heartbeat_and_time_out(plane, clock):
     clock.now += 6  # n2 silent for 12 s, n1 for 6 s
     pubs = plane.tick()
     dead = call(plane, "get_node", "n2")
-    assert dead.state == "DEAD" and "no heartbeat" in dead.death_cause
+    assert dead.state == "DEAD"
+    assert "no heartbeat" in dead.death_cause
     assert pubs == [("watcher", "nodes", ("node_dead", dead))]
     assert not call(plane, "heartbeat", "n2", {}, {}), "a dead node must register again"
     assert not call(plane, "heartbeat", "nobody", {}, {})
@@ -104,7 +106,8 @@ def test_nodes_register_heartbeat_and_time_out(plane, clock):
 def test_a_live_node_reregistering_keeps_its_index(plane):
     first = call(plane, "register_node", "n1", node_info(1))
     again, pubs = plane.handle("s", "register_node", ("n1", node_info(9)))
-    assert again.index == first.index and again.address == "10.0.0.1:9"
+    assert again.index == first.index
+    assert again.address == "10.0.0.1:9"
     assert len(call(plane, "list_nodes")) == 1
 
 
@@ -113,7 +116,8 @@ def test_a_dead_node_comes_back_as_a_new_node(plane, backend, clock):  # noqa: F
     assert call(plane, "node_dead", "n1", "drained").death_cause == "drained"
     assert call(plane, "node_dead", "n1") is None, "already dead"
     back = call(plane, "register_node", "n1", node_info())
-    assert back.index == first.index + 1 and back.alive
+    assert back.index == first.index + 1
+    assert back.alive
     nodes = call(plane, "list_nodes")
     assert [(n.index, n.state) for n in nodes] == [(1, "DEAD"), (2, "ALIVE")]
     # Indexes are never reused, even by a plane rebuilt on the same storage.
@@ -136,7 +140,8 @@ def test_bad_node_registrations_are_refused(plane):
     call(plane, "register_node", "n1", node_info())
     with pytest.raises(ValueError):
         call(plane, "heartbeat", "n1", {"CPU": None}, {})
-    assert call(plane, "list_nodes") and call(plane, "get_node", "n1").available["CPU"] == 4
+    assert call(plane, "list_nodes")
+    assert call(plane, "get_node", "n1").available["CPU"] == 4
 
 
 def test_nodes_recovered_after_a_restart_get_a_full_grace_period(plane, backend, clock):  # noqa: F811
@@ -146,7 +151,9 @@ def test_nodes_recovered_after_a_restart_get_a_full_grace_period(plane, backend,
     clock.now += 3 * TIMEOUT  # the control plane was down for a while
     again = restart(backend, clock)
     n1 = call(again, "get_node", "n1")
-    assert n1.alive and n1.last_heartbeat is None and n1.available == {}
+    assert n1.alive
+    assert n1.last_heartbeat is None
+    assert n1.available == {}
     assert call(again, "get_node", "n2").state == "DEAD"
     assert again.tick() == [], "recovered nodes are not declared dead at once"
     clock.now += TIMEOUT / 2
@@ -180,7 +187,9 @@ def test_jobs(plane, backend, clock):  # noqa: F811
     with pytest.raises(ValueError, match="namespace"):
         call(plane, "add_job", j2, {})
     done, pubs = plane.handle("s", "finish_job", (j1,))
-    assert done.state == "FINISHED" and done.end_time is not None and len(pubs) == 1
+    assert done.state == "FINISHED"
+    assert done.end_time is not None
+    assert len(pubs) == 1
     assert plane.handle("s", "finish_job", (j1,))[1] == [], "finishing twice publishes once"
     with pytest.raises(ValueError):
         call(plane, "finish_job", 12345)
@@ -214,7 +223,8 @@ def test_kv(plane):
     assert call(plane, "kv_keys", "ns", "a/") == ["a/1", "a/2"]
     assert call(plane, "kv_keys", "") == ["a/4"]
     assert call(plane, "kv_get", "other", "a/1") is None
-    assert call(plane, "kv_delete", "ns", "a/1") and not call(plane, "kv_delete", "ns", "a/1")
+    assert call(plane, "kv_delete", "ns", "a/1")
+    assert not call(plane, "kv_delete", "ns", "a/1")
     assert call(plane, "kv_get", "ns", "a/1") is None
     with pytest.raises(ValueError):
         call(plane, "kv_put", "bad\0ns", "k", b"v")
@@ -251,7 +261,8 @@ def test_actor_lifecycle_and_publications(plane):
     assert (alive.state, alive.node_id, alive.pid) == ("ALIVE", "n1", 42)
     assert call(plane, "actors_on_node", "n1") == [alive]
     restarting = call(plane, "update_actor", 7, "RESTARTING", {"death_cause": "node died"})
-    assert restarting.num_restarts == 1 and restarting.node_id == "n1"
+    assert restarting.num_restarts == 1
+    assert restarting.node_id == "n1"
     assert call(plane, "update_actor", 7, "RESTARTING").num_restarts == 1, "counted once"
     call(plane, "update_actor", 7, "ALIVE", {"node_id": "n2"})
     assert call(plane, "lookup_actor", "ns", "counter").actor_id == 7
@@ -279,7 +290,8 @@ def test_actor_names_are_unique_per_namespace(plane):
         "str-id",
     ]
     assert len(call(plane, "list_actors")) == 4
-    assert call(plane, "remove_actor", 1) and not call(plane, "remove_actor", 1)
+    assert call(plane, "remove_actor", 1)
+    assert not call(plane, "remove_actor", 1)
     call(plane, "register_actor", 4, {"namespace": "ns", "name": "x"})  # freed by remove
     for bad in (("ALIVE", {"colour": "red"}), ("SLEEPING", None)):
         with pytest.raises(ValueError):
@@ -302,7 +314,8 @@ def test_task_lineage(plane):
     assert call(plane, "remove_tasks", [1, 2, 3, 999]) == 4
     assert call(plane, "get_task", 2) is None
     assert call(plane, "remove_owner_tasks", "owner-a") == 48
-    assert call(plane, "get_task", 5) is None and call(plane, "get_task", 4) is not None
+    assert call(plane, "get_task", 5) is None
+    assert call(plane, "get_task", 4) is not None
     with pytest.raises(ValueError):
         call(plane, "add_tasks", [(1, b"ok", None), (2, "not bytes", None)])
     assert call(plane, "get_task", 1) is None, "a refused batch writes nothing"
@@ -331,7 +344,8 @@ def test_object_directory_and_its_channels(plane):
     assert call(plane, "get_locations", 11) == (5, ("n1", "n2"))
     assert call(plane, "get_locations", 404) is None
     removed, pubs = plane.handle("s", "remove_location", (10, "n1"))
-    assert removed.nodes == ("n2",) and pubs[0][2] == ("location_removed", removed)
+    assert removed.nodes == ("n2",)
+    assert pubs[0][2] == ("location_removed", removed)
     assert call(plane, "remove_location", 10, "n1") is None
 
     # n2 dies: its copies go, 10 and 12 are lost (known, no location), 11 survives on n1.
@@ -351,7 +365,8 @@ def test_object_directory_and_its_channels(plane):
     assert call(plane, "get_locations", 14) is None, "a refused batch changes nothing"
 
     gone, pubs = plane.handle("s", "remove_objects", ([10, 11, 404],))
-    assert gone == 2 and pubs == [("reader", object_channel(10), ("object_removed", 10))]
+    assert gone == 2
+    assert pubs == [("reader", object_channel(10), ("object_removed", 10))]
     assert call(plane, "get_object", 11) is None
     assert call(plane, "info")["objects"] == 1
 
@@ -384,7 +399,8 @@ def test_task_events_through_the_plane(plane):
     page = call(plane, "get_events", 1)
     assert [(s, e.state) for s, e in page.events] == [(0, "RUNNING"), (2, "FINISHED")]
     page = call(plane, "get_events", None, 1, 1)
-    assert [s for s, _ in page.events] == [1] and page.next_seq == 2
+    assert [s for s, _ in page.events] == [1]
+    assert page.next_seq == 2
     assert page.events[0][1].extra == {"resources": {"CPU": 1}}
     with pytest.raises(ValueError, match="needs"):
         call(plane, "add_events", [{"task_id": 3, "state": "RUNNING"}])

@@ -140,11 +140,15 @@ def test_shards_are_chosen_by_a_stable_hash():
     sharded = ShardedStorage([a, b])
     sharded.put_many("t", [(str(i), b"x") for i in range(200)])
     on_a, on_b = dict(a.scan("t")), dict(b.scan("t"))
-    assert on_a and on_b and not on_a.keys() & on_b.keys()
-    assert all(shard_of(k, 2) == 0 for k in on_a) and all(shard_of(k, 2) == 1 for k in on_b)
+    assert on_a
+    assert on_b
+    assert not on_a.keys() & on_b.keys()
+    assert all(shard_of(k, 2) == 0 for k in on_a)
+    assert all(shard_of(k, 2) == 1 for k in on_b)
     assert dict(sharded.scan("t")).keys() == on_a.keys() | on_b.keys()
     sharded.delete_many("t", [str(i) for i in range(200)])
-    assert not dict(a.scan("t")) and not dict(b.scan("t"))
+    assert not dict(a.scan("t"))
+    assert not dict(b.scan("t"))
     assert not sharded.durable
     with pytest.raises(ValueError):
         ShardedStorage([])
@@ -195,9 +199,11 @@ def test_redis_prefix_separates_clusters_and_clear(tmp_path):
     try:
         one.put("t", "k", b"1")
         two.put("t", "k", b"2")
-        assert one.get("t", "k") == b"1" and two.get("t", "k") == b"2"
+        assert one.get("t", "k") == b"1"
+        assert two.get("t", "k") == b"2"
         one.clear()
-        assert one.get("t", "k") is None and two.get("t", "k") == b"2"
+        assert one.get("t", "k") is None
+        assert two.get("t", "k") == b"2"
         assert "one" in repr(one)
     finally:
         one.close()

@@ -165,15 +165,19 @@ def test_book_keeps_the_telling_state_of_each_task_and_counts_by_function():
             event(5, "FORWARDED", func="h"),
         ]
     )
-    assert book.state_of("2") == "FINISHED" and book.state_of("4") == "FINISHED"
+    assert book.state_of("2") == "FINISHED"
+    assert book.state_of("4") == "FINISHED"
     assert book.state_of("5") == "FORWARDED"
     assert book.by_state == {"FINISHED": 3, "FAILED": 1}
     assert book.by_func["g"] == {"FINISHED": 1, "FAILED": 1}
     assert book.retries == 2
     total, n, longest = book.func_time["f"]
-    assert n == 2 and total == pytest.approx(0.6) and longest == pytest.approx(0.5)
+    assert n == 2
+    assert total == pytest.approx(0.6)
+    assert longest == pytest.approx(0.5)
     [failure] = book.failures
-    assert failure["error"] == "ValueError: bad" and "Traceback" in failure["traceback"]
+    assert failure["error"] == "ValueError: bad"
+    assert "Traceback" in failure["traceback"]
     assert failure["parent_func"] == "f"
     # one slice per execution that has an interval, failed attempts included
     assert [(s["task_id"], s["state"]) for s in book.slices] == [
@@ -189,7 +193,9 @@ def test_book_keeps_the_telling_state_of_each_task_and_counts_by_function():
 def test_book_memory_is_bounded_and_totals_survive_eviction():
     book = TaskBook(max_tasks=10, max_slices=5, max_failures=3, max_recent=4)
     book.add(event(i, "FAILED" if i % 2 else "FINISHED", start=i, end=i + 0.5) for i in range(100))
-    assert len(book.tasks) == 10 and len(book.slices) == 5 and len(book.failures) == 3
+    assert len(book.tasks) == 10
+    assert len(book.slices) == 5
+    assert len(book.failures) == 3
     assert len(book.recent) == 4
     assert book.by_state == {"FINISHED": 50, "FAILED": 50}
     book.validate()
@@ -296,7 +302,8 @@ def test_snapshot_merges_events_with_live_state():
     }
     assert [t["task_id"] for t in tasks["recent"]] == ["2", "1"]  # newest first
     [node] = snap["nodes"]
-    assert node["workers"] == 2 and node["running"] == 1
+    assert node["workers"] == 2
+    assert node["running"] == 1
     cpu = next(r for r in node["resources"] if r["name"] == "CPU")
     assert cpu == {"name": "CPU", "total": 2.0, "used": 1.5}
     assert snap["objects"]["store"] == {"used": 400, "spilled": 0, "capacity": 1000.0}
@@ -305,12 +312,14 @@ def test_snapshot_merges_events_with_live_state():
     tl = snap["timeline"]
     assert [s["task_id"] for s in tl["slices"]] == ["1", "2"]
     [running] = tl["running"]
-    assert running["task_id"] == "7" and running["start"] == 95.0  # after pid 101's last task
+    assert running["task_id"] == "7"
+    assert running["start"] == 95.0
     assert tl["rows"] == [
         {"node_id": NODE, "worker_pid": 101, "actor": None},
         {"node_id": NODE, "worker_pid": 102, "actor": "Counter"},
     ]
-    assert snap["logs"][0]["pid"] == 101 and snap["errors"] == {}
+    assert snap["logs"][0]["pid"] == 101
+    assert snap["errors"] == {}
     # the timeline window drops what ended before it
     assert [s["task_id"] for s in model.snapshot(window=3.0)["timeline"]["slices"]] == ["2"]
     model.book.validate()
@@ -321,9 +330,11 @@ def test_snapshot_reads_new_events_only_and_pages_through_a_backlog(monkeypatch)
     src = FakeSource()
     src.log.append([event(i, "FINISHED") for i in range(20)])
     model = DashboardModel(lambda: src)
-    assert model.ingest() == 20 and model.book.events_read == 20
+    assert model.ingest() == 20
+    assert model.book.events_read == 20
     src.log.append([event(20, "FAILED", error="E: e")])
-    assert model.ingest() == 21 and model.book.by_state == {"FINISHED": 20, "FAILED": 1}
+    assert model.ingest() == 21
+    assert model.book.by_state == {"FINISHED": 20, "FAILED": 1}
 
 
 class FakeClock:
@@ -342,7 +353,8 @@ def test_a_failing_source_is_reported_and_its_last_answer_kept():
     src.fail = {"actors"}
     src.actor_rows = []
     snap = model.snapshot()
-    assert snap["actors"]["total"] == 1 and "actors is down" in snap["errors"]["actors"]
+    assert snap["actors"]["total"] == 1
+    assert "actors is down" in snap["errors"]["actors"]
     src.fail = {"task_events"}
     assert model.snapshot()["errors"] == {"task_events": "ConnectionError: task_events is down"}
     src.fail = set()
@@ -362,7 +374,8 @@ def test_listings_are_reused_for_max_age_and_longer_when_slow_to_read():
     src.objects = slow_objects  # type: ignore[method-assign]
     model = DashboardModel(lambda: src, max_age=0.5, monotonic=clock)
     model.snapshot()  # the others were read at 0.0
-    assert calls == [0.0] and clock.now == 1.0
+    assert calls == [0.0]
+    assert clock.now == 1.0
     actor = {"actor_id": "a1", "class_name": "A", "state": "ALIVE"}
     src.actor_rows = [actor]
     assert model.snapshot()["actors"]["total"] == 1  # older than max_age: re-read at 1.0
@@ -388,7 +401,8 @@ def test_the_source_factory_is_retried_until_it_works_and_closed_once():
 
     model = DashboardModel(factory)
     snap = model.snapshot()
-    assert "not initialized" in snap["errors"]["source"] and snap["nodes"] == []
+    assert "not initialized" in snap["errors"]["source"]
+    assert snap["nodes"] == []
     assert model.snapshot()["nodes"][0]["node_id"] == NODE
     model.close()
     model.close()
@@ -463,33 +477,40 @@ def test_pages_and_json_endpoints(served):
     )
     app = build_app(backend)
     status, headers, body = run(asgi(app, "/"))
-    assert status == 200 and b"<title>rtml dashboard</title>" in body
+    assert status == 200
+    assert b"<title>rtml dashboard</title>" in body
     assert ("content-security-policy", dict(headers)["content-security-policy"]) in headers
     for name in ("app.js", "app.css"):
         status, headers, body = run(asgi(app, f"/static/{name}"))
-        assert status == 200 and body
+        assert status == 200
+        assert body
     assert run(asgi(app, "/static/nope.js"))[0] == 404
     status, _, body = run(asgi(app, "/api/snapshot"))
     snap = json.loads(body)
-    assert status == 200 and snap["failures"][0]["traceback"].startswith("Traceback")
+    assert status == 200
+    assert snap["failures"][0]["traceback"].startswith("Traceback")
     for name in ("nodes", "tasks", "actors", "objects", "workers", "timeline", "failures", "logs"):
         status, _, body = run(asgi(app, f"/api/{name}"))
         assert status == 200
         if name != "timeline":  # the timeline's window moves with the clock
             assert json.loads(body) == json.loads(json.dumps(snap[name])), name
     status, _, body = run(asgi(app, f"/api/logs/{NODE}/101", "tail=2"))
-    assert status == 200 and json.loads(body)["text"] == "line two\nline three\n"
+    assert status == 200
+    assert json.loads(body)["text"] == "line two\nline three\n"
     status, _, body = run(asgi(app, f"/api/logs/{NODE}/999"))
-    assert status == 404 and "no log" in json.loads(body)["error"]
+    assert status == 404
+    assert "no log" in json.loads(body)["error"]
     assert run(asgi(app, f"/api/logs/{NODE}/abc"))[0] == 400
     status, headers, body = run(asgi(app, "/api/trace.json"))
     trace = json.loads(body)
-    assert status == 200 and "attachment" in dict(headers)["content-disposition"]
+    assert status == 200
+    assert "attachment" in dict(headers)["content-disposition"]
     assert any(e.get("ph") == "X" and "boom" in e["name"] for e in trace["traceEvents"])
     # read-only: nothing but GET (and HEAD)
     assert run(asgi(app, "/api/snapshot", method="POST"))[0] == 405
     # the source was only ever called from the backend's one thread
-    assert len(src.threads) == 1 and threading.get_ident() not in src.threads
+    assert len(src.threads) == 1
+    assert threading.get_ident() not in src.threads
 
 
 def test_long_poll_answers_when_a_new_event_arrives(served):
@@ -511,7 +532,8 @@ def test_long_poll_answers_when_a_new_event_arrives(served):
     assert snap["tasks"]["recent"][0]["func"] == "late"
     # and with nothing new it answers when the wait is over
     status, _, body = run(asgi(app, "/api/snapshot", f"since={since + 1}&wait=0.2"))
-    assert status == 200 and json.loads(body)["events"]["next_seq"] == since + 1
+    assert status == 200
+    assert json.loads(body)["events"]["next_seq"] == since + 1
 
 
 def test_loopback_dashboard_only_answers_to_local_host_names(served):
@@ -528,14 +550,17 @@ def test_token_guard(served):
     app = build_app(backend, token=TOKEN, open_=False)
     any_host = {"host": "10.1.2.3:8265"}
     status, _, body = run(asgi(app, "/", headers=any_host))
-    assert status == 401 and b"token" in body
+    assert status == 401
+    assert b"token" in body
     assert run(asgi(app, "/api/snapshot", headers=any_host))[0] == 401
     assert run(asgi(app, "/", "token=" + "00" * 32, headers=any_host))[0] == 401
     # the token once: a cookie, and a redirect that drops the token from the address
     status, headers, _ = run(asgi(app, "/", f"window=60&token={TOKEN.hex()}", headers=any_host))
-    assert status == 303 and dict(headers)["location"] == "/?window=60"
+    assert status == 303
+    assert dict(headers)["location"] == "/?window=60"
     cookie = dict(headers)["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}={cookie_value(TOKEN)}") and "HttpOnly" in cookie
+    assert cookie.startswith(f"{COOKIE}={cookie_value(TOKEN)}")
+    assert "HttpOnly" in cookie
     assert TOKEN.hex() not in cookie
     with_cookie = {**any_host, "cookie": f"other=1; {COOKIE}={cookie_value(TOKEN)}"}
     assert run(asgi(app, "/api/nodes", headers=with_cookie))[0] == 200

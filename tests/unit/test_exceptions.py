@@ -136,7 +136,7 @@ def test_all_lists_exactly_the_public_names():
     assert set(ex.__all__) == EXPECTED_PUBLIC
     for name in ex.__all__:
         obj = getattr(ex, name)
-        assert isinstance(obj, type) and issubclass(obj, ex.RtmlError), name
+        assert isinstance(obj, type) and issubclass(obj, ex.RtmlError), name  # noqa: PT018
     public_classes = {
         name
         for name, obj in vars(ex).items()
@@ -272,7 +272,9 @@ def test_default_messages_say_what_happened_and_what_to_do(cls, needle):
 
 def test_worker_crashed_message_mentions_retries():
     e = ex.WorkerCrashedError(task_id="t1", function_name="train", retries=3)
-    assert e.retries == 3 and e.task_id == "t1" and e.function_name == "train"
+    assert e.retries == 3
+    assert e.task_id == "t1"
+    assert e.function_name == "train"
     assert "train()" in str(e)
     assert "retried 3 times" in str(e)
     assert "max_retries" in str(e)
@@ -284,16 +286,24 @@ def test_object_store_full_message_has_sizes_and_advice():
         capacity_bytes=2 * 2**30, needed_bytes=300 * 2**20, used_bytes=2**30
     )
     msg = str(e)
-    assert "300.0 MiB" in msg and "2048.0 MiB" in msg and "1024.0 MiB" in msg
-    assert "object_store_memory" in msg and "rtml.init" in msg and "spill" in msg
+    assert "300.0 MiB" in msg
+    assert "2048.0 MiB" in msg
+    assert "1024.0 MiB" in msg
+    assert "object_store_memory" in msg
+    assert "rtml.init" in msg
+    assert "spill" in msg
 
 
 def test_actor_died_message_names_actor_and_cause():
     e = ex.ActorDiedError("killed by rtml.kill()", actor_id="a1b2", class_name="Counter")
-    assert e.actor_id == "a1b2" and e.cause == "killed by rtml.kill()"
-    assert "Counter" in str(e) and "a1b2" in str(e) and "killed by rtml.kill()" in str(e)
+    assert e.actor_id == "a1b2"
+    assert e.cause == "killed by rtml.kill()"
+    assert "Counter" in str(e)
+    assert "a1b2" in str(e)
+    assert "killed by rtml.kill()" in str(e)
     e2 = ex.ActorDiedError(ZeroDivisionError("div"), actor_name="acc")
-    assert "ZeroDivisionError: div" in str(e2) and "'acc'" in str(e2)
+    assert "ZeroDivisionError: div" in str(e2)
+    assert "'acc'" in str(e2)
     te = ex.TaskError("Counter.__init__", "Traceback ...\nValueError: bad\n", ValueError("bad"))
     e3 = ex.ActorDiedError(te, class_name="Counter")
     assert e3.cause is te
@@ -305,8 +315,10 @@ def test_actor_died_message_names_actor_and_cause():
 
 def test_object_lost_attributes_and_message():
     e = ex.OwnerDiedError("ffee01", call_site="driver.py:10")
-    assert e.object_ref_hex == "ffee01" and e.call_site == "driver.py:10"
-    assert "ffee01" in str(e) and "driver.py:10" in str(e)
+    assert e.object_ref_hex == "ffee01"
+    assert e.call_site == "driver.py:10"
+    assert "ffee01" in str(e)
+    assert "driver.py:10" in str(e)
     assert isinstance(e, ex.ObjectLostError)
 
 
@@ -400,7 +412,8 @@ def test_round_trip_keeps_specific_attributes():
         "t",
         "Actor(1)",
     )
-    assert type(e.cause) is KeyError and e.cause.args == ("k",)
+    assert type(e.cause) is KeyError
+    assert e.cause.args == ("k",)
 
 
 def test_system_error_message_is_not_doubled_by_pickling():
@@ -419,7 +432,9 @@ def test_user_subclass_with_keyword_only_init_round_trips(pickler):
 @pytest.mark.parametrize("pickler", PICKLERS)
 def test_actor_died_with_awkward_cause_round_trips(pickler):
     e = roundtrip(pickler, ex.ActorDiedError(ThreeArgError(1, 2, 3), actor_id="a"))
-    assert type(e.cause) is ThreeArgError and e.cause.code == 3 and e.cause.args == ("1/2/3",)
+    assert type(e.cause) is ThreeArgError
+    assert e.cause.code == 3
+    assert e.cause.args == ("1/2/3",)
 
 
 # --- TaskError text -----------------------------------------------------------------------------
@@ -464,7 +479,8 @@ def test_from_exception_keeps_cause_whose_default_pickling_would_fail():
     for pickler in (pickle, cloudpickle):
         dual = roundtrip(pickler, te.as_instanceof_cause())
         assert isinstance(dual, KwOnlyError)
-        assert dual.reason == "disk full" and dual.cause.reason == "disk full"
+        assert dual.reason == "disk full"
+        assert dual.cause.reason == "disk full"
 
 
 @pytest.mark.parametrize("pickler", PICKLERS)
@@ -473,10 +489,12 @@ def test_unpicklable_cause_is_replaced_with_a_clear_substitute(pickler):
     assert type(te.cause) is ex.RtmlError
     msg = str(te.cause)
     assert msg.startswith("LockedError: held a lock")
-    assert "could not be pickled" in msg and "lock" in msg
+    assert "could not be pickled" in msg
+    assert "lock" in msg
     assert "LockedError: held a lock" in te.traceback_str  # the real traceback survives
     restored = roundtrip(pickler, te)
-    assert type(restored) is ex.TaskError and str(restored) == str(te)
+    assert type(restored) is ex.TaskError
+    assert str(restored) == str(te)
     assert str(restored.cause) == msg
     assert restored.as_instanceof_cause() is restored  # nothing to be a dual of
 
@@ -490,10 +508,12 @@ def test_dual_is_caught_by_the_cause_class():
     with pytest.raises(ValueError) as info:
         raise dual
     caught = info.value
-    assert isinstance(caught, ex.TaskError) and isinstance(caught, ex.RayTaskError)
+    assert isinstance(caught, ex.TaskError)
+    assert isinstance(caught, ex.RayTaskError)
     assert isinstance(caught, ValueError)
     assert type(caught).__name__ == "TaskError(ValueError)"
-    assert issubclass(type(caught), ex.TaskError) and issubclass(type(caught), ValueError)
+    assert issubclass(type(caught), ex.TaskError)
+    assert issubclass(type(caught), ValueError)
     assert caught.cause is te.cause
     assert str(caught) == str(te)
     assert caught.args == te.cause.args
@@ -525,9 +545,11 @@ def test_dual_pickle_round_trip_stays_dual(pickler):
     restored = roundtrip(pickler, dual)
     assert type(restored).__name__ == "TaskError(ThreeArgError)"
     assert type(restored) is type(dual)  # rebuilt through the cache
-    assert isinstance(restored, ThreeArgError) and isinstance(restored, ex.TaskError)
+    assert isinstance(restored, ThreeArgError)
+    assert isinstance(restored, ex.TaskError)
     assert restored.code == 3
-    assert type(restored.cause) is ThreeArgError and restored.cause.args == ("1/2/3",)
+    assert type(restored.cause) is ThreeArgError
+    assert restored.cause.args == ("1/2/3",)
     assert (restored.pid, restored.node_id, restored.task_id) == (11, "n", "t")
     assert str(restored) == str(dual)
     with pytest.raises(ThreeArgError):
@@ -538,14 +560,17 @@ def test_dual_pickle_round_trip_stays_dual(pickler):
 def test_dual_pickling_ignores_the_cause_class_reduce_ex(pickler):
     dual = ex.TaskError("f", "", CustomReduceExError("r")).as_instanceof_cause()
     restored = roundtrip(pickler, dual)
-    assert isinstance(restored, ex.TaskError) and isinstance(restored, CustomReduceExError)
-    assert type(restored.cause) is CustomReduceExError and restored.cause.args == ("r",)
+    assert isinstance(restored, ex.TaskError)
+    assert isinstance(restored, CustomReduceExError)
+    assert type(restored.cause) is CustomReduceExError
+    assert restored.cause.args == ("r",)
 
 
 def test_dual_deepcopy_stays_dual():
     dual = ex.TaskError("f", "", KeyError("k")).as_instanceof_cause()
     clone = copy.deepcopy(dual)
-    assert isinstance(clone, KeyError) and clone.cause.args == ("k",)
+    assert isinstance(clone, KeyError)
+    assert clone.cause.args == ("k",)
 
 
 @pytest.mark.parametrize("pickler", PICKLERS)
@@ -554,11 +579,13 @@ def test_dual_of_oserror_keeps_errno(pickler):
     assert type(cause) is FileNotFoundError
     dual = ex.TaskError("open_it", "", cause).as_instanceof_cause()
     for e in (dual, roundtrip(pickler, dual)):
-        assert isinstance(e, FileNotFoundError) and isinstance(e, OSError)
+        assert isinstance(e, FileNotFoundError)
+        assert isinstance(e, OSError)
         assert e.errno == errno.ENOENT
         assert e.strerror == "No such file or directory"
         assert e.filename == "/nope"
-        assert isinstance(e, ex.TaskError) and e.cause.errno == errno.ENOENT
+        assert isinstance(e, ex.TaskError)
+        assert e.cause.errno == errno.ENOENT
 
 
 def test_dual_of_key_error():
@@ -588,13 +615,15 @@ def test_dual_of_local_class_round_trips_with_cloudpickle():
     dual = ex.TaskError("f", "", LocalError(1, 2, 3)).as_instanceof_cause()
     restored = roundtrip(cloudpickle, dual)
     assert type(restored).__name__ == "TaskError(LocalError)"
-    assert type(restored.cause).__name__ == "LocalError" and restored.cause.args == (6,)
+    assert type(restored.cause).__name__ == "LocalError"
+    assert restored.cause.args == (6,)
     assert isinstance(restored, type(restored.cause))
 
 
 def test_dual_of_an_rtml_error_cause():
     dual = ex.TaskError("f", "", ex.GetTimeoutError("inner get timed out")).as_instanceof_cause()
-    assert isinstance(dual, ex.GetTimeoutError) and isinstance(dual, TimeoutError)
+    assert isinstance(dual, ex.GetTimeoutError)
+    assert isinstance(dual, TimeoutError)
     assert isinstance(roundtrip(pickle, dual), ex.GetTimeoutError)
 
 
@@ -624,7 +653,8 @@ def test_a_task_failed_by_a_failed_task_is_an_instance_of_the_innermost_cause(du
     if dual_inner:
         inner = inner.as_instanceof_cause()
     outer = ex.TaskError("outer", "outer tb", inner).as_instanceof_cause()
-    assert isinstance(outer, ValueError) and isinstance(outer, ex.TaskError)
+    assert isinstance(outer, ValueError)
+    assert isinstance(outer, ex.TaskError)
     assert outer.cause is inner  # the chain of tasks stays in the error
     assert pickle.loads(pickle.dumps(outer)).cause.function_name == "inner"
 

@@ -19,10 +19,14 @@ def test_task_index_and_owner_round_trip():
     gen = IdGenerator(proc)
     for _ in range(100):
         tid = gen.next_task_id()
-        assert task_of(put_id(tid)) == tid and is_put(put_id(tid)) and index_of(put_id(tid)) == 0
+        assert task_of(put_id(tid)) == tid
+        assert is_put(put_id(tid))
+        assert index_of(put_id(tid)) == 0
         for i in (1, 2, 7, 1 << 20):
             oid = return_id(tid, i)
-            assert task_of(oid) == tid and index_of(oid) == i and not is_put(oid)
+            assert task_of(oid) == tid
+            assert index_of(oid) == i
+            assert not is_put(oid)
             assert node_of_object(oid) == 5
     assert return_id(tid, 1) != return_id(tid, 2) != put_id(tid)
 

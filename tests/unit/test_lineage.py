@@ -21,7 +21,8 @@ def owned(_oid):
 
 
 def test_is_put():
-    assert is_put(put_id(5)) and not is_put(return_id(5, 1))
+    assert is_put(put_id(5))
+    assert not is_put(return_id(5, 1))
 
 
 def test_chain_lives_while_its_tail_is_referenced():
@@ -31,7 +32,9 @@ def test_chain_lives_while_its_tail_is_referenced():
     lin.record(spec(3, [return_id(2, 1)]), owned)
     assert lin.return_freed(return_id(1, 1)) == []
     assert lin.return_freed(return_id(2, 1)) == []
-    assert 1 in lin and 2 in lin and 3 in lin  # 3 still needs 2, which needs 1
+    assert 1 in lin
+    assert 2 in lin
+    assert 3 in lin
     lin.validate()
     lin.return_freed(return_id(3, 1))
     assert len(lin) == 0
@@ -65,7 +68,8 @@ def test_retries_are_spent_per_rebuild():
     lin.record(spec(1, retries=1), owned)
     lin.record(spec(2, retries=-1), owned)
     lin.record(spec(3, retries=0), owned)
-    assert lin.spend_retry(1) and not lin.spend_retry(1)
+    assert lin.spend_retry(1)
+    assert not lin.spend_retry(1)
     assert all(lin.spend_retry(2) for _ in range(100))
     assert not lin.spend_retry(3)
     assert not lin.spend_retry(99)
@@ -86,5 +90,8 @@ def test_random_dags_drop_everything_once_all_results_are_freed():
         for oid in live:
             lin.return_freed(oid)
             lin.validate()
-        assert len(lin) == 0 and not lin.live and not lin.parents and not lin.pins
+        assert len(lin) == 0
+        assert not lin.live
+        assert not lin.parents
+        assert not lin.pins
         assert sorted(lin.take_dropped()) == list(range(1, 60))

@@ -182,7 +182,8 @@ def test_dependencies_wait_then_run_and_errors_propagate(node):
     execs = node.io.take("exec")
     assert [m[1].task_id for _, m in execs] == [b.task_id]
     kind, payload = execs[0][1][2][0]
-    assert kind == INLINE and pickle.loads(payload) == b"v"
+    assert kind == INLINE
+    assert pickle.loads(payload) == b"v"
     # an error result is inherited by a dependent without running it
     c = spec()
     node.submit(D, c)
@@ -213,7 +214,8 @@ def test_contained_refs_are_pinned_by_their_container(node):
     node.ref_updates(D, [], [inner])
     assert inner in node.objects
     node.ref_updates(D, [], [outer])
-    assert inner not in node.objects and outer not in node.objects
+    assert inner not in node.objects
+    assert outer not in node.objects
 
 
 def test_worker_death_retries_then_fails(node):
@@ -228,7 +230,8 @@ def test_worker_death_retries_then_fails(node):
     e = node.objects.get(return_id(a.task_id, 1))
     assert e.kind == ERR
     err = pickle.loads(e.payload)
-    assert isinstance(err, exc.WorkerCrashedError) and "signal 9" in str(err)
+    assert isinstance(err, exc.WorkerCrashedError)
+    assert "signal 9" in str(err)
     assert node.io.spawned[-1] > w2  # replacements were started
 
 
@@ -251,7 +254,8 @@ def test_blocked_worker_lends_cpu_and_revokes_pipelined_tasks():
     revoked = node.io.take("revoke")
     # everything pipelined behind the blocked task is asked back (the child too), and goes
     # back to the queue once the worker says it had not started it
-    assert revoked and revoked[0][1][1] == [second.task_id, child.task_id]
+    assert revoked
+    assert revoked[0][1][1] == [second.task_id, child.task_id]
     node.on_revoked(w1, [second.task_id, child.task_id])
     assert list(w.assigned) == [node.tasks[first.task_id]]
     assert node.n_blocked == 1
@@ -346,7 +350,9 @@ def test_done_clears_a_get_the_task_abandoned():
     w.requests[7] = (waiter, [return_id(child.task_id, 1)])
     assert node.n_blocked == 1
     done(node, w1, parent)
-    assert node.n_blocked == 0 and not w.requests and w.blocked == 0
+    assert node.n_blocked == 0
+    assert not w.requests
+    assert w.blocked == 0
     node.validate()
 
 
@@ -371,5 +377,6 @@ def test_a_revoked_task_the_worker_already_ran_is_not_run_twice():
     node.on_done(w1, second.task_id, [(return_id(second.task_id, 1), 0, b"y", 1, ())], 0.0, False)
     node.on_revoked(w1, [third.task_id])  # "second" had already run
     assert node.objects.get(dep).refs == refs_before - 1  # released once, by its one run
-    assert second.task_id not in node.tasks and third.task_id in node.tasks
+    assert second.task_id not in node.tasks
+    assert third.task_id in node.tasks
     node.validate()

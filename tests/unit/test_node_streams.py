@@ -17,7 +17,8 @@ def test_items_are_read_in_order_and_the_stream_is_forgotten_once_read_to_the_en
     assert table.next(T, 0) == (False, None)
     table.wait(T, lambda: woken.append(1))
     s, oid = table.produce(T)
-    assert s is not None and oid == return_id(T, 1)
+    assert s is not None
+    assert oid == return_id(T, 1)
     table.wake(s)
     assert woken == [1]
     assert table.next(T, 0) == (True, return_id(T, 1))

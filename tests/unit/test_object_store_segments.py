@@ -105,7 +105,8 @@ def test_layout_round_trip_and_alignment(pickle_len: int, lens: list[int]) -> No
     assert all(v.format == "B" and v.ndim == 1 for v in views)
 
     version, plen, pairs = _pairs(dest)
-    assert version == 1 and plen == pickle_len
+    assert version == 1
+    assert plen == pickle_len
     assert [n for _, n in pairs] == lens
     assert all(off % ALIGN == 0 for off, _ in pairs)
     assert all(off >= HEADER.size + PAIR.size * len(lens) + pickle_len for off, _ in pairs)
@@ -302,7 +303,8 @@ def test_cleanup_and_listing(session: str, spill_dir: str) -> None:
     assert listed == sorted([*paths[:3], paths[0] + ".tmp123"])
     assert set(listed) | {paths[4]} <= set(list_session_segments())
     assert cleanup_session(session, spill_dir=spill_dir) == 5
-    assert list_session_segments(session) == [] and os.listdir(spill_dir) == []
+    assert list_session_segments(session) == []
+    assert os.listdir(spill_dir) == []
     assert os.path.exists(paths[4])
     assert cleanup_session(session, spill_dir=os.path.join(spill_dir, "nope")) == 0
     assert cleanup_session(other) == 1
@@ -335,7 +337,9 @@ def test_second_process_reads_same_pages(session: str) -> None:
     )
     try:
         head, first, writeable = proc.stdout.readline().split()
-        assert head == "8005" and first == bytes(8).hex() and writeable == "False"
+        assert head == "8005"
+        assert first == bytes(8).hex()
+        assert writeable == "False"
         fd = os.open(path, os.O_RDWR)  # the parent writes through its own mapping...
         try:
             with mmap.mmap(fd, os.fstat(fd).st_size) as mm:
@@ -379,7 +383,8 @@ def test_store_spills_lru_and_restores(session: str, spill_dir: str) -> None:
 
     _put(store, 4, _array(4))  # over capacity: the oldest (1) moves to disk
     assert store.path_for(1) == segment_path(session, "1", spill_dir)
-    assert os.path.exists(store.path_for(1)) and not os.path.exists(segment_path(session, "1"))
+    assert os.path.exists(store.path_for(1))
+    assert not os.path.exists(segment_path(session, "1"))
     assert [store.path_for(i) for i in (2, 3, 4)] == [
         segment_path(session, str(i)) for i in (2, 3, 4)
     ]
@@ -387,11 +392,13 @@ def test_store_spills_lru_and_restores(session: str, spill_dir: str) -> None:
 
     path = store.get_path(1)  # restore 1, which spills 2 (now the oldest)
     assert path == segment_path(session, "1")
-    assert os.path.exists(path) and not os.path.exists(segment_path(session, "1", spill_dir))
+    assert os.path.exists(path)
+    assert not os.path.exists(segment_path(session, "1", spill_dir))
     assert os.path.exists(segment_path(session, "2", spill_dir))
     st = store.stats()
     assert (st["num_in_shm"], st["num_on_disk"], st["num_restored_total"]) == (3, 1, 1)
-    assert st["used"] <= MB and st["bytes_on_disk"] == store._state.size(2)
+    assert st["used"] <= MB
+    assert st["bytes_on_disk"] == store._state.size(2)
     store._state.validate()
 
     for oid in (1, 2, 3, 4):
@@ -411,7 +418,8 @@ def test_store_spills_lru_and_restores(session: str, spill_dir: str) -> None:
 
     assert store.shutdown() == 2
     assert store.shutdown() == 0
-    assert list_session_segments(session) == [] and os.listdir(spill_dir) == []
+    assert list_session_segments(session) == []
+    assert os.listdir(spill_dir) == []
     with pytest.raises(RuntimeError):
         store.create(9, 10)
 
@@ -437,7 +445,8 @@ def test_store_external_producer_abort_and_full(session: str, spill_dir: str) ->
     assert store.path_for(5) == segment_path(session, "5", spill_dir)
     Path(path6).write_bytes(b"partial")
     store.abort(6)
-    assert not os.path.exists(path6) and 6 not in store
+    assert not os.path.exists(path6)
+    assert 6 not in store
     with pytest.raises(ValueError):
         store.create(5, 10)  # already known
     np.testing.assert_array_equal(read_value(store.get_path(5)), _array(5, 600_000))
@@ -457,7 +466,8 @@ def test_store_failures_roll_back(
     monkeypatch.setattr(_segments, "move_file", no_space)
     with pytest.raises(OSError, match="No space"):
         _put(store, 2, _array(2, 600_000))
-    assert 2 not in store and store.path_for(1) == segment_path(session, "1")
+    assert 2 not in store
+    assert store.path_for(1) == segment_path(session, "1")
     store._state.validate()
     monkeypatch.undo()
 
@@ -468,14 +478,16 @@ def test_store_failures_roll_back(
     monkeypatch.setattr(_segments, "write_segment", half_write)
     with pytest.raises(OSError):  # write fails after create: reservation and file are dropped
         _put(store, 3, _array(3))
-    assert 3 not in store and not os.path.exists(segment_path(session, "3"))
+    assert 3 not in store
+    assert not os.path.exists(segment_path(session, "3"))
     monkeypatch.undo()
     store._state.validate()
 
     # A sealed object whose file vanished is forgotten when it is picked for spilling.
     remove(segment_path(session, "1"))
     _put(store, 2, _array(2, 600_000))
-    assert 1 not in store and store.stats()["num_objects"] == 1
+    assert 1 not in store
+    assert store.stats()["num_objects"] == 1
     store._state.validate()
     assert store.shutdown() == 1
 

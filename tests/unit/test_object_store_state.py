@@ -47,7 +47,8 @@ def test_lru_order_of_spills() -> None:
     s.validate()
     spills = s.reserve(4, 50)  # need 90 + 50 - 100 = 40 bytes: two 30-byte objects
     assert spills == [Spill(2), Spill(3)]
-    assert s.used == 140 and s.committed == 80  # physical vs after the spills land
+    assert s.used == 140
+    assert s.committed == 80
     s.validate()
     _apply(s, spills)
     assert (s.location(2), s.location(3), s.location(1)) == (
@@ -116,7 +117,9 @@ def test_store_full() -> None:
     assert "need 21 bytes" in str(info.value)
     again = pickle.loads(pickle.dumps(info.value))
     assert (again.needed, again.pinned, str(again)) == (21, 80, str(info.value))
-    assert 3 not in s and s.used == 80 and s.committed == 80  # nothing half-decided
+    assert 3 not in s
+    assert s.used == 80
+    assert s.committed == 80
     s.validate()
     assert s.reserve(3, 20) == []
     s.validate()
@@ -127,7 +130,8 @@ def test_access_spilled_object_spills_then_restores() -> None:
     _put(s, 1, 50)
     _put(s, 2, 50)
     _apply(s, [s.spill(1)])
-    assert s.location(1) is Location.DISK and s.used == 50
+    assert s.location(1) is Location.DISK
+    assert s.used == 50
     _put(s, 3, 50)
     decisions = s.access(1)
     assert decisions == [Spill(2), Restore(1)]
@@ -135,14 +139,16 @@ def test_access_spilled_object_spills_then_restores() -> None:
     with pytest.raises(ValueError):
         s.access(1)  # its restore is still outstanding
     _apply(s, decisions)
-    assert s.location(1) is Location.SHM and s.location(2) is Location.DISK
+    assert s.location(1) is Location.SHM
+    assert s.location(2) is Location.DISK
     assert s.stats()["num_restored_total"] == 1
     # 1 is now the most recently used, so the next victim is 3.
     assert s.access(2) == [Spill(3), Restore(2)]
     s.cancel_move(3)
     s.cancel_move(2)  # the shell failed: both stay where they are
     s.validate()
-    assert s.location(2) is Location.DISK and s.location(3) is Location.SHM
+    assert s.location(2) is Location.DISK
+    assert s.location(3) is Location.SHM
     s.pin(1)
     s.pin(3)
     with pytest.raises(StoreFull):
@@ -160,7 +166,8 @@ def test_delete_everywhere() -> None:
     assert s.delete(2) is None
     assert s.delete(99) is None
     s.validate()
-    assert s.used == 0 and len(s) == 0
+    assert s.used == 0
+    assert len(s) == 0
     s.reserve(3, 10)
     assert s.delete(3) is Location.SHM  # unsealed: same as abort
     _put(s, 4, 60)
@@ -195,7 +202,8 @@ def test_misuse_errors() -> None:
     s.abort(7)  # unknown: ignored
     s.reserve(2, 20)
     s.abort(2)
-    assert 2 not in s and s.used == 10
+    assert 2 not in s
+    assert s.used == 10
     with pytest.raises(ValueError):
         StoreState(-1)
     s.validate()
@@ -359,7 +367,8 @@ class StoreMachine(RuleBasedStateMachine):
         assert len(self.s) == len(self.objs)
         assert list(self.s._lru) == self.lru
         for oid, (size, loc, sealed, _) in self.objs.items():
-            assert self.s.location(oid) is loc and self.s.size(oid) == size
+            assert self.s.location(oid) is loc
+            assert self.s.size(oid) == size
             assert self.s.is_sealed(oid) is sealed
         st_ = self.s.stats()
         assert st_["num_on_disk"] == len(self.ids(lambda o: o[1] is Location.DISK))

@@ -78,7 +78,8 @@ def test_label_timeout_and_unknown_key_are_dead_lettered():
     assert not st.answer("a", True)  # expired
     assert st.answer("b", True)
     assert not st.answer("zzz", False)  # never asked
-    assert st.counts["expired"] == 1 and st.counts["unknown_key"] == 2
+    assert st.counts["expired"] == 1
+    assert st.counts["unknown_key"] == 2
     assert [d["kind"] for d in st.dead] == ["expired", "unknown_key", "unknown_key"]
 
 
@@ -105,7 +106,8 @@ def test_bad_input_is_counted_and_the_learner_goes_on():
         "expired": 0,
     }
     reasons = [d["reason"] for d in st.dead]
-    assert "feature 'a' is missing" in reasons[0] and "expected a number" in reasons[1]
+    assert "feature 'a' is missing" in reasons[0]
+    assert "expected a number" in reasons[1]
     assert "ValueError: boom" in reasons[3]
 
 
@@ -181,7 +183,8 @@ def test_mini_batch_is_batch_prequential_with_learn_many():
     assert st.position == len(data)
     assert dict(st.model["LogisticRegression"].weights) == dict(ref["LogisticRegression"].weights)
     bad = [(data[0][0], True), ({"nope": 1.0}, False), (data[1][0], False, 7.0)]
-    assert st.learn_many(bad) == 2 and st.counts["bad_features"] == 1
+    assert st.learn_many(bad) == 2
+    assert st.counts["bad_features"] == 1
     assert st.event_time == 7.0
 
 
@@ -214,4 +217,5 @@ def test_a_model_raising_in_learn_many_falls_back_to_one_by_one():
     st = OnlineState(Flaky(), window=0, mini_batch=True)
     assert st.learn_many([({"a": 1.0, "boom": 0}, True), ({"a": 2.0, "boom": 0}, False)]) == 2
     assert st.learn_many([({"a": 1.0, "boom": 1}, True), ({"a": 2.0, "boom": 0}, False)]) == 1
-    assert st.counts["model_error"] == 1 and st.position == 3
+    assert st.counts["model_error"] == 1
+    assert st.position == 3

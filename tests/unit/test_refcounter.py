@@ -31,7 +31,9 @@ def test_refs_pickled_inside_values_are_recorded_and_counted():
         assert s.contained == [7 << 32]  # pickle memoizes the second occurrence: one pin
         value = pickle.loads(s.data)
         again = value["a"][0]
-        assert again is value["b"] and again == ref and counter.held()[7 << 32] == 2
+        assert again is value["b"]
+        assert again == ref
+        assert counter.held()[7 << 32] == 2
         del value
         del ref
         assert counter.take_updates() == ([], [])  # still held by the unpickled copies

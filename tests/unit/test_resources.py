@@ -12,7 +12,8 @@ from rtml._scheduler import ResourcePool, normalize_request, shape_key
 def test_fractional_cpus_add_up_exactly():
     pool = ResourcePool({"CPU": 2.0})
     allocs = [pool.acquire({"CPU": 0.1}) for _ in range(20)]
-    assert all(allocs) and pool.acquire({"CPU": 0.1}) is None
+    assert all(allocs)
+    assert pool.acquire({"CPU": 0.1}) is None
     assert pool.availability()["CPU"] == 0
     for a in allocs:
         pool.release(a)
@@ -25,7 +26,8 @@ def test_gpu_ids_whole_and_fractional():
     a = pool.acquire({"GPU": 1.0})
     b = pool.acquire({"GPU": 0.5})
     c = pool.acquire({"GPU": 0.5})
-    assert a.gpu_ids != b.gpu_ids and b.gpu_ids == c.gpu_ids  # fractions share a device
+    assert a.gpu_ids != b.gpu_ids
+    assert b.gpu_ids == c.gpu_ids
     assert pool.acquire({"GPU": 1.0}) is None  # no whole device is free
     pool.release(b)
     pool.release(c)

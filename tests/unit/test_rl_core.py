@@ -94,8 +94,10 @@ def test_gae_stops_at_termination_and_bootstraps_truncation():
 def test_centered_ranks():
     r = centered_ranks(np.array([[10.0, -3.0], [5.0, 7.0]]))
     assert r.shape == (2, 2)
-    assert r.min() == -0.5 and r.max() == 0.5
-    assert r[0, 0] == 0.5 and r[0, 1] == -0.5
+    assert r.min() == -0.5
+    assert r.max() == 0.5
+    assert r[0, 0] == 0.5
+    assert r[0, 1] == -0.5
     assert np.allclose(sorted(r.reshape(-1)), [-0.5, -1 / 6, 1 / 6, 0.5])
 
 
@@ -126,7 +128,9 @@ def test_progress_line_writes_return_and_rate():
     bar.update(3, 500, 42.5, 1234.0, force=True)
     bar.close()
     text = buf.getvalue()
-    assert "PPO it 3" in text and "500/1,000 (50%)" in text and "return 42.5" in text
+    assert "PPO it 3" in text
+    assert "500/1,000 (50%)" in text
+    assert "return 42.5" in text
     assert "1,234 steps/s" in text
 
 
@@ -162,8 +166,10 @@ class OutOfSpacePolicy(Policy):
 def test_runner_batch_layout_and_episode_stats():
     r = EnvRunner("CartPole-v1", index=0, num_envs=3, seed=1)
     b = r.sample(None, 50)
-    assert b["obs"].shape == (50, 3, 4) and b["actions"].shape == (50, 3)
-    assert b["env_steps"] == 150 and b["mask"].all()
+    assert b["obs"].shape == (50, 3, 4)
+    assert b["actions"].shape == (50, 3)
+    assert b["env_steps"] == 150
+    assert b["mask"].all()
     done = b["terminated"] | b["truncated"]
     assert len(b["episode_returns"]) == int(done.sum()) > 0
     assert all(x == y for x, y in zip(b["episode_returns"], b["episode_lengths"], strict=True))
@@ -174,10 +180,12 @@ def test_runner_drops_and_counts_an_episode_whose_env_raises():
     b = r.sample(None, 20)
     assert b["episodes_dropped"] >= 2
     assert not b["mask"].all()
-    assert "env 'FlakyEnv', runner 4" in b["errors"][0] and "simulator exploded" in b["errors"][0]
+    assert "env 'FlakyEnv', runner 4" in b["errors"][0]
+    assert "simulator exploded" in b["errors"][0]
     assert "step" in b["errors"][0]
     # the dropped episodes' steps are masked out; finished ones count 5 steps each
-    assert b["episode_lengths"] and set(b["episode_lengths"]) == {5}
+    assert b["episode_lengths"]
+    assert set(b["episode_lengths"]) == {5}
     assert int(b["mask"].sum()) == b["env_steps"] - 2 * b["episodes_dropped"]
 
 
@@ -191,7 +199,8 @@ def test_runner_raises_after_consecutive_failures_with_env_runner_and_step():
     )
     with pytest.raises(EpisodeError, match=r"env 'FlakyEnv', runner 1, env index 0, step") as e:
         r.sample(None, 10)
-    assert e.value.runner == 1 and e.value.env == "FlakyEnv"
+    assert e.value.runner == 1
+    assert e.value.env == "FlakyEnv"
     assert pickle.loads(pickle.dumps(e.value)).step == e.value.step
 
 
@@ -203,13 +212,15 @@ def test_action_outside_the_space_is_a_dropped_episode_then_an_error():
         r.sample(None, 10)
     r2 = EnvRunner("CartPole-v1", index=2, num_envs=1, policy=OutOfSpacePolicy())
     b = r2.sample(None, 3)
-    assert b["episodes_dropped"] == 3 and b["env_steps"] == 0
+    assert b["episodes_dropped"] == 3
+    assert b["env_steps"] == 0
 
 
 def test_unknown_env_id_names_the_env_and_the_fix():
     with pytest.raises(EnvError, match=r"'CartPol-v1' does not exist \(runner 3\)") as e:
         make_env("CartPol-v1", runner=3)
-    assert "pprint_registry" in str(e.value) and e.value.runner == 3
+    assert "pprint_registry" in str(e.value)
+    assert e.value.runner == 3
     with pytest.raises(EnvError, match="returned int, not an environment"):
         make_env(lambda: 3)
 
@@ -223,7 +234,7 @@ def play(moves):
 
 
 @pytest.mark.parametrize(
-    "moves,winner",
+    ("moves", "winner"),
     [
         ([0, 6, 1, 6, 2, 6, 3], 0),  # horizontal
         ([0, 1, 0, 1, 0, 1, 0], 0),  # vertical
@@ -235,7 +246,9 @@ def test_connect_four_detects_wins(moves, winner):
     g = play(moves[:-1])
     assert not g.is_terminal()
     g = g.play(moves[-1])
-    assert g.is_terminal() and g.winner() == winner and g.legal_moves() == []
+    assert g.is_terminal()
+    assert g.winner() == winner
+    assert g.legal_moves() == []
 
 
 def test_connect_four_rejects_illegal_moves_and_full_columns():
@@ -253,7 +266,9 @@ def test_random_rollouts_end_in_a_legal_result():
 
     rng = random.Random(0)
     results = [ConnectFour().rollout(rng) for _ in range(300)]
-    assert set(results) <= {0, 1, None} and results.count(0) > 50 and results.count(1) > 50
+    assert set(results) <= {0, 1, None}
+    assert results.count(0) > 50
+    assert results.count(1) > 50
 
 
 def test_serial_mcts_takes_a_win_and_blocks_a_loss():

@@ -43,9 +43,11 @@ def test_config_validation_names_the_problem():
     with pytest.raises(ValueError, match="ray_actor_options may not set"):
         build_config("f", {"ray_actor_options": {"max_concurrency": 3}})
     c = build_config("f", {"num_replicas": "auto"})
-    assert c.autoscaling_config is not None and c.autoscaling_config.max_replicas == 100
+    assert c.autoscaling_config is not None
+    assert c.autoscaling_config.max_replicas == 100
     m = merge(build_config("f", {"autoscaling_config": {"max_replicas": 4}}), {"num_replicas": 2})
-    assert m.autoscaling_config is None and m.num_replicas == 2
+    assert m.autoscaling_config is None
+    assert m.num_replicas == 2
 
 
 # ---------------------------------------------------------------------- autoscaling
@@ -99,7 +101,8 @@ def test_histogram_quantiles_and_prometheus_text():
     w.push(0, 0, Histogram(), now=0)
     w.push(100, 1, h, now=2)
     s = w.summary()
-    assert s["requests_per_s"] == 50 and s["errors_per_s"] == 0.5
+    assert s["requests_per_s"] == 50
+    assert s["errors_per_s"] == 0.5
     text = prometheus_text(
         [
             {
@@ -192,11 +195,14 @@ def test_render_values_and_errors():
     assert _http.render({"a": 1}) == (200, [(b"content-type", b"application/json")], b'{"a":1}')
     assert _http.render("hi")[2] == b"hi"
     status, headers, body = _http.render(PlainTextResponse("x", status_code=201))
-    assert status == 201 and body == b"x"
+    assert status == 201
+    assert body == b"x"
     with pytest.raises(TypeError, match="not JSON serializable"):
         _http.render(object())
     (status, _, body), eid = _http.error_response(ZeroDivisionError("x"))
-    assert status == 500 and json.loads(body)["error_id"] == eid and eid
+    assert status == 500
+    assert json.loads(body)["error_id"] == eid
+    assert eid
     (status, _, _), eid = _http.error_response(HTTPException(418, "teapot"))
     assert (status, eid) == (418, None)
 
@@ -279,16 +285,19 @@ def test_router_queues_beyond_max_ongoing_and_backpressures(monkeypatch):
         t2 = asyncio.ensure_future(r.assign("m", (2,), {}))
         t3 = asyncio.ensure_future(r.assign("m", (3,), {}))
         await _settle()
-        assert [len(x.calls) for x in reps] == [1, 1] and r.queued() == 1
+        assert [len(x.calls) for x in reps] == [1, 1]
+        assert r.queued() == 1
         with pytest.raises(BackPressureError, match="max_queued_requests"):
             await r.assign("m", (4,), {})
         reps[0].calls[0][1].set_result(("one", "1"))
         assert await t1 == ("one", "1")
         await _settle()
-        assert len(reps[0].calls) == 2 and r.queued() == 0  # the queued one went to r0
+        assert len(reps[0].calls) == 2
+        assert r.queued() == 0
         reps[1].calls[0][1].set_result(("two", "1"))
         reps[0].calls[1][1].set_result(("three", "1"))
-        assert await t2 == ("two", "1") and await t3 == ("three", "1")
+        assert await t2 == ("two", "1")
+        assert await t3 == ("three", "1")
         assert all(s.inflight == 0 for s in r.order)
 
     asyncio.run(main())
@@ -303,8 +312,10 @@ def test_router_retries_once_on_another_replica_when_one_dies(monkeypatch):
         other = next(x for x in reps if x is not first)
         first.calls[0][1].set_exception(rtml.exceptions.ActorDiedError("gone"))
         await _settle()
-        assert len(other.calls) == 1 and len(r.order) == 1
-        assert ctl.dead and ctl.dead[0][:2] == ("app", "dep")
+        assert len(other.calls) == 1
+        assert len(r.order) == 1
+        assert ctl.dead
+        assert ctl.dead[0][:2] == ("app", "dep")
         other.calls[0][1].set_exception(rtml.exceptions.ActorDiedError("gone too"))
         with pytest.raises(rtml.exceptions.ActorDiedError):
             await t

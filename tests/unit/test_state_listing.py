@@ -285,24 +285,33 @@ def test_task_rows_merge_events_and_live_records(fake):
         "a8": "PENDING_ARGS",
     }
     a2 = rows["a2"]
-    assert a2["name"] == "g" and a2["deps"] == ["a1"] and a2["parent_task_id"] == "a1"
+    assert a2["name"] == "g"
+    assert a2["deps"] == ["a1"]
+    assert a2["parent_task_id"] == "a1"
     assert a2["start_time"] == pytest.approx(T0 + 0.1)
     assert a2["duration_s"] == pytest.approx(0.1)
-    assert a2["worker_pid"] == 101 and a2["node_id"] == NODE and a2["type"] == "NORMAL_TASK"
-    assert rows["a3"]["error"] == "ValueError: boom" and rows["a3"]["traceback"] == TB
+    assert a2["worker_pid"] == 101
+    assert a2["node_id"] == NODE
+    assert a2["type"] == "NORMAL_TASK"
+    assert rows["a3"]["error"] == "ValueError: boom"
+    assert rows["a3"]["traceback"] == TB
     # A retried task that is running again: where it runs now, not the old attempt's error.
     a4 = rows["a4"]
     assert (a4["attempt"], a4["worker_pid"], a4["error"], a4["duration_s"]) == (2, 102, None, None)
     assert rows["a5"]["node_id"] == "bbbb0002"  # the node running it, not the forwarder
-    assert rows["a6"]["type"] == "ACTOR_TASK" and rows["a6"]["actor_id"] == "ac1"
-    assert rows["a8"]["name"] == "h" and rows["a8"]["deps"] == []
-    assert all(addr is None for addr, _ in fake) and all(s.closed for _, s in fake)
+    assert rows["a6"]["type"] == "ACTOR_TASK"
+    assert rows["a6"]["actor_id"] == "ac1"
+    assert rows["a8"]["name"] == "h"
+    assert rows["a8"]["deps"] == []
+    assert all(addr is None for addr, _ in fake)
+    assert all(s.closed for _, s in fake)
 
 
 def test_compact_columns_detail_and_attribute_access(fake):
     compact = state.list_tasks()
     assert tuple(compact[0]) == _listing.COMPACT["tasks"]
-    assert compact[2].state == "FAILED" and compact[2].error == "ValueError: boom"
+    assert compact[2].state == "FAILED"
+    assert compact[2].error == "ValueError: boom"
     with pytest.raises(AttributeError):
         _ = compact[2].traceback  # detail only
     detailed = state.list_tasks(detail=True)
@@ -315,7 +324,8 @@ def test_compact_columns_detail_and_attribute_access(fake):
         (state.list_workers, "workers"),
     ):
         rows = lister()
-        assert rows and all(tuple(r) == _listing.COMPACT[resource] for r in rows)
+        assert rows
+        assert all(tuple(r) == _listing.COMPACT[resource] for r in rows)
         assert all(set(r) == set(_listing.SCHEMAS[resource]) for r in lister(detail=True))
 
 
@@ -359,7 +369,7 @@ def test_filters(fake):
 
 
 @pytest.mark.parametrize(
-    "bad, words",
+    ("bad", "words"),
     [
         (("colour", "=", "red"), ["unknown filter key 'colour'", "task_id"]),
         (("state", "~", "x"), ["unknown filter operator '~'", "'state'"]),
@@ -398,13 +408,15 @@ def test_unknown_resource_and_address_passed_through(fake):
 def test_event_log_that_dropped_events_still_lists_what_it_holds():
     source = FakeSource(capacity=3)
     events, dropped = _listing.read_events(source, chunk=2)
-    assert dropped == 4 and [e.task_id for e in events] == ["a5", "a6", "a7"]
+    assert dropped == 4
+    assert [e.task_id for e in events] == ["a5", "a6", "a7"]
 
 
 # --------------------------------------------------------------------------- summaries
 def test_summarize_tasks(fake):
     s = state.summarize_tasks()
-    assert s["total_tasks"] == 8 and s["total_actor_tasks"] == 1
+    assert s["total_tasks"] == 8
+    assert s["total_actor_tasks"] == 1
     assert s["state_counts"] == {
         "FINISHED": 3,
         "FAILED": 1,
@@ -415,7 +427,8 @@ def test_summarize_tasks(fake):
     f = s["summary"]["f"]
     assert next(iter(s["summary"])) == "f"  # the busiest function first
     assert f["state_counts"] == {"FINISHED": 1, "RUNNING": 2, "CANCELLED": 1}
-    assert f["total"] == 4 and f["mean_duration_s"] == pytest.approx(0.5)
+    assert f["total"] == 4
+    assert f["mean_duration_s"] == pytest.approx(0.5)
     assert s["summary"]["Counter.incr"]["type"] == "ACTOR_TASK"
     assert s["summary"]["h"]["mean_duration_s"] is None
     assert json.loads(json.dumps(s)) == s
@@ -434,7 +447,8 @@ def test_summarize_actors_and_objects(fake):
         "total_actors": 2,
     }
     o = state.summarize_objects(limit=2)
-    assert o["total_objects"] == 3 and o["total_size"] == (8 << 20) + 5
+    assert o["total_objects"] == 3
+    assert o["total_size"] == (8 << 20) + 5
     assert [x.object_id for x in o["objects"]] == ["c100000000", "b100000000"]
     assert o["truncated"] == 1
     assert o["by_where"]["SPILLED"] == {"count": 1, "size": 5 << 20}
@@ -443,7 +457,9 @@ def test_summarize_actors_and_objects(fake):
     assert text.splitlines()[0] == "3 object(s), 8.0 MiB in all"
     lines = text.splitlines()
     big = next(line for line in lines if line.startswith("c100000000"))
-    assert "5.0 MiB" in big and "SPILLED" in big and "worker pid 201" in big
+    assert "5.0 MiB" in big
+    assert "SPILLED" in big
+    assert "worker pid 201" in big
     assert "driver pid 7, task a8" in next(line for line in lines if line.startswith("b100000000"))
 
 
@@ -464,8 +480,10 @@ def test_table_is_aligned():
     starts = [lines[0].index(h) for h in ("NAME", "ATTEMPT", "DURATION_S", "ERROR")]
     for line in lines[1:]:
         assert [line[s - 2 : s] for s in starts] == ["  "] * 4  # columns start at the same place
-    assert lines[1].split()[2:4] == ["1", "0.5"] and lines[1].endswith("-")
-    assert lines[2].endswith("…") and len(lines[2]) - lines[2].index("ValueError") == 48
+    assert lines[1].split()[2:4] == ["1", "0.5"]
+    assert lines[1].endswith("-")
+    assert lines[2].endswith("…")
+    assert len(lines[2]) - lines[2].index("ValueError") == 48
     # numbers right-aligned under their header
     assert lines[1][: lines[0].index("ATTEMPT") + len("ATTEMPT")].endswith(" 1")
     assert _listing.format_table([]) == "(none)"
@@ -479,7 +497,8 @@ def test_records_and_cells():
         "CPU: 2, memory: 8.0 GiB"
     )
     assert _listing.cell("size", 1536) == "1.5 KiB"
-    assert _listing.cell("holders", []) == "-" and _listing.cell("alive", True) == "true"
+    assert _listing.cell("holders", []) == "-"
+    assert _listing.cell("alive", True) == "true"
     assert _listing.cell("start_time", T0 + 0.25).endswith(".250")
 
 
@@ -493,7 +512,8 @@ def test_cli_list_table_json_and_detail(fake):
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert lines[0].split()[:3] == ["TASK_ID", "NAME", "STATE"]
-    assert len(lines) == 1 + 8 + 2 and lines[-1] == "8 task(s)"
+    assert len(lines) == 1 + 8 + 2
+    assert lines[-1] == "8 task(s)"
     assert fake[-1][0] == "auto"
     out = run(
         "list",
@@ -507,23 +527,28 @@ def test_cli_list_table_json_and_detail(fake):
         "10.0.0.1:6390",
     )
     rows = json.loads(out.output)
-    assert [r["task_id"] for r in rows] == ["a3"] and rows[0]["traceback"] == TB
+    assert [r["task_id"] for r in rows] == ["a3"]
+    assert rows[0]["traceback"] == TB
     assert fake[-1][0] == "10.0.0.1:6390"
     out = run("list", "tasks", "--detail", "-f", "state=failed")
-    assert "--- task a3 ---" in out.output and "ValueError: boom" in out.output
+    assert "--- task a3 ---" in out.output
+    assert "ValueError: boom" in out.output
     out = run("list", "tasks", "--limit", "2", "-f", "duration_s>0.01")
     assert "showing 2 of 4 tasks" in out.output
     for resource in ("actors", "objects", "nodes", "workers"):
         out = run("list", resource)
-        assert out.exit_code == 0 and out.output.split()[0] == _listing.COMPACT[resource][0].upper()
+        assert out.exit_code == 0
+        assert out.output.split()[0] == _listing.COMPACT[resource][0].upper()
 
 
 def test_cli_errors_are_clear(fake, monkeypatch):
     out = CliRunner().invoke(cli, ["list", "tasks", "--filter", "colour=red"])
-    assert out.exit_code == 2 and "unknown filter key 'colour'" in out.output
+    assert out.exit_code == 2
+    assert "unknown filter key 'colour'" in out.output
     assert "Traceback" not in out.output
     out = CliRunner().invoke(cli, ["list", "tasks", "--filter", "state"])
-    assert out.exit_code == 2 and "is not KEY=VALUE" in out.output
+    assert out.exit_code == 2
+    assert "is not KEY=VALUE" in out.output
 
     @contextlib.contextmanager
     def nowhere(address):
@@ -534,7 +559,8 @@ def test_cli_errors_are_clear(fake, monkeypatch):
     for args in (["list", "nodes"], ["summary", "tasks"], ["memory"], ["timeline"]):
         out = CliRunner().invoke(cli, args)
         assert out.exit_code == 1, args
-        assert "no running cluster" in out.output and "Traceback" not in out.output
+        assert "no running cluster" in out.output
+        assert "Traceback" not in out.output
 
 
 def test_cli_summary_memory_and_timeline(fake, tmp_path):
@@ -547,12 +573,14 @@ def test_cli_summary_memory_and_timeline(fake, tmp_path):
     assert "Counter" in run("summary", "actors").output
     assert "3 object(s)" in run("summary", "objects").output
     out = run("memory", "--limit", "1")
-    assert "c100000000" in out.output and "b100000000" not in out.output
+    assert "c100000000" in out.output
+    assert "b100000000" not in out.output
     assert "2 smaller object(s)" in out.output
     assert json.loads(run("memory", "--format", "json").output)["total_objects"] == 3
     path = tmp_path / "trace.json"
     out = run("timeline", "-o", str(path))
-    assert out.exit_code == 0 and f"to {path}" in out.output
+    assert out.exit_code == 0
+    assert f"to {path}" in out.output
     trace = json.loads(path.read_text())
     assert trace["otherData"]["tasks"] == 5  # a1, a2, a3, a4's first attempt, a6
     assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == 5
@@ -577,5 +605,7 @@ def test_public_names():
         "summarize_tasks",
     ]
     assert all(callable(getattr(state, name)) for name in state.__all__)
-    assert "state" in rtml.util.__all__ and rtml.util.state is state
-    assert "timeline" in rtml.__all__ and rtml.timeline.__module__ == "rtml._api"
+    assert "state" in rtml.util.__all__
+    assert rtml.util.state is state
+    assert "timeline" in rtml.__all__
+    assert rtml.timeline.__module__ == "rtml._api"

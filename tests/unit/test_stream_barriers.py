@@ -65,7 +65,8 @@ def test_a_channel_that_sent_its_barrier_waits_until_every_channel_has():
     after = threading.Thread(target=w.process, args=(edge, 0, 2, item * 5, float("-inf"), None))
     after.start()  # A's data after the barrier must wait for B's barrier
     wait_for(lambda: 2 in w.inbox[(edge, 0)], timeout=5, what="A's third message queued")
-    assert after.is_alive() and w.next_seq[(edge, 0)] == 2
+    assert after.is_alive()
+    assert w.next_seq[(edge, 0)] == 2
     w.process(edge, 1, 0, item, float("-inf"), None)  # B: data (not blocked)
     assert 1 not in w.parts
     w.process(edge, 1, 1, [], float("-inf"), ("barrier", 1, "checkpoint"))  # B: barrier 1

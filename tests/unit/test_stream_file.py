@@ -29,9 +29,13 @@ def test_json_lines_with_malformed_and_blank_lines(tmp_path):
     r = src.open(part, None)
     out = read_all(r)
     r.close()
-    assert out[0] == {"x": 1} and out[2] == [2] and out[3] == "\xe9"
+    assert out[0] == {"x": 1}
+    assert out[2] == [2]
+    assert out[3] == "\xe9"
     assert isinstance(out[1], Malformed)
-    assert out[1].raw == "{bad" and out[1].where == f"{p}:3" and "invalid JSON" in out[1].reason
+    assert out[1].raw == "{bad"
+    assert out[1].where == f"{p}:3"
+    assert "invalid JSON" in out[1].reason
     assert len(out) == 4
 
 
@@ -61,7 +65,9 @@ def test_malformed_line_number_after_resume(tmp_path):
     r = src.open(str(p), off)
     (bad,) = r.read(10, 0.0)
     r.close()
-    assert isinstance(bad, Malformed) and bad.where == f"{p}:3" and "UTF-8" in bad.reason
+    assert isinstance(bad, Malformed)
+    assert bad.where == f"{p}:3"
+    assert "UTF-8" in bad.reason
 
 
 def test_csv_rows_as_dicts_and_resume_keeps_header(tmp_path):
@@ -76,8 +82,10 @@ def test_csv_rows_as_dicts_and_resume_keeps_header(tmp_path):
     r = src.open(str(p), off)
     rest = read_all(r)
     r.close()
-    assert rest[0] == {"id": "2", "name": "b,ob"} and rest[2] == {"id": "4", "name": "dee"}
-    assert isinstance(rest[1], Malformed) and rest[1].where == f"{p}:4"
+    assert rest[0] == {"id": "2", "name": "b,ob"}
+    assert rest[2] == {"id": "4", "name": "dee"}
+    assert isinstance(rest[1], Malformed)
+    assert rest[1].where == f"{p}:4"
 
 
 def test_lines_glob_and_list_partitions(tmp_path):
@@ -115,7 +123,8 @@ def test_follow_tails_a_growing_file_and_holds_back_a_partial_line(tmp_path):
     assert r.read(10, 1.0) == [{"n": 2}, {"n": 3}]
     off = r.offset()
     assert off == p.stat().st_size
-    assert r.read(10, 0.02) == [] and not r.done()
+    assert r.read(10, 0.02) == []
+    assert not r.done()
     r.close()
 
 

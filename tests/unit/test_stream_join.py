@@ -144,7 +144,8 @@ def test_left_interval_join_closes_each_unmatched_left_once_and_only_those(raw, 
     )
     for key, ts, (v, _) in closed:
         ((t0, k0, _),) = [(t, k, x) for t, k, x in lefts if x == v]
-        assert key == k0 and ts == t0 + span
+        assert key == k0
+        assert ts == t0 + span
     assert state.groups == {}
 
 

@@ -20,7 +20,8 @@ def test_stateless_operators_fuse_and_keyed_ones_start_a_stage():
     w.stateful_map(lambda st, v: (v, v)).sink(rs.CallableSink(print))  # same key: fused
     p = plan(flow, 3, {0: ["0", "1", "2", "3"]})
     assert [st.kind for st in p.stages] == ["source", "keyed"]
-    assert p.stages[0].parallelism == 3 and p.stages[1].parallelism == 3
+    assert p.stages[0].parallelism == 3
+    assert p.stages[1].parallelism == 3
     assert [p.nodes[n].kind for n in p.stages[1].nodes] == [
         "window",
         "map",
@@ -43,7 +44,7 @@ def test_a_join_takes_two_shuffled_inputs():
 
 
 @pytest.mark.parametrize(
-    "build, match",
+    ("build", "match"),
     [
         (lambda f: f.source(_src()).map(str), "no sink"),
         (

@@ -94,14 +94,20 @@ def validate(trace: Any) -> list[dict[str, Any]]:
     for e in events:
         missing = REQUIRED - e.keys()
         assert not missing, f"{e} lacks {missing}"
-        assert isinstance(e["ph"], str) and len(e["ph"]) == 1
-        assert isinstance(e["ts"], (int, float)) and e["ts"] >= 0
-        assert isinstance(e["pid"], int) and isinstance(e["tid"], int)
-        assert isinstance(e["name"], str) and e["name"]
+        assert isinstance(e["ph"], str)
+        assert len(e["ph"]) == 1
+        assert isinstance(e["ts"], (int, float))
+        assert e["ts"] >= 0
+        assert isinstance(e["pid"], int)
+        assert isinstance(e["tid"], int)
+        assert isinstance(e["name"], str)
+        assert e["name"]
         if e["ph"] == "X":
-            assert isinstance(e["dur"], (int, float)) and e["dur"] >= 0
+            assert isinstance(e["dur"], (int, float))
+            assert e["dur"] >= 0
         elif e["ph"] in ("s", "f"):
-            assert "id" in e and e["cat"]
+            assert "id" in e
+            assert e["cat"]
             flows.setdefault((e["cat"], e["name"], e["id"]), []).append(e["ph"])
         elif e["ph"] == "M":
             assert e["name"] in (
@@ -153,7 +159,8 @@ def test_rows_slices_and_names():
     assert meta[("thread_name", 1, 12)] == {"name": "worker 12"}
     assert meta[("thread_name", 2, 21)] == {"name": "worker 21"}
     xs = {s["args"]["task_id"]: s for s in slices(out)}
-    assert xs["1"]["ts"] == 0 and xs["1"]["dur"] == pytest.approx(10_000, abs=0.5)
+    assert xs["1"]["ts"] == 0
+    assert xs["1"]["dur"] == pytest.approx(10_000, abs=0.5)
     assert xs["2"]["ts"] == pytest.approx(2_000, abs=0.5)
     assert xs["2"]["dur"] == pytest.approx(3_000, abs=0.5)
     assert (xs["2"]["pid"], xs["2"]["tid"], xs["2"]["name"]) == (2, 21, "g")
@@ -206,10 +213,12 @@ def test_failed_retried_and_cancelled_are_marked():
     out = validate(build_trace(events))
     by = {(s["args"]["task_id"], s["args"]["attempt"]): s for s in slices(out)}
     failed = by[("1", 2)]
-    assert failed["cname"] == "terrible" and failed["name"] == "f [FAILED]"
+    assert failed["cname"] == "terrible"
+    assert failed["name"] == "f [FAILED]"
     assert failed["args"]["error"] == "ValueError: boom"
     assert "Traceback" in failed["args"]["traceback"]
-    assert by[("1", 1)]["cname"] == "bad" and by[("1", 1)]["args"]["state"] == "RETRIED"
+    assert by[("1", 1)]["cname"] == "bad"
+    assert by[("1", 1)]["args"]["state"] == "RETRIED"
     assert by[("2", 1)]["cname"] == "grey"
     assert "cname" not in by[("3", 1)]
     # The arrow into task 3 comes from task 1's last attempt.
@@ -263,7 +272,8 @@ def test_running_and_end_events_pair_and_missing_keys_are_tolerated():
 def test_array_form_and_file(tmp_path):
     events = synthetic_events(200)
     trace = build_trace(events, dropped=3)
-    assert trace["otherData"]["tasks"] == 200 and trace["otherData"]["dropped_events"] == 3
+    assert trace["otherData"]["tasks"] == 200
+    assert trace["otherData"]["dropped_events"] == 3
     assert trace["otherData"]["origin_epoch_s"] == pytest.approx(T0)
     validate(trace["traceEvents"])  # the array form is valid on its own
     path = tmp_path / "t.json"
@@ -299,7 +309,8 @@ def test_trace_of_source_reads_every_page_and_counts_drops(monkeypatch):
     monkeypatch.setattr(_listing, "read_events", lambda s: real(s, chunk=128))
     trace = trace_of_source(source)
     assert source.calls > 7
-    assert trace["otherData"]["tasks"] == 900 and trace["otherData"]["dropped_events"] == 100
+    assert trace["otherData"]["tasks"] == 900
+    assert trace["otherData"]["dropped_events"] == 100
     out = validate(trace)
     heads = [e["args"]["name"] for e in out if e["name"] == "process_name"]
     assert heads == ["node node0 (head)", "node node1"]
@@ -331,4 +342,4 @@ def measure(n: int = 100_000) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000))
+    print(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000))  # noqa: T201

@@ -300,7 +300,7 @@ class ControlClient:
             try:
                 cb(message)
             except Exception:
-                print(
+                print(  # noqa: T201
                     f"rtml: a callback for control-plane channel {channel!r} failed:\n"
                     f"{traceback.format_exc()}",
                     file=sys.stderr,

@@ -57,7 +57,7 @@ _WAKE = object()
 
 
 def log(msg: str) -> None:
-    print(f"rtml gcs[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+    print(f"rtml gcs[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)  # noqa: T201
 
 
 class _Conn:
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
         os.write(args.ready_fd, f"{server.port}\n".encode())
         os.close(args.ready_fd)
     else:
-        print(f"RTML_GCS_READY {server.port}", flush=True)
+        print(f"RTML_GCS_READY {server.port}", flush=True)  # noqa: T201
     try:
         server.serve_forever()
     finally:

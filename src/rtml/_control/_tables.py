@@ -262,7 +262,8 @@ class NodeTable:
         assert len(alive_ids) == len(set(alive_ids)), "a node id has two live incarnations"
         for node_id, index in self._current.items():
             rec = self._rows[index]
-            assert rec.node_id == node_id and rec.index == index
+            assert rec.node_id == node_id
+            assert rec.index == index
             assert all(r.index <= index for r in self._rows.values() if r.node_id == node_id), (
                 f"{node_id}: the current incarnation is not the latest"
             )

@@ -618,24 +618,32 @@ class ActorManager:
         for rec in self.actors.values():
             if rec.state == ALIVE:
                 w = rec.worker
-                assert w is not None and workers.get(w.wid) is w and w.actor is rec
+                assert w is not None
+                assert workers.get(w.wid) is w
+                assert w.actor is rec
             if rec.worker is not None:
                 assert rec.state != DEAD or rec.worker.wid in workers
                 for t in rec.worker.assigned:
-                    assert t.state in (ASSIGNED, FINISHED) and t.worker is rec.worker
+                    assert t.state in (ASSIGNED, FINISHED)
+                    assert t.worker is rec.worker
             for q in rec.queues.values():
                 assert q, "empty caller queue kept"
                 for t in q:
                     assert t.state in (WAITING, FINISHED), t.state
             if rec.state == DEAD:
-                assert not rec.queues and not rec.pinned and not rec.pinned_handle
+                assert not rec.queues
+                assert not rec.pinned
+                assert not rec.pinned_handle
                 assert rec not in self.unplaced
         for key, aid in self.names.items():
-            assert self.actors[aid].state != DEAD and self.actors[aid].key == key
+            assert self.actors[aid].state != DEAD
+            assert self.actors[aid].key == key
         for rec in self.unplaced:
-            assert rec.state in (PENDING_CREATION, RESTARTING) and rec.worker is None
+            assert rec.state in (PENDING_CREATION, RESTARTING)
+            assert rec.worker is None
         for oid, rec in self.handles.items():
-            assert rec.handle_oid == oid and rec.state != DEAD
+            assert rec.handle_oid == oid
+            assert rec.state != DEAD
 
 
 _OPS: dict[str, Any] = {

@@ -1035,9 +1035,12 @@ class Node:
         for w in self.workers.values():
             assert w.state != DEAD
             if w.state == IDLE:
-                assert not w.assigned and w.alloc is None and w in self.idle
+                assert not w.assigned
+                assert w.alloc is None
+                assert w in self.idle
             if w.state == LEASED:
-                assert w.alloc is not None and w in self.leased.get(w.shape, [])
+                assert w.alloc is not None
+                assert w in self.leased.get(w.shape, [])
         for q in self.ready.values():
             for t in q:
                 assert t.state == QUEUED

@@ -154,7 +154,7 @@ class NodeServer:
                 raise ConnectionError(f"the control plane at {self.gcs.address} is unreachable")
             self.gcs.call("node_dead", self.parts.node_id, "stopped", timeout=STOP_CALL_S)
         except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:
-            print(f"rtml node: could not tell the control plane it stops: {e}", file=sys.stderr)
+            print(f"rtml node: could not tell the control plane it stops: {e}", file=sys.stderr)  # noqa: T201
         self.listener.close()
         self.parts.stop()
         if self.node.cluster is not None:
@@ -178,7 +178,7 @@ class NodeServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             serve_handshake(sock, self.token)
         except AuthError as e:
-            print(f"rtml node: refused connection from {peer}: {e}", file=sys.stderr)
+            print(f"rtml node: refused connection from {peer}: {e}", file=sys.stderr)  # noqa: T201
             sock.close()
             return
         if self._stop.is_set():
@@ -239,7 +239,7 @@ class NodeServer:
         """The control-plane connection was lost or is back (reader thread: just note it)."""
         kind, detail = message
         if kind == "disconnected":  # the one line an outage prints
-            print(
+            print(  # noqa: T201
                 f"rtml node: {detail}; reconnecting in the background, tasks keep running",
                 file=sys.stderr,
                 flush=True,
@@ -278,7 +278,7 @@ class NodeServer:
             try:
                 send(batch)
             except ValueError as e:  # refused: never let a bad record stop the others
-                print(f"rtml node: the control plane refused a record: {e}", file=sys.stderr)
+                print(f"rtml node: the control plane refused a record: {e}", file=sys.stderr)  # noqa: T201
             batch.clear()  # (any other error leaves it, and those after it, for next time)
 
     def _send_events(self, batch: list[dict[str, Any]]) -> None:
@@ -309,7 +309,7 @@ class NodeServer:
             return
         rec = self.gcs.get_node(self.parts.node_id)
         if rec is None:  # a control plane that lost its state: join it again, same index
-            print(
+            print(  # noqa: T201
                 f"rtml node: the control plane at {self.gcs.address} restarted without its "
                 "state (the in-memory backend does not survive a restart; start it with "
                 "--redis HOST:PORT for one that does): registering this node again; jobs, "
@@ -321,7 +321,7 @@ class NodeServer:
                 self.parts.node_id, {**self._info, "index": self.node_index}
             )
             if rec.index != self.node_index:
-                print(
+                print(  # noqa: T201
                     f"rtml node: registered again with index {rec.index}, not "
                     f"{self.node_index} (taken by a node that joined first); ids made here "
                     "may be taken for that node's",
@@ -330,7 +330,7 @@ class NodeServer:
                 )
         elif not rec.alive and not self._declared_dead:
             self._declared_dead = True
-            print(
+            print(  # noqa: T201
                 f"rtml node: the control plane declared this node dead ({rec.death_cause}); "
                 "the cluster no longer uses it: stop it and start a new one",
                 file=sys.stderr,
@@ -352,7 +352,7 @@ class NodeServer:
             except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:
                 lost = isinstance(e, ConnectionError) and not self.gcs.connected
                 if not lost and not self._trouble:  # (an outage was reported already)
-                    print(f"rtml node: heartbeat failed: {e}", file=sys.stderr, flush=True)
+                    print(f"rtml node: heartbeat failed: {e}", file=sys.stderr, flush=True)  # noqa: T201
                 self._trouble = True
             else:
                 self._trouble = False
@@ -379,4 +379,4 @@ def serve(server: NodeServer, ready_fd: int | None) -> None:
         pass
     t0 = time.monotonic()
     server.stop()
-    print(f"rtml node: stopped in {time.monotonic() - t0:.2f}s", file=sys.stderr)
+    print(f"rtml node: stopped in {time.monotonic() - t0:.2f}s", file=sys.stderr)  # noqa: T201

@@ -115,7 +115,7 @@ class NodeShell:
             assert self.token is not None
             sock = connect(address, self.token)
         except (ConnectionError, OSError) as e:
-            print(f"rtml node: cannot reach node at {address}: {e}", file=sys.stderr)
+            print(f"rtml node: cannot reach node at {address}: {e}", file=sys.stderr)  # noqa: T201
             with self.node.lock:
                 self._link_backlog.pop(wid, None)
                 self.node.cluster.on_link_closed(wid)
@@ -332,7 +332,7 @@ class NodeShell:
         try:
             msgs = ch.receive()
         except FrameError as e:  # a broken or hostile peer: drop only it
-            print(f"rtml node: closing connection {wid}: {e}", file=sys.stderr)
+            print(f"rtml node: closing connection {wid}: {e}", file=sys.stderr)  # noqa: T201
             msgs = None
         if msgs is None:
             self._close(wid, ch)
@@ -345,7 +345,7 @@ class NodeShell:
                 for m in msgs:
                     dispatch(node, self, wid, m)
         except Exception:  # a malformed message: drop that peer, not the node
-            print(
+            print(  # noqa: T201
                 f"rtml node: closing connection {wid} after a bad message:\n"
                 f"{traceback.format_exc()}",
                 file=sys.stderr,

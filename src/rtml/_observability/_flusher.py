@@ -56,7 +56,7 @@ class EventFlusher:
                 else:
                     self.sink(batch)
             except Exception as e:  # observability must never take the runtime down
-                print(f"rtml: dropped {len(records)} task events: {e}", file=sys.stderr)
+                print(f"rtml: dropped {len(records)} task events: {e}", file=sys.stderr)  # noqa: T201
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_S):

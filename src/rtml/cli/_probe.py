@@ -111,7 +111,8 @@ def tiny(num_cpus: int, n: int) -> dict:
     rss1 = me.memory_info().rss
     values = rtml.get(refs)
     t2 = time.perf_counter()
-    assert len(values) == n and values[-1] == b"ok"
+    assert len(values) == n
+    assert values[-1] == b"ok"
     peak = me.memory_info().rss
     del refs, values
     rtml.shutdown()

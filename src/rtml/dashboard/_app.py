@@ -110,7 +110,8 @@ class Guard:
                 return
             await self.app(scope, receive, send)
             return
-        assert self.token is not None and self.cookie is not None
+        assert self.token is not None
+        assert self.cookie is not None
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
         given = next((v for k, v in query if k == "token"), None)
         if given is not None:

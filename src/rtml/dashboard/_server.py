@@ -130,7 +130,7 @@ class DashboardHandle:
             self._server.run(sockets=[self._sock])
         except BaseException as e:
             self.error = e
-            print(f"rtml: the dashboard stopped: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"rtml: the dashboard stopped: {type(e).__name__}: {e}", file=sys.stderr)  # noqa: T201
         finally:
             self._sock.close()
             if self._backend is not None:

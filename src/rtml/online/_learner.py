@@ -77,7 +77,7 @@ class _DeadLetters:
         except Exception as e:  # the output's trouble must not stop the learner
             self.failed += len(batch)
             self.error = f"{type(e).__name__}: {e}"
-            print(
+            print(  # noqa: T201
                 f"rtml.online: {len(batch)} dead letters could not be delivered: {self.error}",
                 file=sys.stderr,
             )

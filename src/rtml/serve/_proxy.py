@@ -178,7 +178,7 @@ class Proxy:
             status, headers, body = await self._handle(scope, receive)
         except Exception as e:  # a bug here must not take the proxy down
             eid = uuid.uuid4().hex[:12]
-            print(
+            print(  # noqa: T201
                 f"[rtml.serve] proxy {self.proxy_id} error {eid}:\n"
                 f"{''.join(traceback.format_exception(e))}",
                 flush=True,

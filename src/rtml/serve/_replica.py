@@ -231,7 +231,7 @@ class Replica:
                     if error_id is None:
                         ok = True  # the client's fault: not counted as a deployment error
                     else:
-                        print(
+                        print(  # noqa: T201
                             f"[rtml.serve] {self.app}/{self.deployment} replica "
                             f"{self.replica_id} error {error_id}:\n"
                             f"{''.join(traceback.format_exception(e))}",

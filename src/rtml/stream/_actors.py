@@ -233,7 +233,7 @@ class SourceWorker(_Base):
             try:
                 reader.ack(off)
             except Exception as e:  # a lost broker shows in the next read; acks are for tidiness
-                print(f"rtml.stream: ack of {off!r} failed: {e}", file=sys.stderr)
+                print(f"rtml.stream: ack of {off!r} failed: {e}", file=sys.stderr)  # noqa: T201
 
     def status(self) -> dict[str, Any]:
         return {"exhausted": self.exhausted}
