@@ -17,7 +17,7 @@ Every call only records a :class:`Node`; ``Dataflow.run`` plans stages from them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,8 +264,8 @@ class KeyedStream(Stream):
         kind: str,
         name: str | None,
         params: dict[str, Any],
-        extra: list[Stream] = (),
-        dead_letter: bool = False,  # type: ignore[assignment]
+        extra: Sequence[Stream] = (),
+        dead_letter: bool = False,
         need_time: bool = False,
     ) -> KeyedStream:
         inputs = [self, *extra]
