@@ -101,7 +101,10 @@ def _set_fields(obj: BaseException, fields: dict[str, Any]) -> None:
 
 
 def _rebuild_exception(
-    cls: type[BaseException], args: tuple, state: dict | None, fields: dict
+    cls: type[BaseException],
+    args: tuple[Any, ...],
+    state: dict[str, Any] | None,
+    fields: dict[str, Any],
 ) -> BaseException:
     """Unpickle an exception without calling its ``__init__``."""
     try:
@@ -115,7 +118,7 @@ def _rebuild_exception(
     return obj
 
 
-def _reduce_by_state(exc: BaseException) -> tuple:
+def _reduce_by_state(exc: BaseException) -> tuple[Any, ...]:
     return (_rebuild_exception, (type(exc), exc.args, _portable_state(exc), _builtin_fields(exc)))
 
 
@@ -123,7 +126,7 @@ class _ByState:  # pickles as the wrapped exception, rebuilt by _rebuild_excepti
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return _reduce_by_state(self.exc)
 
 
@@ -161,7 +164,7 @@ class RtmlError(Exception):
             args = (self._default_message,)
         super().__init__(*args)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return _reduce_by_state(self)
 
 
@@ -273,7 +276,7 @@ def _dual_getattr(self: TaskError, name: str) -> Any:
     return getattr(cause, name)
 
 
-def _dual_reduce(self: TaskError) -> tuple:
+def _dual_reduce(self: TaskError) -> tuple[Any, ...]:
     return (_rebuild_dual, (_portable_state(self),))
 
 

@@ -225,14 +225,17 @@ def test_objects_are_freed_on_the_node_that_stores_them(cluster):
     wait_for(lambda: not segments(), 10, what="the side node's store to free it")
 
 
-def test_cancel_a_task_running_on_another_node(cluster):
+def test_cancel_a_task_running_on_another_node(cluster, tmp_path):
+    started = tmp_path / "started"
+
     @rtml.remote(resources={"side": 1})
-    def forever():
+    def forever(path):
+        open(path, "w").close()
         while True:
             time.sleep(0.01)
 
-    ref = forever.remote()
-    time.sleep(0.3)
+    ref = forever.remote(str(started))
+    wait_for(started.exists, 30, what="the task to run on the side node")
     rtml.cancel(ref)
     with pytest.raises(exc.TaskCancelledError):
         rtml.get(ref, timeout=30)

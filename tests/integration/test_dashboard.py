@@ -184,7 +184,10 @@ def probe_fails():
 def probe_wait(path):
     import time
 
+    deadline = time.monotonic() + 120
     while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within 120 s")
         time.sleep(0.01)
     return path
 

@@ -79,7 +79,7 @@ def place(
         _tag, target, soft = strategy
         n = view.get(target)
         if n is not None and n.alive and n.fits_total(request):
-            return target
+            return str(target)
         if not soft:
             why = "is not alive" if n is None or not n.alive else f"has only {n.totals}"
             raise exc.TaskUnschedulableError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 _SCALE = 10_000
 
@@ -73,7 +74,7 @@ class ResourcePool:
         self.available = dict(self.total)
         ngpu = self.total.get("GPU", 0) // _SCALE
         self.gpu_free = [_SCALE] * ngpu  # per device, fixed point
-        self._fx_cache: dict[tuple, tuple[tuple[str, int], ...]] = {}
+        self._fx_cache: dict[tuple[Any, ...], tuple[tuple[str, int], ...]] = {}
 
     def _fixed(self, req: Mapping[str, float]) -> tuple[tuple[str, int], ...]:
         # Requests come from a few resource shapes reused by every task: convert each once.

@@ -17,6 +17,8 @@ from typing import Any
 
 import rtml
 
+__all__ = ["ActorPool"]
+
 
 def _key(future: Any) -> Any:
     return tuple(future) if isinstance(future, list) else future

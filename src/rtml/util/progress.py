@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import rtml
 from rtml import exceptions as exc
 
-__all__ = ["progress", "progress_get"]
+__all__ = ["format_line", "progress", "progress_get"]
 
 _REDRAW_S = 0.1  # how long to wait for a result before redrawing (rate, elapsed, ETA)
 
