@@ -141,6 +141,13 @@ class ActorHost:
             self.pool.submit(self._run_threaded, m)
 
     # ------------------------------------------------------------------ construction
+    def creation_failed(self, error: BaseException, spec: Any) -> None:
+        """The constructor's arguments could not be unpickled: the creation fails with that."""
+        self.worker.blobs.pop(self.fn_id, None)
+        self.worker.send(
+            [("actor_ready", self.actor_id, _error_blob(error, spec, self.worker.pid))]
+        )
+
     def _construct(self, *args: Any, **kwargs: Any) -> None:
         w = self.worker
         cls = cloudpickle.loads(w.blobs.pop(self.fn_id))

@@ -305,7 +305,13 @@ class Worker:
                     saved_env.setdefault(k, os.environ.get(k))
                     os.environ[k] = v
             fn = self.function(spec.fn_id)
-            args, kwargs = self.unpack_args(spec, deps)
+            try:
+                args, kwargs = self.unpack_args(spec, deps)
+            except BaseException as e:
+                host = self.actor_host
+                if host is not None and host.instance is None and spec.fn_id == host.fn_id:
+                    host.creation_failed(e, spec)  # the actor dies with this as its cause
+                raise
             self.check_cancelled()
             self.in_user = True
             try:

@@ -1,0 +1,100 @@
+"""Ray programs that ran on Ray and stopped on rtml (issue 20), each checked in the three
+runtimes where it applies: embedded (``rtml.init()``), local mode, and a cluster driver."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import pytest
+
+import rtml
+from rtml import exceptions as exc
+from rtml.testing import Cluster
+
+MODES = ["embedded", "local", "cluster"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode(request):
+    if request.param == "cluster":
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+        try:
+            c.connect()
+            yield request.param
+        finally:
+            c.shutdown()
+    else:
+        rtml.init(num_cpus=2, local_mode=request.param == "local")
+        try:
+            yield request.param
+        finally:
+            rtml.shutdown()
+
+
+# ---------------------------------------------------------------- item 5: pickling as Ray does
+def test_rtml_cloudpickle_is_importable():
+    import cloudpickle
+
+    import rtml.cloudpickle as rcp
+
+    assert rtml.cloudpickle is rcp
+    assert rcp.dumps is cloudpickle.dumps
+    assert rcp.register_pickle_by_value is cloudpickle.register_pickle_by_value
+
+
+def test_register_pickle_by_value_reaches_workers_that_cannot_import_the_module(mode, tmp_path):
+    import cloudpickle
+
+    name = f"rtml_byvalue_{mode}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
+            class Thing:
+                def __init__(self, v):
+                    self.v = v
+
+            def bump(x):
+                return x + 1
+        """)
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+    (tmp_path / f"{name}.py").unlink()  # no worker can import it by name now
+    cloudpickle.register_pickle_by_value(mod)
+    try:
+
+        @rtml.remote
+        def use(thing, fn):
+            return fn(thing.v), type(thing).__name__
+
+        assert rtml.get(use.remote(mod.Thing(1), mod.bump), timeout=30) == (2, "Thing")
+    finally:
+        cloudpickle.unregister_pickle_by_value(mod)
+        sys.modules.pop(name, None)
+
+
+def test_actor_whose_arguments_cannot_be_unpickled_dies_with_the_cause(mode):
+    def refuse():
+        raise ValueError("this value refuses to be rebuilt")
+
+    class Unbuildable:  # (local: pickled by value, so every worker can run its __reduce__)
+        def __reduce__(self):
+            return (refuse, ())
+
+    @rtml.remote(num_cpus=0)
+    class Holder:
+        def __init__(self, value):
+            self.value = value
+
+        def ping(self):
+            return 1
+
+    h = Holder.remote(Unbuildable())
+    with pytest.raises(exc.ActorDiedError, match="refuses to be rebuilt"):
+        rtml.get(h.ping.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError):
+        rtml.get(h.ping.remote(), timeout=30)
