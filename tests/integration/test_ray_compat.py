@@ -98,3 +98,47 @@ def test_actor_whose_arguments_cannot_be_unpickled_dies_with_the_cause(mode):
         rtml.get(h.ping.remote(), timeout=30)
     with pytest.raises(exc.ActorDiedError):
         rtml.get(h.ping.remote(), timeout=30)
+
+
+# ---------------------------------------------------------------- item 2: arguments checked at the call
+def test_wrong_arguments_raise_type_error_at_remote(mode):
+    @rtml.remote
+    def f(a, b, *, c=0):
+        return a + b + c
+
+    with pytest.raises(TypeError, match="'b'"):
+        f.remote(1)
+    with pytest.raises(TypeError, match="too many"):
+        f.remote(1, 2, 3)
+    with pytest.raises(TypeError, match="'d'"):
+        f.options(num_cpus=0).remote(1, 2, d=4)
+    assert rtml.get(f.remote(1, rtml.put(2), c=3), timeout=30) == 6
+
+    @rtml.remote(num_cpus=0)
+    class K:
+        def __init__(self, start):
+            self.start = start
+
+        def m(self, x):
+            return self.start + x
+
+        @staticmethod
+        def s(y):
+            return y
+
+        @classmethod
+        def c(cls, z):
+            return z
+
+    with pytest.raises(TypeError, match="'start'"):
+        K.remote()
+    with pytest.raises(TypeError, match="'start'"):
+        K.options(name=None).remote()
+    k = K.remote(1)
+    with pytest.raises(TypeError, match="'x'"):
+        k.m.remote()
+    with pytest.raises(TypeError, match="too many"):
+        k.s.remote(1, 2)
+    with pytest.raises(TypeError, match="'z'"):
+        k.c.remote()
+    assert rtml.get([k.m.remote(2), k.s.remote(3), k.c.remote(4)], timeout=30) == [3, 3, 4]
