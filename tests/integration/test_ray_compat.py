@@ -142,3 +142,83 @@ def test_wrong_arguments_raise_type_error_at_remote(mode):
     with pytest.raises(TypeError, match="'z'"):
         k.c.remote()
     assert rtml.get([k.m.remote(2), k.s.remote(3), k.c.remote(4)], timeout=30) == [3, 3, 4]
+
+
+# ---------------------------------------------------------------- item 8: Ray's documentation examples
+@rtml.remote
+def _count(n):
+    yield from range(n)
+
+
+def test_async_for_over_a_streaming_generator_ends_after_its_last_item(mode):
+    import asyncio
+
+    async def main():
+        return [await r async for r in _count.remote(3)]
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == [0, 1, 2]
+
+
+def test_wait_accepts_generators(mode):
+    g = _count.remote(2)
+    ready, not_ready = rtml.wait([g], timeout=30)
+    assert ready == [g]
+    assert not_ready == []
+    assert rtml.get(list(g), timeout=30) == [0, 1]
+
+
+def test_object_ref_hex_round_trips_through_bytes(mode):
+    ref = rtml.put(7)
+    again = rtml.ObjectRef(bytes.fromhex(ref.hex()))
+    assert again == ref
+    assert rtml.get(again, timeout=30) == 7
+    assert again.binary() == ref.binary()
+    assert len(rtml.put(8).hex()) == len(ref.hex())
+
+
+@pytest.mark.parametrize("key", ["pip", "conda", "uv", "worker_process_setup_hook", "working_dir"])
+def test_runtime_env_options_rtml_lacks_are_rejected(mode, key):
+    @rtml.remote
+    def f():
+        return 1
+
+    with pytest.raises(ValueError, match=key):
+        f.options(runtime_env={key: "x"}).remote()
+
+    @rtml.remote(num_cpus=0)
+    class A:
+        pass
+
+    with pytest.raises(ValueError, match=key):
+        A.options(runtime_env={key: "x"}).remote()
+    assert rtml.get(f.options(runtime_env={"env_vars": {"A": "1"}}).remote(), timeout=30) == 1
+
+
+def test_numpy_arguments_arrive_read_only_whatever_their_size(mode):
+    np = pytest.importorskip("numpy")
+
+    @rtml.remote
+    def flags(a, b):
+        return a.flags.writeable, b.flags.writeable
+
+    assert rtml.get(flags.remote(np.zeros(3), np.zeros(1_000_000)), timeout=30) == (False, False)
+
+
+def test_sys_exit_in_an_actor_method_ends_the_actor(mode):
+    if mode == "local":
+        pytest.skip("local mode runs actors in the driver: sys.exit ends the driver, as in Ray")
+
+    @rtml.remote(num_cpus=0)
+    class Quitter:
+        def quit(self):
+            sys.exit(0)
+
+        def ping(self):
+            return 1
+
+    q = Quitter.remote()
+    assert rtml.get(q.ping.remote(), timeout=30) == 1
+    with pytest.raises(exc.RayActorError):
+        rtml.get(q.quit.remote(), timeout=30)
+    with pytest.raises(exc.RayActorError):
+        rtml.get(q.ping.remote(), timeout=30)
