@@ -222,3 +222,38 @@ def test_sys_exit_in_an_actor_method_ends_the_actor(mode):
         rtml.get(q.quit.remote(), timeout=30)
     with pytest.raises(exc.RayActorError):
         rtml.get(q.ping.remote(), timeout=30)
+
+
+def test_dag_bind_and_execute(mode):
+    from rtml.dag import InputNode, MultiOutputNode
+
+    @rtml.remote
+    def double(x):
+        return 2 * x
+
+    @rtml.remote
+    def add(a, b):
+        return a + b
+
+    @rtml.remote(num_cpus=0)
+    class Acc:
+        def __init__(self, start):
+            self.total = start
+
+        def plus(self, x):
+            self.total += x
+            return self.total
+
+    with InputNode() as inp:
+        dag = add.bind(double.bind(inp), 1)
+    assert rtml.get(dag.execute(20), timeout=30) == 41
+    assert rtml.get(dag.execute(1), timeout=30) == 3  # the same graph runs again
+
+    with InputNode() as inp:
+        both = MultiOutputNode([double.bind(inp[0]), add.options(num_cpus=0).bind(inp[0], inp[1])])
+    assert rtml.get(both.execute(3, 4), timeout=30) == [6, 7]
+
+    acc = Acc.bind(10)
+    assert rtml.get(acc.plus.bind(double.bind(5)).execute(), timeout=30) == 20
+    live = Acc.remote(1)
+    assert rtml.get(live.plus.bind(2).execute(), timeout=30) == 3

@@ -207,6 +207,12 @@ class ActorClass:
         """
         return self._create(args, kwargs, self._opts)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy actor of a task graph (``rtml.dag``): created when the graph is executed."""
+        from rtml._runtime._dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
+
     def options(self, **options: Any) -> _BoundActorClass:
         """The same class with some options overridden for the actors created through it."""
         merged = {**self._default, **options}
@@ -291,6 +297,12 @@ class _BoundActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._cls._create(args, kwargs, self._opts)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy actor of a task graph (``rtml.dag``): created when the graph is executed."""
+        from rtml._runtime._dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundActorClass:
         return _BoundActorClass(
@@ -422,6 +434,12 @@ class ActorMethod:
             self._retry_exceptions,
             self._max_task_retries,
         )
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy call of this live actor's method in a task graph (``rtml.dag``)."""
+        from rtml._runtime._dag import ClassMethodNode
+
+        return ClassMethodNode(self._handle, self._name, args, kwargs)
 
     def options(self, **options: Any) -> ActorMethod:
         """Override ``num_returns``, ``retry_exceptions`` or ``max_task_retries`` for calls

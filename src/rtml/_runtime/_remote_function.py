@@ -60,6 +60,12 @@ class RemoteFunction:
             strategy=o.strategy,
         )
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy node of a task graph (``rtml.dag``): runs when the graph is executed."""
+        from rtml._runtime._dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
+
     def options(self, **options: Any) -> _BoundOptions:
         """The same function with some options overridden for the calls made through it."""
         merged = {**self._default, **options}
@@ -81,6 +87,12 @@ class _BoundOptions:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn._submit(args, kwargs, self._opts)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy node of a task graph (``rtml.dag``): runs when the graph is executed."""
+        from rtml._runtime._dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundOptions:
         return _BoundOptions(
