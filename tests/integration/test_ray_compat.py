@@ -257,3 +257,53 @@ def test_dag_bind_and_execute(mode):
     assert rtml.get(acc.plus.bind(double.bind(5)).execute(), timeout=30) == 20
     live = Acc.remote(1)
     assert rtml.get(live.plus.bind(2).execute(), timeout=30) == 3
+
+
+# ---------------------------------------------------------------- item 4: actor classes look like classes
+def _tagged():
+    @rtml.remote(num_cpus=0)
+    class Tagged:
+        X = 5
+
+        @staticmethod
+        def s(v):
+            return v * 3
+
+        def inside(self):
+            return Tagged.X, Tagged.s(2)
+
+    return Tagged
+
+
+def test_actor_class_attributes_and_dir(mode):
+    _Tagged = _tagged()
+    assert _Tagged.X == 5
+    assert _Tagged.s(2) == 6
+    h = _Tagged.remote()
+    assert rtml.get(h.inside.remote(), timeout=30) == (5, 6)
+    assert {"inside", "s", "remote", "options"} <= set(dir(_Tagged))
+    assert "inside" in dir(h)
+    with pytest.raises(AttributeError):
+        _ = _Tagged.missing
+
+
+def test_subclassing_an_actor_class_raises_rays_type_error():
+    with pytest.raises(TypeError, match="Inheriting from actor classes is not currently supported"):
+
+        class Sub(_tagged()):  # type: ignore[misc]
+            pass
+
+
+def test_options_name_get_or_create(mode):
+    @rtml.remote(num_cpus=0)
+    class Named:
+        def __init__(self, v):
+            self.v = v
+
+        def get(self):
+            return self.v
+
+    a = Named.options(name=f"goc-{mode}").get_or_create(1)
+    b = Named.options(name=f"goc-{mode}").get_or_create(2)
+    assert rtml.get([a.get.remote(), b.get.remote()], timeout=30) == [1, 1]
+    rtml.kill(a)

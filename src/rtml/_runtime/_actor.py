@@ -192,6 +192,24 @@ class ActorClass:
     def __wrapped__(self) -> type:
         return self._cls
 
+    def __getattr__(self, name: str) -> Any:
+        # Class attributes and static/class methods reach through, as on Ray's actor classes
+        # (``T.X``, ``T.s()``), also from inside the actor's own methods.
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(self._cls)) | {"remote", "options", "bind"})
+
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        raise TypeError(
+            "Inheriting from actor classes is not currently supported. You can instead inherit "
+            f"from a non-actor base class ({self.__name__}.__wrapped__ is the original class) "
+            "and make the derived class an actor class with @rtml.remote."
+        )
+
     def _get_blob(self) -> bytes:
         if self._blob is None:
             self._blob = dumps_code(self._cls)
@@ -298,6 +316,14 @@ class _BoundActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._cls._create(args, kwargs, self._opts)
 
+    def get_or_create(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """The named actor if it exists (in its namespace), else a new one from these
+        arguments: ``Cls.options(name="x").get_or_create(...)``."""
+        if self._opts.name is None:
+            raise ValueError("get_or_create needs a name: Cls.options(name='x').get_or_create()")
+        opts = ActorOptions({**self._opts.raw, "get_if_exists": True}, self._cls._is_async)
+        return self._cls._create(args, kwargs, opts)
+
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """A lazy actor of a task graph (``rtml.dag``): created when the graph is executed."""
         from rtml._runtime._dag import ClassNode
@@ -387,6 +413,9 @@ class ActorHandle:
 
     def __reduce__(self) -> Any:
         return (ActorHandle, (self._aid, self._meta, self._ref))
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._meta["methods"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._aid == self._aid

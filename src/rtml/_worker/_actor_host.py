@@ -156,9 +156,9 @@ class ActorHost:
 
     def _construct(self, *args: Any, **kwargs: Any) -> None:
         w = self.worker
-        cls = cloudpickle.loads(w.blobs.pop(self.fn_id))
         spec = w.current
         try:
+            cls = cloudpickle.loads(w.blobs.pop(self.fn_id))  # (may fail: the actor dies of it)
             instance = cls(*args, **kwargs)
         except BaseException as e:
             tb = e.__traceback__
