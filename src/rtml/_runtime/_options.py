@@ -63,11 +63,22 @@ def check_options(opts: dict[str, Any], allowed: set[str], what: str) -> None:
             )
 
 
+_RUNTIME_ENV_KEYS = frozenset({"env_vars"})
+
+
 def env_vars_of(runtime_env: Any) -> dict[str, str] | None:
     if not runtime_env:
         return None
     if not isinstance(runtime_env, dict):
         raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
+    unsupported = sorted(k for k in runtime_env if k not in _RUNTIME_ENV_KEYS)
+    if unsupported:
+        raise ValueError(
+            f"runtime_env option(s) {', '.join(map(repr, unsupported))} are not supported by "
+            "rtml, which only sets 'env_vars': workers run in the driver's Python environment "
+            "(install packages there, and put code on the driver's sys.path or pass it as "
+            "arguments; cloudpickle.register_pickle_by_value(module) sends a module by value)"
+        )
     env = runtime_env.get("env_vars")
     if env is None:
         return None
