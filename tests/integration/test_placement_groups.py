@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import readme_block, wait_for
 
 import rtml
 from rtml.util.placement_group import (
@@ -16,7 +17,6 @@ from rtml.util.placement_group import (
     remove_placement_group,
 )
 from rtml.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-from tests.conftest import readme_block, wait_for
 
 
 @rtml.remote
