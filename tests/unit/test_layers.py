@@ -81,6 +81,8 @@ PUBLIC_ONLY = ["rtml.util", "rtml.stream", "rtml.online", "rtml.serve", "rtml.rl
 EXCEPTIONS: set[tuple[str, str]] = {
     ("rtml.util.scheduling_strategies", "rtml._scheduler._strategy"),
     ("rtml.util.state", "rtml._observability._listing"),
+    # A face of the runtime's placement-group calls (the current client's pg_* methods).
+    ("rtml.util.placement_group", "rtml._runtime._context"),
 }
 
 

@@ -29,7 +29,7 @@ from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS
 from rtml._protocol._ids import return_id, to_hex
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime import _context
-from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of
+from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of, in_group
 from rtml._runtime._refs import ObjectRef
 from rtml._runtime._signature import check_call, method_signatures, signature_of
 from rtml._scheduler import normalize_request
@@ -120,6 +120,7 @@ class ActorOptions:
         "max_task_retries",
         "name",
         "namespace",
+        "placement",
         "raw",
         "resources",
         "strategy",
@@ -159,6 +160,7 @@ class ActorOptions:
             )
         self.detached = lifetime == "detached"
         self.strategy = normalize_strategy(raw.get("scheduling_strategy"))
+        self.resources, self.placement = in_group(raw, self.resources)
         self.env_vars = env_vars_of(raw.get("runtime_env"))
         self.checkpoint_interval = _checkpoint.check_interval(raw.get("checkpoint_interval", 0))
         self.checkpoint_dir = _checkpoint.check_dir(raw.get("checkpoint_dir"))
