@@ -307,3 +307,57 @@ def test_options_name_get_or_create(mode):
     b = Named.options(name=f"goc-{mode}").get_or_create(2)
     assert rtml.get([a.get.remote(), b.get.remote()], timeout=30) == [1, 1]
     rtml.kill(a)
+
+
+# ---------------------------------------------------------------- item 3: generators as Ray has them
+def test_num_returns_dynamic_gives_one_ref_of_a_dynamic_generator(mode):
+    @rtml.remote(num_returns="dynamic")
+    def split(n):
+        for i in range(n):
+            yield i * 10
+
+    ref = split.remote(3)
+    assert isinstance(ref, rtml.ObjectRef)
+    gen = rtml.get(ref, timeout=30)
+    assert isinstance(gen, rtml.DynamicObjectRefGenerator)
+    assert len(gen) == 3
+    assert rtml.get(list(gen), timeout=30) == [0, 10, 20]
+
+    @rtml.remote
+    def plain(n):
+        yield from range(n)
+
+    again = rtml.get(plain.options(num_returns="dynamic").remote(2), timeout=30)
+    assert rtml.get(list(again), timeout=30) == [0, 1]
+
+
+def test_generator_with_num_returns_k_keeps_what_it_yielded(mode):
+    @rtml.remote(num_returns=2)
+    def more():
+        yield 1
+        yield 2
+        yield 3
+
+    assert rtml.get(more.remote(), timeout=30) == [1, 2]
+
+    @rtml.remote(num_returns=3)
+    def boom():
+        yield 1
+        raise ValueError("stopped early")
+
+    first, second, third = boom.remote()
+    assert rtml.get(first, timeout=30) == 1
+    for r in (second, third):
+        with pytest.raises(ValueError, match="stopped early"):
+            rtml.get(r, timeout=30)
+
+    @rtml.remote(num_returns=1)
+    def one():
+        yield 7
+        yield 8
+
+    assert rtml.get(one.remote(), timeout=30) == 7
+
+
+def test_object_id_is_the_object_ref():
+    assert rtml.ObjectID is rtml.ObjectRef

@@ -58,7 +58,13 @@ from rtml._protocol._ids import DRIVER_INDEX, return_id, to_hex
 from rtml._protocol._payload import ERR, INLINE, OOB
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime._client import CoreClient
-from rtml._runtime._payload import decode_value, fill_deps, freeze_arrays, split_returns
+from rtml._runtime._payload import (
+    PartialReturns,
+    decode_value,
+    fill_deps,
+    freeze_arrays,
+    split_returns,
+)
 from rtml._runtime._refs import ObjectRef, counter
 from rtml._runtime._remote_function import RemoteFunction
 from rtml._runtime._session import Session
@@ -482,7 +488,7 @@ class LocalClient(CoreClient):
             # and breakpoints set on it hold.
             owner = getattr(blob_fn, "__self__", None)
             if isinstance(owner, RemoteFunction):
-                fn = owner._function
+                fn = owner._runnable(blob_fn)
             else:
                 fn = cloudpickle.loads(blob_fn())
             self._functions[fn_id] = fn
@@ -710,7 +716,12 @@ class LocalClient(CoreClient):
         n = call.num_returns
         if n == STREAMING or n == 0:
             return []
-        values = split_returns(value, n, call.name)
+        try:
+            values = split_returns(value, n, call.name)
+        except PartialReturns as p:  # the values before the error stay readable, as in Ray
+            out = [self._encode(v, f"return value of {call.name}") for v in p.values]
+            blob = _task_error_blob(p.error, call.name, call.task_id)
+            return out + [(ERR, blob, [])] * (n - len(out))
         return [self._encode(v, f"return value of {call.name}") for v in values]
 
     @staticmethod

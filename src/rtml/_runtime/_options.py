@@ -116,6 +116,7 @@ class TaskOptions:
     """Resolved options of a remote function, computed once per options() call."""
 
     __slots__ = (
+        "dynamic",
         "env_vars",
         "max_retries",
         "name",
@@ -134,15 +135,26 @@ class TaskOptions:
             raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources")
         )
         nr = raw.get("num_returns")
+        # "dynamic" (Ray's older generator mode): one ref whose value is a
+        # DynamicObjectRefGenerator of the yielded values' refs.
+        self.dynamic = nr == "dynamic"
         if nr is None:
             nr = STREAMING if is_generator else 1
-        elif nr in ("streaming", "dynamic"):
+        elif nr == "streaming":
             nr = STREAMING
-        elif not isinstance(nr, int) or isinstance(nr, bool) or nr < 0:
-            raise ValueError(f"num_returns must be a non-negative int or 'streaming', got {nr!r}")
+        elif nr == "dynamic":
+            nr = 1
+        elif not isinstance(nr, int) or isinstance(nr, bool):
+            raise TypeError(
+                f"num_returns must be an int, 'streaming' or 'dynamic', got {type(nr).__name__}"
+            )
+        elif nr < 0:
+            raise ValueError(f"num_returns must be a non-negative int, got {nr!r}")
         self.num_returns = nr
         mr = raw.get("max_retries", 3)
-        if not isinstance(mr, int) or isinstance(mr, bool) or mr < -1:
+        if not isinstance(mr, int) or isinstance(mr, bool):
+            raise TypeError(f"max_retries must be an int, got {type(mr).__name__} {mr!r}")
+        if mr < -1:
             raise ValueError(f"max_retries must be an int >= -1 (-1: retry forever), got {mr!r}")
         self.max_retries = mr
         rx = raw.get("retry_exceptions", False)

@@ -312,6 +312,25 @@ def _id_of(value: Any) -> int:
     )
 
 
+class DynamicObjectRefGenerator:
+    """The value of a task run with ``num_returns="dynamic"``: the refs of the values its
+    generator yielded, in order (iterate it, or take ``len()``), as Ray's."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, refs: list[ObjectRef]) -> None:
+        self._refs = list(refs)
+
+    def __iter__(self) -> Any:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
+
+
 def _rebuild_ref(object_id: int) -> ObjectRef:
     """Kept so pickles written by earlier versions (``__reduce__`` named it) still load."""
     return ObjectRef(object_id, _registered=False)
