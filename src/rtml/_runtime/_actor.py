@@ -29,7 +29,13 @@ from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS
 from rtml._protocol._ids import return_id, to_hex
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime import _context
-from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of, in_group
+from rtml._runtime._options import (
+    ACTOR_OPTIONS,
+    check_options,
+    env_vars_of,
+    in_group,
+    with_accelerator,
+)
 from rtml._runtime._refs import ObjectRef
 from rtml._runtime._signature import check_call, method_signatures, signature_of
 from rtml._scheduler import normalize_request
@@ -130,8 +136,11 @@ class ActorOptions:
         check_options(raw, ACTOR_OPTIONS, "an actor class")
         self.raw = raw
         # As Ray: an actor holds no CPU while it lives unless it asks for CPUs explicitly.
-        self.resources = normalize_request(
-            raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources"), default_cpus=0
+        self.resources = with_accelerator(
+            normalize_request(
+                raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources"), default_cpus=0
+            ),
+            raw.get("accelerator_type"),
         )
         mc = raw.get("max_concurrency")
         self.max_concurrency = (
