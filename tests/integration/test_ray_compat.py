@@ -361,3 +361,62 @@ def test_generator_with_num_returns_k_keeps_what_it_yielded(mode):
 
 def test_object_id_is_the_object_ref():
     assert rtml.ObjectID is rtml.ObjectRef
+
+
+# ---------------------------------------------------------------- item 6: smaller gaps
+def test_as_future_and_done_callbacks(mode):
+    import asyncio
+
+    ref = rtml.put(5)
+
+    async def main():
+        fut = ref.as_future()
+        seen = []
+        fut.add_done_callback(lambda f: seen.append(f.result()))
+        value = await asyncio.wait_for(fut, 30)
+        await asyncio.sleep(0)  # callbacks run on the next turn of the loop
+        return value, seen
+
+    assert asyncio.run(main()) == (5, [5])
+
+
+def test_decorator_misuse_raises_as_in_ray():
+    with pytest.raises(TypeError, match="empty parentheses"):
+
+        @rtml.remote()
+        def f():
+            return 1
+
+    with pytest.raises(ValueError, match="async def"):
+
+        @rtml.remote
+        async def g():
+            return 1
+
+
+def test_actor_pool_get_next_unordered_ignore_if_timedout(mode, tmp_path):
+    from rtml.util import ActorPool
+
+    gate = tmp_path / "gate"
+
+    @rtml.remote(num_cpus=0)
+    class Waiter:
+        def wait(self, path):
+            import os
+            import time
+
+            deadline = time.monotonic() + 30
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return "done"
+
+    if mode == "local":
+        gate.touch()  # local mode runs the call at submission
+    pool = ActorPool([Waiter.remote()])
+    pool.submit(lambda a, v: a.wait.remote(v), str(gate))
+    if mode != "local":
+        assert pool.get_next_unordered(timeout=0.2, ignore_if_timedout=True) is None
+        with pytest.raises(TimeoutError):
+            pool.get_next_unordered(timeout=0.1)
+    gate.touch()
+    assert pool.get_next_unordered(timeout=30) == "done"

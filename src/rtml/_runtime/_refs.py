@@ -290,6 +290,13 @@ class ObjectRef:
 
         return _async.ref_future(self)
 
+    def as_future(self) -> Any:
+        """An ``asyncio.Future`` of the value, on the running event loop (as Ray's):
+        ``add_done_callback`` and ``await`` work on it."""
+        import asyncio
+
+        return asyncio.wrap_future(self.future())
+
     def __copy__(self) -> ObjectRef:
         return ObjectRef(self._id, _registered=False)
 
