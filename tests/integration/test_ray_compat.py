@@ -4,6 +4,7 @@ runtimes where it applies: embedded (``rtml.init()``), local mode, and a cluster
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import textwrap
 
@@ -420,3 +421,15 @@ def test_actor_pool_get_next_unordered_ignore_if_timedout(mode, tmp_path):
             pool.get_next_unordered(timeout=0.1)
     gate.touch()
     assert pool.get_next_unordered(timeout=30) == "done"
+
+
+def test_readme_ray_compatibility_example_runs_as_written(tmp_path):
+    from conftest import readme_block
+
+    script = tmp_path / "example.py"
+    script.write_text(readme_block("### Ray compatibility"))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused: shift(): missing a required argument: 'dx'")
+    assert lines[1:] == ["Point(x=11, y=0)", "3 [3, 2, 1]"]
