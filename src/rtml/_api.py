@@ -494,12 +494,6 @@ def remote(*args: Any, **options: Any) -> Any:
             return ActorClass(obj, options)
         if not callable(obj):
             raise TypeError(f"@remote needs a function or a class, got {type(obj).__name__}")
-        if inspect.iscoroutinefunction(obj):
-            raise ValueError(
-                "'async def' should not be used for remote tasks: wrap the coroutine "
-                "(def f(): return asyncio.run(g())), or make it a method of an actor class, "
-                "where async methods run on the actor's event loop"
-            )
         return RemoteFunction(obj, options)
 
     if len(args) == 1 and not options and (callable(args[0]) or inspect.isclass(args[0])):

@@ -388,12 +388,6 @@ def test_decorator_misuse_raises_as_in_ray():
         def f():
             return 1
 
-    with pytest.raises(ValueError, match="async def"):
-
-        @rtml.remote
-        async def g():
-            return 1
-
 
 def test_actor_pool_get_next_unordered_ignore_if_timedout(mode, tmp_path):
     from rtml.util import ActorPool
