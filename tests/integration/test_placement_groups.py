@@ -117,3 +117,38 @@ def test_removing_a_group_kills_its_actor_and_tasks(runtime, gate_path) -> None:
     remove_placement_group(pg2)
     with pytest.raises(rtml.exceptions.RayError):
         rtml.get(ref, timeout=30)
+
+
+@rtml.remote
+def child_group() -> str | None:
+    from rtml.util.placement_group import get_current_placement_group
+
+    pg = get_current_placement_group()
+    return None if pg is None else pg.id.hex()
+
+
+@rtml.remote
+def parent() -> tuple:
+    from rtml.util.placement_group import get_current_placement_group
+
+    here = get_current_placement_group()
+    return (None if here is None else here.id.hex(), rtml.get(child_group.remote(), timeout=30))
+
+
+def test_child_tasks_are_captured_only_when_asked(runtime) -> None:
+    rtml.init(num_cpus=3, include_dashboard=False)  # one CPU left outside the group
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}])
+    assert pg.wait(30)
+    me = pg.id.hex()
+    assert rtml.get(child_group.remote(), timeout=30) is None
+    captured = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert rtml.get(parent.options(scheduling_strategy=captured).remote(), timeout=60) == (me, me)
+    free = PlacementGroupSchedulingStrategy(pg)
+    assert rtml.get(parent.options(scheduling_strategy=free).remote(), timeout=60) == (me, None)
+    remove_placement_group(pg)
+
+
+def test_not_available_in_local_mode(runtime) -> None:
+    rtml.init(local_mode=True)
+    with pytest.raises(NotImplementedError, match="embedded runtime"):
+        placement_group([{"CPU": 1}])

@@ -55,6 +55,7 @@ class RemoteFunction:
             o.retry_exceptions,
             o.env_vars,
             strategy=o.strategy,
+            placement=o.placement,
         )
 
     def options(self, **options: Any) -> _BoundOptions:

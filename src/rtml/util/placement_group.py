@@ -161,14 +161,9 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The group the calling task or actor runs in; None in the driver or outside a group."""
+    """The group the calling task runs in; None in the driver or outside a group."""
     c = _context.get_client()
-    res = getattr(c, "current_resources", None) if c is not None else None
-    if not res:
+    where = getattr(c, "current_placement", None) if c is not None else None
+    if where is None:
         return None
-    for k in res:
-        if k.startswith("bundle_group_") and k.count("_") == 2:
-            pg_hex = k.rsplit("_", 1)[1]
-            bundles = getattr(c, "current_bundles", None) or []
-            return PlacementGroup(PlacementGroupID(pg_hex), bundles)
-    return None
+    return PlacementGroup(PlacementGroupID(where[0]), where[3])
