@@ -58,7 +58,7 @@ FLOOR_TABLE: list[tuple[str, list[str]]] = [
         "process",
         ["rtml._api", "rtml._node.__main__", "rtml._worker.__main__", "rtml._control.__main__"],
     ),
-    ("public API", ["rtml", "rtml.actor", "rtml.testing"]),
+    ("public API", ["rtml", "rtml.actor", "rtml.cloudpickle", "rtml.dag", "rtml.testing"]),
     (
         "users of the public API",
         [

@@ -67,6 +67,9 @@ def check_options(opts: dict[str, Any], allowed: set[str], what: str) -> None:
             )
 
 
+_RUNTIME_ENV_KEYS = frozenset({"env_vars"})
+
+
 def in_group(raw: dict[str, Any], resources: dict[str, float]) -> tuple[dict[str, float], Any]:
     """The request rewritten into the placement group the options name, and the placement
     ``(group id hex, bundle index, capture child tasks)``; unchanged and None without one.
@@ -88,6 +91,14 @@ def env_vars_of(runtime_env: Any) -> dict[str, str] | None:
         return None
     if not isinstance(runtime_env, dict):
         raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
+    unsupported = sorted(k for k in runtime_env if k not in _RUNTIME_ENV_KEYS)
+    if unsupported:
+        raise ValueError(
+            f"runtime_env option(s) {', '.join(map(repr, unsupported))} are not supported by "
+            "rtml, which only sets 'env_vars': workers run in the driver's Python environment "
+            "(install packages there, and put code on the driver's sys.path or pass it as "
+            "arguments; cloudpickle.register_pickle_by_value(module) sends a module by value)"
+        )
     env = runtime_env.get("env_vars")
     if env is None:
         return None
