@@ -152,3 +152,23 @@ def test_not_available_in_local_mode(runtime) -> None:
     rtml.init(local_mode=True)
     with pytest.raises(NotImplementedError, match="embedded runtime"):
         placement_group([{"CPU": 1}])
+
+
+def test_an_actor_waits_for_its_pending_group(runtime) -> None:
+    rtml.init(num_cpus=2, include_dashboard=False)
+    first = placement_group([{"CPU": 2}], strategy="STRICT_PACK")
+    assert first.wait(30)
+    later = placement_group([{"CPU": 1}], name="later")
+
+    @rtml.remote(num_cpus=1)
+    class B:
+        def where(self) -> str | None:
+            return "placed"
+
+    b = B.options(placement_group=later).remote()  # waits with its group, does not die
+    done, _ = rtml.wait([b.where.remote()], timeout=0.3)
+    assert done == []
+    remove_placement_group(first)
+    assert rtml.get(b.where.remote(), timeout=30) == "placed"
+    assert placement_group_table(get_placement_group("later"))["state"] == "CREATED"
+    remove_placement_group(later)
