@@ -427,3 +427,36 @@ def test_readme_ray_compatibility_example_runs_as_written(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("refused: shift(): missing a required argument: 'dx'")
     assert lines[1:] == ["Point(x=11, y=0)", "3 [3, 2, 1]"]
+
+
+def test_async_init_runs_on_the_actors_event_loop(mode):
+    import asyncio
+
+    @rtml.remote(num_cpus=0)
+    class Server:
+        async def __init__(self, greeting):
+            self.loop = asyncio.get_running_loop()
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.greeting = greeting
+
+        async def _serve(self, reader, writer):
+            writer.write(self.greeting.encode())
+            await writer.drain()
+            writer.close()
+
+        async def fetch(self):
+            assert asyncio.get_running_loop() is self.loop  # the constructor's loop
+            port = self.server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            data = await reader.read()
+            writer.close()
+            return data.decode()
+
+        async def close(self):
+            self.server.close()
+            await self.server.wait_closed()
+
+    s = Server.remote("hello")
+    assert rtml.get(s.fetch.remote(), timeout=30) == "hello"
+    rtml.get(s.close.remote(), timeout=30)
+    rtml.kill(s)

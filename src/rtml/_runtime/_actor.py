@@ -96,6 +96,8 @@ def _method_table(cls: type) -> tuple[dict[str, tuple], bool]:
         )
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             is_async = True
+    if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+        is_async = True  # async def __init__ makes an async actor, as in Ray
     for name in SPECIAL_METHODS:
         methods[name] = (1, False, None)
     return methods, is_async

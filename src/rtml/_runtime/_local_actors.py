@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bdb
 import contextlib
+import inspect
 import os
 import pickle
 import threading
@@ -311,7 +312,13 @@ class LocalActors:
         try:
             with self._scope(spec.task_id, rec.actor_id, rec.env_vars, None):
                 args, kwargs = self._unpack(spec.args, payloads)
-                instance = rec.cls(*args, **kwargs)
+                init = getattr(rec.cls, "__init__", None)
+                if inspect.iscoroutinefunction(init):  # async def __init__: on the actor's loop
+                    rec.loop = asyncio.new_event_loop()
+                    instance = rec.cls.__new__(rec.cls)  # type: ignore[call-overload]
+                    _run_coroutine(init(instance, *args, **kwargs), rec.loop, rec.loop_lock)
+                else:
+                    instance = rec.cls(*args, **kwargs)
                 if rec.checkpointer is not None:  # a restart resumes from the latest one
                     name = f"{rec.class_name}.{_checkpoint.RESTORE_METHOD}"
                     rec.checkpointer.restore(instance)
@@ -323,7 +330,7 @@ class LocalActors:
             self._die(rec, pickle.loads(blob), created=False)
             return
         rec.instance = instance
-        if rec.is_async:
+        if rec.is_async and rec.loop is None:
             rec.loop = asyncio.new_event_loop()
 
     def _call_actor(self, rec: _Actor, call: _Call, method: str) -> None:
