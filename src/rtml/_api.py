@@ -147,10 +147,18 @@ def init(
         normalize_request(cpus, num_gpus or 0, resources)  # validates the numbers
         if object_store_memory is None:
             object_store_memory = default_object_store_memory()
-        elif not isinstance(object_store_memory, int) or object_store_memory <= 0:
+        elif (
+            not isinstance(object_store_memory, (int, float))
+            or isinstance(object_store_memory, bool)
+            or not object_store_memory >= 1  # (also refuses NaN)
+            or object_store_memory == float("inf")
+        ):
             raise ValueError(
-                f"object_store_memory must be a positive int (bytes), got {object_store_memory!r}"
+                "object_store_memory must be a positive number of bytes, got "
+                f"{object_store_memory!r}"
             )
+        else:
+            object_store_memory = int(object_store_memory)  # 2e9 is accepted, as in Ray
         config = Config(
             num_cpus=float(cpus),
             num_gpus=float(num_gpus or 0),
