@@ -116,7 +116,7 @@ class Node:
         self.n_starting = 0
         self.n_blocked = 0
         self.actors: Any = None  # set by the actor manager
-        self.cluster: Any = None  # a cluster node's ClusterState (_cluster.py); None embedded
+        self.cluster: Any = None  # a cluster node's ClusterState (_cluster/); None embedded
         # Task events (_observability/_recorder.py): a list the runtime's flusher drains, or
         # None when nothing collects them.
         self.events: list[Any] | None = None
@@ -1047,6 +1047,8 @@ class Node:
         assert self.n_blocked == sum(1 for w in self.workers.values() if w.blocked)
         assert self.n_starting == sum(1 for w in self.workers.values() if w.state == STARTING)
         self.streams.validate(self.tasks)
+        if self.cluster is not None:
+            self.cluster.validate()
 
 
 def _unlink(path: Any) -> None:
