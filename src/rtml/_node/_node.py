@@ -31,6 +31,7 @@ from typing import Any
 
 from rtml import exceptions as exc
 from rtml._node._objects import PENDING, ObjectTable, Waiter
+from rtml._node._queue import TaskQueue, pipeline_depth, stalled
 from rtml._node._streams import StreamTable
 from rtml._node._tasks import TaskRec
 from rtml._node._workers import (
@@ -47,8 +48,6 @@ from rtml._protocol._ids import DRIVER_INDEX, node_of_process, put_id, return_id
 from rtml._protocol._payload import ERR, REMOTE, SHM
 from rtml._protocol._spec import ASSIGNED, FINISHED, FORWARDED, QUEUED, STREAMING, WAITING, TaskSpec
 from rtml._scheduler import ResourcePool, shape_key
-
-STALL_S = 0.05  # a task of unknown length running this long takes back what queued behind it
 
 
 def _error_blob(e: BaseException) -> bytes:
@@ -73,8 +72,10 @@ class Node:
         self.idle: list[WorkerRec] = self.pool.idle
         self.leased: dict[tuple, list[WorkerRec]] = self.pool.leased
         self.clients: dict[int, ClientRec] = {}
-        self.ready: dict[tuple, deque[TaskRec]] = {}
-        self.shapes: dict[tuple, dict[str, float]] = {}
+        self.queue = TaskQueue()
+        # (the queue's own containers, never rebound)
+        self.ready: dict[tuple, deque[TaskRec]] = self.queue.ready
+        self.shapes: dict[tuple, dict[str, float]] = self.queue.shapes
         self.functions: dict[str, bytes] = {}
         self.fn_time: dict[str, float] = {}
         self.streams = StreamTable()
@@ -266,7 +267,7 @@ class Node:
             )
             return
         if t.deps_left == 0 and t.state == WAITING:
-            self._enqueue(t)
+            self.queue.push(t)
             self.schedule()
 
     def _rerun_here(self, proc: int, oid: int, e: Any) -> None:
@@ -373,31 +374,10 @@ class Node:
             return
         if cluster is not None and self._fetch_deps(t):
             return
-        self._enqueue(t)
+        self.queue.push(t)
         self.schedule()
 
-    def _enqueue(self, t: TaskRec, front: bool = False) -> None:
-        t.state = QUEUED
-        q = self.ready.get(t.shape)
-        if q is None:
-            q = self.ready[t.shape] = deque()
-            self.shapes[t.shape] = t.spec.resources
-        if front:
-            q.appendleft(t)
-        else:
-            q.append(t)
-
     # ------------------------------------------------------------------ scheduling
-    def _depth(self, fn_id: str) -> int:
-        d = self.fn_time.get(fn_id)
-        if d is None:
-            return 2
-        if d < 0.0005:
-            return 32
-        if d < 0.002:
-            return 4
-        return 1
-
     def schedule(self) -> None:
         if self.closed:
             return
@@ -431,8 +411,9 @@ class Node:
 
     def _pipeline(self, ws: list[WorkerRec], q: deque[TaskRec]) -> None:
         now = time.time()
+        fn_time = self.fn_time
         while q:
-            depth = self._depth(q[0].spec.fn_id)
+            depth = pipeline_depth(fn_time.get(q[0].spec.fn_id))
             best = None
             for w in ws:
                 if w.blocked:
@@ -449,10 +430,7 @@ class Node:
             self._assign(best, q.popleft())
 
     def _stalled(self, head: TaskRec, now: float) -> bool:
-        """Has a worker's current task run so much longer than expected that tasks queued
-        behind it should go elsewhere (it may never end)?"""
-        est = self.fn_time.get(head.spec.fn_id)
-        return now - head.scheduled > (STALL_S if est is None else max(STALL_S, 4 * est))
+        return stalled(now - head.scheduled, self.fn_time.get(head.spec.fn_id))
 
     def check_stalls(self) -> None:
         """Take back tasks pipelined behind a task that has run far longer than its function
@@ -600,7 +578,7 @@ class Node:
                 if spec.actor_id is not None:
                     self.actors.retry(t)
                 else:
-                    self._enqueue(t, front=True)
+                    self.queue.push(t, front=True)
             else:
                 self._finish(t, results)
         if w is not None and w.requests and w.actor is None:
@@ -825,7 +803,7 @@ class Node:
             w.assigned.remove(t)
         for t in reversed(back):
             t.attempts -= 1
-            self._enqueue(t, front=True)
+            self.queue.push(t, front=True)
         if back:
             self.schedule()
 
@@ -900,7 +878,7 @@ class Node:
                 continue
             if i > 0:  # never started: run again without using a retry
                 t.attempts -= 1
-                self._enqueue(t, front=True)
+                self.queue.push(t, front=True)
             elif t.cancelled:
                 self._fail(
                     t,
@@ -927,7 +905,7 @@ class Node:
                             ),
                         )
                     )
-                self._enqueue(t, front=True)
+                self.queue.push(t, front=True)
             else:
                 self._fail(
                     t,
@@ -950,9 +928,7 @@ class Node:
         self.objects.validate()
         self.resources.validate()
         self.pool.validate()
-        for q in self.ready.values():
-            for t in q:
-                assert t.state == QUEUED
+        self.queue.validate()
         self.streams.validate(self.tasks)
         if self.cluster is not None:
             self.cluster.validate()
