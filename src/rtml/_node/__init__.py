@@ -4,7 +4,8 @@
 
     clients (driver, workers) ──messages──▶ NodeShell (selector thread, _shell.py)
         ──▶ dispatch (_dispatch.py: one handler per message tag)
-            ──▶ Node (_node.py): tasks (_tasks.py), objects (_objects.py), queues
+            ──▶ Node (_node.py): tasks (_tasks.py), objects (_objects.py), scheduling
+                ├─ TaskQueue (_queue.py): ready tasks per shape, pipelining rules
                 ├─ WorkerPool (_workers.py): workers, idle ones, leases
                 ├─ ActorManager (_actors.py)
                 └─ ClusterState (_cluster/, a cluster node only; lineage in _lineage.py):

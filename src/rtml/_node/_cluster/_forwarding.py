@@ -55,7 +55,7 @@ class Forwarding:
             elif e.kind == REMOTE and e.payload[1]:
                 inputs[e.payload[0]] = inputs.get(e.payload[0], 0) + e.payload[1]
         if spec.strategy == "SPREAD":
-            members.spread_turn += 1
+            members.spread()
         try:
             target = place(
                 spec.resources,

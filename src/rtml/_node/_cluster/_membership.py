@@ -96,6 +96,10 @@ class Membership:
         v.queued = sum(len(q) for q in node.ready.values())
         return v
 
+    def spread(self) -> None:
+        """One more SPREAD placement: the next one starts from the following node."""
+        self.spread_turn += 1
+
     def alive(self, node_id: str | None) -> bool:
         if node_id is None:
             return False

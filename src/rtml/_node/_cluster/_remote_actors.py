@@ -173,7 +173,7 @@ class RemoteActors:
             members.reply(proc, req, "err", e)
             return
         if spec.strategy == "SPREAD":
-            members.spread_turn += 1
+            members.spread()
         members.gcs_call(lambda g: g.update_actor(aid, "ALIVE", node_id=home), _ignore)
         if home == members.node_id:
             status, value = node.actors.op(proc, "create", (spec, None, info))
