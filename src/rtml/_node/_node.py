@@ -929,6 +929,18 @@ class Node:
         self.resources.validate()
         self.pool.validate()
         self.queue.validate()
+        # Each process's refs are counted in the object table (besides the pins of tasks,
+        # lineage and containing objects): an entry has at least as many refs as holders.
+        holders: dict[int, int] = {}
+        for h in self.held.values():
+            for oid in h:
+                holders[oid] = holders.get(oid, 0) + 1
+        entries = self.objects.entries
+        for oid, n in holders.items():
+            e = entries.get(oid)
+            assert e is not None, f"{to_hex(oid)} is held but has no entry"
+            assert e.refs >= n, f"{to_hex(oid)}: {e.refs} refs for {n} holders"
+        assert set(self.held) <= {DRIVER_INDEX, *self.workers, *self.clients}, "stale holders"
         self.streams.validate(self.tasks)
         if self.cluster is not None:
             self.cluster.validate()
