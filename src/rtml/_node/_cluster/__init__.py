@@ -66,6 +66,7 @@ class ClusterState:
         node.next_wid = max(node.next_wid, (index << NODE_SHIFT) | 2)
         # The calls the node makes, bound once (the task path pays no extra call).
         self.is_peer = members.is_peer
+        self.is_fenced = members.is_fenced
         self.on_link_message = members.on_link_message
         self.place = forwarding.place
         self.forward = forwarding.forward

@@ -199,7 +199,17 @@ class Membership:
         if ln is not None:
             self.link_of_wid.pop(ln.wid, None)
             self.node.io.close_link(ln.wid)
+        # Fencing: a node declared dead may only be paused; what it sends from now on over
+        # its links to this node (results, releases, new tasks) is refused: close them.
+        for wid, c in list(self.node.clients.items()):
+            if c.info.get("kind") == "node" and c.info.get("node_id") == node_id:
+                self.node.io.close_link(wid)
         return ln
+
+    def is_fenced(self, hello: dict[str, Any]) -> bool:
+        """Does a peer's ``client_hello`` come from a node incarnation declared dead?"""
+        v = self.view.get(hello.get("node_id", ""))
+        return v is not None and (not v.alive or v.index != hello.get("index"))
 
     @staticmethod
     def fail_requests(ln: Link | None) -> None:
