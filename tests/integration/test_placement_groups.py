@@ -117,3 +117,58 @@ def test_removing_a_group_kills_its_actor_and_tasks(runtime, gate_path) -> None:
     remove_placement_group(pg2)
     with pytest.raises(rtml.exceptions.RayError):
         rtml.get(ref, timeout=30)
+
+
+@rtml.remote
+def child_group() -> str | None:
+    from rtml.util.placement_group import get_current_placement_group
+
+    pg = get_current_placement_group()
+    return None if pg is None else pg.id.hex()
+
+
+@rtml.remote
+def parent() -> tuple:
+    from rtml.util.placement_group import get_current_placement_group
+
+    here = get_current_placement_group()
+    return (None if here is None else here.id.hex(), rtml.get(child_group.remote(), timeout=30))
+
+
+def test_child_tasks_are_captured_only_when_asked(runtime) -> None:
+    rtml.init(num_cpus=3, include_dashboard=False)  # one CPU left outside the group
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}])
+    assert pg.wait(30)
+    me = pg.id.hex()
+    assert rtml.get(child_group.remote(), timeout=30) is None
+    captured = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert rtml.get(parent.options(scheduling_strategy=captured).remote(), timeout=60) == (me, me)
+    free = PlacementGroupSchedulingStrategy(pg)
+    assert rtml.get(parent.options(scheduling_strategy=free).remote(), timeout=60) == (me, None)
+    remove_placement_group(pg)
+
+
+def test_not_available_in_local_mode(runtime) -> None:
+    rtml.init(local_mode=True)
+    with pytest.raises(NotImplementedError, match="embedded runtime"):
+        placement_group([{"CPU": 1}])
+
+
+def test_an_actor_waits_for_its_pending_group(runtime) -> None:
+    rtml.init(num_cpus=2, include_dashboard=False)
+    first = placement_group([{"CPU": 2}], strategy="STRICT_PACK")
+    assert first.wait(30)
+    later = placement_group([{"CPU": 1}], name="later")
+
+    @rtml.remote(num_cpus=1)
+    class B:
+        def where(self) -> str | None:
+            return "placed"
+
+    b = B.options(placement_group=later).remote()  # waits with its group, does not die
+    done, _ = rtml.wait([b.where.remote()], timeout=0.3)
+    assert done == []
+    remove_placement_group(first)
+    assert rtml.get(b.where.remote(), timeout=30) == "placed"
+    assert placement_group_table(get_placement_group("later"))["state"] == "CREATED"
+    remove_placement_group(later)

@@ -172,8 +172,12 @@ class NodeServer:
             self._events.stop()
         if self.dashboard is not None:
             self.dashboard.stop()
-        self.gcs.unsubscribe("nodes", self._on_node_change)
-        self.gcs.unsubscribe(CONNECTION, self._on_connection)
+        if self.fenced is not None:  # the process goes on with a new node: not these
+            try:
+                self.gcs.unsubscribe(CONNECTION, self._on_connection)
+                self.gcs.unsubscribe("nodes", self._on_node_change)
+            except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:
+                print(f"rtml node: could not unsubscribe: {e}", file=sys.stderr)  # noqa: T201
         try:  # leave the cluster now rather than when heartbeats are missed
             if self.fenced is not None:
                 raise exc.RtmlSystemError("it was declared dead already")

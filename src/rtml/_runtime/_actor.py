@@ -246,6 +246,7 @@ class ActorClass:
             actor_id=task_id,
             job=client.job,
             strategy=o.strategy,
+            placement=o.placement,
         )
         fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
         meta = {

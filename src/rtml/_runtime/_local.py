@@ -509,7 +509,7 @@ class LocalClient(CoreClient):
         env_vars: dict | None,
         actor_id: int | None = None,
         strategy: Any = None,
-        **_placement: Any,
+        placement: Any = None,
     ) -> Any:
         """Run a task (or an actor method call) now; returns its refs, already ready.
 

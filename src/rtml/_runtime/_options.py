@@ -82,11 +82,8 @@ def in_group(raw: dict[str, Any], resources: dict[str, float]) -> tuple[dict[str
         return resources, None
     pg, index, capture = where
     pg_hex = pg.id.hex()
-    return task_resources(pg_hex, index, resources, list(pg.bundle_specs)), (
-        pg_hex,
-        index,
-        capture,
-    )
+    bundles = list(pg.bundle_specs)
+    return task_resources(pg_hex, index, resources, bundles), (pg_hex, index, capture, bundles)
 
 
 def env_vars_of(runtime_env: Any) -> dict[str, str] | None:

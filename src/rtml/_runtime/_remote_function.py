@@ -58,6 +58,7 @@ class RemoteFunction:
             o.retry_exceptions,
             o.env_vars,
             strategy=o.strategy,
+            placement=o.placement,
         )
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:

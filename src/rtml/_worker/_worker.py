@@ -316,6 +316,7 @@ class Worker:
         self.current = spec
         client = self.client
         client.current_task_id = spec.task_id
+        client.current_placement = spec.placement
         if spec.job is not None and spec.job != client.job:  # work of a cluster driver's job
             client.job = spec.job
             client.job_id, client.namespace = spec.job
@@ -382,6 +383,7 @@ class Worker:
             sys.stderr.flush()
             self.current = None
             client.current_task_id = None
+            client.current_placement = None
             self.cancels.discard(spec.task_id)
             self.interrupt_pending = False
         duration = time.perf_counter() - t0

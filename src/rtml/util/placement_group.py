@@ -53,9 +53,17 @@ class PlacementGroupID:
         return f"PlacementGroupID({self._hex})"
 
 
-@rtml.remote(num_cpus=0, max_retries=0)
-def _bundle_ready() -> bool:
+def _is_ready() -> bool:
     return True
+
+
+_ready_fn: list[Any] = []  # the remote function behind ready(), made on first use
+
+
+def _bundle_ready() -> Any:
+    if not _ready_fn:
+        _ready_fn.append(rtml.remote(num_cpus=0, max_retries=0)(_is_ready))
+    return _ready_fn[0]
 
 
 def _client() -> Any:
@@ -87,7 +95,9 @@ class PlacementGroup:
     def ready(self) -> rtml.ObjectRef:
         """An ObjectRef that resolves (to True) once every bundle is reserved: use it with
         ``rtml.get`` or ``rtml.wait``."""
-        return _bundle_ready.options(placement_group=self, placement_group_bundle_index=0).remote()
+        return (
+            _bundle_ready().options(placement_group=self, placement_group_bundle_index=0).remote()
+        )
 
     def wait(self, timeout_seconds: float | int = 30) -> bool:
         """Block until the group is created or ``timeout_seconds`` pass; True if created."""
@@ -161,14 +171,9 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The group the calling task or actor runs in; None in the driver or outside a group."""
+    """The group the calling task runs in; None in the driver or outside a group."""
     c = _context.get_client()
-    res = getattr(c, "current_resources", None) if c is not None else None
-    if not res:
+    where = getattr(c, "current_placement", None) if c is not None else None
+    if where is None:
         return None
-    for k in res:
-        if k.startswith("bundle_group_") and k.count("_") == 2:
-            pg_hex = k.rsplit("_", 1)[1]
-            bundles = getattr(c, "current_bundles", None) or []
-            return PlacementGroup(PlacementGroupID(pg_hex), bundles)
-    return None
+    return PlacementGroup(PlacementGroupID(where[0]), where[3])
