@@ -31,7 +31,12 @@ RAW = 1 << 31  # header flag: a raw frame, [u64 request id][bytes], decoded as (
 MAX_FRAME = RAW - 1  # frames are bounded; a larger one means a corrupt or hostile peer
 _RECV_SIZE = 1 << 16  # larger reads make glibc mmap/munmap a fresh buffer per call (0001)
 _BIG = 1 << 18  # raw frames above this are received into a buffer of their own
+# ... allocated whole when the header arrives, so only up to this size (object chunks are 8 MiB):
+# a larger one grows with the bytes that actually come, or a 12-byte header could make the
+# receiver allocate 2 GiB (found by bench/fuzz.py).
+_BIG_MAX = 64 << 20
 _DONTWAIT = socket.MSG_DONTWAIT
+_TLS_RECORD = 1 << 14  # TLS hands over at most one record (16 KiB) per read
 # A non-blocking TLS socket says "not now" with these rather than BlockingIOError.
 _AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -112,7 +117,7 @@ class _Decoder:
                 raise FrameError(f"frame of {length} bytes exceeds the limit of {self._max}")
             end = pos + 4 + length
             if end > n:
-                if word & RAW and length > _BIG and n - pos >= 4 + _REQ.size:
+                if word & RAW and _BIG < length <= _BIG_MAX and n - pos >= 4 + _REQ.size:
                     self._start_big(buf, pos, n, length, carry)
                     return out
                 break
@@ -249,7 +254,10 @@ class NodeChannel:
                 return None
             got = True
             out.extend(dec.take(n))
-            if n < _RECV_SIZE and not (self.tls and _pending(self.sock)):
+            if self.tls:  # a full record: more may follow, and the selector may not say so
+                if n < _TLS_RECORD and not _pending(self.sock):
+                    break
+            elif n < _RECV_SIZE:
                 break
         return out
 
