@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 
 # The real-time ML subpackages load on first use (``rtml.serve``, as ``ray.serve``): workers
 # import rtml at start and must not pay for them.
-_SUBPACKAGES = ("online", "rl", "serve", "stream")
+_SUBPACKAGES = ("cloudpickle", "online", "rl", "serve", "stream")
 
 
 def __getattr__(name: str):

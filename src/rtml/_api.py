@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import time
 from typing import Any
 
 from rtml._runtime import _context
@@ -389,6 +390,12 @@ def wait(
         ValueError: duplicates, or ``num_returns`` out of range.
     """
     ids = object_refs._ids if type(object_refs) is _RefList else None
+    if (
+        ids is None
+        and isinstance(object_refs, (list, tuple))
+        and any(isinstance(r, ObjectRefGenerator) for r in object_refs)
+    ):
+        return _wait_with_generators(list(object_refs), num_returns, timeout)
     if ids is None:
         if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
             raise TypeError(
@@ -416,6 +423,51 @@ def wait(
     out = _RefList(not_ready)
     out._ids = not_ready_ids
     return ready, out
+
+
+_GEN_POLL_S = 0.02
+
+
+def _wait_with_generators(
+    items: list[Any], num_returns: int, timeout: float | None
+) -> tuple[list[Any], list[Any]]:
+    """``wait`` over refs and generators: a generator is ready once its next ref exists or it
+    has ended (as in Ray). Waits on one pending item at a time, in slices."""
+    if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+    if num_returns > len(items):
+        raise ValueError(
+            f"num_returns ({num_returns}) is larger than the number of refs ({len(items)})"
+        )
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    if len({id(x) for x in items}) != len(items):
+        raise ValueError("wait() got duplicate ObjectRefs; pass each ref once")
+    refs = [x for x in items if not isinstance(x, ObjectRefGenerator)]
+    _as_ref_list(refs, "wait")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ready_ids: set[int] = set()
+    while True:
+        ready_ids.update(id(x) for x in items if isinstance(x, ObjectRefGenerator) and x._ready(0))
+        pending = [r for r in refs if id(r) not in ready_ids]
+        if pending:
+            done, _ = wait(pending, num_returns=len(pending), timeout=0)
+            ready_ids.update(id(r) for r in done)
+        if len(ready_ids) >= num_returns:
+            break
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        step = _GEN_POLL_S if remaining is None else min(_GEN_POLL_S, remaining)
+        pending = [r for r in refs if id(r) not in ready_ids]
+        if pending:
+            wait(pending, num_returns=1, timeout=step)
+        else:
+            gen = next(x for x in items if id(x) not in ready_ids)
+            gen._ready(step)
+    ready = [x for x in items if id(x) in ready_ids][:num_returns]
+    taken = {id(x) for x in ready}
+    return ready, [x for x in items if id(x) not in taken]
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

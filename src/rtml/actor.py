@@ -11,7 +11,7 @@ from rtml._runtime._actor import ActorClass, ActorHandle, ActorMethod
 def exit_actor() -> None:
     """Exit the current actor once the method that calls this returns.
 
-    The calling method's result is None; calls queued behind it, and any made later, fail with
+    The calling method's ref raises ActorDiedError (RayActorError), as in Ray; calls queued behind it, and any made later, fail with
     ActorDiedError saying that the actor exited. The actor is not restarted, and its process
     runs its atexit handlers before exiting.
 

@@ -111,7 +111,8 @@ def test_async_actor_awaits_refs_of_tasks_and_actors():
 
 def test_async_actor_exit_actor():
     a = AsyncActor.remote()
-    assert rtml.get(a.leave.remote(), timeout=T) is None
+    with pytest.raises(exc.ActorDiedError, match="exit_actor"):  # its own call, as in Ray
+        rtml.get(a.leave.remote(), timeout=T)
     with pytest.raises(exc.ActorDiedError, match="exit_actor"):
         rtml.get(a.get_peak.remote(), timeout=T)
 

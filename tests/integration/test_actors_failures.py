@@ -141,12 +141,13 @@ def test_constructor_exception_kills_the_actor_with_its_traceback():
         assert "Traceback" in text
 
 
-def test_exit_actor_returns_none_then_later_calls_fail(tmp_path):
+def test_exit_actor_fails_its_own_call_and_later_ones(tmp_path):
     a = Svc.options(max_restarts=3).remote()
     pid = rtml.get(a.pid.remote(), timeout=T)
     flag = tmp_path / "atexit"
     rtml.get(a.on_exit_write.remote(str(flag)), timeout=T)
-    assert rtml.get(a.leave.remote(), timeout=T) is None
+    with pytest.raises(exc.ActorDiedError, match="exit_actor"):  # as in Ray
+        rtml.get(a.leave.remote(), timeout=T)
     with pytest.raises(exc.ActorDiedError, match="exit_actor"):
         rtml.get(a.work.remote(), timeout=T)
     wait_for(lambda: _gone(pid), timeout=T, what="the actor's process to exit")

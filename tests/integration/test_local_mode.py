@@ -446,7 +446,8 @@ def test_constructor_error_makes_every_call_raise():
 
 def test_exit_actor_terminate_and_restart():
     c = Counter.remote()
-    assert rtml.get(c.stop.remote()) is None
+    with pytest.raises(exc.ActorDiedError, match="exit_actor"):  # its own call, as in Ray
+        rtml.get(c.stop.remote())
     with pytest.raises(exc.ActorDiedError, match="exit_actor"):
         rtml.get(c.inc.remote())
     d = Counter.remote()

@@ -126,6 +126,45 @@ def test_a_dead_node_comes_back_as_a_new_node(plane, backend, clock):  # noqa: F
     assert call(again, "register_node", "n3", node_info()).index == 3
 
 
+def test_a_node_declared_dead_is_fenced(plane, clock):
+    """Writes from the connection of a dead incarnation are refused (a paused node that comes
+    back must not write locations, lineage or actor states); it may still read, learn what
+    happened and join again; other connections are not affected."""
+    zombie = call(plane, "register_node", "z", node_info(1), sub="zc")
+    call(plane, "register_node", "ok", node_info(2), sub="okc")
+    call(plane, "add_location", 7, "z", 10, sub="zc")  # alive: accepted
+    clock.now += TIMEOUT + 1
+    call(plane, "heartbeat", "ok", {}, {}, sub="okc")
+    plane.tick()  # "z" missed its heartbeats: dead
+    for op, args in (
+        ("add_location", (8, "z", 10)),
+        ("add_tasks", ([(1, b"spec", None)],)),
+        ("update_actor", (5, "ALIVE")),
+        ("kv_put", ("ns", "k", b"v")),
+        ("node_dead", ("ok", "a zombie says so")),
+    ):
+        with pytest.raises(ValueError, match="fenced: node z"):
+            call(plane, op, *args, sub="zc")
+    assert call(plane, "get_node", "ok", sub="zc").alive, "the zombie declared nobody dead"
+    # What it may still do: learn it is dead, then join again as a new incarnation.
+    assert not call(plane, "heartbeat", "z", {}, {}, sub="zc")
+    assert not call(plane, "get_node", "z", sub="zc").alive
+    again = call(plane, "register_node", "z", node_info(1), sub="zc")
+    assert again.index != zombie.index
+    assert again.alive
+    call(plane, "add_location", 8, "z", 10, sub="zc")  # the new incarnation speaks again
+    # A reconnected connection binds itself to an incarnation: the dead one stays fenced.
+    assert call(plane, "bind_node", "z", zombie.index, sub="old") is False
+    with pytest.raises(ValueError, match="fenced"):
+        call(plane, "kv_put", "ns", "k", b"v", sub="old")
+    with pytest.raises(ValueError, match="no node"):
+        call(plane, "bind_node", "z", 99, sub="old")
+    # Others are not affected, and a closed connection is forgotten.
+    assert call(plane, "kv_put", "ns", "k", b"v", sub="driver")
+    plane.drop_subscriber("old")
+    assert call(plane, "kv_put", "ns", "k2", b"v", sub="old")
+
+
 def test_bad_node_registrations_are_refused(plane):
     for info in (
         {"resources": {}},
@@ -145,8 +184,8 @@ def test_bad_node_registrations_are_refused(plane):
 
 
 def test_nodes_recovered_after_a_restart_get_a_full_grace_period(plane, backend, clock):  # noqa: F811
-    call(plane, "register_node", "n1", node_info())
-    call(plane, "register_node", "n2", node_info(2))
+    call(plane, "register_node", "n1", node_info(), sub=f"conn-{'n1'}")
+    call(plane, "register_node", "n2", node_info(2), sub=f"conn-{'n2'}")
     call(plane, "node_dead", "n2")
     clock.now += 3 * TIMEOUT  # the control plane was down for a while
     again = restart(backend, clock)
@@ -326,7 +365,7 @@ def test_task_lineage(plane):
 # ---------------------------------------------------------------------------- objects
 def test_object_directory_and_its_channels(plane):
     for n in ("n1", "n2"):
-        call(plane, "register_node", n, node_info())
+        call(plane, "register_node", n, node_info(), sub=f"conn-{n}")
     call(plane, "subscribe", object_channel(10), sub="reader")
     entry, pubs = plane.handle("s", "add_location", (10, "n1", 1 << 20, "owner"))
     assert (entry.size, entry.nodes, entry.owner) == (1 << 20, ("n1",), "owner")
@@ -372,7 +411,7 @@ def test_object_directory_and_its_channels(plane):
 
 
 def test_a_subscriber_that_leaves_gets_nothing_more(plane):
-    call(plane, "register_node", "n1", node_info())
+    call(plane, "register_node", "n1", node_info(), sub=f"conn-{'n1'}")
     call(plane, "subscribe", object_channel(1), sub="a")
     call(plane, "subscribe", "nodes", sub="a")
     assert call(plane, "unsubscribe", "nodes", sub="a")
@@ -408,8 +447,8 @@ def test_task_events_through_the_plane(plane):
 
 # ---------------------------------------------------------------------------- restart
 def test_everything_durable_comes_back_after_a_restart(plane, backend, clock):  # noqa: F811
-    call(plane, "register_node", "n1", node_info())
-    call(plane, "register_node", "n2", node_info(2))
+    call(plane, "register_node", "n1", node_info(), sub=f"conn-{'n1'}")
+    call(plane, "register_node", "n2", node_info(2), sub=f"conn-{'n2'}")
     call(plane, "node_dead", "n2")
     job = call(plane, "next_job_id")
     call(plane, "add_job", job, {"namespace": "ns", "driver_pid": 1})
@@ -464,7 +503,7 @@ def test_object_directory_matches_a_model(ops):
     plane = ControlPlane(storage)
     model: dict[int, set[str]] = {}
     for n in ("n1", "n2", "n3"):
-        call(plane, "register_node", n, node_info())
+        call(plane, "register_node", n, node_info(), sub=f"conn-{n}")
     for op, oid, node in ops:
         if op == "add":
             call(plane, "add_location", oid, node, 7)
@@ -475,7 +514,7 @@ def test_object_directory_matches_a_model(ops):
                 model[oid].discard(node)
         elif op == "drop":  # the node dies and comes straight back as a new incarnation
             call(plane, "node_dead", node)
-            call(plane, "register_node", node, node_info())
+            call(plane, "register_node", node, node_info(), sub=f"conn-{node}")
             for held in model.values():
                 held.discard(node)
         elif op == "free":

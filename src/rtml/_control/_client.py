@@ -61,6 +61,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rtml._control._events import EventPage, TaskEvent
+from rtml._control._plane import FENCED
 from rtml._control._records import ActorInfo, Ident, JobInfo, NodeInfo, ObjectEntry, TaskEntry
 from rtml._transport import BlockingChannel
 from rtml._transport._auth import AuthError, connect, find_token
@@ -76,6 +77,11 @@ _ONCE = frozenset({"kv_put", "kv_delete", "remove_actor"})
 _REPLAY_LOOKUP = {"register_actor": "get_actor", "add_job": "get_job"}
 
 Callback = Callable[[Any], None]
+
+
+class FencedError(RtmlSystemError):
+    """The control plane refused a request of a node it declared dead (see ``register_node``):
+    that node must stop its work and join again as a new node."""
 
 
 class _Request:
@@ -140,6 +146,7 @@ class ControlClient:
         self._ch: BlockingChannel | None = BlockingChannel(sock, max_frame=MAX_FRAME)
         self._pending: dict[int, _Request] = {}
         self._subs: dict[str, list[Callback]] = {}
+        self._as_node: tuple[str, int] | None = None  # the node incarnation this speaks for
         self._closed = False
         self._down_since: float | None = None
         self._last_error: BaseException | None = None
@@ -251,6 +258,8 @@ class ControlClient:
 
     def _error_of(self, op_value: Any) -> Exception:
         text = str(op_value)
+        if text.startswith(_BAD_INPUT + FENCED):
+            return FencedError(text[len(_BAD_INPUT + FENCED) :].strip())
         if text.startswith(_BAD_INPUT):
             return ValueError(text[len(_BAD_INPUT) :])
         return RtmlSystemError(f"the control plane at {self.address} failed: {text}")
@@ -375,7 +384,10 @@ class ControlClient:
                 down = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = None
                 self.reconnects += 1
-                msgs: list[Any] = [
+                msgs: list[Any] = []
+                if self._as_node is not None:  # first: the requests below speak for it
+                    msgs.append(("req", next(self._ids), "bind_node", self._as_node))
+                msgs += [
                     ("req", next(self._ids), "subscribe", (channel,))
                     for channel in self._subs
                     if channel != CONNECTION
@@ -434,7 +446,13 @@ class ControlClient:
         return self.call("info")
 
     def register_node(self, node_id: str, info: dict[str, Any]) -> NodeInfo:
-        return self.call("register_node", node_id, info)
+        """Register a node; from then on this client speaks for that incarnation (after a
+        reconnect too): once the control plane declares it dead, its requests are refused
+        with ``FencedError``."""
+        rec: NodeInfo = self.call("register_node", node_id, info)
+        with self._lock:
+            self._as_node = (node_id, rec.index)
+        return rec
 
     def heartbeat(self, node_id: str, available: dict[str, float], load: dict[str, float]) -> bool:
         return self.call("heartbeat", node_id, available, load)

@@ -59,6 +59,31 @@ from rtml._control._tables import (
 
 DEFAULT_HEARTBEAT_TIMEOUT = 30.0
 MAX_EVENTS_PER_QUERY = 10_000
+# Fencing: a connection that registered (or bound itself to) a node incarnation speaks for it;
+# once that incarnation is declared dead, its writes are refused with this prefix (reads stay
+# allowed: a fenced node must learn what happened, and then joins again as a new node).
+FENCED = "fenced:"
+_FENCED_WRITES = frozenset(
+    {
+        "add_job",
+        "finish_job",
+        "put_function",
+        "register_actor",
+        "update_actor",
+        "remove_actor",
+        "add_tasks",
+        "remove_tasks",
+        "remove_owner_tasks",
+        "add_location",
+        "add_locations",
+        "remove_location",
+        "remove_objects",
+        "add_events",
+        "kv_put",
+        "kv_delete",
+        "node_dead",
+    }
+)
 
 
 class ControlPlane:
@@ -95,6 +120,7 @@ class ControlPlane:
         self.events = EventLog(event_capacity)
         self.pubsub = PubSub()
         self._out: list[Delivery] = []
+        self._speaks_for: dict[Hashable, int] = {}  # subscriber -> node index it registered
         self._ops: dict[str, tuple[Callable[..., Any], int, int]] = {}
         for name, fn in inspect.getmembers(self, inspect.ismethod):
             if name.startswith("op_"):
@@ -131,12 +157,28 @@ class ControlPlane:
             n = len(args) if isinstance(args, (tuple, list)) else args
             want = lo if lo == hi else f"{lo} to {hi}"
             raise ValueError(f"{op} takes {want} arguments, got {n!r}")
+        if op in _FENCED_WRITES:
+            self._check_fence(subscriber, op, args)
         self._out = []
         try:
             reply = fn(subscriber, *args)
             return reply, self._out
         finally:
             self._out = []
+
+    def _check_fence(self, subscriber: Hashable, op: str, args: tuple | list) -> None:
+        index = self._speaks_for.get(subscriber)
+        if index is None:
+            return
+        rec = self.nodes.by_index(index)
+        if op == "node_dead" and rec is not None and args and args[0] == rec.node_id:
+            return  # saying it stops: harmless, it is dead already
+        if rec is not None and not rec.alive:
+            raise ValueError(
+                f"{FENCED} node {rec.node_id} (index {index}) was declared dead "
+                f"({rec.death_cause}); its {op!r} is refused: it must stop its workers and "
+                "register again as a new node"
+            )
 
     def tick(self) -> list[Delivery]:
         """Periodic work: declare nodes dead whose heartbeats stopped; returns publications."""
@@ -153,6 +195,7 @@ class ControlPlane:
     def drop_subscriber(self, subscriber: Hashable) -> None:
         """Forget a subscriber whose connection closed."""
         self.pubsub.drop(subscriber)
+        self._speaks_for.pop(subscriber, None)
 
     def validate(self) -> None:
         """Check every table's invariants (and that memory agrees with storage)."""
@@ -214,8 +257,18 @@ class ControlPlane:
     # ------------------------------------------------------------------ ops: nodes
     def op_register_node(self, sub: Hashable, node_id: str, info: dict[str, Any]) -> NodeInfo:
         rec, new = self.nodes.register(node_id, info, self.clock())
+        self._speaks_for[sub] = rec.index
         self._publish(NODES, ("node_added" if new else "node_updated", rec))
         return rec
+
+    def op_bind_node(self, sub: Hashable, node_id: str, index: int) -> bool:
+        """A node's connection after a reconnect says which incarnation it speaks for (its
+        requests are refused once that incarnation is dead). Returns whether it is alive."""
+        rec = self.nodes.by_index(index) if isinstance(index, int) else None
+        if rec is None or rec.node_id != node_id:
+            raise ValueError(f"no node {node_id!r} with index {index!r} was registered")
+        self._speaks_for[sub] = index
+        return rec.alive
 
     def op_heartbeat(
         self, sub: Hashable, node_id: str, available: dict[str, float], load: dict[str, float]

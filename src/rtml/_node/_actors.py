@@ -488,7 +488,7 @@ class ActorManager:
     def _place(self, rec: ActorRec) -> None:
         node = self.node
         req = rec.spec.resources
-        if not node.resources.feasible(req):
+        if not node.resources.feasible(req) and not node._group_waits(req):
             self._die(
                 rec,
                 (

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from rtml._node._actors import ActorManager
+from rtml._node._bundles import NodeGroups
 from rtml._node._node import Node
 from rtml._node._shell import NodeShell
 from rtml._object_store._segments import cleanup_session
@@ -101,4 +102,5 @@ def build_node(
     node = Node(shell, store, resources, session)
     shell.node = node
     node.actors = ActorManager(node, namespace)
+    node.groups = NodeGroups(node, node_id)
     return NodeParts(session, node_id, tmpdir, spill_dir, store, shell, node)

@@ -295,7 +295,17 @@ class ClusterState:
         if ln is not None:
             self.link_of_wid.pop(ln.wid, None)
             self.node.io.close_link(ln.wid)
+        # Fencing: a node declared dead may only be paused; what it sends from now on over
+        # its links to this node (results, releases, new tasks) is refused: close them.
+        for wid, c in list(self.node.clients.items()):
+            if c.info.get("kind") == "node" and c.info.get("node_id") == node_id:
+                self.node.io.close_link(wid)
         self._peer_lost(node_id, f"node {node_id} died", ln)
+
+    def is_fenced(self, hello: dict[str, Any]) -> bool:
+        """Does a peer's ``client_hello`` come from a node incarnation declared dead?"""
+        v = self.view.get(hello.get("node_id", ""))
+        return v is not None and (not v.alive or v.index != hello.get("index"))
 
     def _announce_death(self, node_id: str, why: str) -> None:
         """Tell the drivers connected here (each node tells its own, once per dead node)."""

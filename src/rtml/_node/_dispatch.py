@@ -138,6 +138,10 @@ def _client_hello(node: Any, shell: Any, wid: int, m: tuple) -> None:
     if c is None:
         raise exc.RtmlSystemError(f"process {wid} is not a client connection")
     c.info = dict(m[2])
+    cluster = node.cluster
+    if c.info.get("kind") == "node" and cluster is not None and cluster.is_fenced(c.info):
+        shell.close_link(wid)  # a node declared dead (a zombie): refuse it
+        return
     shell.send(wid, ("reply", m[1], {**shell.node_info, "proc": wid}))
 
 

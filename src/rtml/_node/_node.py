@@ -117,6 +117,7 @@ class Node:
         self.n_blocked = 0
         self.actors: Any = None  # set by the actor manager
         self.cluster: Any = None  # a cluster node's ClusterState (_cluster.py); None embedded
+        self.groups: Any = None  # placement groups (_bundles.NodeGroups), set by build_node
         # Task events (_observability/_recorder.py): a list the runtime's flusher drains, or
         # None when nothing collects them.
         self.events: list[Any] | None = None
@@ -280,7 +281,7 @@ class Node:
             if t.deps_left == 0 and t.state == WAITING:
                 self._ready(t)
             return
-        if not self.resources.feasible(spec.resources):
+        if not self.resources.feasible(spec.resources) and not self._group_waits(spec.resources):
             self._fail(
                 t,
                 exc.TaskUnschedulableError(
@@ -374,6 +375,10 @@ class Node:
                     t.deps_left += 1
         return t.deps_left > 0
 
+    def _group_waits(self, req: dict[str, float]) -> bool:
+        """The request is for a placement group not created yet (_bundles.py): it waits."""
+        return self.groups is not None and self.groups.waits_for(req)
+
     def _ready(self, t: TaskRec) -> None:
         """A task's inputs are all sealed: run it here, or (cluster) where placement says."""
         cluster = self.cluster
@@ -441,6 +446,8 @@ class Node:
         if self.closed:
             return
         self._reap_leases()
+        if self.groups is not None and self.groups.waiting:
+            self.groups.on_schedule()
         if self.actors is not None and self.actors.unplaced:
             self.actors.place_waiting()
         for key, q in self.ready.items():

@@ -62,6 +62,17 @@ class NodeServer:
         gcs_address: str = "",
         dashboard_port: int = 0,
     ) -> None:
+        self._ctor = dict(
+            resources=resources,
+            object_store_memory=object_store_memory,
+            token=token,
+            gcs=gcs,
+            host=host,
+            is_head=is_head,
+            labels=labels,
+            gcs_address=gcs_address,
+            dashboard_port=dashboard_port,
+        )
         self.token = token
         self.gcs = gcs
         self.gcs_address = gcs_address
@@ -103,7 +114,10 @@ class NodeServer:
         self._unsent: tuple[list[Any], ...] = ([], [], [], [])  # records not yet taken
         self._info: dict[str, Any] = {}
         self._trouble = False  # a heartbeat problem was printed (not again until it clears)
-        self._declared_dead = False
+        # Fencing: set (to the cause) once the control plane declared this incarnation dead;
+        # ``wakeup`` is set with it, so the process that serves the node replaces it.
+        self.fenced: str | None = None
+        self.wakeup: threading.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -143,6 +157,15 @@ class NodeServer:
             t.start()
             self._threads.append(t)
 
+    def renewed(self) -> NodeServer:
+        """A new node for this process after this one was fenced: same resources, address
+        and control-plane client, a new node id; ``start`` registers it as a new node."""
+        new = NodeServer(**self._ctor, port=self.port)  # type: ignore[arg-type]
+        new.start_dashboard = self.start_dashboard
+        new.start_events = self.start_events
+        new.wakeup = self.wakeup
+        return new
+
     def stop(self) -> None:
         self._stop.set()
         self._kick.set()
@@ -152,7 +175,15 @@ class NodeServer:
             self._events.stop()
         if self.dashboard is not None:
             self.dashboard.stop()
+        if self.fenced is not None:  # the process goes on with a new node: not these
+            try:
+                self.gcs.unsubscribe(CONNECTION, self._on_connection)
+                self.gcs.unsubscribe("nodes", self._on_node_change)
+            except (ConnectionError, TimeoutError, OSError, exc.RtmlError) as e:
+                print(f"rtml node: could not unsubscribe: {e}", file=sys.stderr)  # noqa: T201
         try:  # leave the cluster now rather than when heartbeats are missed
+            if self.fenced is not None:
+                raise exc.RtmlSystemError("it was declared dead already")
             if not self.gcs.connected:
                 raise ConnectionError(f"the control plane at {self.gcs.address} is unreachable")
             self.gcs.call("node_dead", self.parts.node_id, "stopped", timeout=STOP_CALL_S)
@@ -331,14 +362,27 @@ class NodeServer:
                     file=sys.stderr,
                     flush=True,
                 )
-        elif not rec.alive and not self._declared_dead:
-            self._declared_dead = True
-            print(  # noqa: T201
-                f"rtml node: the control plane declared this node dead ({rec.death_cause}); "
-                "the cluster no longer uses it: stop it and start a new one",
-                file=sys.stderr,
-                flush=True,
-            )
+        elif not rec.alive or rec.index != self.node_index:
+            self._fence(rec.death_cause or f"node index {rec.index} took its place")
+
+    def _fence(self, cause: str) -> None:
+        """This incarnation was declared dead (paused or cut off past the heartbeat timeout)
+        while it kept running: the cluster has retried its tasks and restarted its actors
+        elsewhere, so it must not go on. Stop taking work now; the serving process stops its
+        workers and actors, drops their results and joins again as a new node."""
+        if self.fenced is not None:
+            return
+        self.fenced = cause
+        print(  # noqa: T201
+            f"rtml node: the control plane declared this node dead ({cause}); stopping its "
+            "workers and actors, dropping their results and joining again as a new node",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.listener.close()  # no new drivers or peers for this incarnation
+        self._stop.set()
+        if self.wakeup is not None:
+            self.wakeup.set()
 
     def _heartbeat_loop(self) -> None:
         while True:
@@ -370,6 +414,7 @@ def serve(server: NodeServer, ready_fd: int | None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    server.wakeup = stop
     server.start()
     msg = f"RTML_NODE_READY {server.port} {server.parts.node_id}\n".encode()
     if ready_fd is not None:
@@ -378,8 +423,20 @@ def serve(server: NodeServer, ready_fd: int | None) -> None:
     else:
         sys.stdout.write(msg.decode())
         sys.stdout.flush()
-    while not stop.wait(0.5):
-        pass
-    t0 = time.monotonic()
-    server.stop()
-    print(f"rtml node: stopped in {time.monotonic() - t0:.2f}s", file=sys.stderr)  # noqa: T201
+    while True:
+        while not stop.wait(0.5):
+            pass
+        t0 = time.monotonic()
+        fenced = server.fenced
+        server.stop()
+        print(f"rtml node: stopped in {time.monotonic() - t0:.2f}s", file=sys.stderr)  # noqa: T201
+        if fenced is None:
+            return
+        stop.clear()
+        server = server.renewed()
+        server.start()
+        print(  # noqa: T201
+            f"rtml node: joined again as node {server.parts.node_id} (index {server.node_index})",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -30,6 +30,7 @@ class TaskSpec:
         "num_returns",
         "owner",
         "parent",
+        "placement",
         "resources",
         "retry_exceptions",
         "seq",
@@ -56,6 +57,7 @@ class TaskSpec:
         job: tuple[str, str] | None = None,
         strategy: Any = None,
         parent: int | None = None,
+        placement: Any = None,
     ) -> None:
         self.task_id = task_id
         self.fn_id = fn_id
@@ -74,6 +76,9 @@ class TaskSpec:
         self.job = job  # (job id, namespace) of a cluster driver's work; None when embedded
         self.strategy = strategy  # None, "SPREAD" or ("node", node id, soft): see _placement
         self.parent = parent  # the task that submitted it (for the timeline and listings)
+        # (group id hex, bundle index, capture child tasks, bundles) when it runs in a
+        # placement group (its resources are already the bundle's: _scheduler/_bundles.py)
+        self.placement = placement
 
     def __reduce__(self) -> Any:
         return (
@@ -96,5 +101,6 @@ class TaskSpec:
                 self.job,
                 self.strategy,
                 self.parent,
+                self.placement,
             ),
         )

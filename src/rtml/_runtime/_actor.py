@@ -29,8 +29,9 @@ from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS
 from rtml._protocol._ids import return_id, to_hex
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime import _context
-from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of
+from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of, in_group
 from rtml._runtime._refs import ObjectRef
+from rtml._runtime._signature import check_call, method_signatures, signature_of
 from rtml._scheduler import normalize_request
 from rtml._scheduler._strategy import normalize_strategy
 from rtml._serialization._code import dumps_code
@@ -119,6 +120,7 @@ class ActorOptions:
         "max_task_retries",
         "name",
         "namespace",
+        "placement",
         "raw",
         "resources",
         "strategy",
@@ -158,6 +160,7 @@ class ActorOptions:
             )
         self.detached = lifetime == "detached"
         self.strategy = normalize_strategy(raw.get("scheduling_strategy"))
+        self.resources, self.placement = in_group(raw, self.resources)
         self.env_vars = env_vars_of(raw.get("runtime_env"))
         self.checkpoint_interval = _checkpoint.check_interval(raw.get("checkpoint_interval", 0))
         self.checkpoint_dir = _checkpoint.check_dir(raw.get("checkpoint_dir"))
@@ -171,6 +174,8 @@ class ActorClass:
         self._default = options
         self._fn_id = fn_id or uuid.uuid4().hex
         self._methods, self._is_async = _method_table(cls)
+        self._init_sig = signature_of(cls)
+        self._sigs = method_signatures(cls, self._methods)
         self._opts = ActorOptions(options, self._is_async)
         self._blob: bytes | None = None
         self.__name__ = cls.__name__
@@ -204,12 +209,19 @@ class ActorClass:
         """
         return self._create(args, kwargs, self._opts)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy actor of a task graph (``rtml.dag``): created when the graph is executed."""
+        from rtml._runtime._dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
+
     def options(self, **options: Any) -> _BoundActorClass:
         """The same class with some options overridden for the actors created through it."""
         merged = {**self._default, **options}
         return _BoundActorClass(self, ActorOptions(merged, self._is_async))
 
     def _create(self, args: tuple, kwargs: dict, o: ActorOptions) -> ActorHandle:
+        check_call(self._init_sig, self.__name__, args, kwargs)
         client = _client()
         register = getattr(client, "register_class", None)
         if register is not None:  # local mode: instances are of the class itself, not a copy
@@ -234,6 +246,7 @@ class ActorClass:
             actor_id=task_id,
             job=client.job,
             strategy=o.strategy,
+            placement=o.placement,
         )
         fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
         meta = {
@@ -262,10 +275,14 @@ class ActorClass:
         client.registered_fns.add(self._fn_id)
         del keep
         if kind == "existing":
-            return ActorHandle(aid, existing, ObjectRef(return_id(aid, 1), _registered=False))
-        if existing:  # in a cluster: the node the actor lives on
-            meta = {**meta, **existing}
-        return ActorHandle(aid, meta, ObjectRef(return_id(aid, 1)))
+            h = ActorHandle(aid, existing, ObjectRef(return_id(aid, 1), _registered=False))
+        else:
+            if existing:  # in a cluster: the node the actor lives on
+                meta = {**meta, **existing}
+            h = ActorHandle(aid, meta, ObjectRef(return_id(aid, 1)))
+        if h._meta["class_name"] == name:  # (this process only: not pickled with the handle)
+            h.__dict__["_sigs"] = self._sigs
+        return h
 
     def __reduce__(self) -> Any:
         return (ActorClass, (self._cls, self._default, self._fn_id))
@@ -283,6 +300,12 @@ class _BoundActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._cls._create(args, kwargs, self._opts)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy actor of a task graph (``rtml.dag``): created when the graph is executed."""
+        from rtml._runtime._dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundActorClass:
         return _BoundActorClass(
@@ -398,6 +421,14 @@ class ActorMethod:
         self._max_task_retries = max_task_retries
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        sigs = self._handle.__dict__.get("_sigs")
+        if sigs is not None:
+            check_call(
+                sigs.get(self._name),
+                f"{self._handle._meta['class_name']}.{self._name}",
+                args,
+                kwargs,
+            )
         return self._handle._call(
             self._name,
             args,
@@ -406,6 +437,12 @@ class ActorMethod:
             self._retry_exceptions,
             self._max_task_retries,
         )
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy call of this live actor's method in a task graph (``rtml.dag``)."""
+        from rtml._runtime._dag import ClassMethodNode
+
+        return ClassMethodNode(self._handle, self._name, args, kwargs)
 
     def options(self, **options: Any) -> ActorMethod:
         """Override ``num_returns``, ``retry_exceptions`` or ``max_task_retries`` for calls

@@ -25,6 +25,7 @@ from rtml._protocol import _ids
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime._payload import DepMarker, decode_value, encode_value
 from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
+from rtml._scheduler._bundles import task_resources
 from rtml._serialization import INLINE_THRESHOLD, dumps
 
 _SIMPLE = (int, float, bool, type(None))
@@ -43,6 +44,7 @@ class CoreClient:
         self.registered_fns: set[str] = set()
         self._fn_lock = threading.Lock()
         self.current_task_id: int | None = None
+        self.current_placement: Any = None  # the running task's placement group (TaskSpec)
         self.current_actor_id: int | None = None
         self.gpu_ids: list[int] = []
         self.namespace = "default"
@@ -98,7 +100,15 @@ class CoreClient:
         env_vars: dict | None,
         actor_id: int | None = None,
         strategy: Any = None,
+        placement: Any = None,
     ) -> Any:
+        where = self.current_placement
+        if placement is None and strategy is None and where is not None and where[2]:
+            # The running task captures its children (placement_group_capture_child_tasks):
+            # this one runs in the same group, in any bundle (ValueError if none fits it).
+            pg_hex, bundles = where[0], where[3]
+            resources = task_resources(pg_hex, -1, resources, bundles)
+            placement = (pg_hex, -1, True, bundles)
         blob, deps, contained, keep = self.pack_args(name, args, kwargs)
         task_id = self.ids.next_task_id()
         if self.job_env:  # workers are shared by the jobs of a cluster: env rides with tasks
@@ -122,6 +132,7 @@ class CoreClient:
             job=self.job,
             strategy=strategy,
             parent=self.current_task_id,
+            placement=placement,
         )
         if fn_id not in self.registered_fns and blob_fn is not None:
             # The first submission carries the function. Threads of one process (a threaded

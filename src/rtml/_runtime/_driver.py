@@ -182,3 +182,26 @@ class DriverClient(CoreClient):
             result = node.actors.op(PROC, op, args)
             self.shell.flush()
         return result
+
+    # ---- placement groups (the node's table: _node/_bundles.py)
+
+    def pg_create(
+        self, pg_id: str, bundles: list, strategy: str, name: str, lifetime: str | None
+    ) -> None:
+        with self.node.lock:
+            self.node.groups.create(pg_id, bundles, strategy, name, lifetime)
+            self.shell.flush()
+
+    def pg_remove(self, pg_id: str) -> None:
+        with self.node.lock:
+            self.node.groups.remove(pg_id)
+            self.shell.flush()
+
+    def pg_table(self, pg_id: str | None) -> dict[str, dict[str, Any]]:
+        with self.node.lock:
+            return self.node.groups.records(pg_id)
+
+    def pg_by_name(self, name: str) -> dict[str, Any] | None:
+        with self.node.lock:
+            g = self.node.groups.by_name(name)
+            return None if g is None else g.record()

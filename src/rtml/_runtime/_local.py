@@ -58,7 +58,7 @@ from rtml._protocol._ids import DRIVER_INDEX, return_id, to_hex
 from rtml._protocol._payload import ERR, INLINE, OOB
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime._client import CoreClient
-from rtml._runtime._payload import decode_value, fill_deps, split_returns
+from rtml._runtime._payload import decode_value, fill_deps, freeze_arrays, split_returns
 from rtml._runtime._refs import ObjectRef, counter
 from rtml._runtime._remote_function import RemoteFunction
 from rtml._runtime._session import Session
@@ -509,7 +509,7 @@ class LocalClient(CoreClient):
         env_vars: dict | None,
         actor_id: int | None = None,
         strategy: Any = None,
-        **_placement: Any,
+        placement: Any = None,
     ) -> Any:
         """Run a task (or an actor method call) now; returns its refs, already ready.
 
@@ -594,6 +594,7 @@ class LocalClient(CoreClient):
         args, kwargs = pickle.loads(blob)
         if payloads:
             fill_deps(args, kwargs, [self._decode(k, p) for k, p in payloads])
+        freeze_arrays(args, kwargs)
         return args, kwargs
 
     @contextlib.contextmanager
@@ -692,10 +693,10 @@ class LocalClient(CoreClient):
             raise
         except BaseException as e:  # user code may raise anything, even SystemExit
             if rec is not None and isinstance(e, _EXIT):
-                rec.exit_cause = f"exit_actor() was called in {call.name}()"
-                results = self._encode_returns(
-                    call, None if call.num_returns == 1 else [None] * max(call.num_returns, 0)
-                )
+                rec.exit_cause = f"exit_actor() was called in {call.name.rpartition('.')[2]}()"
+                died = exc.ActorDiedError(rec.exit_cause, class_name=call.name.partition(".")[0])
+                self._fail(call, cloudpickle.dumps(died))  # its own call too, as in Ray
+                return False
             elif may_retry and not streamed and self._retryable(call, e):
                 return True
             else:

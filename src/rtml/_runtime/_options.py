@@ -6,7 +6,8 @@ from typing import Any
 
 from rtml._protocol._spec import STREAMING
 from rtml._scheduler import normalize_request
-from rtml._scheduler._strategy import normalize_strategy
+from rtml._scheduler._bundles import task_resources
+from rtml._scheduler._strategy import group_placement, normalize_strategy
 
 TASK_OPTIONS = {
     "num_cpus",
@@ -18,6 +19,9 @@ TASK_OPTIONS = {
     "name",
     "runtime_env",
     "scheduling_strategy",
+    "placement_group",
+    "placement_group_bundle_index",
+    "placement_group_capture_child_tasks",
 }
 ACTOR_OPTIONS = {
     "num_cpus",
@@ -35,15 +39,15 @@ ACTOR_OPTIONS = {
     "scheduling_strategy",
     "checkpoint_interval",
     "checkpoint_dir",
+    "placement_group",
+    "placement_group_bundle_index",
+    "placement_group_capture_child_tasks",
 }
 # Accepted for compatibility with Ray programs; they change nothing on one node.
 IGNORED_OPTIONS = {
     "memory",
     "object_store_memory",
     "accelerator_type",
-    "placement_group",
-    "placement_group_bundle_index",
-    "placement_group_capture_child_tasks",
     "_metadata",
     "label_selector",
     "enable_task_events",
@@ -63,11 +67,38 @@ def check_options(opts: dict[str, Any], allowed: set[str], what: str) -> None:
             )
 
 
+_RUNTIME_ENV_KEYS = frozenset({"env_vars"})
+
+
+def in_group(raw: dict[str, Any], resources: dict[str, float]) -> tuple[dict[str, float], Any]:
+    """The request rewritten into the placement group the options name, and the placement
+    ``(group id hex, bundle index, capture child tasks)``; unchanged and None without one.
+
+    Raises:
+        ValueError: the bundle index is out of range, or the request exceeds the bundle.
+    """
+    where = group_placement(raw)
+    if where is None:
+        return resources, None
+    pg, index, capture = where
+    pg_hex = pg.id.hex()
+    bundles = list(pg.bundle_specs)
+    return task_resources(pg_hex, index, resources, bundles), (pg_hex, index, capture, bundles)
+
+
 def env_vars_of(runtime_env: Any) -> dict[str, str] | None:
     if not runtime_env:
         return None
     if not isinstance(runtime_env, dict):
         raise TypeError(f"runtime_env must be a dict, got {type(runtime_env).__name__}")
+    unsupported = sorted(k for k in runtime_env if k not in _RUNTIME_ENV_KEYS)
+    if unsupported:
+        raise ValueError(
+            f"runtime_env option(s) {', '.join(map(repr, unsupported))} are not supported by "
+            "rtml, which only sets 'env_vars': workers run in the driver's Python environment "
+            "(install packages there, and put code on the driver's sys.path or pass it as "
+            "arguments; cloudpickle.register_pickle_by_value(module) sends a module by value)"
+        )
     env = runtime_env.get("env_vars")
     if env is None:
         return None
@@ -86,6 +117,7 @@ class TaskOptions:
         "max_retries",
         "name",
         "num_returns",
+        "placement",
         "raw",
         "resources",
         "retry_exceptions",
@@ -125,3 +157,4 @@ class TaskOptions:
         self.name = raw.get("name")
         self.env_vars = env_vars_of(raw.get("runtime_env"))
         self.strategy = normalize_strategy(raw.get("scheduling_strategy"))
+        self.resources, self.placement = in_group(raw, self.resources)

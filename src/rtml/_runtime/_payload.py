@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import pickle
+import sys
 from typing import Any
 
 from rtml import exceptions as exc
@@ -104,3 +105,28 @@ def fill_deps(args: list, kwargs: dict, values: list) -> None:
     for k, v in kwargs.items():
         if type(v) is DepMarker:
             kwargs[k] = values[v.i]
+
+
+def freeze_arrays(args: list, kwargs: dict) -> None:
+    """Make the numpy arrays among a task's arguments read-only, whatever their size (as in
+    Ray, where every array argument is a view of the immutable object store): a task that
+    writes into its input fails the same way for a small array as for a large one."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return  # (no array can be among the arguments: unpickling one imports numpy)
+    ndarray = np.ndarray
+    for v in args:
+        _freeze(v, ndarray, 2)
+    for v in kwargs.values():
+        _freeze(v, ndarray, 2)
+
+
+def _freeze(v: Any, ndarray: Any, depth: int) -> None:
+    if isinstance(v, ndarray):
+        v.flags.writeable = False
+    elif depth and isinstance(v, (list, tuple)):
+        for x in v:
+            _freeze(x, ndarray, depth - 1)
+    elif depth and isinstance(v, dict):
+        for x in v.values():
+            _freeze(x, ndarray, depth - 1)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from rtml import exceptions as exc
 from rtml._protocol import _ids
 from rtml._serialization._serializer import record_contained
 
@@ -234,7 +235,9 @@ class ObjectRef:
 
     __slots__ = ("__weakref__", "_id")
 
-    def __init__(self, object_id: int, _registered: bool = True) -> None:
+    def __init__(self, object_id: int | bytes, _registered: bool = True) -> None:
+        if object_id.__class__ is not int:  # ObjectRef(bytes.fromhex(ref.hex())), as in Ray
+            object_id, _registered = _id_of(object_id), False
         self._id = object_id
         if _registered:  # counter.incr, inlined: this runs once per ref
             _log_registered(object_id)
@@ -258,10 +261,11 @@ class ObjectRef:
         return self._id
 
     def hex(self) -> str:
-        return _ids.to_hex(self._id)
+        """The id as fixed-width hex: ``ObjectRef(bytes.fromhex(ref.hex()))`` is ``ref``."""
+        return format(self._id, _HEX_FORMAT)
 
     def binary(self) -> bytes:
-        return self._id.to_bytes((self._id.bit_length() + 7) // 8 or 1, "big")
+        return self._id.to_bytes(ID_BYTES, "big")
 
     def task_id(self) -> str:
         return _ids.to_hex(_ids.task_of(self._id))
@@ -293,6 +297,21 @@ class ObjectRef:
         return ObjectRef(self._id, _registered=False)
 
 
+ID_BYTES = 16  # every object id fits (see _protocol._ids): hex() and binary() are fixed-width
+_HEX_FORMAT = f"0{2 * ID_BYTES}x"
+
+
+def _id_of(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray)) and 0 < len(value) <= ID_BYTES:
+        return int.from_bytes(value, "big")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError(
+        f"ObjectRef() takes an object id (the bytes of ref.binary() or "
+        f"bytes.fromhex(ref.hex())), got {type(value).__name__} {value!r:.60}"
+    )
+
+
 def _rebuild_ref(object_id: int) -> ObjectRef:
     """Kept so pickles written by earlier versions (``__reduce__`` named it) still load."""
     return ObjectRef(object_id, _registered=False)
@@ -310,6 +329,7 @@ class ObjectRefGenerator:
         self._client = client
         self._index = 0
         self._done = False
+        self._ahead: ObjectRef | None = None  # fetched by _ready() (wait), not yet yielded
 
     def __iter__(self) -> ObjectRefGenerator:
         return self
@@ -319,6 +339,10 @@ class ObjectRefGenerator:
 
     def _next_sync(self, timeout_s: float | None = None) -> ObjectRef:
         """Next ref, waiting at most ``timeout_s`` (raises GetTimeoutError on timeout)."""
+        ahead = self._ahead
+        if ahead is not None:
+            self._ahead = None
+            return ahead
         if self._done:
             raise StopIteration
         oid = self._client.stream_next(self._task_id, self._index, timeout_s)
@@ -335,10 +359,30 @@ class ObjectRefGenerator:
         import asyncio
 
         loop = asyncio.get_running_loop()
+        # (StopIteration cannot cross into an asyncio future: the end comes back as None)
+        ref = await loop.run_in_executor(None, self._next_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def _next_or_none(self) -> ObjectRef | None:
         try:
-            return await loop.run_in_executor(None, self._next_sync, None)
+            return self._next_sync(None)
         except StopIteration:
-            raise StopAsyncIteration from None
+            return None
+
+    def _ready(self, timeout_s: float) -> bool:
+        """Whether the next ref exists or the task has ended, waiting at most ``timeout_s``
+        (what ``wait`` asks of a generator, as in Ray)."""
+        if self._ahead is not None or self._done:
+            return True
+        try:
+            self._ahead = self._next_sync(timeout_s)
+        except StopIteration:
+            pass
+        except exc.GetTimeoutError:
+            return False
+        return True
 
     def is_finished(self) -> bool:
         return self._done

@@ -9,6 +9,7 @@ from typing import Any
 
 from rtml._runtime import _context
 from rtml._runtime._options import TaskOptions
+from rtml._runtime._signature import check_call, signature_of
 from rtml._serialization._code import dumps_code
 
 
@@ -23,6 +24,7 @@ class RemoteFunction:
         self._opts = TaskOptions(options, self._is_generator)
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
         self._blob: bytes | None = None
+        self._sig = signature_of(function)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -43,6 +45,7 @@ class RemoteFunction:
         return self._submit(args, kwargs, self._opts)
 
     def _submit(self, args: tuple, kwargs: dict, o: TaskOptions) -> Any:
+        check_call(self._sig, self._name, args, kwargs)
         return _context.client().submit_task(
             self._fn_id,
             self._get_blob,
@@ -55,7 +58,14 @@ class RemoteFunction:
             o.retry_exceptions,
             o.env_vars,
             strategy=o.strategy,
+            placement=o.placement,
         )
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy node of a task graph (``rtml.dag``): runs when the graph is executed."""
+        from rtml._runtime._dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundOptions:
         """The same function with some options overridden for the calls made through it."""
@@ -78,6 +88,12 @@ class _BoundOptions:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn._submit(args, kwargs, self._opts)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy node of a task graph (``rtml.dag``): runs when the graph is executed."""
+        from rtml._runtime._dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundOptions:
         return _BoundOptions(

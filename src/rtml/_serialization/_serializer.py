@@ -17,6 +17,13 @@ INLINE_THRESHOLD = int(os.environ.get("RTML_INLINE_THRESHOLD", 100 * 1024))
 
 _tls = threading.local()
 
+# The modules registered with ``cloudpickle.register_pickle_by_value``: while any is, plain
+# pickle (which writes their classes and functions by name) is skipped. A private set of
+# cloudpickle; a version without it is treated as having none registered.
+_BY_VALUE: set = getattr(
+    getattr(cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", set()
+)
+
 
 class SerializationError(TypeError):
     """A value could not be pickled. The message names the value and the reason."""
@@ -72,6 +79,8 @@ def dumps(value: Any, what: str = "value") -> Serialized:
     try:
         # A retry through cloudpickle must not double-count refs recorded by the first attempt.
         try:
+            if _BY_VALUE:
+                raise pickle.PicklingError("modules are registered to pickle by value")
             data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
             if b"__main__" in data:
                 # pickle wrote a function or class of the driver's script by name, which no

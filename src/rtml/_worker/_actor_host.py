@@ -86,6 +86,12 @@ def _trim_rtml_frames(e: BaseException) -> None:
     e.__traceback__ = tb
 
 
+def _exit_cause(e: BaseException, method: str) -> str:
+    if isinstance(e, _EXIT):
+        return f"exit_actor() was called in {method}()"
+    return f"sys.exit({getattr(e, 'code', None)!r}) was called in {method}()"
+
+
 class ActorHost:
     """Created by the worker on "actor_init"; lives as long as the process."""
 
@@ -141,6 +147,13 @@ class ActorHost:
             self.pool.submit(self._run_threaded, m)
 
     # ------------------------------------------------------------------ construction
+    def creation_failed(self, error: BaseException, spec: Any) -> None:
+        """The constructor's arguments could not be unpickled: the creation fails with that."""
+        self.worker.blobs.pop(self.fn_id, None)
+        self.worker.send(
+            [("actor_ready", self.actor_id, _error_blob(error, spec, self.worker.pid))]
+        )
+
     def _construct(self, *args: Any, **kwargs: Any) -> None:
         w = self.worker
         cls = cloudpickle.loads(w.blobs.pop(self.fn_id))
@@ -198,12 +211,10 @@ class ActorHost:
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 value = method(*args, **kwargs)
-            except _EXIT:
-                self._request_exit(
-                    self._current_task(),
-                    f"exit_actor() was called in {getattr(method, '__name__', 'a method')}()",
-                )
-                return None
+            except (*_EXIT, SystemExit) as e:
+                cause = _exit_cause(e, getattr(method, "__name__", "a method"))
+                self._request_exit(self._current_task(), cause)
+                raise self._exit_error(cause) from None
             except BaseException as e:
                 tb = e.__traceback__
                 if tb is not None:
@@ -233,6 +244,14 @@ class ActorHost:
         if tid is None and self.worker.current is not None:
             tid = self.worker.current.task_id
         return tid
+
+    def _exit_error(self, cause: str) -> exc.ActorDiedError:
+        """What the call that ended the actor gives its caller (as in Ray)."""
+        err = exc.ActorDiedError(
+            cause, actor_id=_ids.to_hex(self.actor_id), class_name=self.class_name
+        )
+        err._rtml_actor_exit = True  # type: ignore[attr-defined]
+        return err
 
     def _request_exit(self, task_id: int | None, cause: str) -> None:
         self.worker.send([("actor_exiting", self.actor_id, task_id, cause)])
@@ -343,12 +362,11 @@ class ActorHost:
             results = w.error_results(
                 spec, cloudpickle.dumps(cancelled_error(spec.name, spec.task_id))
             )
-        except _EXIT:
+        except (*_EXIT, SystemExit) as e:
             counted = False
-            self._request_exit(spec.task_id, f"exit_actor() was called in {spec.name}()")
-            results = w.encode_returns(
-                spec, None if spec.num_returns == 1 else [None] * max(spec.num_returns, 0)
-            )
+            cause = _exit_cause(e, spec.name.rpartition(".")[2])
+            self._request_exit(spec.task_id, cause)
+            results = w.error_results(spec, cloudpickle.dumps(self._exit_error(cause)))
         except BaseException as e:  # user code may raise anything
             tb = e.__traceback__
             if tb is not None and tb.tb_frame.f_code is _RUN_CODE:

@@ -32,7 +32,13 @@ from rtml._protocol import _ids
 from rtml._protocol._payload import ERR
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime import _context
-from rtml._runtime._payload import decode_value, encode_value, fill_deps, split_returns
+from rtml._runtime._payload import (
+    decode_value,
+    encode_value,
+    fill_deps,
+    freeze_arrays,
+    split_returns,
+)
 from rtml._runtime._refs import counter
 from rtml._transport import BlockingChannel
 from rtml._worker._client import SPIN_S, WorkerClient, cancelled_error
@@ -235,6 +241,7 @@ class Worker:
         args, kwargs = cloudpickle.loads(spec.args)
         if deps:
             fill_deps(args, kwargs, [decode_value(k, p) for k, p in deps])
+        freeze_arrays(args, kwargs)
         return args, kwargs
 
     def encode_returns(self, spec: TaskSpec, value: Any) -> list[tuple]:
@@ -274,6 +281,27 @@ class Worker:
             for i in range(1, spec.num_returns + 1)
         ]
 
+    def task_error_results(self, spec: TaskSpec, e: BaseException) -> list[tuple]:
+        """The results of a task whose user code raised ``e``: a TaskError in each."""
+        tb = e.__traceback__
+        if tb is not None and tb.tb_next is not None and tb.tb_frame.f_code is _EXEC_CODE:
+            e.__traceback__ = tb.tb_next  # start the remote traceback at the user's code
+        err = exc.TaskError.from_exception(
+            e, spec.name, pid=self.pid, task_id=_ids.to_hex(spec.task_id)
+        )
+        try:
+            blob = cloudpickle.dumps(err)
+        except Exception as pe:
+            blob = cloudpickle.dumps(
+                exc.TaskError(
+                    spec.name,
+                    err.traceback_str,
+                    exc.RtmlError(f"{type(e).__name__}: {e} (not picklable: {pe})"),
+                    pid=self.pid,
+                )
+            )
+        return self.error_results(spec, blob)
+
     @staticmethod
     def retryable(spec: TaskSpec, error: BaseException) -> bool:
         rx = spec.retry_exceptions
@@ -288,6 +316,7 @@ class Worker:
         self.current = spec
         client = self.client
         client.current_task_id = spec.task_id
+        client.current_placement = spec.placement
         if spec.job is not None and spec.job != client.job:  # work of a cluster driver's job
             client.job = spec.job
             client.job_id, client.namespace = spec.job
@@ -305,7 +334,13 @@ class Worker:
                     saved_env.setdefault(k, os.environ.get(k))
                     os.environ[k] = v
             fn = self.function(spec.fn_id)
-            args, kwargs = self.unpack_args(spec, deps)
+            try:
+                args, kwargs = self.unpack_args(spec, deps)
+            except BaseException as e:
+                host = self.actor_host
+                if host is not None and host.instance is None and spec.fn_id == host.fn_id:
+                    host.creation_failed(e, spec)  # the actor dies with this as its cause
+                raise
             self.check_cancelled()
             self.in_user = True
             try:
@@ -327,26 +362,15 @@ class Worker:
                 self.in_user = False
         except exc.TaskCancelledError as e:
             results = self.error_results(spec, cloudpickle.dumps(e))
+        except exc.ActorDiedError as e:
+            if not getattr(e, "_rtml_actor_exit", False):
+                retryable = self.retryable(spec, e)
+                results = self.task_error_results(spec, e)
+            else:  # exit_actor() or sys.exit() ended the actor: the caller sees it died
+                results = self.error_results(spec, cloudpickle.dumps(e))
         except BaseException as e:  # user code may raise anything, even SystemExit
-            tb = e.__traceback__
-            if tb is not None and tb.tb_next is not None and tb.tb_frame.f_code is _EXEC_CODE:
-                e.__traceback__ = tb.tb_next  # start the remote traceback at the user's code
-            err = exc.TaskError.from_exception(
-                e, spec.name, pid=self.pid, task_id=_ids.to_hex(spec.task_id)
-            )
             retryable = self.retryable(spec, e)
-            try:
-                blob = cloudpickle.dumps(err)
-            except Exception as pe:
-                blob = cloudpickle.dumps(
-                    exc.TaskError(
-                        spec.name,
-                        err.traceback_str,
-                        exc.RtmlError(f"{type(e).__name__}: {e} (not picklable: {pe})"),
-                        pid=self.pid,
-                    )
-                )
-            results = self.error_results(spec, blob)
+            results = self.task_error_results(spec, e)
             del e
         finally:
             for k, old in saved_env.items():
@@ -359,6 +383,7 @@ class Worker:
             sys.stderr.flush()
             self.current = None
             client.current_task_id = None
+            client.current_placement = None
             self.cancels.discard(spec.task_id)
             self.interrupt_pending = False
         duration = time.perf_counter() - t0

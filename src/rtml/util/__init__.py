@@ -1,17 +1,36 @@
 """Utilities (as ``ray.util``): ``ActorPool``, ``queue.Queue``, ``progress`` /
-``progress_get`` to watch many refs finish, and ``state`` to list tasks, actors and objects.
+``progress_get`` to watch many refs finish, ``state`` to list tasks, actors and objects, and
+placement groups (``placement_group`` and friends, as ``ray.util`` exports them).
 
 Floor 9, a user of the public API (docs/architecture.md): imports public rtml only, but for
-``state`` and ``scheduling_strategies``, faces of private modules (see tests/unit/test_layers.py).
+``state``, ``scheduling_strategies`` and ``placement_group``, faces of private modules (see tests/unit/test_layers.py).
 """
 
 from typing import Any
 
 from rtml.util import queue
 from rtml.util.actor_pool import ActorPool
+from rtml.util.placement_group import (
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from rtml.util.progress import progress, progress_get
 
-__all__ = ["ActorPool", "progress", "progress_get", "queue", "state"]
+__all__ = [
+    "ActorPool",
+    "get_current_placement_group",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "progress",
+    "progress_get",
+    "queue",
+    "remove_placement_group",
+    "state",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,259 @@
+"""Ray programs that ran on Ray and stopped on rtml (issue 20), each checked in the three
+runtimes where it applies: embedded (``rtml.init()``), local mode, and a cluster driver."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import pytest
+
+import rtml
+from rtml import exceptions as exc
+from rtml.testing import Cluster
+
+MODES = ["embedded", "local", "cluster"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode(request):
+    if request.param == "cluster":
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+        try:
+            c.connect()
+            yield request.param
+        finally:
+            c.shutdown()
+    else:
+        rtml.init(num_cpus=2, local_mode=request.param == "local")
+        try:
+            yield request.param
+        finally:
+            rtml.shutdown()
+
+
+# ---------------------------------------------------------------- item 5: pickling as Ray does
+def test_rtml_cloudpickle_is_importable():
+    import cloudpickle
+
+    import rtml.cloudpickle as rcp
+
+    assert rtml.cloudpickle is rcp
+    assert rcp.dumps is cloudpickle.dumps
+    assert rcp.register_pickle_by_value is cloudpickle.register_pickle_by_value
+
+
+def test_register_pickle_by_value_reaches_workers_that_cannot_import_the_module(mode, tmp_path):
+    import cloudpickle
+
+    name = f"rtml_byvalue_{mode}"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
+            class Thing:
+                def __init__(self, v):
+                    self.v = v
+
+            def bump(x):
+                return x + 1
+        """)
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+    (tmp_path / f"{name}.py").unlink()  # no worker can import it by name now
+    cloudpickle.register_pickle_by_value(mod)
+    try:
+
+        @rtml.remote
+        def use(thing, fn):
+            return fn(thing.v), type(thing).__name__
+
+        assert rtml.get(use.remote(mod.Thing(1), mod.bump), timeout=30) == (2, "Thing")
+    finally:
+        cloudpickle.unregister_pickle_by_value(mod)
+        sys.modules.pop(name, None)
+
+
+def test_actor_whose_arguments_cannot_be_unpickled_dies_with_the_cause(mode):
+    def refuse():
+        raise ValueError("this value refuses to be rebuilt")
+
+    class Unbuildable:  # (local: pickled by value, so every worker can run its __reduce__)
+        def __reduce__(self):
+            return (refuse, ())
+
+    @rtml.remote(num_cpus=0)
+    class Holder:
+        def __init__(self, value):
+            self.value = value
+
+        def ping(self):
+            return 1
+
+    h = Holder.remote(Unbuildable())
+    with pytest.raises(exc.ActorDiedError, match="refuses to be rebuilt"):
+        rtml.get(h.ping.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError):
+        rtml.get(h.ping.remote(), timeout=30)
+
+
+# ---------------------------------------------------------------- item 2: arguments checked at the call
+def test_wrong_arguments_raise_type_error_at_remote(mode):
+    @rtml.remote
+    def f(a, b, *, c=0):
+        return a + b + c
+
+    with pytest.raises(TypeError, match="'b'"):
+        f.remote(1)
+    with pytest.raises(TypeError, match="too many"):
+        f.remote(1, 2, 3)
+    with pytest.raises(TypeError, match="'d'"):
+        f.options(num_cpus=0).remote(1, 2, d=4)
+    assert rtml.get(f.remote(1, rtml.put(2), c=3), timeout=30) == 6
+
+    @rtml.remote(num_cpus=0)
+    class K:
+        def __init__(self, start):
+            self.start = start
+
+        def m(self, x):
+            return self.start + x
+
+        @staticmethod
+        def s(y):
+            return y
+
+        @classmethod
+        def c(cls, z):
+            return z
+
+    with pytest.raises(TypeError, match="'start'"):
+        K.remote()
+    with pytest.raises(TypeError, match="'start'"):
+        K.options(name=None).remote()
+    k = K.remote(1)
+    with pytest.raises(TypeError, match="'x'"):
+        k.m.remote()
+    with pytest.raises(TypeError, match="too many"):
+        k.s.remote(1, 2)
+    with pytest.raises(TypeError, match="'z'"):
+        k.c.remote()
+    assert rtml.get([k.m.remote(2), k.s.remote(3), k.c.remote(4)], timeout=30) == [3, 3, 4]
+
+
+# ---------------------------------------------------------------- item 8: Ray's documentation examples
+@rtml.remote
+def _count(n):
+    yield from range(n)
+
+
+def test_async_for_over_a_streaming_generator_ends_after_its_last_item(mode):
+    import asyncio
+
+    async def main():
+        return [await r async for r in _count.remote(3)]
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == [0, 1, 2]
+
+
+def test_wait_accepts_generators(mode):
+    g = _count.remote(2)
+    ready, not_ready = rtml.wait([g], timeout=30)
+    assert ready == [g]
+    assert not_ready == []
+    assert rtml.get(list(g), timeout=30) == [0, 1]
+
+
+def test_object_ref_hex_round_trips_through_bytes(mode):
+    ref = rtml.put(7)
+    again = rtml.ObjectRef(bytes.fromhex(ref.hex()))
+    assert again == ref
+    assert rtml.get(again, timeout=30) == 7
+    assert again.binary() == ref.binary()
+    assert len(rtml.put(8).hex()) == len(ref.hex())
+
+
+@pytest.mark.parametrize("key", ["pip", "conda", "uv", "worker_process_setup_hook", "working_dir"])
+def test_runtime_env_options_rtml_lacks_are_rejected(mode, key):
+    @rtml.remote
+    def f():
+        return 1
+
+    with pytest.raises(ValueError, match=key):
+        f.options(runtime_env={key: "x"}).remote()
+
+    @rtml.remote(num_cpus=0)
+    class A:
+        pass
+
+    with pytest.raises(ValueError, match=key):
+        A.options(runtime_env={key: "x"}).remote()
+    assert rtml.get(f.options(runtime_env={"env_vars": {"A": "1"}}).remote(), timeout=30) == 1
+
+
+def test_numpy_arguments_arrive_read_only_whatever_their_size(mode):
+    np = pytest.importorskip("numpy")
+
+    @rtml.remote
+    def flags(a, b):
+        return a.flags.writeable, b.flags.writeable
+
+    assert rtml.get(flags.remote(np.zeros(3), np.zeros(1_000_000)), timeout=30) == (False, False)
+
+
+def test_sys_exit_in_an_actor_method_ends_the_actor(mode):
+    if mode == "local":
+        pytest.skip("local mode runs actors in the driver: sys.exit ends the driver, as in Ray")
+
+    @rtml.remote(num_cpus=0)
+    class Quitter:
+        def quit(self):
+            sys.exit(0)
+
+        def ping(self):
+            return 1
+
+    q = Quitter.remote()
+    assert rtml.get(q.ping.remote(), timeout=30) == 1
+    with pytest.raises(exc.RayActorError):
+        rtml.get(q.quit.remote(), timeout=30)
+    with pytest.raises(exc.RayActorError):
+        rtml.get(q.ping.remote(), timeout=30)
+
+
+def test_dag_bind_and_execute(mode):
+    from rtml.dag import InputNode, MultiOutputNode
+
+    @rtml.remote
+    def double(x):
+        return 2 * x
+
+    @rtml.remote
+    def add(a, b):
+        return a + b
+
+    @rtml.remote(num_cpus=0)
+    class Acc:
+        def __init__(self, start):
+            self.total = start
+
+        def plus(self, x):
+            self.total += x
+            return self.total
+
+    with InputNode() as inp:
+        dag = add.bind(double.bind(inp), 1)
+    assert rtml.get(dag.execute(20), timeout=30) == 41
+    assert rtml.get(dag.execute(1), timeout=30) == 3  # the same graph runs again
+
+    with InputNode() as inp:
+        both = MultiOutputNode([double.bind(inp[0]), add.options(num_cpus=0).bind(inp[0], inp[1])])
+    assert rtml.get(both.execute(3, 4), timeout=30) == [6, 7]
+
+    acc = Acc.bind(10)
+    assert rtml.get(acc.plus.bind(double.bind(5)).execute(), timeout=30) == 20
+    live = Acc.remote(1)
+    assert rtml.get(live.plus.bind(2).execute(), timeout=30) == 3
