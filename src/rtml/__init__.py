@@ -28,7 +28,9 @@ from rtml._api import (
     wait,
 )
 from rtml._runtime._actor import get_actor, kill, method
-from rtml._runtime._refs import ObjectRef, ObjectRefGenerator
+from rtml._runtime._refs import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
+
+ObjectID = ObjectRef  # Ray's older name for it
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DynamicObjectRefGenerator",
+    "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",
     "__version__",

@@ -500,6 +500,11 @@ def remote(*args: Any, **options: Any) -> Any:
         return make(args[0])
     if args:
         raise TypeError("@remote takes only keyword options, e.g. @rtml.remote(num_cpus=2)")
+    if not options:  # as Ray: the decorator is bare or given options, never empty parentheses
+        raise TypeError(
+            "@rtml.remote must be applied either bare (@rtml.remote) or with keyword options "
+            "(@rtml.remote(num_cpus=2)), not with empty parentheses"
+        )
     return make
 
 

@@ -251,9 +251,7 @@ def test_dropping_an_unconsumed_generator_keeps_runtime_healthy():
         ({"num_cpus": "1"}, "num_cpus"),
         ({"num_gpus": -0.5}, "num_gpus"),
         ({"num_returns": -2}, "num_returns"),
-        ({"num_returns": "many"}, "num_returns"),
         ({"max_retries": -5}, "max_retries"),
-        ({"max_retries": 1.5}, "max_retries"),
         ({"retry_exceptions": "yes"}, "retry_exceptions"),
         ({"retry_exceptions": [42]}, "retry_exceptions"),
         ({"resources": {"GPU": 1}}, "num_gpus"),
@@ -265,6 +263,15 @@ def test_invalid_options_raise_value_error_naming_the_option(options, word):
         bare.options(**options)
     with pytest.raises(ValueError, match=word):
         rtml.remote(**options)(lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("options", "word"),
+    [({"num_returns": "many"}, "num_returns"), ({"max_retries": 1.5}, "max_retries")],
+)
+def test_options_of_the_wrong_type_raise_type_error_as_in_ray(options, word):
+    with pytest.raises(TypeError, match=word):
+        bare.options(**options)
 
 
 def test_ignored_ray_options_are_accepted():

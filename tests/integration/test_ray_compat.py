@@ -4,6 +4,7 @@ runtimes where it applies: embedded (``rtml.init()``), local mode, and a cluster
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import textwrap
 
@@ -257,3 +258,205 @@ def test_dag_bind_and_execute(mode):
     assert rtml.get(acc.plus.bind(double.bind(5)).execute(), timeout=30) == 20
     live = Acc.remote(1)
     assert rtml.get(live.plus.bind(2).execute(), timeout=30) == 3
+
+
+# ---------------------------------------------------------------- item 4: actor classes look like classes
+def _tagged():
+    @rtml.remote(num_cpus=0)
+    class Tagged:
+        X = 5
+
+        @staticmethod
+        def s(v):
+            return v * 3
+
+        def inside(self):
+            return Tagged.X, Tagged.s(2)
+
+    return Tagged
+
+
+def test_actor_class_attributes_and_dir(mode):
+    _Tagged = _tagged()
+    assert _Tagged.X == 5
+    assert _Tagged.s(2) == 6
+    h = _Tagged.remote()
+    assert rtml.get(h.inside.remote(), timeout=30) == (5, 6)
+    assert {"inside", "s", "remote", "options"} <= set(dir(_Tagged))
+    assert "inside" in dir(h)
+    with pytest.raises(AttributeError):
+        _ = _Tagged.missing
+
+
+def test_subclassing_an_actor_class_raises_rays_type_error():
+    with pytest.raises(TypeError, match="Inheriting from actor classes is not currently supported"):
+
+        class Sub(_tagged()):  # type: ignore[misc]
+            pass
+
+
+def test_options_name_get_or_create(mode):
+    @rtml.remote(num_cpus=0)
+    class Named:
+        def __init__(self, v):
+            self.v = v
+
+        def get(self):
+            return self.v
+
+    a = Named.options(name=f"goc-{mode}").get_or_create(1)
+    b = Named.options(name=f"goc-{mode}").get_or_create(2)
+    assert rtml.get([a.get.remote(), b.get.remote()], timeout=30) == [1, 1]
+    rtml.kill(a)
+
+
+# ---------------------------------------------------------------- item 3: generators as Ray has them
+def test_num_returns_dynamic_gives_one_ref_of_a_dynamic_generator(mode):
+    @rtml.remote(num_returns="dynamic")
+    def split(n):
+        for i in range(n):
+            yield i * 10
+
+    ref = split.remote(3)
+    assert isinstance(ref, rtml.ObjectRef)
+    gen = rtml.get(ref, timeout=30)
+    assert isinstance(gen, rtml.DynamicObjectRefGenerator)
+    assert len(gen) == 3
+    assert rtml.get(list(gen), timeout=30) == [0, 10, 20]
+
+    @rtml.remote
+    def plain(n):
+        yield from range(n)
+
+    again = rtml.get(plain.options(num_returns="dynamic").remote(2), timeout=30)
+    assert rtml.get(list(again), timeout=30) == [0, 1]
+
+
+def test_generator_with_num_returns_k_keeps_what_it_yielded(mode):
+    @rtml.remote(num_returns=2)
+    def more():
+        yield 1
+        yield 2
+        yield 3
+
+    assert rtml.get(more.remote(), timeout=30) == [1, 2]
+
+    @rtml.remote(num_returns=3)
+    def boom():
+        yield 1
+        raise ValueError("stopped early")
+
+    first, second, third = boom.remote()
+    assert rtml.get(first, timeout=30) == 1
+    for r in (second, third):
+        with pytest.raises(ValueError, match="stopped early"):
+            rtml.get(r, timeout=30)
+
+    @rtml.remote(num_returns=1)
+    def one():
+        yield 7
+        yield 8
+
+    assert rtml.get(one.remote(), timeout=30) == 7
+
+
+def test_object_id_is_the_object_ref():
+    assert rtml.ObjectID is rtml.ObjectRef
+
+
+# ---------------------------------------------------------------- item 6: smaller gaps
+def test_as_future_and_done_callbacks(mode):
+    import asyncio
+
+    ref = rtml.put(5)
+
+    async def main():
+        fut = ref.as_future()
+        seen = []
+        fut.add_done_callback(lambda f: seen.append(f.result()))
+        value = await asyncio.wait_for(fut, 30)
+        await asyncio.sleep(0)  # callbacks run on the next turn of the loop
+        return value, seen
+
+    assert asyncio.run(main()) == (5, [5])
+
+
+def test_decorator_misuse_raises_as_in_ray():
+    with pytest.raises(TypeError, match="empty parentheses"):
+
+        @rtml.remote()
+        def f():
+            return 1
+
+
+def test_actor_pool_get_next_unordered_ignore_if_timedout(mode, tmp_path):
+    from rtml.util import ActorPool
+
+    gate = tmp_path / "gate"
+
+    @rtml.remote(num_cpus=0)
+    class Waiter:
+        def wait(self, path):
+            import os
+            import time
+
+            deadline = time.monotonic() + 30
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return "done"
+
+    if mode == "local":
+        gate.touch()  # local mode runs the call at submission
+    pool = ActorPool([Waiter.remote()])
+    pool.submit(lambda a, v: a.wait.remote(v), str(gate))
+    if mode != "local":
+        assert pool.get_next_unordered(timeout=0.2, ignore_if_timedout=True) is None
+        with pytest.raises(TimeoutError):
+            pool.get_next_unordered(timeout=0.1)
+    gate.touch()
+    assert pool.get_next_unordered(timeout=30) == "done"
+
+
+def test_readme_ray_compatibility_example_runs_as_written(tmp_path):
+    from conftest import readme_block
+
+    script = tmp_path / "example.py"
+    script.write_text(readme_block("### Ray compatibility"))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused: shift(): missing a required argument: 'dx'")
+    assert lines[1:] == ["Point(x=11, y=0)", "3 [3, 2, 1]"]
+
+
+def test_async_init_runs_on_the_actors_event_loop(mode):
+    import asyncio
+
+    @rtml.remote(num_cpus=0)
+    class Server:
+        async def __init__(self, greeting):
+            self.loop = asyncio.get_running_loop()
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.greeting = greeting
+
+        async def _serve(self, reader, writer):
+            writer.write(self.greeting.encode())
+            await writer.drain()
+            writer.close()
+
+        async def fetch(self):
+            assert asyncio.get_running_loop() is self.loop  # the constructor's loop
+            port = self.server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            data = await reader.read()
+            writer.close()
+            return data.decode()
+
+        async def close(self):
+            self.server.close()
+            await self.server.wait_closed()
+
+    s = Server.remote("hello")
+    assert rtml.get(s.fetch.remote(), timeout=30) == "hello"
+    rtml.get(s.close.remote(), timeout=30)
+    rtml.kill(s)

@@ -7,8 +7,9 @@ import pickle
 import pytest
 
 from rtml import exceptions as exc
-from rtml._node._node import IDLE, LEASED, Node
+from rtml._node._node import Node
 from rtml._node._objects import READY
+from rtml._node._workers import IDLE, LEASED
 from rtml._protocol._ids import DRIVER_INDEX, IdGenerator, put_id, return_id
 from rtml._protocol._payload import ERR, INLINE
 from rtml._protocol._spec import STREAMING, TaskSpec

@@ -4,9 +4,12 @@
 
     clients (driver, workers) ──messages──▶ NodeShell (selector thread, _shell.py)
         ──▶ dispatch (_dispatch.py: one handler per message tag)
-            ──▶ Node (_node.py): tasks (_tasks.py), objects (_objects.py), leases, queues
+            ──▶ Node (_node.py): tasks (_tasks.py), objects (_objects.py), scheduling
+                ├─ TaskQueue (_queue.py): ready tasks per shape, pipelining rules
+                ├─ WorkerPool (_workers.py): workers, idle ones, leases
                 ├─ ActorManager (_actors.py)
-                └─ ClusterState (_cluster.py, a cluster node only; lineage in _lineage.py)
+                └─ ClusterState (_cluster/, a cluster node only; lineage in _lineage.py):
+                   membership, ownership, recovery, forwarding, remote actors
         ◀── io.send / spawn / kill: the shell carries out what the core decided
     observers ──"state", "read_log"──▶ _readers.py (live records, worker log files)
     _build.py assembles store + shell + node; _server.py is a cluster node's process

@@ -1,5 +1,6 @@
-"""The node manager's core: local scheduler, worker leases, object table; the streams of
-generator tasks are a ``StreamTable`` of their own (``_streams.py``).
+"""The node manager's core: local scheduler and object table; the worker records and their
+leases are a ``WorkerPool`` of their own (``_workers.py``), the streams of generator tasks a
+``StreamTable`` (``_streams.py``).
 
 ::
 
@@ -30,61 +31,23 @@ from typing import Any
 
 from rtml import exceptions as exc
 from rtml._node._objects import PENDING, ObjectTable, Waiter
+from rtml._node._queue import TaskQueue, pipeline_depth, stalled
 from rtml._node._streams import StreamTable
 from rtml._node._tasks import TaskRec
+from rtml._node._workers import (
+    ACTOR,
+    DEAD,
+    LEASED,
+    STARTING,
+    ClientRec,
+    WorkerPool,
+    WorkerRec,
+)
 from rtml._protocol._events import FAILED, RETRIED
 from rtml._protocol._ids import DRIVER_INDEX, node_of_process, put_id, return_id, task_of, to_hex
 from rtml._protocol._payload import ERR, REMOTE, SHM
 from rtml._protocol._spec import ASSIGNED, FINISHED, FORWARDED, QUEUED, STREAMING, WAITING, TaskSpec
 from rtml._scheduler import ResourcePool, shape_key
-
-STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
-STALL_S = 0.05  # a task of unknown length running this long takes back what queued behind it
-
-
-class WorkerRec:
-    __slots__ = (
-        "actor",
-        "alloc",
-        "assigned",
-        "blocked",
-        "fns",
-        "lent",
-        "pid",
-        "requests",
-        "revoking",
-        "shape",
-        "started",
-        "state",
-        "wid",
-    )
-
-    def __init__(self, wid: int) -> None:
-        self.wid = wid
-        self.pid = 0
-        self.state = STARTING
-        self.alloc: Any = None
-        self.shape: Any = None
-        self.assigned: deque[TaskRec] = deque()
-        self.fns: set[str] = set()
-        self.blocked = 0
-        self.lent = 0
-        self.requests: dict[int, Any] = {}
-        self.actor: Any = None
-        self.started = time.monotonic()
-        self.revoking = False  # a "revoke" is out; its answer says which tasks came back
-
-
-class ClientRec:
-    """A process served over a network connection rather than spawned here: a cluster driver.
-    It holds refs and waits on objects like a worker, but is never leased nor lends CPU."""
-
-    __slots__ = ("info", "requests", "wid")
-
-    def __init__(self, wid: int) -> None:
-        self.wid = wid
-        self.requests: dict[int, Any] = {}
-        self.info: dict[str, Any] = {}
 
 
 def _error_blob(e: BaseException) -> bytes:
@@ -102,21 +65,24 @@ class Node:
         self.resources = ResourcePool(resources)
         self.objects = ObjectTable(self._delete_payload)
         self.tasks: dict[int, TaskRec] = {}
-        self.workers: dict[int, WorkerRec] = {}
+        cpus = resources.get("CPU", 1)
+        self.pool = WorkerPool(self.resources, max(1, int(cpus)))
+        # (the pool's own containers, never rebound: read here as the node's)
+        self.workers: dict[int, WorkerRec] = self.pool.workers
+        self.idle: list[WorkerRec] = self.pool.idle
+        self.leased: dict[tuple, list[WorkerRec]] = self.pool.leased
         self.clients: dict[int, ClientRec] = {}
-        self.idle: list[WorkerRec] = []
-        self.leased: dict[tuple, list[WorkerRec]] = {}
-        self.ready: dict[tuple, deque[TaskRec]] = {}
-        self.shapes: dict[tuple, dict[str, float]] = {}
+        self.queue = TaskQueue()
+        # (the queue's own containers, never rebound)
+        self.ready: dict[tuple, deque[TaskRec]] = self.queue.ready
+        self.shapes: dict[tuple, dict[str, float]] = self.queue.shapes
         self.functions: dict[str, bytes] = {}
         self.fn_time: dict[str, float] = {}
         self.streams = StreamTable()
         self.held: dict[int, set[int]] = {DRIVER_INDEX: set()}
         self.next_wid = DRIVER_INDEX + 1
-        self.n_starting = 0
-        self.n_blocked = 0
         self.actors: Any = None  # set by the actor manager
-        self.cluster: Any = None  # a cluster node's ClusterState (_cluster.py); None embedded
+        self.cluster: Any = None  # a cluster node's ClusterState (_cluster/); None embedded
         self.groups: Any = None  # placement groups (_bundles.NodeGroups), set by build_node
         # Task events (_observability/_recorder.py): a list the runtime's flusher drains, or
         # None when nothing collects them.
@@ -129,8 +95,18 @@ class Node:
             "workers_started": 0,
             "workers_died": 0,
         }
-        cpus = resources.get("CPU", 1)
-        self.base_workers = max(1, int(cpus))
+
+    @property
+    def base_workers(self) -> int:
+        return self.pool.base_workers
+
+    @property
+    def n_starting(self) -> int:
+        return self.pool.n_starting
+
+    @property
+    def n_blocked(self) -> int:
+        return self.pool.n_blocked
 
     # ------------------------------------------------------------------ objects and refs
     def _delete_payload(self, oid: int, entry: Any) -> None:
@@ -292,7 +268,7 @@ class Node:
             )
             return
         if t.deps_left == 0 and t.state == WAITING:
-            self._enqueue(t)
+            self.queue.push(t)
             self.schedule()
 
     def _rerun_here(self, proc: int, oid: int, e: Any) -> None:
@@ -403,49 +379,15 @@ class Node:
             return
         if cluster is not None and self._fetch_deps(t):
             return
-        self._enqueue(t)
+        self.queue.push(t)
         self.schedule()
 
-    def _enqueue(self, t: TaskRec, front: bool = False) -> None:
-        t.state = QUEUED
-        q = self.ready.get(t.shape)
-        if q is None:
-            q = self.ready[t.shape] = deque()
-            self.shapes[t.shape] = t.spec.resources
-        if front:
-            q.appendleft(t)
-        else:
-            q.append(t)
-
     # ------------------------------------------------------------------ scheduling
-    def _depth(self, fn_id: str) -> int:
-        d = self.fn_time.get(fn_id)
-        if d is None:
-            return 2
-        if d < 0.0005:
-            return 32
-        if d < 0.002:
-            return 4
-        return 1
-
-    def _task_worker_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.state != DEAD and w.actor is None)
-
-    def _reap_leases(self) -> None:
-        """End leases that hold no task while their shape has nothing queued (a task may have
-        been cancelled, revoked or taken by another worker since the lease was made)."""
-        for key, ws in self.leased.items():
-            if not ws or self.ready.get(key):
-                continue
-            for w in [w for w in ws if not w.assigned and not w.blocked]:
-                self._release_lease(w)
-                w.state = IDLE
-                self.idle.append(w)
-
     def schedule(self) -> None:
         if self.closed:
             return
-        self._reap_leases()
+        pool = self.pool
+        pool.reap(self.ready)
         if self.groups is not None and self.groups.waiting:
             self.groups.on_schedule()
         if self.actors is not None and self.actors.unplaced:
@@ -454,27 +396,21 @@ class Node:
             if not q:
                 continue
             req = self.shapes[key]
-            resources = self.resources
-            while q and self.idle:
-                alloc = resources.acquire(req)
-                if alloc is None:
+            while q:
+                w = pool.lease(key, req)
+                if w is None:
                     break
-                w = self.idle.pop()
-                w.state = LEASED
-                w.alloc = alloc
-                w.shape = key
-                self.leased.setdefault(key, []).append(w)
                 self._assign(w, q.popleft())
             if not q:
                 continue
             # More leases fit: start workers for them rather than queue behind busy ones.
-            room = resources.room_for(req)
-            cap = 2 * self.base_workers + self.n_blocked
-            want = min(len(q), room) - self.n_starting
-            while want > 0 and self._task_worker_count() < cap:
+            room = self.resources.room_for(req)
+            cap = 2 * pool.base_workers + pool.n_blocked
+            want = min(len(q), room) - pool.n_starting
+            while want > 0 and pool.task_worker_count() < cap:
                 self.start_worker()
                 want -= 1
-            if room > 0 and self.n_starting > 0:
+            if room > 0 and pool.n_starting > 0:
                 continue  # workers are on their way; pipelining now would serialize the work
             ws = self.leased.get(key)
             if ws:
@@ -482,8 +418,9 @@ class Node:
 
     def _pipeline(self, ws: list[WorkerRec], q: deque[TaskRec]) -> None:
         now = time.time()
+        fn_time = self.fn_time
         while q:
-            depth = self._depth(q[0].spec.fn_id)
+            depth = pipeline_depth(fn_time.get(q[0].spec.fn_id))
             best = None
             for w in ws:
                 if w.blocked:
@@ -500,10 +437,7 @@ class Node:
             self._assign(best, q.popleft())
 
     def _stalled(self, head: TaskRec, now: float) -> bool:
-        """Has a worker's current task run so much longer than expected that tasks queued
-        behind it should go elsewhere (it may never end)?"""
-        est = self.fn_time.get(head.spec.fn_id)
-        return now - head.scheduled > (STALL_S if est is None else max(STALL_S, 4 * est))
+        return stalled(now - head.scheduled, self.fn_time.get(head.spec.fn_id))
 
     def check_stalls(self) -> None:
         """Take back tasks pipelined behind a task that has run far longer than its function
@@ -534,26 +468,11 @@ class Node:
         deps = [self.payload(d) for d in spec.deps] if spec.deps else None
         io.send(w.wid, ("exec", spec, deps, w.alloc.gpu_ids if w.alloc else None))
 
-    def _release_lease(self, w: WorkerRec) -> None:
-        if w.alloc is not None:
-            if w.lent:
-                self.resources.reacquire_cpu(w.lent)
-                w.lent = 0
-            self.resources.release(w.alloc)
-            w.alloc = None
-        ws = self.leased.get(w.shape)
-        if ws is not None and w in ws:
-            ws.remove(w)
-        w.shape = None
-
     def start_worker(self, actor: Any = None) -> WorkerRec:
         wid = self.next_wid
         self.next_wid += 1
-        w = WorkerRec(wid)
-        w.actor = actor
-        self.workers[wid] = w
+        w = self.pool.add(wid, actor)
         self.held[wid] = set()
-        self.n_starting += 1
         self.stats["workers_started"] += 1
         self.io.spawn(wid, actor)
         return w
@@ -613,13 +532,10 @@ class Node:
         if w is None or w.state != STARTING:
             return
         w.pid = pid
-        self.n_starting -= 1
+        self.pool.hello(w)
         if w.actor is not None:
-            w.state = ACTOR
             self.actors.worker_ready(w)
             return
-        w.state = IDLE
-        self.idle.append(w)
         self.schedule()
 
     def on_done(
@@ -669,7 +585,7 @@ class Node:
                 if spec.actor_id is not None:
                     self.actors.retry(t)
                 else:
-                    self._enqueue(t, front=True)
+                    self.queue.push(t, front=True)
             else:
                 self._finish(t, results)
         if w is not None and w.requests and w.actor is None:
@@ -680,9 +596,7 @@ class Node:
         if w is not None and w.state == LEASED and not w.assigned:
             q = self.ready.get(w.shape)
             if not q:
-                self._release_lease(w)
-                w.state = IDLE
-                self.idle.append(w)
+                self.pool.end_lease(w)
         if w is not None and w.state == ACTOR:
             self.actors.call_done(w, t)
         self.schedule()
@@ -870,14 +784,10 @@ class Node:
         w = self.workers.get(proc)
         if w is None or w.state == DEAD:
             return
-        w.blocked += 1
-        if w.blocked > 1:
+        if not self.pool.block(w):
             return
-        self.n_blocked += 1
-        if w.state == LEASED and w.alloc is not None:
-            w.lent = self.resources.release_cpu(w.alloc)
-            if len(w.assigned) > 1:
-                self._revoke_pipelined(w)
+        if w.state == LEASED and w.alloc is not None and len(w.assigned) > 1:
+            self._revoke_pipelined(w)
         self.schedule()
 
     def _revoke_pipelined(self, w: WorkerRec) -> None:
@@ -900,20 +810,14 @@ class Node:
             w.assigned.remove(t)
         for t in reversed(back):
             t.attempts -= 1
-            self._enqueue(t, front=True)
+            self.queue.push(t, front=True)
         if back:
             self.schedule()
 
     def _unblock(self, proc: int) -> None:
         w = self.workers.get(proc)
-        if w is None or w.blocked == 0:
-            return
-        w.blocked -= 1
-        if w.blocked == 0:
-            self.n_blocked -= 1
-            if w.lent:
-                self.resources.reacquire_cpu(w.lent)
-                w.lent = 0
+        if w is not None:
+            self.pool.unblock(w)
 
     # ------------------------------------------------------------------ cancellation
     def cancel(self, oid: int, force: bool, recursive: bool) -> None:
@@ -957,17 +861,8 @@ class Node:
         w = self.workers.get(wid)
         if w is None or w.state == DEAD:
             return
-        was = w.state
-        w.state = DEAD
+        self.pool.died(w)
         self.stats["workers_died"] += 1
-        if was == STARTING:
-            self.n_starting -= 1
-        if w in self.idle:
-            self.idle.remove(w)
-        if w.blocked:
-            self.n_blocked -= 1
-            w.blocked = 0
-        self._release_lease(w)
         for req in list(w.requests.values()):
             waiter, ids = req
             waiter.done = True
@@ -978,19 +873,19 @@ class Node:
             self.objects.release(oid)
         tasks = list(w.assigned)
         w.assigned.clear()
-        del self.workers[wid]
+        self.pool.forget(wid)
         if w.actor is not None:
             self.actors.worker_died(w, tasks, how)
             self.schedule()
             return
-        if not self.closed and self._task_worker_count() < self.base_workers:
+        if not self.closed and self.pool.task_worker_count() < self.pool.base_workers:
             self.start_worker()  # keep the pool warm: the next task should not wait for a spawn
         for i, t in enumerate(tasks):
             if t.state == FINISHED:
                 continue
             if i > 0:  # never started: run again without using a retry
                 t.attempts -= 1
-                self._enqueue(t, front=True)
+                self.queue.push(t, front=True)
             elif t.cancelled:
                 self._fail(
                     t,
@@ -1017,7 +912,7 @@ class Node:
                             ),
                         )
                     )
-                self._enqueue(t, front=True)
+                self.queue.push(t, front=True)
             else:
                 self._fail(
                     t,
@@ -1039,21 +934,23 @@ class Node:
     def validate(self) -> None:
         self.objects.validate()
         self.resources.validate()
-        for w in self.workers.values():
-            assert w.state != DEAD
-            if w.state == IDLE:
-                assert not w.assigned
-                assert w.alloc is None
-                assert w in self.idle
-            if w.state == LEASED:
-                assert w.alloc is not None
-                assert w in self.leased.get(w.shape, [])
-        for q in self.ready.values():
-            for t in q:
-                assert t.state == QUEUED
-        assert self.n_blocked == sum(1 for w in self.workers.values() if w.blocked)
-        assert self.n_starting == sum(1 for w in self.workers.values() if w.state == STARTING)
+        self.pool.validate()
+        self.queue.validate()
+        # Each process's refs are counted in the object table (besides the pins of tasks,
+        # lineage and containing objects): an entry has at least as many refs as holders.
+        holders: dict[int, int] = {}
+        for h in self.held.values():
+            for oid in h:
+                holders[oid] = holders.get(oid, 0) + 1
+        entries = self.objects.entries
+        for oid, n in holders.items():
+            e = entries.get(oid)
+            assert e is not None, f"{to_hex(oid)} is held but has no entry"
+            assert e.refs >= n, f"{to_hex(oid)}: {e.refs} refs for {n} holders"
+        assert set(self.held) <= {DRIVER_INDEX, *self.workers, *self.clients}, "stale holders"
         self.streams.validate(self.tasks)
+        if self.cluster is not None:
+            self.cluster.validate()
 
 
 def _unlink(path: Any) -> None:

@@ -29,7 +29,13 @@ from rtml._protocol._actor import READY_METHODS, TERMINATE_METHODS
 from rtml._protocol._ids import return_id, to_hex
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime import _context
-from rtml._runtime._options import ACTOR_OPTIONS, check_options, env_vars_of, in_group
+from rtml._runtime._options import (
+    ACTOR_OPTIONS,
+    check_options,
+    env_vars_of,
+    in_group,
+    with_accelerator,
+)
 from rtml._runtime._refs import ObjectRef
 from rtml._runtime._signature import check_call, method_signatures, signature_of
 from rtml._scheduler import normalize_request
@@ -90,6 +96,8 @@ def _method_table(cls: type) -> tuple[dict[str, tuple], bool]:
         )
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             is_async = True
+    if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+        is_async = True  # async def __init__ makes an async actor, as in Ray
     for name in SPECIAL_METHODS:
         methods[name] = (1, False, None)
     return methods, is_async
@@ -130,8 +138,11 @@ class ActorOptions:
         check_options(raw, ACTOR_OPTIONS, "an actor class")
         self.raw = raw
         # As Ray: an actor holds no CPU while it lives unless it asks for CPUs explicitly.
-        self.resources = normalize_request(
-            raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources"), default_cpus=0
+        self.resources = with_accelerator(
+            normalize_request(
+                raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources"), default_cpus=0
+            ),
+            raw.get("accelerator_type"),
         )
         mc = raw.get("max_concurrency")
         self.max_concurrency = (
@@ -193,6 +204,24 @@ class ActorClass:
     @property
     def __wrapped__(self) -> type:
         return self._cls
+
+    def __getattr__(self, name: str) -> Any:
+        # Class attributes and static/class methods reach through, as on Ray's actor classes
+        # (``T.X``, ``T.s()``), also from inside the actor's own methods.
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(self._cls)) | {"remote", "options", "bind"})
+
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        raise TypeError(
+            "Inheriting from actor classes is not currently supported. You can instead inherit "
+            f"from a non-actor base class ({self.__name__}.__wrapped__ is the original class) "
+            "and make the derived class an actor class with @rtml.remote."
+        )
 
     def _get_blob(self) -> bytes:
         if self._blob is None:
@@ -301,6 +330,14 @@ class _BoundActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._cls._create(args, kwargs, self._opts)
 
+    def get_or_create(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """The named actor if it exists (in its namespace), else a new one from these
+        arguments: ``Cls.options(name="x").get_or_create(...)``."""
+        if self._opts.name is None:
+            raise ValueError("get_or_create needs a name: Cls.options(name='x').get_or_create()")
+        opts = ActorOptions({**self._opts.raw, "get_if_exists": True}, self._cls._is_async)
+        return self._cls._create(args, kwargs, opts)
+
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """A lazy actor of a task graph (``rtml.dag``): created when the graph is executed."""
         from rtml._runtime._dag import ClassNode
@@ -390,6 +427,9 @@ class ActorHandle:
 
     def __reduce__(self) -> Any:
         return (ActorHandle, (self._aid, self._meta, self._ref))
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._meta["methods"]))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._aid == self._aid

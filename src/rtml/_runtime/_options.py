@@ -10,6 +10,7 @@ from rtml._scheduler._bundles import task_resources
 from rtml._scheduler._strategy import group_placement, normalize_strategy
 
 TASK_OPTIONS = {
+    "accelerator_type",
     "num_cpus",
     "num_gpus",
     "resources",
@@ -24,6 +25,7 @@ TASK_OPTIONS = {
     "placement_group_capture_child_tasks",
 }
 ACTOR_OPTIONS = {
+    "accelerator_type",
     "num_cpus",
     "num_gpus",
     "resources",
@@ -47,7 +49,6 @@ ACTOR_OPTIONS = {
 IGNORED_OPTIONS = {
     "memory",
     "object_store_memory",
-    "accelerator_type",
     "_metadata",
     "label_selector",
     "enable_task_events",
@@ -57,6 +58,21 @@ IGNORED_OPTIONS = {
     "allow_out_of_order_execution",
     "_generator_backpressure_num_objects",
 }
+
+
+ACCELERATOR_AMOUNT = 0.001  # of "accelerator_type:<NAME>" per task or actor, as in Ray
+
+
+def with_accelerator(request: dict[str, float], accelerator_type: Any) -> dict[str, float]:
+    """``accelerator_type=NAME`` as the custom resource ``accelerator_type:NAME``."""
+    if accelerator_type is None:
+        return request
+    if not isinstance(accelerator_type, str) or not accelerator_type:
+        raise TypeError(
+            f"accelerator_type must be a string such as rtml.util.accelerators."
+            f"NVIDIA_TESLA_V100, got {accelerator_type!r}"
+        )
+    return {**request, f"accelerator_type:{accelerator_type}": ACCELERATOR_AMOUNT}
 
 
 def check_options(opts: dict[str, Any], allowed: set[str], what: str) -> None:
@@ -113,6 +129,7 @@ class TaskOptions:
     """Resolved options of a remote function, computed once per options() call."""
 
     __slots__ = (
+        "dynamic",
         "env_vars",
         "max_retries",
         "name",
@@ -127,19 +144,31 @@ class TaskOptions:
     def __init__(self, raw: dict[str, Any], is_generator: bool) -> None:
         check_options(raw, TASK_OPTIONS, "a remote function")
         self.raw = raw
-        self.resources = normalize_request(
-            raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources")
+        self.resources = with_accelerator(
+            normalize_request(raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources")),
+            raw.get("accelerator_type"),
         )
         nr = raw.get("num_returns")
+        # "dynamic" (Ray's older generator mode): one ref whose value is a
+        # DynamicObjectRefGenerator of the yielded values' refs.
+        self.dynamic = nr == "dynamic"
         if nr is None:
             nr = STREAMING if is_generator else 1
-        elif nr in ("streaming", "dynamic"):
+        elif nr == "streaming":
             nr = STREAMING
-        elif not isinstance(nr, int) or isinstance(nr, bool) or nr < 0:
-            raise ValueError(f"num_returns must be a non-negative int or 'streaming', got {nr!r}")
+        elif nr == "dynamic":
+            nr = 1
+        elif not isinstance(nr, int) or isinstance(nr, bool):
+            raise TypeError(
+                f"num_returns must be an int, 'streaming' or 'dynamic', got {type(nr).__name__}"
+            )
+        elif nr < 0:
+            raise ValueError(f"num_returns must be a non-negative int, got {nr!r}")
         self.num_returns = nr
         mr = raw.get("max_retries", 3)
-        if not isinstance(mr, int) or isinstance(mr, bool) or mr < -1:
+        if not isinstance(mr, int) or isinstance(mr, bool):
+            raise TypeError(f"max_retries must be an int, got {type(mr).__name__} {mr!r}")
+        if mr < -1:
             raise ValueError(f"max_retries must be an int >= -1 (-1: retry forever), got {mr!r}")
         self.max_retries = mr
         rx = raw.get("retry_exceptions", False)

@@ -83,10 +83,10 @@ def split_returns(value: Any, n: int, name: str) -> list[Any]:
     Raises:
         ValueError: it did not return exactly ``n`` values (the message says what to return).
     """
+    if inspect.isgenerator(value):
+        return _first_yielded(value, n, name)
     if n == 1:
         return [value]
-    if inspect.isgenerator(value):
-        value = list(value)
     if not isinstance(value, (list, tuple)) or len(value) != n:
         got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
         raise ValueError(
@@ -94,6 +94,38 @@ def split_returns(value: Any, n: int, name: str) -> list[Any]:
             f"return a tuple or list of exactly {n} values"
         )
     return list(value)
+
+
+class PartialReturns(Exception):
+    """A generator declared with ``num_returns=n`` raised after yielding ``values`` (fewer
+    than n): those stay readable, the remaining returns hold ``error`` (as in Ray)."""
+
+    def __init__(self, values: list[Any], error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.values, self.error = values, error
+
+
+def _first_yielded(gen: Any, n: int, name: str) -> list[Any]:
+    """The first ``n`` values a generator yields (it is not run further, as in Ray)."""
+    values: list[Any] = []
+    try:
+        while len(values) < n:
+            try:
+                values.append(next(gen))
+            except StopIteration:
+                break
+    except Exception as e:
+        if not values:
+            raise
+        raise PartialReturns(values, e) from None
+    finally:
+        gen.close()
+    if len(values) < n:
+        raise ValueError(
+            f"task {name} was declared with num_returns={n} but its generator yielded "
+            f"{len(values)} value(s); yield at least {n}, or use num_returns='streaming'"
+        )
+    return values
 
 
 def fill_deps(args: list, kwargs: dict, values: list) -> None:

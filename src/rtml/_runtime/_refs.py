@@ -290,6 +290,13 @@ class ObjectRef:
 
         return _async.ref_future(self)
 
+    def as_future(self) -> Any:
+        """An ``asyncio.Future`` of the value, on the running event loop (as Ray's):
+        ``add_done_callback`` and ``await`` work on it."""
+        import asyncio
+
+        return asyncio.wrap_future(self.future())
+
     def __copy__(self) -> ObjectRef:
         return ObjectRef(self._id, _registered=False)
 
@@ -310,6 +317,25 @@ def _id_of(value: Any) -> int:
         f"ObjectRef() takes an object id (the bytes of ref.binary() or "
         f"bytes.fromhex(ref.hex())), got {type(value).__name__} {value!r:.60}"
     )
+
+
+class DynamicObjectRefGenerator:
+    """The value of a task run with ``num_returns="dynamic"``: the refs of the values its
+    generator yielded, in order (iterate it, or take ``len()``), as Ray's."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, refs: list[ObjectRef]) -> None:
+        self._refs = list(refs)
+
+    def __iter__(self) -> Any:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
 
 
 def _rebuild_ref(object_id: int) -> ObjectRef:

@@ -24,6 +24,7 @@ class RemoteFunction:
         self._opts = TaskOptions(options, self._is_generator)
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
         self._blob: bytes | None = None
+        self._dynamic_blob: bytes | None = None
         self._sig = signature_of(function)
         functools.update_wrapper(self, function)
 
@@ -39,6 +40,17 @@ class RemoteFunction:
             self._blob = dumps_code(self._function)
         return self._blob
 
+    def _runnable(self, blob_fn: Any) -> Any:
+        """What local mode runs for a blob getter of this function (no pickling there)."""
+        if getattr(blob_fn, "__func__", None) is RemoteFunction._get_dynamic_blob:
+            return functools.partial(_run_dynamic, self._function)
+        return self._function
+
+    def _get_dynamic_blob(self) -> bytes:
+        if self._dynamic_blob is None:
+            self._dynamic_blob = dumps_code(functools.partial(_run_dynamic, self._function))
+        return self._dynamic_blob
+
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit a task; returns an ObjectRef (a list for num_returns>1, a generator of refs
         for generator functions and num_returns="streaming")."""
@@ -46,9 +58,10 @@ class RemoteFunction:
 
     def _submit(self, args: tuple, kwargs: dict, o: TaskOptions) -> Any:
         check_call(self._sig, self._name, args, kwargs)
+        dynamic = o.dynamic
         return _context.client().submit_task(
-            self._fn_id,
-            self._get_blob,
+            self._fn_id + "-dynamic" if dynamic else self._fn_id,
+            self._get_dynamic_blob if dynamic else self._get_blob,
             o.name or self._name,
             args,
             kwargs,
@@ -77,6 +90,15 @@ class RemoteFunction:
 
     def __repr__(self) -> str:
         return f"<rtml remote function {self._name}>"
+
+
+def _run_dynamic(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Runs in the worker for ``num_returns="dynamic"``: each yielded value is stored as an
+    object of its own; the task's one result holds their refs."""
+    from rtml._runtime._refs import DynamicObjectRefGenerator
+
+    client = _context.client()
+    return DynamicObjectRefGenerator([client.put(v) for v in function(*args, **kwargs)])
 
 
 class _BoundOptions:

@@ -156,10 +156,21 @@ class ActorHost:
 
     def _construct(self, *args: Any, **kwargs: Any) -> None:
         w = self.worker
-        cls = cloudpickle.loads(w.blobs.pop(self.fn_id))
         spec = w.current
         try:
-            instance = cls(*args, **kwargs)
+            cls = cloudpickle.loads(w.blobs.pop(self.fn_id))  # (may fail: the actor dies of it)
+            init = getattr(cls, "__init__", None)
+            if self.is_async and inspect.iscoroutinefunction(init):
+                # async def __init__ runs on the actor's event loop, where its methods run (it
+                # may start a server there); it must not wait for other rtml calls.
+                self._start_loop()
+                assert self.loop is not None
+                instance = cls.__new__(cls)
+                asyncio.run_coroutine_threadsafe(
+                    init(instance, *args, **kwargs), self.loop
+                ).result()
+            else:
+                instance = cls(*args, **kwargs)
         except BaseException as e:
             tb = e.__traceback__
             if tb is not None:
@@ -197,7 +208,8 @@ class ActorHost:
             else:
                 fns[name] = self._wrap(getattr(instance, name), counted)
         if self.is_async:
-            self._start_loop()
+            if self.loop is None:
+                self._start_loop()
         elif self.max_concurrency > 1:
             self.pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="rtml-actor")
             w.client.threaded = True

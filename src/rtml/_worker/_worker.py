@@ -33,6 +33,7 @@ from rtml._protocol._payload import ERR
 from rtml._protocol._spec import STREAMING, TaskSpec
 from rtml._runtime import _context
 from rtml._runtime._payload import (
+    PartialReturns,
     decode_value,
     encode_value,
     fill_deps,
@@ -249,7 +250,12 @@ class Worker:
         tid = spec.task_id
         if n == 0:
             return []
-        values = split_returns(value, n, spec.name)
+        error: list[tuple] = []
+        try:
+            values = split_returns(value, n, spec.name)
+        except PartialReturns as p:  # the values before the error stay readable, as in Ray
+            values = p.values
+            error = self.task_error_results(spec, p.error)[len(values) :]
         out = []
         for i, v in enumerate(values, 1):
             oid = _ids.return_id(tid, i)
@@ -257,7 +263,7 @@ class Worker:
                 v, oid, self.session, self.shm_dir, f"return value of {spec.name}"
             )
             out.append((oid, kind, payload, size, contained))
-        return out
+        return out + error
 
     def stream(self, spec: TaskSpec, value: Any) -> None:
         if not inspect.isgenerator(value) and not hasattr(value, "__iter__"):

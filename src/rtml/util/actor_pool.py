@@ -140,7 +140,8 @@ class ActorPool:
 
         Raises:
             StopIteration: nothing is pending.
-            TimeoutError: none ready within ``timeout`` seconds.
+            TimeoutError: none ready within ``timeout`` seconds (with ``ignore_if_timedout``,
+                None is returned instead, as in Ray).
         """
         if not self.has_next():
             raise StopIteration("no more results to get: submit work first")
@@ -150,6 +151,8 @@ class ActorPool:
                 candidates[r] = key
         ready, _ = rtml.wait(list(candidates), num_returns=1, timeout=timeout)
         if not ready:
+            if ignore_if_timedout:
+                return None
             raise TimeoutError(f"timed out after {timeout} s waiting for any result")
         key = candidates[ready[0]]
         index, actor = self._future_to_actor.pop(key)

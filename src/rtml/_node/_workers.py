@@ -1,0 +1,197 @@
+"""The node's worker pool: its worker processes, which are idle, and the leases they hold.
+
+A lease binds an idle worker to one resource shape and an allocation of the node's resources;
+tasks of that shape are pipelined to it (``Node.schedule``) and the lease ends when the
+shape's queue is empty. A worker blocked in ``get``/``wait`` lends its CPU back until it
+resumes. This module owns the records and the counts; what runs on the workers is the node's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from rtml._node._tasks import TaskRec
+from rtml._scheduler import ResourcePool
+
+STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
+
+
+class WorkerRec:
+    __slots__ = (
+        "actor",
+        "alloc",
+        "assigned",
+        "blocked",
+        "fns",
+        "lent",
+        "pid",
+        "requests",
+        "revoking",
+        "shape",
+        "started",
+        "state",
+        "wid",
+    )
+
+    def __init__(self, wid: int) -> None:
+        self.wid = wid
+        self.pid = 0
+        self.state = STARTING
+        self.alloc: Any = None
+        self.shape: Any = None
+        self.assigned: deque[TaskRec] = deque()
+        self.fns: set[str] = set()
+        self.blocked = 0
+        self.lent = 0
+        self.requests: dict[int, Any] = {}
+        self.actor: Any = None
+        self.started = time.monotonic()
+        self.revoking = False  # a "revoke" is out; its answer says which tasks came back
+
+
+class ClientRec:
+    """A process served over a network connection rather than spawned here: a cluster driver.
+    It holds refs and waits on objects like a worker, but is never leased nor lends CPU."""
+
+    __slots__ = ("info", "requests", "wid")
+
+    def __init__(self, wid: int) -> None:
+        self.wid = wid
+        self.requests: dict[int, Any] = {}
+        self.info: dict[str, Any] = {}
+
+
+class WorkerPool:
+    def __init__(self, resources: ResourcePool, base_workers: int) -> None:
+        self.resources = resources
+        self.base_workers = base_workers  # task workers kept warm
+        self.workers: dict[int, WorkerRec] = {}
+        self.idle: list[WorkerRec] = []
+        self.leased: dict[tuple, list[WorkerRec]] = {}
+        self.n_starting = 0
+        self.n_blocked = 0
+
+    def add(self, wid: int, actor: Any = None) -> WorkerRec:
+        """A worker process about to be spawned (STARTING until it says hello)."""
+        w = WorkerRec(wid)
+        w.actor = actor
+        self.workers[wid] = w
+        self.n_starting += 1
+        return w
+
+    def hello(self, w: WorkerRec) -> None:
+        """The worker is up: an actor's worker is its actor's, a task worker is idle."""
+        self.n_starting -= 1
+        if w.actor is not None:
+            w.state = ACTOR
+        else:
+            w.state = IDLE
+            self.idle.append(w)
+
+    def task_worker_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state != DEAD and w.actor is None)
+
+    # ------------------------------------------------------------------ leases
+    def lease(self, key: tuple, req: dict[str, float]) -> WorkerRec | None:
+        """An idle worker leased for shape ``key`` with its resources, or None (no idle
+        worker, or the resources are taken)."""
+        if not self.idle:
+            return None
+        alloc = self.resources.acquire(req)
+        if alloc is None:
+            return None
+        w = self.idle.pop()
+        w.state = LEASED
+        w.alloc = alloc
+        w.shape = key
+        self.leased.setdefault(key, []).append(w)
+        return w
+
+    def release_lease(self, w: WorkerRec) -> None:
+        if w.alloc is not None:
+            if w.lent:
+                self.resources.reacquire_cpu(w.lent)
+                w.lent = 0
+            self.resources.release(w.alloc)
+            w.alloc = None
+        ws = self.leased.get(w.shape)
+        if ws is not None and w in ws:
+            ws.remove(w)
+        w.shape = None
+
+    def end_lease(self, w: WorkerRec) -> None:
+        """The lease is over: the worker is idle again."""
+        self.release_lease(w)
+        w.state = IDLE
+        self.idle.append(w)
+
+    def reap(self, ready: dict[tuple, Any]) -> None:
+        """End leases that hold no task while their shape has nothing queued (a task may have
+        been cancelled, revoked or taken by another worker since the lease was made)."""
+        for key, ws in self.leased.items():
+            if not ws or ready.get(key):
+                continue
+            for w in [w for w in ws if not w.assigned and not w.blocked]:
+                self.end_lease(w)
+
+    # ------------------------------------------------------------------ blocked in get/wait
+    def block(self, w: WorkerRec) -> bool:
+        """``w`` waits in get/wait; True if it was not blocked already (a leased worker lends
+        its CPU back meanwhile)."""
+        w.blocked += 1
+        if w.blocked > 1:
+            return False
+        self.n_blocked += 1
+        if w.state == LEASED and w.alloc is not None:
+            w.lent = self.resources.release_cpu(w.alloc)
+        return True
+
+    def unblock(self, w: WorkerRec) -> None:
+        if w.blocked == 0:
+            return
+        w.blocked -= 1
+        if w.blocked == 0:
+            self.n_blocked -= 1
+            if w.lent:
+                self.resources.reacquire_cpu(w.lent)
+                w.lent = 0
+
+    # ------------------------------------------------------------------ deaths
+    def died(self, w: WorkerRec) -> None:
+        """``w``'s process is gone: DEAD, out of the idle list and the counts, its lease
+        ended (its record stays until ``forget``)."""
+        was = w.state
+        w.state = DEAD
+        if was == STARTING:
+            self.n_starting -= 1
+        if w in self.idle:
+            self.idle.remove(w)
+        if w.blocked:
+            self.n_blocked -= 1
+            w.blocked = 0
+        self.release_lease(w)
+
+    def forget(self, wid: int) -> None:
+        del self.workers[wid]
+
+    def validate(self) -> None:
+        """Idle workers hold nothing, leased ones a lease filed under their shape, and the
+        counts are what the records say."""
+        for w in self.workers.values():
+            assert w.state != DEAD
+            if w.state == IDLE:
+                assert not w.assigned
+                assert w.alloc is None
+                assert w in self.idle
+            if w.state == LEASED:
+                assert w.alloc is not None
+                assert w in self.leased.get(w.shape, [])
+        for w in self.idle:
+            assert w.state == IDLE and self.workers.get(w.wid) is w, f"idle worker {w.wid}"
+        for key, ws in self.leased.items():
+            for w in ws:
+                assert w.state == LEASED and w.shape == key, f"lease of worker {w.wid}"
+        assert self.n_blocked == sum(1 for w in self.workers.values() if w.blocked)
+        assert self.n_starting == sum(1 for w in self.workers.values() if w.state == STARTING)
