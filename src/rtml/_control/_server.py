@@ -47,7 +47,7 @@ from typing import Any
 from rtml._control._plane import DEFAULT_HEARTBEAT_TIMEOUT, ControlPlane
 from rtml._control._pubsub import Delivery
 from rtml._control._storage import open_storage
-from rtml._transport import FrameError, NodeChannel
+from rtml._transport import FrameError, NodeChannel, _tls
 from rtml._transport._auth import TOKEN_ENV, AuthError, parse_token, serve_handshake
 
 MAX_FRAME = 64 << 20
@@ -93,7 +93,9 @@ class ControlServer:
         self._handshake_timeout = handshake_timeout
         self._max_frame = max_frame
         self._interval = tick_interval or max(0.01, min(1.0, plane.heartbeat_timeout / 4))
+        _tls.context(server=True)  # a TLS misconfiguration fails the start, with its reason
         self._listener = socket.create_server((host, port), backlog=256)
+        _tls.warn_if_plain(host, "control plane")
         self._listener.setblocking(False)
         self.host = host
         self.port: int = self._listener.getsockname()[1]
@@ -194,18 +196,18 @@ class ControlServer:
                 continue
             thread.start()
 
-    def _handshake(self, sock: socket.socket, peer: str) -> None:
+    def _handshake(self, raw: socket.socket, peer: str) -> None:
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            serve_handshake(sock, self._token, self._handshake_timeout)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = serve_handshake(raw, self._token, self._handshake_timeout)
         except (AuthError, OSError) as e:
             log(f"refused {peer}: {e}")
             with self._lock:
-                self._handshaking.pop(sock, None)
-            sock.close()
+                self._handshaking.pop(raw, None)
+            raw.close()
             return
         with self._lock:
-            self._handshaking.pop(sock, None)
+            self._handshaking.pop(raw, None)
             closed = self._closed
             if not closed:
                 self._authed.append((sock, peer))
@@ -337,6 +339,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="write the bound port to this descriptor once listening",
     )
+    _tls.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
             token = parse_token(os.environ[TOKEN_ENV])
         else:
             raise ValueError(f"give the cluster token: --token-hex, --token-file or ${TOKEN_ENV}")
+        _tls.configure(args.tls_cert, args.tls_key, args.tls_ca)
         storage = open_storage(args.redis)
     except (OSError, ValueError) as e:  # ConnectionError is an OSError
         log(f"cannot start: {e}")

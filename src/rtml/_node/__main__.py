@@ -2,7 +2,7 @@
 
     python -m rtml._node --gcs HOST:PORT [--token-file F] [--host H] [--port P]
         [--num-cpus N] [--num-gpus N] [--resources JSON] [--object-store-memory B]
-        [--labels JSON] [--head] [--ready-fd FD]
+        [--labels JSON] [--head] [--ready-fd FD] [--tls-cert F --tls-key F --tls-ca F]
 
 The token comes from ``--token-file``, else ``$RTML_TOKEN``, else this user's token file for the
 control plane's address.
@@ -35,7 +35,14 @@ def main() -> None:
         help="head only: 0 = 8265 if free else any free port; -1 = no dashboard",
     )
     p.add_argument("--ready-fd", type=int, default=None)
+    from rtml._transport import _tls
+
+    _tls.add_arguments(p)
     a = p.parse_args()
+    try:
+        _tls.configure(a.tls_cert, a.tls_key, a.tls_ca)
+    except _tls.TLSConfigError as e:
+        p.error(str(e))
     from rtml._launch import end_with_parent
 
     end_with_parent()

@@ -37,6 +37,7 @@ from rtml import exceptions as exc
 from rtml._control._client import CONNECTION
 from rtml._node._build import NodeParts, build_node
 from rtml._node._cluster import ClusterState
+from rtml._transport import _tls
 from rtml._transport._auth import AuthError, serve_handshake
 
 MAX_CLIENT_FRAME = 1 << 30  # a driver may send inline values up to the inline threshold only
@@ -83,7 +84,9 @@ class NodeServer:
         self.start_events: Callable[..., Any] | None = None
         self.is_head = is_head
         self.labels = dict(labels or {})
+        _tls.context(server=True)  # a TLS misconfiguration fails the start, with its reason
         self.listener = socket.create_server((host, port), reuse_port=False)
+        _tls.warn_if_plain(host, "node")
         self.listener.settimeout(0.2)
         self.host = host
         self.port = self.listener.getsockname()[1]
@@ -207,7 +210,7 @@ class NodeServer:
     def _admit(self, sock: socket.socket, peer: Any) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            serve_handshake(sock, self.token)
+            sock = serve_handshake(sock, self.token)
         except AuthError as e:
             print(f"rtml node: refused connection from {peer}: {e}", file=sys.stderr)  # noqa: T201
             sock.close()

@@ -7,6 +7,10 @@
     ◀─ HMAC(token, b"c" + nonce_s) + nonce_c ──   (the client proves it holds the token)
     ── HMAC(token, b"s" + nonce_c) ──────────▶    (the server proves it too)
 
+With ``RTML_TLS_CERT/KEY/CA`` set (``_tls``), a mutual TLS handshake comes first and the
+exchange above runs inside it; the peer must then hold both a certificate of the cluster's CA
+and the token.
+
 Only raw bytes of fixed sizes cross the socket until both proofs check out, so a peer without
 the token never reaches ``pickle.loads``. A handshake that fails or stalls closes that one
 connection (``AuthError``); servers log it and go on serving.
@@ -23,12 +27,19 @@ import hmac
 import os
 import secrets
 import socket
+import ssl
 import time
+
+from rtml._transport import _tls
 
 MAGIC = b"RTML1"
 _NONCE = 32
 _MAC = 32
 TOKEN_ENV = "RTML_TOKEN"
+_SLOW = (
+    "the peer was too slow to authenticate (if one end uses TLS, both must: RTML_TLS_CERT, "
+    "RTML_TLS_KEY, RTML_TLS_CA)"
+)
 
 
 class AuthError(ConnectionError):
@@ -118,12 +129,12 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
     while len(buf) < n:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise AuthError("the peer was too slow to authenticate")
+            raise AuthError(_SLOW)
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(n - len(buf))
         except TimeoutError:
-            raise AuthError("the peer was too slow to authenticate") from None
+            raise AuthError(_SLOW) from None
         except OSError as e:
             raise AuthError(f"connection failed during authentication: {e}") from None
         if not chunk:
@@ -144,9 +155,20 @@ def _mac(token: bytes, role: bytes, nonce: bytes) -> bytes:
     return hmac.new(token, role + nonce, hashlib.sha256).digest()
 
 
-def serve_handshake(sock: socket.socket, token: bytes, timeout: float = 5.0) -> None:
-    """Server side; returns once the client proved the token (socket left blocking)."""
+def serve_handshake(sock: socket.socket, token: bytes, timeout: float = 5.0) -> socket.socket:
+    """Server side; returns the connection (wrapped in TLS when ``RTML_TLS_*`` are set) once
+    the client proved its certificate and the token (socket left blocking)."""
     deadline = time.monotonic() + timeout
+    sock = _tls_wrap(sock, True, timeout)
+    try:
+        _serve_token(sock, token, deadline)
+    except BaseException:
+        sock.close()  # a TLS socket owns the descriptor now: the caller's close would miss it
+        raise
+    return sock
+
+
+def _serve_token(sock: socket.socket, token: bytes, deadline: float) -> None:
     nonce = secrets.token_bytes(_NONCE)
     _send(sock, MAGIC + nonce, deadline)
     answer = _recv_exact(sock, _MAC + _NONCE, deadline)
@@ -156,9 +178,27 @@ def serve_handshake(sock: socket.socket, token: bytes, timeout: float = 5.0) -> 
     sock.settimeout(None)
 
 
-def client_handshake(sock: socket.socket, token: bytes, timeout: float = 5.0) -> None:
-    """Client side; returns once the server proved the token too."""
+def _tls_wrap(sock: socket.socket, server: bool, timeout: float) -> socket.socket:
+    try:
+        return _tls.wrap(sock, server, timeout)
+    except (ssl.SSLError, OSError) as e:
+        raise AuthError(f"TLS handshake failed: {e}") from None
+
+
+def client_handshake(sock: socket.socket, token: bytes, timeout: float = 5.0) -> socket.socket:
+    """Client side; returns the connection (in TLS when configured) once the server proved
+    its certificate and the token too."""
     deadline = time.monotonic() + timeout
+    sock = _tls_wrap(sock, False, timeout)
+    try:
+        _client_token(sock, token, deadline)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _client_token(sock: socket.socket, token: bytes, deadline: float) -> None:
     hello = _recv_exact(sock, len(MAGIC) + _NONCE, deadline)
     if hello[: len(MAGIC)] != MAGIC:
         raise AuthError("the server is not an rtml cluster (bad greeting)")
@@ -190,7 +230,7 @@ def connect(address: str, token: bytes, timeout: float = 10.0) -> socket.socket:
         raise ConnectionError(f"cannot connect to {address}: {e}") from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client_handshake(sock, token, timeout)
+        sock = client_handshake(sock, token, timeout)
     except BaseException:
         sock.close()
         raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import ssl
 import struct
 import time
 from typing import Any
@@ -30,7 +31,19 @@ RAW = 1 << 31  # header flag: a raw frame, [u64 request id][bytes], decoded as (
 MAX_FRAME = RAW - 1  # frames are bounded; a larger one means a corrupt or hostile peer
 _RECV_SIZE = 1 << 16  # larger reads make glibc mmap/munmap a fresh buffer per call (0001)
 _BIG = 1 << 18  # raw frames above this are received into a buffer of their own
+# ... allocated whole when the header arrives, so only up to this size (object chunks are 8 MiB):
+# a larger one grows with the bytes that actually come, or a 12-byte header could make the
+# receiver allocate 2 GiB (found by bench/fuzz.py).
+_BIG_MAX = 64 << 20
 _DONTWAIT = socket.MSG_DONTWAIT
+_TLS_RECORD = 1 << 14  # TLS hands over at most one record (16 KiB) per read
+# A non-blocking TLS socket says "not now" with these rather than BlockingIOError.
+_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _pending(sock: socket.socket) -> int:
+    """Bytes TLS already decrypted but not handed over (the selector will not report them)."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 class FrameError(ConnectionError):
@@ -104,7 +117,7 @@ class _Decoder:
                 raise FrameError(f"frame of {length} bytes exceeds the limit of {self._max}")
             end = pos + 4 + length
             if end > n:
-                if word & RAW and length > _BIG and n - pos >= 4 + _REQ.size:
+                if word & RAW and _BIG < length <= _BIG_MAX and n - pos >= 4 + _REQ.size:
                     self._start_big(buf, pos, n, length, carry)
                     return out
                 break
@@ -143,7 +156,17 @@ class _Decoder:
 class NodeChannel:
     """The node's end of a connection: queue messages, flush without ever blocking."""
 
-    __slots__ = ("_decoder", "_out", "_pending", "_sent", "borrowed", "closed", "fileno", "sock")
+    __slots__ = (
+        "_decoder",
+        "_out",
+        "_pending",
+        "_sent",
+        "borrowed",
+        "closed",
+        "fileno",
+        "sock",
+        "tls",
+    )
 
     def __init__(self, sock: socket.socket, max_frame: int = MAX_FRAME) -> None:
         sock.setblocking(False)
@@ -155,6 +178,7 @@ class NodeChannel:
         self._decoder = _Decoder(max_frame)
         self.closed = False
         self.borrowed = False  # read by a thread other than the selector's (see NodeShell)
+        self.tls = isinstance(sock, ssl.SSLSocket)
 
     def queue(self, msg: Any) -> None:
         self._out.append(msg)
@@ -199,7 +223,7 @@ class NodeChannel:
             head = pending[0]
             try:
                 sent = sock.send(memoryview(head)[self._sent :] if self._sent else head)
-            except (BlockingIOError, InterruptedError):
+            except _AGAIN:
                 return True
             except OSError:
                 pending.clear()
@@ -220,7 +244,7 @@ class NodeChannel:
         while True:
             try:
                 n = dec.read_from(self.sock)
-            except (BlockingIOError, InterruptedError):
+            except _AGAIN:
                 break
             except OSError:
                 return None
@@ -230,7 +254,10 @@ class NodeChannel:
                 return None
             got = True
             out.extend(dec.take(n))
-            if n < _RECV_SIZE:
+            if self.tls:  # a full record: more may follow, and the selector may not say so
+                if n < _TLS_RECORD and not _pending(self.sock):
+                    break
+            elif n < _RECV_SIZE:
                 break
         return out
 
@@ -275,8 +302,10 @@ class BlockingChannel:
             if not n:
                 raise ConnectionError("the node closed the connection")
             msgs = self._decoder.take(n)
-            if msgs:
+            if msgs and not _pending(self.sock):
                 return msgs
+            if msgs:  # TLS holds more decrypted bytes: take them too, they will not wake us
+                return msgs + self.receive_nowait()
 
     def receive_spinning(self, seconds: float) -> list[Any]:
         """Poll for messages for up to ``seconds`` without going to sleep, offering the CPU to
@@ -288,6 +317,12 @@ class BlockingChannel:
         dec = self._decoder
         sock = self.sock
         end = time.perf_counter() + seconds
+        if isinstance(sock, ssl.SSLSocket):  # TLS takes no recv flags: poll non-blocking
+            while True:
+                msgs = self.receive_nowait()
+                if msgs or time.perf_counter() >= end:
+                    return msgs
+                os.sched_yield()
         while True:
             try:
                 n = dec.read_from(sock, _DONTWAIT)
@@ -310,7 +345,7 @@ class BlockingChannel:
             while True:
                 try:
                     data = self.sock.recv(_RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
+                except _AGAIN:
                     break
                 if not data:
                     break

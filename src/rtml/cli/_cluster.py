@@ -104,6 +104,9 @@ def _json_option(text: str | None, what: str) -> dict[str, Any]:
     help="Head only: seconds without a heartbeat before a node is declared dead "
     "[default: 30; a node whose process dies is noticed at once by its peers].",
 )
+@click.option("--tls-cert", default=None, help="TLS: this machine's certificate (PEM).")
+@click.option("--tls-key", default=None, help="TLS: the certificate's private key (PEM).")
+@click.option("--tls-ca", default=None, help="TLS: the CA that signed every member (PEM).")
 def start(
     head: bool,
     address: str | None,
@@ -118,12 +121,23 @@ def start(
     token: str | None,
     dashboard_port: int,
     heartbeat_timeout: float | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
 ) -> None:
-    """Start a head (--head) or join a node to a cluster (--address HOST:PORT)."""
+    """Start a head (--head) or join a node to a cluster (--address HOST:PORT).
+
+    With --tls-cert/--tls-key/--tls-ca every connection of the cluster is mutual TLS (the
+    processes started here inherit them as RTML_TLS_CERT/RTML_TLS_KEY/RTML_TLS_CA)."""
     from rtml._launch import start_control_plane, start_node
+    from rtml._transport import _tls
 
     if head == bool(address):
         raise click.UsageError("give exactly one of --head or --address HOST:PORT")
+    try:
+        _tls.configure(tls_cert, tls_key, tls_ca)
+    except _tls.TLSConfigError as e:
+        raise click.UsageError(str(e)) from None
     node_args: dict[str, Any] = {
         "num_cpus": num_cpus,
         "num_gpus": num_gpus,
