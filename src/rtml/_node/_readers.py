@@ -13,7 +13,7 @@ from typing import Any
 
 from rtml._node._objects import PENDING
 from rtml._object_store._state import Location
-from rtml._protocol._ids import is_put, task_of, to_hex
+from rtml._protocol._ids import is_put, object_hex, task_of, to_hex
 from rtml._protocol._payload import ERR, INLINE, REMOTE, SHM
 from rtml._protocol._spec import ASSIGNED, FORWARDED, QUEUED, WAITING
 
@@ -94,7 +94,7 @@ def objects(node: Any, node_id: str) -> list[dict[str, Any]]:
         producer = task_of(oid)
         out.append(
             {
-                "object_id": to_hex(oid),
+                "object_id": object_hex(oid),
                 "size": size,
                 "where": where,
                 "node_id": node_id,

@@ -88,6 +88,15 @@ def to_hex(ident: int) -> str:
     return format(ident, "x")
 
 
+OBJECT_ID_BYTES = 16  # every object id fits: ObjectRef.hex()/binary() are this wide
+
+
+def object_hex(oid: int) -> str:
+    """An object id as ``ObjectRef.hex()`` writes it (fixed width, so it round-trips through
+    ``ObjectRef(bytes.fromhex(...))``); state listings show object ids this way too."""
+    return format(oid, f"0{2 * OBJECT_ID_BYTES}x")
+
+
 def hex_id(ident: Any) -> str:
     """An id as the hex string the records use (task ids in events may be int or str)."""
     if type(ident) is str:  # the common case, first

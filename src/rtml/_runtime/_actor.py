@@ -20,6 +20,7 @@ checkpointed on demand and a restart, on whichever node, finds the same file.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import uuid
 from typing import Any
@@ -211,6 +212,17 @@ class ActorClass:
         cls = self.__dict__.get("_cls")
         if cls is None or name.startswith("__"):
             raise AttributeError(name)
+        static = inspect.getattr_static(cls, name)
+        if isinstance(static, staticmethod):
+            # A new callable, not the function itself: cloudpickle would otherwise find it at
+            # ``module.Cls.name`` and pickle the class's methods by reference (workers that
+            # cannot import the module then fail to load the class).
+            return functools.partial(static.__func__)
+        if inspect.isfunction(static):
+            raise AttributeError(
+                f"actor class {cls.__name__} has no attribute {name!r}: methods are called "
+                f"on a handle ({cls.__name__}.remote().{name}.remote(...))"
+            )
         return getattr(cls, name)
 
     def __dir__(self) -> list[str]:
