@@ -17,7 +17,9 @@
     │   ├── OwnerDiedError
     │   ├── ObjectFetchTimedOutError
     │   └── ReferenceCountingAssertionError
-    ├── NodeDiedError, OutOfMemoryError, RuntimeEnvSetupError
+    ├── NodeDiedError, OutOfMemoryError
+    ├── RuntimeEnvSetupError
+    │   └── WorkerStartError                  worker processes die before they are up
     ├── TaskUnschedulableError, ActorUnschedulableError
     ├── PendingCallsLimitExceeded, AsyncioActorExit
     └── RtmlSystemError (RaySystemError)       rtml itself broke: a bug, please report it
@@ -64,6 +66,7 @@ __all__ = [
     "TaskError",
     "TaskUnschedulableError",
     "WorkerCrashedError",
+    "WorkerStartError",
 ]
 
 # --- Pickling -------------------------------------------------------------------------------------
@@ -514,6 +517,28 @@ class RuntimeEnvSetupError(RtmlError):
         "Setting up the runtime_env of the task or actor failed. Check the runtime_env "
         "(package names, paths, environment variables) and the worker logs."
     )
+
+
+class WorkerStartError(RuntimeEnvSetupError):
+    """The node could not start worker processes: each one died before it was up (an import
+    error in code on the workers' path, a broken environment or interpreter). ``stderr`` is
+    what the last one printed; ``failures`` how many starts failed in a row."""
+
+    def __init__(
+        self, message: str | None = None, *, stderr: str = "", how: str = "", failures: int = 0
+    ) -> None:
+        self.stderr, self.how, self.failures = stderr, how, failures
+        if message is None:
+            message = (
+                f"The node could not start a worker process: {failures} start(s) in a row died "
+                f"before the worker was up (last: {how or 'unknown'}), so it stopped starting "
+                "them and fails the work that waits for one. Fix the workers' environment "
+                "(runtime_env env_vars such as PYTHONPATH, packages, the interpreter); the node "
+                "tries again a little later."
+            )
+            if stderr:
+                message += "\nThe last worker's stderr:\n" + stderr
+        super().__init__(message)
 
 
 class TaskUnschedulableError(RtmlError):

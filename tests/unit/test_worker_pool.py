@@ -7,7 +7,17 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from rtml._node._workers import ACTOR, DEAD, IDLE, LEASED, STARTING, WorkerPool
+from rtml import exceptions as exc
+from rtml._node._workers import (
+    ACTOR,
+    DEAD,
+    IDLE,
+    LEASED,
+    MAX_START_FAILURES,
+    START_RETRY_S,
+    STARTING,
+    WorkerPool,
+)
 from rtml._scheduler import ResourcePool, shape_key
 
 SHAPES = [{"CPU": 1.0}, {"CPU": 2.0}, {"CPU": 0.5, "mem": 1.0}]
@@ -33,6 +43,63 @@ def test_lease_end_and_death_keep_the_counts():
     pool.forget(w.wid)
     assert pool.resources.availability()["CPU"] == 2.0
     pool.validate()
+
+
+def _fail_start(pool: WorkerPool, wid: int, now: float, stderr: str = "boom") -> bool:
+    w = pool.add(wid)
+    pool.died(w)
+    pool.forget(wid)
+    return pool.start_failed("exit code 1", stderr, now)
+
+
+def test_start_failures_in_a_row_stop_the_spawning_until_a_probe_may_go():
+    pool = WorkerPool(ResourcePool({"CPU": 2}), 2)
+    for i in range(1, MAX_START_FAILURES):
+        assert not _fail_start(pool, i, 100.0)
+        assert pool.may_start(100.0)
+    assert _fail_start(pool, 99, 100.0, "Traceback ...\nImportError: no module named x\n")
+    err = pool.start_error
+    assert isinstance(err, exc.WorkerStartError)
+    assert isinstance(err, exc.RuntimeEnvSetupError)
+    assert err.stderr.endswith("ImportError: no module named x")
+    assert err.failures == MAX_START_FAILURES
+    assert "ImportError: no module named x" in str(err)
+    assert not pool.may_start(100.0 + START_RETRY_S / 2)
+    assert pool.cannot_start(100.0 + START_RETRY_S / 2) is err
+    later = 100.0 + START_RETRY_S
+    assert pool.may_start(later)  # one probe
+    assert pool.cannot_start(later) is None
+    probe = pool.add(200)
+    assert not pool.may_start(later)  # only one at a time
+    assert pool.cannot_start(later) is None  # (work waits for the probe)
+    pool.died(probe)
+    pool.forget(200)
+    assert pool.start_failed("exit code 1", "again", later)  # broken again, from now
+    assert pool.cannot_start(later + 1) is not None
+    pool.validate()
+
+
+def test_a_worker_that_comes_up_clears_the_breakage():
+    pool = WorkerPool(ResourcePool({"CPU": 2}), 2)
+    for i in range(MAX_START_FAILURES):
+        _fail_start(pool, i + 1, 0.0)
+    assert pool.start_error is not None
+    w = pool.add(50)
+    pool.hello(w)
+    assert pool.start_error is None
+    assert pool.start_failures == 0
+    assert pool.may_start(0.0)
+    pool.validate()
+
+
+def test_a_failed_start_error_pickles_with_its_stderr():
+    import pickle
+
+    err = exc.WorkerStartError(stderr="the tail", how="exit code 1", failures=3)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is exc.WorkerStartError
+    assert back.stderr == "the tail"
+    assert str(back) == str(err)
 
 
 class PoolMachine(RuleBasedStateMachine):

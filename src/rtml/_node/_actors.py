@@ -31,6 +31,7 @@ Runs under ``node.lock`` like the Node; ``io`` calls are the only effects.
 from __future__ import annotations
 
 import pickle
+import time
 from collections import deque
 from typing import Any
 
@@ -395,6 +396,10 @@ class ActorManager:
         if cause is None and rec.restarts_left != 0:
             self._restart(rec, tasks, how, pid)
             return
+        if cause is None and not w.pid:
+            cause = f"its worker process could not start ({how})"
+            if stderr := self.node.pool.last_stderr:
+                cause += f"; the worker's stderr:\n{stderr}"
         if cause is None:
             cause = f"its worker process ({pid}) died unexpectedly ({how})"
             if rec.num_restarts:
@@ -500,6 +505,14 @@ class ActorManager:
             return
         if rec.state == DEPENDENCIES_UNREADY:
             rec.state = PENDING_CREATION
+        now = time.monotonic()
+        if not node.pool.may_start(now):
+            err = node.pool.cannot_start(now)
+            if err is not None:  # worker processes cannot start on this node
+                self._die(rec, f"no worker process could be started for it: {err}")
+            elif rec not in self.unplaced:
+                self.unplaced.append(rec)  # (a probe spawn is on its way)
+            return
         alloc = node.resources.acquire(req)
         if alloc is None:
             if rec not in self.unplaced:

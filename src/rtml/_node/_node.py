@@ -392,6 +392,8 @@ class Node:
             self.groups.on_schedule()
         if self.actors is not None and self.actors.unplaced:
             self.actors.place_waiting()
+        now = time.monotonic()
+        doomed: list[TaskRec] = []
         for key, q in self.ready.items():
             if not q:
                 continue
@@ -403,11 +405,18 @@ class Node:
                 self._assign(w, q.popleft())
             if not q:
                 continue
+            if (
+                pool.start_error is not None
+                and pool.task_worker_count() == 0
+                and pool.cannot_start(now) is not None
+            ):
+                doomed.extend(q)  # no worker is up and none can be started
+                continue
             # More leases fit: start workers for them rather than queue behind busy ones.
             room = self.resources.room_for(req)
             cap = 2 * pool.base_workers + pool.n_blocked
             want = min(len(q), room) - pool.n_starting
-            while want > 0 and pool.task_worker_count() < cap:
+            while want > 0 and pool.task_worker_count() < cap and pool.may_start(now):
                 self.start_worker()
                 want -= 1
             if room > 0 and pool.n_starting > 0:
@@ -415,6 +424,13 @@ class Node:
             ws = self.leased.get(key)
             if ws:
                 self._pipeline(ws, q)
+        if doomed:
+            err = pool.start_error
+            assert err is not None
+            for t in doomed:
+                if t.state == QUEUED:
+                    self._fail(t, err)
+            self.schedule()  # (what those failures made ready)
 
     def _pipeline(self, ws: list[WorkerRec], q: deque[TaskRec]) -> None:
         now = time.time()
@@ -854,14 +870,20 @@ class Node:
             self.io.interrupt(w.wid)
 
     # ------------------------------------------------------------------ failures
-    def on_worker_exit(self, wid: int, how: str) -> None:
+    def on_worker_exit(self, wid: int, how: str, start_output: str | None = None) -> None:
+        """Worker ``wid``'s process ended (``how``: exit code or signal). ``start_output`` is
+        what it wrote to stderr before it was up, when it failed (exit code not 0, a signal
+        other than a kill); a worker that fails so before its hello counts as a failed start."""
         if wid in self.clients:
             self.remove_client(wid)
             return
         w = self.workers.get(wid)
         if w is None or w.state == DEAD:
             return
+        never_up = w.state == STARTING
         self.pool.died(w)
+        if never_up and start_output is not None and not self.closed:
+            self.pool.start_failed(how, start_output, time.monotonic())
         self.stats["workers_died"] += 1
         for req in list(w.requests.values()):
             waiter, ids = req
@@ -878,7 +900,11 @@ class Node:
             self.actors.worker_died(w, tasks, how)
             self.schedule()
             return
-        if not self.closed and self.pool.task_worker_count() < self.pool.base_workers:
+        if (
+            not self.closed
+            and self.pool.task_worker_count() < self.pool.base_workers
+            and self.pool.may_start(time.monotonic())
+        ):
             self.start_worker()  # keep the pool warm: the next task should not wait for a spawn
         for i, t in enumerate(tasks):
             if t.state == FINISHED:

@@ -258,6 +258,9 @@ class NodeServer:
                 "workers": len(node.workers),
                 "clients": len(node.clients),
             }
+            broken = node.pool.start_error
+            if broken is not None:  # shown by `rtml status`
+                load["worker_start_error"] = str(broken)[:2000]
             if node.cluster is not None:
                 load.update(node.cluster.stats)  # forwarded, pulls, pulled/served bytes
             return load

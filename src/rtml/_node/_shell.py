@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -74,6 +75,7 @@ class NodeShell:
         self.served = 0  # waits that serve_worker saw answered
         self.log_dir = ""  # per-worker log files go here (set by build_node)
         self._log_files: dict[int, Any] = {}
+        self._early: dict[int, Any] = {}  # wid -> the file a worker's stderr went to at start
 
     def start(self) -> None:
         self.thread.start()
@@ -201,13 +203,29 @@ class NodeShell:
             self.session,
             self.shm_dir,
         ]
+        # Until it is up, the worker's stderr goes to a file, read if it dies before then (a
+        # broken environment: WorkerStartError carries it); the worker then points its stderr
+        # back at ours, passed as RTML_STDERR_FD, and copies what the file got there.
+        early = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _close/stop
+        ours = os.dup(2)
+        env["RTML_STDERR_FD"] = str(ours)
         try:
             proc = subprocess.Popen(
-                cmd, pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL, cwd=os.getcwd()
+                cmd,
+                pass_fds=(child.fileno(), ours),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stderr=early,
+                cwd=os.getcwd(),
             )
+        except BaseException:
+            early.close()
+            raise
         finally:
             child.close()
+            os.close(ours)
         self.procs[wid] = proc
+        self._early[wid] = early
         ch = NodeChannel(parent)
         self.channels[wid] = ch
         self._to_register.append((wid, ch))
@@ -433,6 +451,8 @@ class NodeShell:
             f.close()
         proc = self.procs.pop(wid, None)
         how = "connection closed"
+        output = None
+        early = self._early.pop(wid, None)
         if proc is not None:
             try:
                 code = proc.wait(timeout=2)
@@ -440,7 +460,11 @@ class NodeShell:
                 proc.kill()
                 code = proc.wait()
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        self.node.on_worker_exit(wid, how)
+            if early is not None and code not in (0, -signal.SIGKILL, -signal.SIGTERM):
+                output = _tail(early)
+        if early is not None:
+            early.close()
+        self.node.on_worker_exit(wid, how, output)
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the thread, ask workers to exit, kill stragglers, reap every process."""
@@ -464,6 +488,9 @@ class NodeShell:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        for f in self._early.values():
+            f.close()
+        self._early.clear()
         for ch in list(self.channels.values()):
             ch.close()
         self.channels.clear()
@@ -476,3 +503,13 @@ class NodeShell:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _tail(f: Any, most: int = 16384) -> str:
+    """The end of what a worker wrote to its start-up stderr file."""
+    try:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - most))
+        return f.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return ""

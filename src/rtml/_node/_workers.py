@@ -4,6 +4,17 @@ A lease binds an idle worker to one resource shape and an allocation of the node
 tasks of that shape are pipelined to it (``Node.schedule``) and the lease ends when the
 shape's queue is empty. A worker blocked in ``get``/``wait`` lends its CPU back until it
 resumes. This module owns the records and the counts; what runs on the workers is the node's.
+
+Start failures. Every worker of a node is spawned the same way (the node's environment), so a
+worker that dies before its hello is likely to be followed by others: after
+``MAX_START_FAILURES`` such deaths in a row the pool is *broken* (``start_error`` set) and
+``may_start`` refuses spawns, so the node stops a respawn loop and fails the work that waits
+for a worker. After ``START_RETRY_S`` one probe spawn is allowed again (the environment may
+have been fixed); a hello from any worker clears the state::
+
+    ok --(start fails) x N--> broken --(START_RETRY_S, no spawn in flight)--> probing
+     ^                            ^                                              |
+     +------- hello --------------+----------- probe dies: broken again ---------+
 """
 
 from __future__ import annotations
@@ -12,8 +23,13 @@ import time
 from collections import deque
 from typing import Any
 
+from rtml import exceptions as exc
 from rtml._node._tasks import TaskRec
 from rtml._scheduler import ResourcePool
+
+MAX_START_FAILURES = 3  # worker deaths before hello, in a row, that stop the spawning
+START_RETRY_S = 10.0  # then one probe spawn after this long
+STDERR_TAIL = 4000  # characters of a failed worker's stderr kept in the error
 
 STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
 
@@ -72,6 +88,10 @@ class WorkerPool:
         self.leased: dict[tuple, list[WorkerRec]] = {}
         self.n_starting = 0
         self.n_blocked = 0
+        self.start_failures = 0  # workers in a row that died before their hello
+        self.start_error: exc.WorkerStartError | None = None  # set while broken
+        self.last_stderr = ""  # what the last worker that failed to start printed
+        self.broken_at = 0.0
 
     def add(self, wid: int, actor: Any = None) -> WorkerRec:
         """A worker process about to be spawned (STARTING until it says hello)."""
@@ -84,6 +104,8 @@ class WorkerPool:
     def hello(self, w: WorkerRec) -> None:
         """The worker is up: an actor's worker is its actor's, a task worker is idle."""
         self.n_starting -= 1
+        self.start_failures = 0
+        self.start_error = None
         if w.actor is not None:
             w.state = ACTOR
         else:
@@ -173,6 +195,31 @@ class WorkerPool:
             w.blocked = 0
         self.release_lease(w)
 
+    def start_failed(self, how: str, stderr: str, now: float) -> bool:
+        """A worker died before its hello (after ``died``); True if that breaks the pool now
+        (or again, after a failed probe)."""
+        self.start_failures += 1
+        tail = self.last_stderr = stderr[-STDERR_TAIL:].strip()
+        if self.start_failures < MAX_START_FAILURES:
+            return False
+        self.start_error = exc.WorkerStartError(stderr=tail, how=how, failures=self.start_failures)
+        self.broken_at = now
+        return True
+
+    def may_start(self, now: float) -> bool:
+        """May a worker be spawned? Not while broken, except one probe at a time once
+        ``START_RETRY_S`` has passed."""
+        if self.start_error is None:
+            return True
+        return self.n_starting == 0 and now - self.broken_at >= START_RETRY_S
+
+    def cannot_start(self, now: float) -> exc.WorkerStartError | None:
+        """The error for work that needs a new worker, while the pool is broken and no probe
+        is allowed or in flight (None: a worker may still come)."""
+        if self.start_error is None or self.n_starting or self.may_start(now):
+            return None
+        return self.start_error
+
     def forget(self, wid: int) -> None:
         del self.workers[wid]
 
@@ -195,3 +242,4 @@ class WorkerPool:
                 assert w.state == LEASED and w.shape == key, f"lease of worker {w.wid}"
         assert self.n_blocked == sum(1 for w in self.workers.values() if w.blocked)
         assert self.n_starting == sum(1 for w in self.workers.values() if w.state == STARTING)
+        assert (self.start_error is None) or self.start_failures >= MAX_START_FAILURES

@@ -38,7 +38,29 @@ def main() -> None:
     ).start()
     from rtml._worker._worker import run_worker
 
+    _restore_stderr()
     run_worker(fd, wid, session, shm_dir)
+
+
+def _restore_stderr() -> None:
+    """The worker is about to be up: stderr goes back to the node's (RTML_STDERR_FD), with
+    what start-up wrote to the file the node gave as stderr (read by the node only if the
+    worker dies before this point)."""
+    ours = os.environ.pop("RTML_STDERR_FD", None)
+    if ours is None:
+        return
+    sys.stderr.flush()
+    early = b""
+    try:
+        os.lseek(2, 0, os.SEEK_SET)
+        early = os.read(2, 1 << 16)
+        os.ftruncate(2, 0)
+    except OSError:
+        pass
+    os.dup2(int(ours), 2)
+    os.close(int(ours))
+    if early:
+        os.write(2, early)
 
 
 if __name__ == "__main__":

@@ -307,3 +307,6 @@ def status(address: str, fmt: str) -> None:
             f"{'head ' if n.extra.get('is_head') else ''}{used}  "
             f"queued {load.get('queued', 0)}, tasks {load.get('tasks', 0)}"
         )
+        if load.get("worker_start_error"):
+            why = load["worker_start_error"].replace("\n", "\n      ")
+            click.echo(f"    workers cannot start: {why}")
