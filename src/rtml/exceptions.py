@@ -502,12 +502,35 @@ class NodeDiedError(RtmlError):
 
 
 class OutOfMemoryError(RtmlError):
-    """A task or actor was killed because its node ran out of memory."""
+    """A task or actor was killed because its node ran out of memory (the memory monitor
+    killed its worker). ``task_name``, ``rss`` (its worker's resident bytes) and the node's
+    ``used``/``total`` bytes and ``threshold`` say what happened, when known."""
 
     _default_message = (
         "A task or actor was killed because its node was running out of memory. Use less memory "
         "per task, declare memory=... in @rtml.remote so fewer run at once, or add memory."
     )
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        task_name: str | None = None,
+        rss: int | None = None,
+        used: int | None = None,
+        total: int | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        self.task_name, self.rss = task_name, rss
+        self.used, self.total, self.threshold = used, total, threshold
+        if message is None and task_name is not None and used and total and threshold:
+            message = (
+                f"Task {task_name} was killed by the memory monitor: its worker used "
+                f"{_fmt_bytes(rss)} while the node's memory was {used / total:.0%} used "
+                f"({_fmt_bytes(used)} of {_fmt_bytes(total)}; threshold {threshold:.0%}). "
+                + self._default_message.split(". ", 1)[1]
+            )
+        super().__init__(*(() if message is None else (message,)))
 
 
 class RuntimeEnvSetupError(RtmlError):

@@ -49,6 +49,9 @@ from rtml._protocol._payload import ERR, REMOTE, SHM
 from rtml._protocol._spec import ASSIGNED, FINISHED, FORWARDED, QUEUED, STREAMING, WAITING, TaskSpec
 from rtml._scheduler import ResourcePool, shape_key
 
+OOM_BACKOFF_S = 1.0  # a task the memory monitor killed waits this long, doubling per kill
+OOM_BACKOFF_MAX_S = 30.0
+
 
 def _error_blob(e: BaseException) -> bytes:
     return pickle.dumps(e, protocol=5)
@@ -94,7 +97,9 @@ class Node:
             "retried": 0,
             "workers_started": 0,
             "workers_died": 0,
+            "oom_kills": 0,
         }
+        self.backoff: list[tuple[float, TaskRec]] = []  # OOM-killed tasks waiting to retry
 
     @property
     def base_workers(self) -> int:
@@ -457,11 +462,20 @@ class Node:
 
     def check_stalls(self) -> None:
         """Take back tasks pipelined behind a task that has run far longer than its function
-        usually does (called by the shell a few times a second)."""
+        usually does, and queue again the OOM-killed tasks whose back-off is over (called by
+        the shell a few times a second)."""
         if self.cluster is not None:
             self.cluster.tick()
         now = time.time()
         moved = False
+        if self.backoff:
+            due = [t for at, t in self.backoff if at <= now]
+            if due:
+                self.backoff = [(at, t) for at, t in self.backoff if at > now]
+                for t in due:
+                    if t.state == WAITING and not t.cancelled:
+                        self.queue.push(t)
+                moved = True
         for ws in self.leased.values():
             for w in ws:
                 if len(w.assigned) > 1 and not w.blocked and self._stalled(w.assigned[0], now):
@@ -869,6 +883,29 @@ class Node:
             self.io.send(w.wid, ("cancel", tid))
             self.io.interrupt(w.wid)
 
+    # ------------------------------------------------------------------ memory monitor
+    def oom_candidates(self) -> list[tuple[float, bool, WorkerRec]]:
+        """Workers running a task, as (started, retriable, worker), for ``_memory``."""
+        out = []
+        for ws in self.leased.values():
+            for w in ws:
+                if w.assigned and w.oom is None and w.pid:
+                    t = w.assigned[0]
+                    out.append((t.scheduled, t.retries_left != 0 and not t.cancelled, w))
+        return out
+
+    def oom_kill(self, w: WorkerRec, rss: int, used: int, total: int, threshold: float) -> None:
+        t = w.assigned[0]
+        w.oom = exc.OutOfMemoryError(
+            task_name=f"{t.spec.name} ({to_hex(t.spec.task_id)})",
+            rss=rss,
+            used=used,
+            total=total,
+            threshold=threshold,
+        )
+        self.stats["oom_kills"] += 1
+        self.io.kill(w.wid)
+
     # ------------------------------------------------------------------ failures
     def on_worker_exit(self, wid: int, how: str, start_output: str | None = None) -> None:
         """Worker ``wid``'s process ended (``how``: exit code or signal). ``start_output`` is
@@ -919,6 +956,17 @@ class Node:
                         f"task {t.spec.name} ({to_hex(t.spec.task_id)}) was cancelled"
                     ),
                 )
+            elif w.oom is not None and t.retries_left == 0:
+                self._fail(t, w.oom)
+            elif w.oom is not None:  # retried later, with back-off, as Ray does
+                if t.retries_left > 0:
+                    t.retries_left -= 1
+                t.oom_kills += 1
+                self.stats["retried"] += 1
+                t.state = WAITING
+                t.worker = None
+                delay = min(OOM_BACKOFF_S * 2 ** (t.oom_kills - 1), OOM_BACKOFF_MAX_S)
+                self.backoff.append((time.time() + delay, t))
             elif t.retries_left != 0:
                 if t.retries_left > 0:
                     t.retries_left -= 1

@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any
 
 from rtml._node._dispatch import dispatch
+from rtml._node._memory import monitor_from_env
 from rtml._transport import FrameError, NodeChannel
 
 
@@ -76,6 +77,7 @@ class NodeShell:
         self.log_dir = ""  # per-worker log files go here (set by build_node)
         self._log_files: dict[int, Any] = {}
         self._early: dict[int, Any] = {}  # wid -> the file a worker's stderr went to at start
+        self.memory = monitor_from_env()  # kills a worker when the node runs out of memory
 
     def start(self) -> None:
         self.thread.start()
@@ -377,6 +379,7 @@ class NodeShell:
         node = self.node
         sel = self.selector
         last_stall_check = 0.0
+        memory = self.memory
         while not self._stopping:
             try:
                 events = sel.select(0.2)
@@ -384,7 +387,10 @@ class NodeShell:
                 if self._stopping:
                     return
                 raise
+            usage = memory.sample(time.monotonic()) if memory is not None else None
             with node.lock:
+                if usage is not None:
+                    memory.act(node, usage, time.monotonic())  # type: ignore[union-attr]
                 for key, mask in events:
                     ch = key.data
                     if ch is None:

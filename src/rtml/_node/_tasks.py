@@ -20,6 +20,7 @@ class TaskRec:
         "ended",
         "local_only",
         "node",
+        "oom_kills",
         "parent",
         "pid",
         "ready",
@@ -55,6 +56,7 @@ class TaskRec:
         self.submitted = time.time()  # lifecycle timestamps, for task events
         self.ready = 0.0
         self.scheduled = 0.0
+        self.oom_kills = 0  # times the memory monitor killed its worker
 
     def on_sealed(self, oid: int) -> None:
         """A dependency was sealed (as a value or an error)."""

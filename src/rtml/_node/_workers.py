@@ -42,6 +42,7 @@ class WorkerRec:
         "blocked",
         "fns",
         "lent",
+        "oom",
         "pid",
         "requests",
         "revoking",
@@ -65,6 +66,7 @@ class WorkerRec:
         self.actor: Any = None
         self.started = time.monotonic()
         self.revoking = False  # a "revoke" is out; its answer says which tasks came back
+        self.oom: Any = None  # the OutOfMemoryError of its task, once the monitor killed it
 
 
 class ClientRec:
