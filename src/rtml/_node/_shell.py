@@ -196,6 +196,9 @@ class NodeShell:
         env = dict(os.environ)
         env.update(self.env_vars)
         env["RTML_SYS_PATH"] = json.dumps([p for p in sys.path if p])
+        if "OMP_NUM_THREADS" not in env:  # as Ray: each task's num_cpus, unless the user set it
+            env["OMP_NUM_THREADS"] = "1"
+            env["RTML_OMP_MANAGED"] = "1"
         cmd = [
             sys.executable,
             "-m",

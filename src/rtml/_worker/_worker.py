@@ -81,6 +81,9 @@ class Worker:
         self.chan = BlockingChannel(sock)
         self.wid = wid
         self.pid = os.getpid()
+        # OMP_NUM_THREADS follows each task's num_cpus (as in Ray) unless the user set it:
+        # the value set now, or None when it is the user's.
+        self.omp = os.environ["OMP_NUM_THREADS"] if os.environ.pop("RTML_OMP_MANAGED", "") else None
         self.session = session
         self.shm_dir = shm_dir
         self.send_lock = threading.Lock()
@@ -228,6 +231,13 @@ class Worker:
         self.check_cancelled()
 
     # ------------------------------------------------------------------ execution
+    def set_omp_threads(self, spec: Any) -> None:
+        if spec.env_vars and "OMP_NUM_THREADS" in spec.env_vars:
+            return  # the task's runtime_env sets it
+        want = str(max(1, int(spec.resources.get("CPU", 1))))
+        if want != self.omp:
+            os.environ["OMP_NUM_THREADS"] = self.omp = want
+
     def function(self, fn_id: str) -> Any:
         fn = self.fns.get(fn_id)
         if fn is None:
@@ -335,6 +345,8 @@ class Worker:
                 client.gpu_ids = list(gpu_ids)
                 saved_env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES")
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+            if self.omp is not None:
+                self.set_omp_threads(spec)
             if spec.env_vars:
                 for k, v in spec.env_vars.items():
                     saved_env.setdefault(k, os.environ.get(k))
