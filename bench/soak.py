@@ -267,11 +267,19 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG path for the plot")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-task-events",
+        type=int,
+        default=20_000,
+        help="the control plane's task-event bound (RTML_MAX_TASK_EVENTS; default 20000, so "
+        "that it is reached within the warm-up: the default of a cluster is 100000)",
+    )
     a = p.parse_args()
     minutes = 1.0 if a.quick else a.minutes
     interval = a.interval or (1.0 if a.quick else 5.0)
     kill_every = a.kill_every or (10.0 if a.quick else 30.0)
     rng = random.Random(a.seed)
+    os.environ["RTML_MAX_TASK_EVENTS"] = str(a.max_task_events)  # (the control plane's)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         c.add_node(num_cpus=1)
@@ -302,6 +310,7 @@ def main() -> None:
     out: dict[str, Any] = {
         "bench": "soak",
         "minutes": minutes,
+        "max_task_events": a.max_task_events,
         "interval_s": interval,
         "samples": len(series.get("shm.segments", [])),
         "workload": counts,

@@ -40,3 +40,27 @@ def test_tasks_and_actors_run_where_the_accelerator_is(runtime, local_mode):
         rtml.get(
             on_t4.options(accelerator_type=accelerators.NVIDIA_TESLA_V100).remote(), timeout=30
         )
+
+
+def test_a_gpu_task_runs_in_a_worker_that_ran_no_cpu_task(runtime):
+    # CUDA is initialised once per process with the devices it sees then, so a GPU task must
+    # not land in a worker that already ran CPU tasks (it may have imported torch & co).
+    import os
+
+    rtml.init(num_cpus=2, num_gpus=2)
+
+    @rtml.remote
+    def cpu():
+        return os.getpid()
+
+    @rtml.remote(num_gpus=1)
+    def gpu():
+        return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    cpu_pids = set(rtml.get([cpu.remote() for _ in range(20)], timeout=60))
+    pid, devices = rtml.get(gpu.remote(), timeout=60)
+    assert pid not in cpu_pids
+    assert devices in ("0", "1")
+    # Work of both kinds goes on afterwards.
+    assert len(rtml.get([gpu.remote() for _ in range(4)], timeout=60)) == 4
+    assert rtml.get(cpu.remote(), timeout=60) > 0

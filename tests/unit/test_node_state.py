@@ -332,8 +332,14 @@ def test_lease_released_to_other_shapes(node):
     ((w, _m),) = node.io.take("exec")
     assert node.workers[w].state == LEASED
     done(node, w, a)
+    # The GPU task does not go to the worker that ran a CPU task (CUDA must start with the
+    # right devices): a fresh worker is started for it.
+    assert node.io.take("exec") == []
+    fresh = node.io.spawned[-1]
+    assert fresh != w
+    node.on_hello(fresh, 2000)
     execs = node.io.take("exec")
-    assert [m[1].task_id for _, m in execs] == [g.task_id]
+    assert [(wid, m[1].task_id) for wid, m in execs] == [(fresh, g.task_id)]
 
 
 def test_done_clears_a_get_the_task_abandoned():

@@ -184,3 +184,30 @@ class PoolMachine(RuleBasedStateMachine):
 
 PoolMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 test_pool_state_machine = PoolMachine.TestCase
+
+
+def test_gpu_leases_go_to_workers_that_ran_no_cpu_task():
+    pool = WorkerPool(ResourcePool({"CPU": 4, "GPU": 2}), 2)
+    a, b = pool.add(1), pool.add(2)
+    pool.hello(a)
+    pool.hello(b)
+    cpu = shape_key({"CPU": 1.0})
+    gpu = shape_key({"CPU": 1.0, "GPU": 1.0})
+    w = pool.lease(cpu, {"CPU": 1.0})
+    assert w is not None
+    other = a if w is b else b
+    pool.end_lease(w)
+    assert pool.lease(cpu, {"CPU": 1.0}) is w  # CPU work keeps to the used worker
+    g = pool.lease(gpu, {"CPU": 1.0, "GPU": 1.0})
+    assert g is other  # the fresh one
+    assert g.used == (0,)
+    pool.end_lease(w)
+    pool.end_lease(g)
+    again = pool.lease(gpu, {"CPU": 1.0, "GPU": 1.0})
+    assert again is g  # same devices: reused
+    assert pool.lease(gpu, {"CPU": 1.0, "GPU": 1.0}) is None  # (1): w ran CPU tasks
+    assert pool.resources.availability()["GPU"] == 1.0  # and the refused lease took nothing
+    assert pool.retire_for_gpus() is w
+    assert w.retiring
+    assert pool.retire_for_gpus() is None  # (no other idle worker)
+    pool.validate()

@@ -310,6 +310,10 @@ class ControlServer:
 
 
 # ---------------------------------------------------------------------------- process entry
+MAX_EVENTS_ENV = "RTML_MAX_TASK_EVENTS"
+DEFAULT_MAX_EVENTS = 100_000
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m rtml._control", description="Run an rtml control-plane (GCS) server."
@@ -332,6 +336,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_HEARTBEAT_TIMEOUT,
         help="seconds without a heartbeat before a node is declared dead",
+    )
+    p.add_argument(
+        "--max-task-events",
+        type=int,
+        default=int(os.environ.get(MAX_EVENTS_ENV, DEFAULT_MAX_EVENTS)),
+        help=f"task events kept in memory, oldest dropped first (default {DEFAULT_MAX_EVENTS}, "
+        f"or ${MAX_EVENTS_ENV}); about 1 KB each",
     )
     p.add_argument(
         "--ready-fd",
@@ -361,7 +372,11 @@ def main(argv: list[str] | None = None) -> None:
         log(f"cannot start: {e}")
         sys.exit(1)
     try:
-        plane = ControlPlane(storage, heartbeat_timeout=args.heartbeat_timeout)
+        plane = ControlPlane(
+            storage,
+            heartbeat_timeout=args.heartbeat_timeout,
+            event_capacity=args.max_task_events,
+        )
         server = ControlServer(plane, token, args.host, args.port)
     except BaseException as e:
         storage.close()

@@ -421,6 +421,10 @@ class Node:
             room = self.resources.room_for(req)
             cap = 2 * pool.base_workers + pool.n_blocked
             want = min(len(q), room) - pool.n_starting
+            if want > 0 and req.get("GPU") and pool.task_worker_count() >= cap:
+                old = pool.retire_for_gpus()  # (its exit makes room for a fresh worker)
+                if old is not None:
+                    self.io.kill(old.wid)
             while want > 0 and pool.task_worker_count() < cap and pool.may_start(now):
                 self.start_worker()
                 want -= 1

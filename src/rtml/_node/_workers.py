@@ -32,6 +32,7 @@ START_RETRY_S = 10.0  # then one probe spawn after this long
 STDERR_TAIL = 4000  # characters of a failed worker's stderr kept in the error
 
 STARTING, IDLE, LEASED, ACTOR, DEAD = "starting", "idle", "leased", "actor", "dead"
+CPU_ONLY = "cpu"
 
 
 class WorkerRec:
@@ -45,10 +46,12 @@ class WorkerRec:
         "oom",
         "pid",
         "requests",
+        "retiring",
         "revoking",
         "shape",
         "started",
         "state",
+        "used",
         "wid",
     )
 
@@ -67,6 +70,11 @@ class WorkerRec:
         self.started = time.monotonic()
         self.revoking = False  # a "revoke" is out; its answer says which tasks came back
         self.oom: Any = None  # the OutOfMemoryError of its task, once the monitor killed it
+        # What it has run: None (nothing yet), CPU_ONLY, or the GPU ids of its GPU tasks. A
+        # GPU task only goes to a worker that ran nothing or GPU tasks on the same devices
+        # (CUDA is initialised once per process, with the devices it saw first).
+        self.used: Any = None
+        self.retiring = False  # killed to make room for a fresh worker
 
 
 class ClientRec:
@@ -126,11 +134,46 @@ class WorkerPool:
         alloc = self.resources.acquire(req)
         if alloc is None:
             return None
-        w = self.idle.pop()
+        gpus = tuple(alloc.gpu_ids)
+        w = self._pick_idle(gpus)
+        if w is None:
+            self.resources.release(alloc)
+            return None
+        self.idle.remove(w)
+        w.used = gpus or w.used or CPU_ONLY
         w.state = LEASED
         w.alloc = alloc
         w.shape = key
         self.leased.setdefault(key, []).append(w)
+        return w
+
+    def _pick_idle(self, gpus: tuple) -> WorkerRec | None:
+        """The idle worker for a lease on GPUs ``gpus`` (none: a CPU lease): for GPUs one that
+        ran nothing or only those GPUs; for CPUs preferably one that ran something already,
+        keeping fresh workers for GPU work."""
+        fresh = None
+        for w in reversed(self.idle):
+            if w.retiring:
+                continue
+            if gpus:
+                if w.used is None or w.used == gpus:
+                    return w
+            elif w.used is not None:
+                return w
+            elif fresh is None:
+                fresh = w
+        return None if gpus else fresh
+
+    def retire_for_gpus(self) -> WorkerRec | None:
+        """An idle worker to end so that a fresh one can start for a GPU lease that no idle
+        worker fits (None if a fresh one is idle or on its way, or none is idle)."""
+        if self.n_starting or any(not w.retiring and w.used is None for w in self.idle):
+            return None
+        ws = [w for w in self.idle if not w.retiring]
+        if not ws:
+            return None
+        w = next((w for w in ws if w.used == CPU_ONLY), ws[0])
+        w.retiring = True
         return w
 
     def release_lease(self, w: WorkerRec) -> None:
