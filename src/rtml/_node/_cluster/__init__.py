@@ -183,6 +183,7 @@ class ClusterState:
         """Timers: objects to ask their owner for again, calls waiting for an actor."""
         self.recovery.run_timers()
         self.actors.poll_parked()
+        self.ownership.flush_held()
 
     def validate(self) -> None:
         """Each part's invariants (for tests: call under the lock, with no event half-done)."""

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 CHUNK = 8 << 20  # bytes per pull request
 PULL_WINDOW = 4  # pull requests in flight per object
+# A test hook: with this variable naming a file, borrow registrations sent to other nodes
+# (and whatever follows them on the same link) wait until that file exists, so a test can
+# make a registration arrive late at the owner, deterministically.
+HOLD_ENV = "RTML_TEST_HOLD_BORROWS"
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Ownership:
         self.locations_add: list[tuple[int, int]] = []
         self.locations_drop: list[int] = []
         self.stats = {"pulled_bytes": 0, "pulls": 0, "served_bytes": 0}
+        self.hold_path = os.environ.get(HOLD_ENV) or None
+        self.held_msgs: dict[str, list[tuple]] = {}  # (the hook) node -> messages held back
 
     # ------------------------------------------------------------------ ownership
     def owns(self, oid: int) -> bool:
@@ -73,7 +79,7 @@ class Ownership:
             return  # the owner is unknown (dead): reading it raises ObjectLostError
         ln = self.members.link(owner)
         self.remote_held[oid] = owner
-        self.members.send(ln, ("refs", [oid], []))
+        self._send(ln, ("refs", [oid], []), registration=True)
 
     def forget(self, oid: int) -> None:
         """We hold ``oid`` nowhere else any more (it is about to be re-created here)."""
@@ -100,7 +106,27 @@ class Ownership:
 
     def release(self, ln: Link, oids: list[int]) -> None:
         if oids:
-            self.members.send(ln, ("refs", [], oids))
+            self._send(ln, ("refs", [], oids))
+
+    def _send(self, ln: Link, msg: tuple, registration: bool = False) -> None:
+        held = self.held_msgs.get(ln.node_id)
+        if held is None and registration and self.hold_path and not os.path.exists(self.hold_path):
+            held = self.held_msgs[ln.node_id] = []
+        if held is not None:
+            held.append(msg)
+            return
+        self.members.send(ln, msg)
+
+    def flush_held(self) -> None:
+        """(The test hook) send what was held back, in order, once the file exists."""
+        if not self.held_msgs or not os.path.exists(self.hold_path or ""):
+            return
+        held, self.held_msgs = self.held_msgs, {}
+        for node_id, msgs in held.items():
+            if self.members.alive(node_id):
+                ln = self.members.link(node_id)
+                for msg in msgs:
+                    self.members.send(ln, msg)
 
     # ------------------------------------------------------------------ reading it here
     def localize(self, oid: int) -> None:
