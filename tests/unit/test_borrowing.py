@@ -15,13 +15,12 @@ import pickle
 from typing import Any
 
 import pytest
+from test_cluster_state import FakeShell, Rec
 
 from rtml._node._cluster import ClusterState
 from rtml._node._dispatch import dispatch
 from rtml._node._node import Node
 from rtml._protocol._payload import INLINE
-
-from test_cluster_state import FakeShell, Rec
 
 
 class Net:
@@ -36,9 +35,9 @@ class Net:
         in ``skip``, until none is left to deliver; the number delivered."""
         n = 0
         while True:
-            for i, (src, dst, way, wid, msg) in enumerate(self.queue):
-                if (src, dst) not in skip:
-                    del self.queue[i]
+            for i, m in enumerate(self.queue):
+                if (m[0], m[1]) not in skip:
+                    _src, dst, way, wid, msg = self.queue.pop(i)
                     break
             else:
                 return n
