@@ -214,6 +214,8 @@ class Ownership:
     def localize(self, oid: int) -> None:
         """Make a REMOTE object local before a process here reads it (no-op otherwise)."""
         e = self.node.objects.get(oid)
+        if e is not None and e.kind == SHM:
+            self.check_spill(oid, e)
         if e is None or e.kind != REMOTE or e.state == PENDING:
             return
         where = e.payload[0]
@@ -222,6 +224,23 @@ class Ownership:
             self.recovery.lost(oid, f"object {to_hex(oid)} was on node {where}, which is gone")
             return
         self.fetch(oid, where)
+
+    def check_spill(self, oid: int, e: Any) -> bool:
+        """A spilled object whose spill file is gone or damaged is lost like a copy on a dead
+        node: the entry becomes a REMOTE one held nowhere (so reading it rebuilds it from
+        lineage at its owner, or asks the owner again). True if it was lost."""
+        store = self.node.store
+        why = store.spill_damage(oid) if store is not None else None
+        if why is None:
+            return False
+        store.delete(oid)
+        self.locations_drop.append(oid)
+        e.kind = REMOTE
+        e.payload = (None, e.size)
+        self.node.io.log_remote(
+            ("stderr", "rtml", "-", f"object {to_hex(oid)} is lost: {why}", None)
+        )
+        return True
 
     def fetch(self, oid: int, source: str) -> None:
         """Ask ``source`` for a PENDING-marked object: its value, or where its bytes are."""
@@ -354,7 +373,7 @@ class Ownership:
         e = self.node.objects.get(oid)
         if e is None:
             return (oid, ERR, lost_blob(oid, f"object {to_hex(oid)} was freed"), 0, ())
-        if e.kind == SHM:
+        if e.kind == SHM and not self.check_spill(oid, e):
             return (oid, REMOTE, (self.members.node_id, e.size), e.size, e.contained)
         if e.kind == REMOTE:
             return (oid, REMOTE, e.payload, e.size, ())
