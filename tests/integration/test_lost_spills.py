@@ -53,9 +53,12 @@ def test_missing_or_damaged_spill_files_are_rebuilt_from_lineage(small_store, tm
         f.truncate(1000)
     for i in (0, 1):
         got = rtml.get(refs[i], timeout=120)
-        assert got.shape == (20 * MB // 8,) and got[0] == i and got[-1] == i
+        assert got.shape == (20 * MB // 8,)
+        assert got[0] == i
+        assert got[-1] == i
         del got
     with open(log) as f:
         runs = f.read().split()
-    assert runs.count("0") == 2 and runs.count("1") == 2, runs  # each re-run once
+    assert runs.count("0") == 2, runs  # each re-run once
+    assert runs.count("1") == 2, runs
     assert rtml.get(refs[4], timeout=120)[0] == 4
