@@ -165,6 +165,7 @@ class ClusterState:
         self.members.fail_requests(ln)
         self.ownership.peer_lost(node_id, why)
         self.actors.peer_lost(node_id, why)
+        self.actors.adopt_orphans(node_id)
 
     # ------------------------------------------------------------------ objects freed, records
     def on_free(self, oid: int, entry: Any) -> None:
