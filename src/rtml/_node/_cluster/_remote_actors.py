@@ -302,7 +302,7 @@ class RemoteActors:
         if it had created them (``_restart_actor``); it is their owner from then on."""
         members = self.members
         live = sorted((v.index, nid) for nid, v in members.view.items() if v.alive)
-        if not live or live[0][1] != members.node_id:
+        if not live or live[0][1] != members.node_id or members.gcs is None:
             return
         why = f"node {dead} died"
         members.gcs_call(lambda g: g.list_actors(None), lambda recs, err: self._orphans(recs, why))
