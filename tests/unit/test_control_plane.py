@@ -303,7 +303,8 @@ def test_actor_lifecycle_and_publications(plane):
     assert restarting.num_restarts == 1
     assert restarting.node_id == "n1"
     assert call(plane, "update_actor", 7, "RESTARTING").num_restarts == 1, "counted once"
-    call(plane, "update_actor", 7, "ALIVE", {"node_id": "n2"})
+    adopted = call(plane, "update_actor", 7, "ALIVE", {"node_id": "n2", "owner": "n3"})
+    assert adopted.extra == {"spec": b"creation spec", "owner": "n3"}  # (restarted by n3)
     assert call(plane, "lookup_actor", "ns", "counter").actor_id == 7
     dead = call(plane, "update_actor", 7, "DEAD", {"death_cause": "killed"})
     assert dead.death_cause == "killed"

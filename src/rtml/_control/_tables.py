@@ -407,7 +407,7 @@ class ActorTable:
         self, actor_id: Ident, state: str, fields: dict[str, Any] | None = None
     ) -> ActorInfo:
         """Move an actor to ``state``, setting any of ``node_id``, ``pid``, ``address``,
-        ``death_cause``. Entering RESTARTING counts a restart; DEAD frees its name and is final.
+        ``death_cause`` (and ``owner``, kept in ``extra``). Entering RESTARTING counts a restart; DEAD frees its name and is final.
         """
         rec = self._rows.get(actor_id)
         if rec is None:
@@ -417,9 +417,11 @@ class ActorTable:
         if state not in ACTOR_TRANSITIONS[rec.state]:
             raise ValueError(f"actor {actor_id!r} cannot go from {rec.state} to {state}")
         changes = _check_dict(fields or {}, "actor fields")
-        unknown = set(changes) - set(self._FIELDS)
+        unknown = set(changes) - {*self._FIELDS, "owner"}
         if unknown:
-            raise ValueError(f"actor fields are {self._FIELDS}, got {sorted(unknown)}")
+            raise ValueError(f"actor fields are {self._FIELDS} and owner, got {sorted(unknown)}")
+        if "owner" in changes:  # the node that restarts it (another one if its creator died)
+            changes["extra"] = {**rec.extra, "owner": changes.pop("owner")}
         restarts = rec.num_restarts + (state == "RESTARTING" and rec.state != "RESTARTING")
         rec = replace(rec, state=state, num_restarts=restarts, **changes)  # type: ignore[arg-type]
         self._store(rec)

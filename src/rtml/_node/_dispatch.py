@@ -35,6 +35,15 @@ def _refs(node: Any, shell: Any, wid: int, m: tuple) -> None:
     node.ref_updates(wid, m[1], m[2])
 
 
+def _borrow(node: Any, shell: Any, wid: int, m: tuple) -> None:
+    """A peer borrows refs it found inside a value (see ``_cluster/_ownership.py``): hold
+    them for it and say which ones were already gone."""
+    _tag, req, ids = m
+    missing = [o for o in ids if o not in node.objects]
+    node.ref_updates(wid, ids, [])
+    shell.send(wid, ("reply", req, missing))
+
+
 def _submit(node: Any, shell: Any, wid: int, m: tuple) -> None:
     spec, blob = m[1], m[2]
     if blob is not None:
@@ -255,6 +264,7 @@ def _pull(node: Any, shell: Any, wid: int, m: tuple) -> None:
 _HANDLERS = {
     "done": _done,
     "refs": _refs,
+    "borrow": _borrow,
     "revoked": _revoked,
     "submit": _submit,
     "hello": _hello,

@@ -134,7 +134,7 @@ class Node:
         cluster = self.cluster
         for oid in acquired:
             if cluster is not None and oid not in objects:
-                cluster.adopt(oid)  # owned by another node: borrow it from there
+                cluster.adopt(oid, True)  # owned by another node: borrow it from there
             if h is not None and oid not in h and objects.add_ref(oid):
                 h.add(oid)
         for oid in released:

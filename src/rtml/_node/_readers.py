@@ -67,6 +67,9 @@ def _holders(node: Any) -> dict[int, list[str]]:
     for t in node.tasks.values():
         for d in t.spec.deps:
             out.setdefault(d, []).append(f"task {to_hex(t.spec.task_id)}")
+    if node.cluster is not None:  # values kept until the refs inside them are borrowed
+        for oid in node.cluster.ownership.registering:
+            out.setdefault(oid, []).append("borrow registration")
     return out
 
 

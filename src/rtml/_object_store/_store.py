@@ -123,6 +123,24 @@ class NodeObjectStore:
             self._execute(decisions)
             return self.shm_path(object_id)
 
+    def spill_damage(self, object_id: int) -> str | None:
+        """Why the spilled copy of an object cannot be restored (its file is gone, or is not
+        the object's size), or None if it is not spilled or its file looks intact."""
+        with self._lock:
+            state = self._state
+            if object_id not in state or state.location(object_id) is not Location.DISK:
+                return None
+            path = self.spill_path(object_id)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                return f"its spill file {path} is gone"
+            except OSError as e:
+                return f"its spill file {path} cannot be read ({e})"
+            if size != state.size(object_id):
+                return f"its spill file {path} has {size} bytes, not {state.size(object_id)}"
+            return None
+
     def delete(self, object_id: int) -> Location | None:
         """Free the object and remove its file wherever it is; return where it was."""
         with self._lock:

@@ -165,6 +165,7 @@ class ClusterState:
         self.members.fail_requests(ln)
         self.ownership.peer_lost(node_id, why)
         self.actors.peer_lost(node_id, why)
+        self.actors.adopt_orphans(node_id)
 
     # ------------------------------------------------------------------ objects freed, records
     def on_free(self, oid: int, entry: Any) -> None:
@@ -183,6 +184,7 @@ class ClusterState:
         """Timers: objects to ask their owner for again, calls waiting for an actor."""
         self.recovery.run_timers()
         self.actors.poll_parked()
+        self.ownership.flush_held()
 
     def validate(self) -> None:
         """Each part's invariants (for tests: call under the lock, with no event half-done)."""

@@ -18,7 +18,7 @@ from rtml._node._lineage import Lineage, is_put
 from rtml._node._objects import PENDING
 from rtml._node._tasks import TaskRec
 from rtml._protocol._ids import node_of_object, return_id, task_of, to_hex
-from rtml._protocol._payload import ERR, INLINE, REMOTE
+from rtml._protocol._payload import ERR, INLINE, REMOTE, SHM
 from rtml._protocol._spec import WAITING
 from rtml._scheduler import shape_key
 
@@ -55,6 +55,8 @@ class Recovery:
     def check_lost(self, oid: int) -> None:
         """Before answering a peer about an object owned here: rebuild it if it was lost."""
         e = self.node.objects.get(oid)
+        if e is not None and e.kind == SHM and self.ownership.owns(oid):
+            self.ownership.check_spill(oid, e)
         if e is not None and self.ownership.owns(oid) and self.is_lost(e):
             where = e.payload[0]
             e.state = PENDING

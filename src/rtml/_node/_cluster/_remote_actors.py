@@ -41,6 +41,9 @@ class OwnedActor:
     home: str
     pins: list[int]
     restarting: bool = False
+    # A detached actor with restarts is restarted from here even after every handle (and its
+    # creating driver) is gone: this node holds its handle object itself until it dies.
+    held: bool = False
 
 
 class RemoteActors:
@@ -127,6 +130,16 @@ class RemoteActors:
             "meta": info.get("meta", {}),
             "owner": members.node_id,
         }
+        # What any node needs to restart a detached actor once its creator is gone too (see
+        # ``adopt_orphans``); arguments that are refs would die with their owner.
+        if (
+            info.get("detached")
+            and info.get("max_restarts", 0) != 0
+            and not spec.deps
+            and not spec.contained
+        ):
+            fn = node.functions.get(spec.fn_id)
+            record["restart"] = pickle.dumps((spec, info, fn), protocol=5)
 
         def registered(_rec: Any, err: Any) -> None:
             if err is None:
@@ -192,6 +205,8 @@ class RemoteActors:
                 self.ownership.adopt(d)
             objects.add_ref(d)
         oa = OwnedActor(spec, info, proc, home, pins)
+        if info.get("detached") and info.get("max_restarts", 0) != 0:
+            oa.held = objects.add_ref(handle)
 
         def created(status: str, result: Any) -> None:
             if status == "ok":
@@ -258,6 +273,9 @@ class RemoteActors:
         oa = self.owned_actors.pop(aid, None)
         if oa is not None:
             self._unpin(oa)
+            if oa.held:  # (a detached actor: this node's own hold on its handle object)
+                oa.held = False
+                self.node.objects.release(return_id(aid, 1))
             if dead:  # for good, and maybe with no node's actor manager to see it
                 _checkpoint.remove(oa.info)
             handle = return_id(aid, 1)
@@ -276,6 +294,44 @@ class RemoteActors:
         for oa in list(self.owned_actors.values()):
             if oa.home == node_id and not oa.restarting:
                 self._restart_actor(oa, why)
+
+    def adopt_orphans(self, dead: str) -> None:
+        """Node ``dead`` is gone: detached actors with restarts whose node and creator are
+        both gone have nobody to restart them. The live node with the lowest index adopts
+        them from their control-plane records (spec, options, class) and restarts them as
+        if it had created them (``_restart_actor``); it is their owner from then on."""
+        members = self.members
+        live = sorted((v.index, nid) for nid, v in members.view.items() if v.alive)
+        if not live or live[0][1] != members.node_id or members.gcs is None:
+            return
+        why = f"node {dead} died"
+        members.gcs_call(lambda g: g.list_actors(None), lambda recs, err: self._orphans(recs, why))
+
+    def _orphans(self, recs: list[Any] | None, why: str) -> None:
+        members = self.members
+        node = self.node
+        for rec in recs or ():
+            material = rec.extra.get("restart")
+            owner = rec.extra.get("owner")
+            aid = rec.actor_id
+            if (
+                material is None
+                or rec.state == "DEAD"
+                or aid in self.owned_actors
+                or aid in node.actors.actors
+                or members.alive(rec.node_id)
+                or (owner is not None and members.alive(owner))
+            ):
+                continue
+            spec, info, fn = pickle.loads(material)
+            if fn is not None:
+                node.register_function(spec.fn_id, fn)
+            handle = return_id(aid, 1)
+            node.objects.create(handle, 0)  # (refs=1: this node's own hold, ``held``)
+            oa = self.owned_actors[aid] = OwnedActor(spec, info, 0, rec.node_id, [], held=True)
+            self._restart_actor(
+                oa, f"{why}; its node {rec.node_id} and its creator {owner} are both gone"
+            )
 
     def _dead(self, aid: int, cause: str) -> None:
         """Declare the actor dead for good (at the control plane); its parked calls fail."""
@@ -360,7 +416,8 @@ class RemoteActors:
         self.recovery.reset(handle)
         if e.state != PENDING:  # (sealed as an error meanwhile: nothing to fetch it into)
             e.state, e.kind, e.payload = PENDING, INLINE, None
-        members.gcs_call(lambda g: g.update_actor(aid, "ALIVE", node_id=home), _ignore)
+        me = members.node_id
+        members.gcs_call(lambda g: g.update_actor(aid, "ALIVE", node_id=home, owner=me), _ignore)
         if home == members.node_id:  # here: the local actor manager runs and restarts it now
             self._drop_owned(aid)
             self.actor_home[aid] = home
@@ -472,7 +529,12 @@ class RemoteActors:
                 self._release_parked(aid, rec.node_id)
                 return
             owner = rec.extra.get("owner")
-            if not alive(rec.node_id) and owner is not None and not alive(owner):
+            if (
+                not alive(rec.node_id)
+                and owner is not None
+                and not alive(owner)
+                and "restart" not in rec.extra  # (else a live node adopts and restarts it)
+            ):
                 self._fail_parked(
                     aid,
                     f"its node {rec.node_id} died, and so did the node "
