@@ -687,3 +687,61 @@ def test_a_too_large_function_is_refused_at_remote_naming_what_it_captures(mode,
     with pytest.warns(UserWarning, match=r"uses_big is very large .*'_TOO_BIG'"):
         ref = uses_big.remote()
     assert rtml.get(ref, timeout=60) == len(_TOO_BIG)
+
+
+def test_an_actor_created_by_an_actor_dies_with_it_unless_detached(mode):
+    @rtml.remote
+    class Child:
+        def ping(self):
+            return "pong"
+
+    @rtml.remote
+    class Parent:
+        def make(self, detached):
+            opts = {"lifetime": "detached", "name": f"detached-child-{mode}"} if detached else {}
+            self.child = Child.options(**opts).remote()
+            rtml.get(self.child.ping.remote(), timeout=60)
+            return [self.child]  # the driver holds a handle too: it is not what ends it
+
+        def leave(self):
+            rtml.actor.exit_actor()
+
+    parent = Parent.remote()
+    [child] = rtml.get(parent.make.remote(False), timeout=60)
+    assert rtml.get(child.ping.remote(), timeout=60) == "pong"
+    rtml.kill(parent)
+    with pytest.raises(exc.RayActorError, match="owner has died") as info:
+        wait_for(lambda: rtml.get(child.ping.remote(), timeout=60) and False, 60, what="death")
+    assert isinstance(info.value, exc.ActorDiedError)
+
+    parent = Parent.remote()  # ended by exit_actor(): its children go with it too
+    [child] = rtml.get(parent.make.remote(False), timeout=60)
+    with pytest.raises(exc.RayActorError):
+        rtml.get(parent.leave.remote(), timeout=60)
+    with pytest.raises(exc.ActorDiedError, match="owner has died"):
+        wait_for(lambda: rtml.get(child.ping.remote(), timeout=60) and False, 60, what="death")
+
+    parent = Parent.remote()
+    [detached] = rtml.get(parent.make.remote(True), timeout=60)
+    [witness] = rtml.get(parent.make.remote(False), timeout=60)
+    rtml.kill(parent)
+    with pytest.raises(exc.ActorDiedError, match="owner has died"):  # the parent's end is seen
+        wait_for(lambda: rtml.get(witness.ping.remote(), timeout=60) and False, 60, what="death")
+    assert rtml.get(detached.ping.remote(), timeout=60) == "pong"
+    rtml.kill(detached)
+
+
+def test_an_actor_created_by_a_task_outlives_the_task(mode):
+    @rtml.remote
+    class Child:
+        def ping(self):
+            return "pong"
+
+    @rtml.remote
+    def make():
+        child = Child.remote()
+        rtml.get(child.ping.remote(), timeout=60)
+        return [child]
+
+    [child] = rtml.get(make.remote(), timeout=60)
+    assert rtml.get(child.ping.remote(), timeout=60) == "pong"  # its worker lives on

@@ -893,6 +893,8 @@ class Node:
         tasks = list(w.assigned)
         w.assigned.clear()
         self.pool.forget(wid)
+        if self.actors is not None and not self.closed:
+            self.actors.owner_died(wid, w.pid, w.actor)
         if w.actor is not None:
             self.actors.worker_died(w, tasks, how)
             self.schedule()
