@@ -28,7 +28,6 @@ _IGNORED_INIT = {
     "_enable_object_reconstruction",
     "runtime_env_setup",
     "storage",
-    "_memory",
     "_redis_password",
     "enable_resource_isolation",
     "labels",
@@ -88,6 +87,8 @@ def init(
         num_gpus: GPUs to declare (default 0); tasks get device ids via ``get_gpu_ids()``.
         resources: custom resources, e.g. ``{"sensor": 2}``.
         object_store_memory: bytes of shared memory for large objects before spilling.
+        _memory: (keyword, Ray's name) bytes of the ``"memory"`` resource that tasks and
+            actors reserve with ``memory=``; default: the memory available at start.
         namespace: namespace for named actors.
         ignore_reinit_error: return quietly if already initialized.
         log_to_driver: print what tasks print here, prefixed with the task name and pid.
@@ -114,6 +115,7 @@ def init(
     from rtml._scheduler import normalize_request
 
     global _runtime
+    memory = kwargs.pop("_memory", None)  # Ray's name: the node's "memory" resource (bytes)
     unknown = set(kwargs) - _IGNORED_INIT
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
@@ -142,7 +144,17 @@ def init(
                 num_gpus=num_gpus,
                 resources=resources,
                 object_store_memory=object_store_memory,
+                _memory=memory,
             )
+        if memory is not None:
+            if (
+                not isinstance(memory, (int, float))
+                or isinstance(memory, bool)
+                or not memory >= 0
+                or memory == float("inf")
+            ):
+                raise ValueError(f"_memory must be a non-negative number of bytes, got {memory!r}")
+            resources = {**(resources or {}), "memory": float(memory)}
         cpus = float(os.cpu_count() or 1) if num_cpus is None else num_cpus
         normalize_request(cpus, num_gpus or 0, resources)  # validates the numbers
         if object_store_memory is None:
@@ -522,8 +534,9 @@ def cluster_resources() -> dict[str, float]:
 
 
 def available_resources() -> dict[str, float]:
-    """Resources not currently in use."""
-    return _client().resources()[1]
+    """Resources not currently in use; as in Ray, a resource that is used up entirely is
+    left out (``rtml.available_resources().get("CPU", 0)``)."""
+    return {k: v for k, v in _client().resources()[1].items() if v > 0}
 
 
 def get_gpu_ids() -> list[int]:
@@ -559,6 +572,26 @@ class RuntimeContext:
     def get_actor_id(self) -> str | None:
         a = self._client.current_actor_id
         return None if a is None else format(a, "x")
+
+    def is_canceled(self) -> bool:
+        """Whether the running task or actor call was cancelled with ``rtml.cancel``.
+
+        A running actor call is not interrupted by ``cancel`` (as in Ray): it can check this
+        and stop early; its caller's ``get`` raises TaskCancelledError either way.
+
+        Raises:
+            RuntimeError: called in the driver, outside any task or actor call.
+        """
+        client = self._client
+        check = getattr(getattr(client, "worker", None), "is_canceled", None)
+        if check is not None:  # a worker process
+            return bool(check())
+        if client.current_task_id is None:
+            raise RuntimeError(
+                "get_runtime_context().is_canceled() is only available inside a task or an "
+                "actor call; this is the driver"
+            )
+        return False  # local mode runs each call when it is submitted: none is cancelled
 
     @property
     def job_id(self) -> str:

@@ -241,6 +241,32 @@ def test_cancel_a_task_running_on_another_node(cluster, tmp_path):
         rtml.get(ref, timeout=30)
 
 
+def test_cancel_an_actor_call_running_on_another_node(cluster, tmp_path):
+    started = tmp_path / "started"
+
+    @rtml.remote(resources={"side": 1})
+    class Looper:
+        def loop(self, path):
+            open(path, "w").close()
+            for _ in range(3000):  # 30 s at most
+                if rtml.get_runtime_context().is_canceled():
+                    return "noticed"
+                time.sleep(0.01)
+            return "ran to the end"
+
+        def ping(self):
+            return "pong"
+
+    a = Looper.remote()
+    ref = a.loop.remote(str(started))
+    wait_for(started.exists, 30, what="the call to run on the side node")
+    rtml.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        rtml.get(ref, timeout=30)
+    assert rtml.get(a.ping.remote(), timeout=30) == "pong"  # the actor lives on
+    rtml.kill(a)
+
+
 def test_infeasible_task_waits_for_a_node_that_fits(cluster):
     ref = where.options(resources={"late": 1}).remote()
     ready, _ = rtml.wait([ref], timeout=0.5)

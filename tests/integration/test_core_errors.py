@@ -334,7 +334,7 @@ def test_cancel_queued_task(gate_path, tmp_path):
     # one task holding both CPUs: the next one can only queue
     busy = wait_for_gate.options(num_cpus=2).remote(str(gate_path), str(tmp_path / "busy"))
     wait_for((tmp_path / "busy").exists, timeout=30, what="the CPUs to be busy")
-    assert rtml.available_resources()["CPU"] == 0
+    assert "CPU" not in rtml.available_resources()  # used up: left out, as in Ray
     queued_marker = tmp_path / "queued-ran"
     queued = wait_for_gate.remote(str(gate_path), str(queued_marker))
     rtml.cancel(queued)

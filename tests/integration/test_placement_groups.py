@@ -113,7 +113,7 @@ def test_removing_a_group_kills_its_actor_and_tasks(runtime, gate_path) -> None:
     pg2 = placement_group([{"CPU": 1}])
     assert pg2.wait(30)
     ref = hold.options(placement_group=pg2, max_retries=0).remote(str(gate_path))
-    wait_for(lambda: rtml.available_resources().get(f"CPU_group_{pg2.id.hex()}", 1) == 0, 20)
+    wait_for(lambda: f"CPU_group_{pg2.id.hex()}" not in rtml.available_resources(), 20)
     remove_placement_group(pg2)
     with pytest.raises(rtml.exceptions.RayError):
         rtml.get(ref, timeout=30)

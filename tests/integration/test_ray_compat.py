@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 import rtml
+from conftest import wait_for
 from rtml import exceptions as exc
 from rtml.testing import Cluster
 
@@ -460,3 +461,287 @@ def test_async_init_runs_on_the_actors_event_loop(mode):
     assert rtml.get(s.fetch.remote(), timeout=30) == "hello"
     rtml.get(s.close.remote(), timeout=30)
     rtml.kill(s)
+
+
+# ---------------------------------------------------------------- items 6 and 8: smaller gaps
+def _file_waiter():
+    def wait_file(path, timeout=60):
+        import os
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return os.path.exists(path)
+
+    return wait_file
+
+
+# Made in a function, so that cloudpickle sends it by value: a cluster's workers cannot import
+# this test module.
+_wait_file = _file_waiter()
+
+
+def test_async_def_remote_functions_run(mode):
+    # Ray refuses @remote on an async def; rtml runs the coroutine (a recorded decision:
+    # rtml programs rely on it).
+    import asyncio
+
+    @rtml.remote
+    async def add_one(x):
+        await asyncio.sleep(0)
+        return x + 1
+
+    assert rtml.get([add_one.remote(1), add_one.remote(2)], timeout=60) == [2, 3]
+
+
+def test_is_canceled_outside_any_task_raises_as_in_ray(mode):
+    with pytest.raises(RuntimeError, match="only available inside a task or an actor call"):
+        rtml.get_runtime_context().is_canceled()
+
+    @rtml.remote
+    def check():
+        return rtml.get_runtime_context().is_canceled()
+
+    assert rtml.get(check.remote(), timeout=60) is False
+
+
+def test_cancel_of_a_running_sync_actor_call(mode, tmp_path):
+    if mode == "local":
+        pytest.skip("local mode runs each call when it is submitted: none is running")
+    started = tmp_path / "started"
+
+    @rtml.remote
+    class Worker:
+        def __init__(self):
+            self.stopped_at = None
+            self.finished = False
+
+        def loop(self, started):
+            import time
+
+            open(started, "w").close()
+            for i in range(6000):  # 60 s at most
+                if rtml.get_runtime_context().is_canceled():
+                    self.stopped_at = i
+                    return "noticed"
+                time.sleep(0.01)
+            return "ran to the end"
+
+        def wait_then_finish(self, started, gate):
+            open(started, "w").close()
+            _wait_file(gate)
+            self.finished = True  # not interrupted: runs to its end, as in Ray
+            return "finished"
+
+        def state(self):
+            return self.stopped_at, self.finished, rtml.get_runtime_context().is_canceled()
+
+    w = Worker.remote()
+    ref = w.loop.remote(str(started))
+    wait_for(started.exists, 60, what="the call to start")
+    rtml.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        rtml.get(ref, timeout=60)
+    stopped_at, finished, canceled_now = rtml.get(w.state.remote(), timeout=60)
+    assert stopped_at is not None
+    assert not finished
+    assert canceled_now is False
+
+    # A call that never checks is not interrupted either; its caller still sees the cancel.
+    started2, gate = tmp_path / "started2", tmp_path / "gate"
+    ref = w.wait_then_finish.remote(str(started2), str(gate))
+    queued = w.state.remote()  # behind it: cancelled before it starts, so it never runs
+    wait_for(started2.exists, 60, what="the second call to start")
+    rtml.cancel(ref)
+    rtml.cancel(queued)
+    gate.touch()
+    with pytest.raises(exc.TaskCancelledError):
+        rtml.get(ref, timeout=60)
+    with pytest.raises(exc.TaskCancelledError):
+        rtml.get(queued, timeout=60)
+    assert rtml.get(w.state.remote(), timeout=60)[1] is True  # the method did finish
+
+
+def test_cancel_of_a_running_threaded_actor_call(mode, tmp_path):
+    if mode == "local":
+        pytest.skip("local mode runs each call when it is submitted: none is running")
+    started = tmp_path / "started"
+
+    @rtml.remote(max_concurrency=2)
+    class Threaded:
+        def loop(self, started):
+            import time
+
+            open(started, "w").close()
+            for _ in range(6000):
+                if rtml.get_runtime_context().is_canceled():
+                    return "noticed"
+                time.sleep(0.01)
+            return "ran to the end"
+
+        def other(self):
+            return rtml.get_runtime_context().is_canceled()
+
+    t = Threaded.remote()
+    ref = t.loop.remote(str(started))
+    wait_for(started.exists, 60, what="the call to start")
+    rtml.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        rtml.get(ref, timeout=60)
+    assert rtml.get(t.other.remote(), timeout=60) is False
+
+
+def test_available_resources_leave_out_what_is_used_up(mode, tmp_path):
+    if mode == "local":
+        pytest.skip("local mode runs each call when it is submitted: nothing stays in use")
+    started, gate = tmp_path / "started", tmp_path / "gate"
+
+    @rtml.remote(num_cpus=2)
+    def hold(started, gate):
+        open(started, "w").close()
+        return _wait_file(gate)
+
+    assert rtml.available_resources()["CPU"] == 2
+    ref = hold.remote(str(started), str(gate))
+    wait_for(lambda: "CPU" not in rtml.available_resources(), 60, what="CPUs in use")
+    assert rtml.cluster_resources()["CPU"] == 2
+    assert "memory" in rtml.available_resources()
+    gate.touch()
+    assert rtml.get(ref, timeout=60) is True
+    wait_for(lambda: rtml.available_resources().get("CPU") == 2, 60, what="CPUs back")
+
+
+def test_memory_is_accounted_as_a_resource(mode, tmp_path):
+    total = rtml.cluster_resources()["memory"]
+    assert total > 0
+    share = int(total * 0.6)  # two of these cannot run at once
+
+    @rtml.remote(memory=share, num_cpus=0)
+    def hold(started, gate):
+        open(started, "w").close()
+        return _wait_file(gate)
+
+    if mode == "local":
+        (tmp_path / "gate").touch()
+        assert rtml.get(hold.remote(str(tmp_path / "s"), str(tmp_path / "gate"))) is True
+        return
+    first_started, second_started, gate = (tmp_path / n for n in ("s1", "s2", "gate"))
+    first = hold.remote(str(first_started), str(gate))
+    wait_for(first_started.exists, 60, what="the first task to start")
+    wait_for(
+        lambda: rtml.available_resources().get("memory", 0) <= total - share + 1,
+        60,
+        what="memory reserved",
+    )
+    second = hold.remote(str(second_started), str(gate))
+    ready, _ = rtml.wait([second], timeout=1)
+    assert not ready  # waits for memory, not for CPUs
+    assert not second_started.exists()
+    gate.touch()
+    assert rtml.get([first, second], timeout=60) == [True, True]
+
+    @rtml.remote(memory=share)
+    class Holder:
+        def ping(self):
+            return "pong"
+
+    h = Holder.remote()
+    assert rtml.get(h.ping.remote(), timeout=60) == "pong"
+    wait_for(
+        lambda: rtml.available_resources().get("memory", 0) <= total - share + 1,
+        60,
+        what="memory held by the actor",
+    )
+    rtml.kill(h)
+    wait_for(lambda: rtml.available_resources().get("memory") == total, 60, what="memory back")
+
+
+_TOO_BIG = b"x" * (2 * 1024 * 1024)
+
+
+def test_a_too_large_function_is_refused_at_remote_naming_what_it_captures(mode, monkeypatch):
+    if mode == "local":
+        pytest.skip("local mode runs the function itself and never pickles it")
+    monkeypatch.setattr("rtml._serialization._code.FUNCTION_SIZE_WARN_THRESHOLD", 1024 * 1024)
+    monkeypatch.setenv("RTML_FUNCTION_SIZE_ERROR_THRESHOLD", str(1024 * 1024 + 1))
+
+    @rtml.remote
+    def uses_big():
+        return len(_TOO_BIG)
+
+    with pytest.raises(ValueError, match=r"remote function .*uses_big is too large") as info:
+        uses_big.remote()
+    assert "'_TOO_BIG'" in str(info.value)
+
+    @rtml.remote
+    class Big:
+        table = _TOO_BIG
+
+        def n(self):
+            return len(self.table)
+
+    with pytest.raises(ValueError, match=r"The actor Big is too large .*Big\.table"):
+        Big.remote()
+    monkeypatch.setenv("RTML_FUNCTION_SIZE_ERROR_THRESHOLD", str(10**8))
+    with pytest.warns(UserWarning, match=r"uses_big is very large .*'_TOO_BIG'"):
+        ref = uses_big.remote()
+    assert rtml.get(ref, timeout=60) == len(_TOO_BIG)
+
+
+def test_an_actor_created_by_an_actor_dies_with_it_unless_detached(mode):
+    @rtml.remote
+    class Child:
+        def ping(self):
+            return "pong"
+
+    @rtml.remote
+    class Parent:
+        def make(self, detached):
+            opts = {"lifetime": "detached", "name": f"detached-child-{mode}"} if detached else {}
+            self.child = Child.options(**opts).remote()
+            rtml.get(self.child.ping.remote(), timeout=60)
+            return [self.child]  # the driver holds a handle too: it is not what ends it
+
+        def leave(self):
+            rtml.actor.exit_actor()
+
+    parent = Parent.remote()
+    [child] = rtml.get(parent.make.remote(False), timeout=60)
+    assert rtml.get(child.ping.remote(), timeout=60) == "pong"
+    rtml.kill(parent)
+    with pytest.raises(exc.RayActorError, match="owner has died") as info:
+        wait_for(lambda: rtml.get(child.ping.remote(), timeout=60) and False, 60, what="death")
+    assert isinstance(info.value, exc.ActorDiedError)
+
+    parent = Parent.remote()  # ended by exit_actor(): its children go with it too
+    [child] = rtml.get(parent.make.remote(False), timeout=60)
+    with pytest.raises(exc.RayActorError):
+        rtml.get(parent.leave.remote(), timeout=60)
+    with pytest.raises(exc.ActorDiedError, match="owner has died"):
+        wait_for(lambda: rtml.get(child.ping.remote(), timeout=60) and False, 60, what="death")
+
+    parent = Parent.remote()
+    [detached] = rtml.get(parent.make.remote(True), timeout=60)
+    [witness] = rtml.get(parent.make.remote(False), timeout=60)
+    rtml.kill(parent)
+    with pytest.raises(exc.ActorDiedError, match="owner has died"):  # the parent's end is seen
+        wait_for(lambda: rtml.get(witness.ping.remote(), timeout=60) and False, 60, what="death")
+    assert rtml.get(detached.ping.remote(), timeout=60) == "pong"
+    rtml.kill(detached)
+
+
+def test_an_actor_created_by_a_task_outlives_the_task(mode):
+    @rtml.remote
+    class Child:
+        def ping(self):
+            return "pong"
+
+    @rtml.remote
+    def make():
+        child = Child.remote()
+        rtml.get(child.ping.remote(), timeout=60)
+        return [child]
+
+    [child] = rtml.get(make.remote(), timeout=60)
+    assert rtml.get(child.ping.remote(), timeout=60) == "pong"  # its worker lives on

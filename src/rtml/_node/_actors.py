@@ -176,13 +176,20 @@ class ActorManager:
             )
         return aid, self.actors[aid].meta()
 
-    def op_kill(self, proc: int, actor_id: int, no_restart: bool, node: str | None = None) -> None:
+    def op_kill(
+        self,
+        proc: int,
+        actor_id: int,
+        no_restart: bool,
+        node: str | None = None,
+        cause: str = "it was killed with rtml.kill()",
+    ) -> None:
         rec = self.actors.get(actor_id)
         if rec is None or rec.state == DEAD:
             return
         w = rec.worker
         if no_restart:
-            self._die(rec, "it was killed with rtml.kill()")
+            self._die(rec, cause)
             if w is not None:
                 self.node.io.kill(w.wid)
         elif w is not None:
@@ -192,6 +199,25 @@ class ActorManager:
             tasks = list(w.assigned)
             w.assigned.clear()
             self._lost_worker(rec, w, tasks, "killed by rtml.kill(no_restart=False)")
+
+    def owner_died(self, wid: int, pid: int | None, owner: ActorRec | None) -> None:
+        """Fate sharing, as in Ray: the actors a worker process created die with it (the
+        process of an actor, or of the tasks that created them), unless they are detached."""
+        for rec in list(self.actors.values()):
+            if rec.spec.owner != wid or rec.state == DEAD or rec.info.get("detached"):
+                continue
+            creator = f"the actor {owner.name}" if owner is not None else "a task"
+            self.op_kill(
+                wid,
+                rec.actor_id,
+                True,
+                cause=(
+                    f"The actor is dead because its owner has died: {creator} created it in "
+                    f"worker process {pid or '(not started)'}, which exited, and an actor dies "
+                    "with the process that created it unless it is detached (create it with "
+                    "lifetime='detached' to outlive its creator)"
+                ),
+            )
 
     # ------------------------------------------------------------------ messages from workers
     def handle(self, wid: int, m: tuple) -> None:

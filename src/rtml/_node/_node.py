@@ -586,6 +586,8 @@ class Node:
             old = self.fn_time.get(spec.fn_id)
             self.fn_time[spec.fn_id] = duration if old is None else 0.8 * old + 0.2 * duration
             retry = retryable and t.retries_left != 0 and not t.cancelled
+            if t.cancelled and spec.actor_id is not None and spec.task_id != spec.actor_id:
+                results = self._cancelled_results(t, results)
             ev = self.events
             if ev is not None:
                 blob = None
@@ -634,6 +636,20 @@ class Node:
         if w is not None and w.state == ACTOR:
             self.actors.call_done(w, t)
         self.schedule()
+
+    def _cancelled_results(self, t: TaskRec, results: list) -> list:
+        """A cancelled actor call ran to its end (running actor calls are not interrupted, as
+        in Ray): its caller gets TaskCancelledError instead of what it returned."""
+        spec = t.spec
+        self._discard_results(results)
+        blob = _error_blob(
+            exc.TaskCancelledError(f"task {spec.name} ({to_hex(spec.task_id)}) was cancelled")
+        )
+        if spec.num_returns == STREAMING:
+            return [(None, ERR, blob, 0, ())]
+        return [
+            (return_id(spec.task_id, i), ERR, blob, 0, ()) for i in range(1, spec.num_returns + 1)
+        ]
 
     def _discard_results(self, results: list) -> None:
         for _oid, kind, payload, _size, _contained in results:
@@ -867,6 +883,9 @@ class Node:
             if self.cluster is not None and self.cluster.unpark(t):  # waiting for a restart
                 self._fail(t, err)
                 return
+            if t.state == FORWARDED:  # the actor lives on another node: cancelled there
+                self.cluster.cancel(t, oid, False, recursive)
+                return
             self.actors.cancel(t, err, force)
             return
         if t.state in (WAITING, QUEUED):
@@ -937,6 +956,8 @@ class Node:
         tasks = list(w.assigned)
         w.assigned.clear()
         self.pool.forget(wid)
+        if self.actors is not None and not self.closed:
+            self.actors.owner_died(wid, w.pid, w.actor)
         if w.actor is not None:
             self.actors.worker_died(w, tasks, how)
             self.schedule()

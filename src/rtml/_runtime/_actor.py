@@ -41,7 +41,7 @@ from rtml._runtime._refs import ObjectRef
 from rtml._runtime._signature import check_call, method_signatures, signature_of
 from rtml._scheduler import normalize_request
 from rtml._scheduler._strategy import normalize_strategy
-from rtml._serialization._code import dumps_code
+from rtml._serialization._code import check_size, dumps_code
 
 SPECIAL_METHODS = (*TERMINATE_METHODS, *READY_METHODS, _checkpoint.SAVE_METHOD)
 _METHOD_OPTIONS = {
@@ -141,7 +141,11 @@ class ActorOptions:
         # As Ray: an actor holds no CPU while it lives unless it asks for CPUs explicitly.
         self.resources = with_accelerator(
             normalize_request(
-                raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources"), default_cpus=0
+                raw.get("num_cpus"),
+                raw.get("num_gpus"),
+                raw.get("resources"),
+                default_cpus=0,
+                memory=raw.get("memory"),
             ),
             raw.get("accelerator_type"),
         )
@@ -237,7 +241,9 @@ class ActorClass:
 
     def _get_blob(self) -> bytes:
         if self._blob is None:
-            self._blob = dumps_code(self._cls)
+            blob = dumps_code(self._cls)
+            check_size(blob, self._cls, "actor", self.__name__)
+            self._blob = blob
         return self._blob
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
@@ -268,6 +274,8 @@ class ActorClass:
         if register is not None:  # local mode: instances are of the class itself, not a copy
             register(self._fn_id, self._cls)
         name = self.__name__
+        # (pickled, and its size checked, before the constructor's arguments are packed)
+        fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
         blob, deps, contained, keep = client.pack_args(f"{name}.__init__", args, kwargs)
         task_id = client.ids.next_task_id()
         env_vars = {**client.job_env, **(o.env_vars or {})} if client.job_env else o.env_vars
@@ -289,7 +297,6 @@ class ActorClass:
             strategy=o.strategy,
             placement=o.placement,
         )
-        fn_blob = None if self._fn_id in client.registered_fns else self._get_blob()
         meta = {
             "class_name": name,
             "methods": self._methods,

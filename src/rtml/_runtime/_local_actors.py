@@ -205,6 +205,7 @@ class _Actor:
             _checkpoint.Checkpointer(ck, self.class_name, background=False) if ck else None
         )
         self.pinned_handle = key is not None or bool(info.get("detached"))
+        self.creator: int | None = None  # the actor whose method created this one, if any
         self.state = _ALIVE
         self.instance: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -273,6 +274,7 @@ class LocalActors:
                     raise exc.RtmlSystemError(f"the class of actor {spec.name} is unknown")
                 cls = self._classes[spec.fn_id] = cloudpickle.loads(fn_blob)
             rec = _Actor(spec, cls, info, key)
+            rec.creator = self.current_actor_id
             self._actors[rec.actor_id] = rec
             if key is not None:
                 self._names[key] = rec.actor_id
@@ -406,7 +408,24 @@ class LocalActors:
         if rec.restarts_left > 0:
             rec.restarts_left -= 1
         self._release_instance(rec)
+        self._fate_share(rec)  # (a restart is a new process in a runtime with workers)
         self._construct(rec)
+
+    def _fate_share(self, rec: _Actor) -> None:
+        """As in Ray: the actors an actor created die with it, unless they are detached."""
+        with self._lock:
+            children = [
+                r
+                for r in self._actors.values()
+                if r.creator == rec.actor_id and r.state != _DEAD and not r.info.get("detached")
+            ]
+        for child in children:
+            self._die(
+                child,
+                f"The actor is dead because its owner has died: the actor {rec.class_name} "
+                "created it and is gone, and an actor dies with its creator unless it is "
+                "detached (create it with lifetime='detached' to outlive its creator)",
+            )
 
     def _release_instance(self, rec: _Actor) -> None:
         rec.instance = None
@@ -458,3 +477,4 @@ class LocalActors:
         self._release_instance(rec)
         self._unpin(pinned)
         _checkpoint.remove(rec.info)
+        self._fate_share(rec)

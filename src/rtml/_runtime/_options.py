@@ -11,6 +11,8 @@ from rtml._scheduler._strategy import group_placement, normalize_strategy
 
 TASK_OPTIONS = {
     "accelerator_type",
+    "max_calls",
+    "memory",
     "num_cpus",
     "num_gpus",
     "resources",
@@ -26,6 +28,7 @@ TASK_OPTIONS = {
 }
 ACTOR_OPTIONS = {
     "accelerator_type",
+    "memory",
     "num_cpus",
     "num_gpus",
     "resources",
@@ -47,12 +50,10 @@ ACTOR_OPTIONS = {
 }
 # Accepted for compatibility with Ray programs; they change nothing on one node.
 IGNORED_OPTIONS = {
-    "memory",
     "object_store_memory",
     "_metadata",
     "label_selector",
     "enable_task_events",
-    "max_calls",
     "_labels",
     "max_pending_calls",
     "allow_out_of_order_execution",
@@ -81,6 +82,22 @@ def check_options(opts: dict[str, Any], allowed: set[str], what: str) -> None:
             raise ValueError(
                 f"invalid option {key!r} for {what}; valid options are {', '.join(sorted(allowed))}"
             )
+
+
+def check_max_calls(value: Any) -> None:
+    """``max_calls`` (Ray: a worker exits after that many calls of the function) is validated
+    as Ray does and otherwise has no effect: rtml's workers run any number of tasks."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(
+            f"The type of keyword 'max_calls' must be int or None, but received type "
+            f"{type(value).__name__} ({value!r})"
+        )
+    if value < 0:
+        raise ValueError(
+            f"The keyword 'max_calls' only accepts None, 0 or a positive integer, got {value!r}"
+        )
 
 
 _RUNTIME_ENV_KEYS = frozenset({"env_vars"})
@@ -145,9 +162,15 @@ class TaskOptions:
         check_options(raw, TASK_OPTIONS, "a remote function")
         self.raw = raw
         self.resources = with_accelerator(
-            normalize_request(raw.get("num_cpus"), raw.get("num_gpus"), raw.get("resources")),
+            normalize_request(
+                raw.get("num_cpus"),
+                raw.get("num_gpus"),
+                raw.get("resources"),
+                memory=raw.get("memory"),
+            ),
             raw.get("accelerator_type"),
         )
+        check_max_calls(raw.get("max_calls"))
         nr = raw.get("num_returns")
         # "dynamic" (Ray's older generator mode): one ref whose value is a
         # DynamicObjectRefGenerator of the yielded values' refs.

@@ -10,7 +10,7 @@ from typing import Any
 from rtml._runtime import _context
 from rtml._runtime._options import TaskOptions
 from rtml._runtime._signature import check_call, signature_of
-from rtml._serialization._code import dumps_code
+from rtml._serialization._code import check_size, dumps_code
 
 
 class RemoteFunction:
@@ -35,9 +35,14 @@ class RemoteFunction:
             "call the original function through its __wrapped__ attribute"
         )
 
+    def _full_name(self) -> str:
+        return f"{getattr(self._function, '__module__', None) or '?'}.{self._name}"
+
     def _get_blob(self) -> bytes:
         if self._blob is None:
-            self._blob = dumps_code(self._function)
+            blob = dumps_code(self._function)
+            check_size(blob, self._function, "remote function", self._full_name())
+            self._blob = blob
         return self._blob
 
     def _runnable(self, blob_fn: Any) -> Any:
@@ -48,7 +53,9 @@ class RemoteFunction:
 
     def _get_dynamic_blob(self) -> bytes:
         if self._dynamic_blob is None:
-            self._dynamic_blob = dumps_code(functools.partial(_run_dynamic, self._function))
+            blob = dumps_code(functools.partial(_run_dynamic, self._function))
+            check_size(blob, self._function, "remote function", self._full_name())
+            self._dynamic_blob = blob
         return self._dynamic_blob
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -59,9 +66,14 @@ class RemoteFunction:
     def _submit(self, args: tuple, kwargs: dict, o: TaskOptions) -> Any:
         check_call(self._sig, self._name, args, kwargs)
         dynamic = o.dynamic
-        return _context.client().submit_task(
-            self._fn_id + "-dynamic" if dynamic else self._fn_id,
-            self._get_dynamic_blob if dynamic else self._get_blob,
+        client = _context.client()
+        fn_id = self._fn_id + "-dynamic" if dynamic else self._fn_id
+        get_blob = self._get_dynamic_blob if dynamic else self._get_blob
+        if fn_id not in client.registered_fns and not hasattr(client, "register_class"):
+            get_blob()  # pickled (and its size checked) before anything is submitted
+        return client.submit_task(
+            fn_id,
+            get_blob,
             o.name or self._name,
             args,
             kwargs,

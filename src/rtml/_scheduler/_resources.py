@@ -23,18 +23,24 @@ def normalize_request(
     num_gpus: float | None,
     resources: Mapping[str, float] | None,
     default_cpus: float = 1.0,
+    memory: float | None = None,
 ) -> dict[str, float]:
     """Validate and merge resource options into one request dict (zero entries dropped).
 
+    ``memory`` (bytes, Ray's ``memory=`` option) is the resource ``"memory"``, as in Ray.
+
     Raises:
-        ValueError: a quantity is negative, not a number, or a whole-GPU request is fractional
-            above one, or ``resources`` names CPU/GPU (use num_cpus/num_gpus).
+        ValueError: a quantity is negative, not a number, finer than 0.0001 (Ray's precision),
+            or a whole-GPU request is fractional above one, or ``resources`` names CPU/GPU
+            (use num_cpus/num_gpus).
+        TypeError: ``memory`` is not a number.
     """
     req: dict[str, float] = {}
     cpus = default_cpus if num_cpus is None else num_cpus
     for name, val in (("num_cpus", cpus), ("num_gpus", num_gpus or 0)):
         if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0:
             raise ValueError(f"{name} must be a non-negative number, got {val!r}")
+        _check_precision(name, val)
     if num_gpus and num_gpus > 1 and num_gpus != int(num_gpus):
         raise ValueError(f"num_gpus above 1 must be a whole number, got {num_gpus}")
     if cpus:
@@ -48,9 +54,33 @@ def normalize_request(
             raise ValueError(f"use num_cpus/num_gpus instead of resources={{{name!r}: ...}}")
         if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0:
             raise ValueError(f"resource {name!r} must be a non-negative number, got {val!r}")
+        _check_precision(name, val)
         if val:
             req[name] = float(val)
+    if memory is not None:
+        if not isinstance(memory, (int, float)) or isinstance(memory, bool):
+            raise TypeError(
+                f"The type of keyword 'memory' must be a number of bytes (int or float), "
+                f"got {type(memory).__name__} {memory!r}"
+            )
+        if not memory >= 0 or memory == float("inf"):  # (also refuses NaN)
+            raise ValueError(
+                f"The quantity of resource memory must be a finite, non-negative number of "
+                f"bytes, got {memory!r}"
+            )
+        _check_precision("memory", memory)
+        if memory:
+            req["memory"] = float(memory)
     return req
+
+
+def _check_precision(name: str, val: float) -> None:
+    """As Ray: a fractional amount that rounds to no fixed-point unit at all is refused."""
+    if isinstance(val, float) and val != 0.0 and int(val * _SCALE) == 0:
+        raise ValueError(
+            f"The precision of the fractional quantity of resource {name} cannot go beyond "
+            f"0.0001 (got {val!r})"
+        )
 
 
 def shape_key(req: Mapping[str, float]) -> tuple[tuple[str, float], ...]:

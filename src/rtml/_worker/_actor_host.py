@@ -251,6 +251,20 @@ class ActorHost:
             )
         return self.checkpointer.save(self.instance)
 
+    def current_call(self) -> int | None:
+        """The task id of the call running on this thread (or asyncio task), if any."""
+        if self.loop is not None:
+            try:
+                current = asyncio.current_task()
+            except RuntimeError:  # not on the actor's event loop
+                current = None
+            if current is not None:
+                for tid, task in list(self.tasks.items()):
+                    if task is current:
+                        return tid
+                return None
+        return self._current_task()
+
     def _current_task(self) -> int | None:
         tid = getattr(self._tls, "task_id", None)
         if tid is None and self.worker.current is not None:

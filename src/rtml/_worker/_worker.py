@@ -92,7 +92,8 @@ class Worker:
         self.blobs: dict[str, bytes] = {}
         self.fns: dict[str, Any] = {}
         self.current: TaskSpec | None = None
-        self.cancels: set[int] = set()
+        self.cancels: set[int] = set()  # cancelled calls this worker holds (not yet raised)
+        self.cancel_seen: set[int] = set()  # cancelled calls that raised TaskCancelledError
         self.in_user = False
         self.interrupt_pending = False
         self.held: list[tuple] = []  # finished results waiting to ride with the next frame
@@ -204,11 +205,46 @@ class Worker:
         else:
             raise exc.RtmlSystemError(f"worker got unknown message {tag!r}")
 
-    def check_cancelled(self) -> None:
+    def check_cancelled(self, safe_point: bool = False) -> None:
+        """Raise TaskCancelledError if the current task was cancelled. A running actor call is
+        not interrupted (as in Ray: the actor's state would be left half-changed); it is
+        stopped only at a safe point (before it starts, between the items it streams) and
+        otherwise sees ``get_runtime_context().is_canceled()`` become true."""
         spec = self.current
         if spec is not None and spec.task_id in self.cancels:
+            if self.actor_host is not None and not safe_point:
+                return
             self.cancels.discard(spec.task_id)
+            self.cancel_seen.add(spec.task_id)
             raise cancelled_error(spec.name, spec.task_id)
+
+    def is_canceled(self) -> bool:
+        """``get_runtime_context().is_canceled()``: was the running task or actor call
+        cancelled? A single-threaded worker reads what the node sent meanwhile first (its
+        channel is not read while user code runs)."""
+        host = self.actor_host
+        if host is not None:
+            tid = host.current_call()
+        else:
+            spec = self.current
+            tid = None if spec is None else spec.task_id
+        if tid is None:
+            return False
+        if (
+            tid not in self.cancels
+            and self.in_user
+            and (host is None or not host.concurrent)
+            and threading.current_thread() is threading.main_thread()
+        ):
+            self.in_user = False
+            try:
+                for m in self.chan.receive_nowait():
+                    self.handle(m)
+            finally:
+                self.in_user = True
+            if host is None:
+                self.check_cancelled()  # a task is interrupted when cancelled, as by the signal
+        return tid in self.cancels or tid in self.cancel_seen
 
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         # Only drain the channel while user code runs: inside rtml code the reading loop
@@ -287,7 +323,7 @@ class Worker:
                 v, oid, self.session, self.shm_dir, f"value yielded by {spec.name}"
             )
             self.send([("item", spec.task_id, i, kind, payload, size, contained)])
-            self.check_cancelled()
+            self.check_cancelled(safe_point=True)
 
     def error_results(self, spec: TaskSpec, blob: bytes) -> list[tuple]:
         if spec.num_returns == STREAMING:
@@ -359,7 +395,7 @@ class Worker:
                 if host is not None and host.instance is None and spec.fn_id == host.fn_id:
                     host.creation_failed(e, spec)  # the actor dies with this as its cause
                 raise
-            self.check_cancelled()
+            self.check_cancelled(safe_point=True)
             self.in_user = True
             try:
                 if self.interrupt_pending:  # signalled between the check above and here
@@ -403,6 +439,7 @@ class Worker:
             client.current_task_id = None
             client.current_placement = None
             self.cancels.discard(spec.task_id)
+            self.cancel_seen.discard(spec.task_id)
             self.interrupt_pending = False
         duration = time.perf_counter() - t0
         self.finish(("done", spec.task_id, results, duration, retryable), spec.fn_id, duration)
