@@ -133,3 +133,20 @@ def test_enable_and_disable_set_the_default_scheduler():
     finally:
         disable_dask_on_ray()
     assert dask.config.get("scheduler") is None
+
+
+def test_without_dask_the_import_error_names_the_extra():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['dask'] = None\n"
+        "try:\n"
+        "    import rtml.util.dask\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'rtml[frontends]'" in out.stdout
