@@ -80,8 +80,13 @@ def test_persist_keeps_working_and_refs_feed_later_graphs():
     refs = ray_dask_get(d, ["a", "b"], ray_persist=True)
     assert all(isinstance(r, rtml.ObjectRef) for r in refs)
     assert rtml.get(list(refs), timeout=60) == [2, 12]
-    # A graph whose data are ObjectRefs reads them in the workers.
+    # A graph whose data are ObjectRefs reads them in the workers, also where Dask's
+    # optimizer inlined them into the tasks' arguments.
     assert ray_dask_get({"p": refs[1], "q": (inc, "p")}, "q") == 13
+    assert ray_dask_get({"q": (add, (inc, refs[0]), [refs[1]][0])}, "q") == 15
+    (z,) = dask.persist(x + 1, scheduler=ray_dask_get, ray_persist=True)
+    assert all(isinstance(v, rtml.ObjectRef) for v in dict(z.__dask_graph__()).values())
+    assert int(z.sum().compute(scheduler=ray_dask_get)) == 5050
 
 
 class Boom(ValueError):

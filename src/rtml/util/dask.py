@@ -6,7 +6,8 @@
       dask ── graph (Task / DataNode / Alias or legacy tuples) + keys ──▶ ray_dask_get
         1. convert_legacy_graph, cull to the keys asked for, order topologically
         2. DataNode: a value given inline (large arrays: rtml.put once); an ObjectRef in the
-           graph (a persisted result) is used as it is; Alias: resolved on the driver
+           graph (a persisted result), as a key's value or inside a task's arguments, is
+           passed as an argument (resolved in the worker); Alias: resolved on the driver
         3. linear chains (a task whose only dependent has no other task dependency) are fused
            into one rtml task
         4. one rtml task per fused group, submitted at once in topological order; each
@@ -22,6 +23,7 @@ Needs ``dask`` (``pip install 'rtml[frontends]'``). Uses only rtml's public API.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
@@ -53,7 +55,7 @@ def _dask() -> Any:
 
 
 _dask()
-from dask._task_spec import Alias, DataNode, convert_legacy_graph  # noqa: E402
+from dask._task_spec import Alias, DataNode, Task, convert_legacy_graph  # noqa: E402
 
 
 def ray_dask_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -114,6 +116,53 @@ def disable_dask_on_ray() -> Any:
     return dask.config.set({"scheduler": None, "dataframe.shuffle.method": None})
 
 
+# ObjectRefs inside a task's arguments (Dask's optimizer inlines a persisted key's ref into
+# the tasks that read it): found in containers up to this deep and this long.
+_SCAN_DEPTH = 8
+_SCAN_LEN = 10_000
+_NESTED = "rtml-nested-ref"
+
+
+def _nested_refs(obj: Any, out: dict[str, Any], depth: int = 0) -> None:
+    if isinstance(obj, rtml.ObjectRef):
+        out[obj.hex()] = obj
+    elif depth >= _SCAN_DEPTH:
+        return
+    elif isinstance(obj, Task):
+        for a in obj.args:
+            _nested_refs(a, out, depth + 1)
+        for a in obj.kwargs.values():
+            _nested_refs(a, out, depth + 1)
+    elif isinstance(obj, DataNode):
+        _nested_refs(obj.value, out, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)) and len(obj) <= _SCAN_LEN:
+        for a in obj:
+            _nested_refs(a, out, depth + 1)
+    elif isinstance(obj, dict) and len(obj) <= _SCAN_LEN:
+        for a in obj.values():
+            _nested_refs(a, out, depth + 1)
+
+
+def _swap_refs(obj: Any, vals: Mapping[str, Any], depth: int = 0) -> Any:
+    """``obj`` with every ObjectRef that :func:`_nested_refs` finds replaced by its value."""
+    if isinstance(obj, rtml.ObjectRef):
+        return vals[obj.hex()]
+    if depth >= _SCAN_DEPTH:
+        return obj
+    if isinstance(obj, Task):
+        t = copy.copy(obj)
+        t.args = tuple(_swap_refs(a, vals, depth + 1) for a in obj.args)
+        t.kwargs = {k: _swap_refs(a, vals, depth + 1) for k, a in obj.kwargs.items()}
+        return t
+    if isinstance(obj, DataNode):
+        return DataNode(obj.key, _swap_refs(obj.value, vals, depth + 1))
+    if type(obj) in (list, tuple, set, frozenset) and len(obj) <= _SCAN_LEN:
+        return type(obj)(_swap_refs(a, vals, depth + 1) for a in obj)
+    if type(obj) is dict and len(obj) <= _SCAN_LEN:
+        return {k: _swap_refs(a, vals, depth + 1) for k, a in obj.items()}
+    return obj
+
+
 def _run_group(spec: tuple[Any, ...], *args: Any) -> Any:
     """Run one fused group of Dask tasks in a worker: ``spec`` is ``(members, names,
     consts)``; ``args`` the values of the ObjectRefs named ``names`` (rtml resolved them)."""
@@ -121,9 +170,11 @@ def _run_group(spec: tuple[Any, ...], *args: Any) -> Any:
     values: dict[Any, Any] = dict(consts)
     values.update(zip(names, args, strict=True))
     result: Any = None
-    for key, node, renames, done in members:
+    for key, node, renames, done, nested in members:
         for orig, real in renames:
             values[orig] = values[real]
+        if nested:
+            node = _swap_refs(node, {h: values[(_NESTED, h)] for h in nested})
         result = values[key] = node(values)
         for k in done:  # members read only by this one
             values.pop(k, None)
@@ -297,7 +348,14 @@ def _get(
                 else:
                     names.append(d)
                     refs.append(group_of[real])
-            members.append((k, node, tuple(renames), tuple(done)))
+            inner: dict[str, Any] = {}
+            _nested_refs(node, inner)
+            for h, ref in inner.items():
+                if (_NESTED, h) not in seen:
+                    seen.add((_NESTED, h))
+                    names.append((_NESTED, h))
+                    refs.append(ref)
+            members.append((k, node, tuple(renames), tuple(done), tuple(inner)))
         specs.append((tuple(members), tuple(names), tuple(consts), refs))
     for _, _, _, refs in specs:
         for r in refs:
