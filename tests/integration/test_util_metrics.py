@@ -155,3 +155,13 @@ def test_dashboard_panel_and_metrics_endpoint(ctx):
     rows = {r["metric"]: r for r in panel()["rows"]}
     assert rows["dash_gauge"]["value"] == 42.0
     assert rows["dash_hist"]["value"] == 1
+
+
+def test_records_made_before_init_are_sent_once_a_runtime_is_up(ctx):
+    rtml.shutdown()
+    try:
+        Counter("early_bird").inc(3)
+        metrics.flush()
+    finally:
+        rtml.init(num_cpus=2, dashboard_port=0)
+    wait_for(lambda: _series("early_bird") == {(): 3.0}, timeout=30, what="early counter")

@@ -73,9 +73,16 @@ _timer: threading.Timer | None = None
 _actor: Any = None
 
 
+_actor_session: tuple[str, str] | None = None
+
+
 def _aggregator() -> Any:
-    global _actor
-    if _actor is None:
+    """The aggregator's handle, looked up again after rtml.shutdown() and a new init()."""
+    global _actor, _actor_session
+    ctx = rtml.get_runtime_context()
+    session = (ctx.get_job_id(), ctx.get_node_id())
+    if _actor is None or session != _actor_session:
+        _actor_session = session
         _actor = _Actor.options(
             name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
         ).remote()
@@ -91,13 +98,17 @@ def flush(wait_s: float = 0.0) -> None:
             waiting for it).
     """
     global _timer, _actor
+    if not rtml.is_initialized():
+        with _lock:
+            _timer = None  # kept until a runtime is there to send them to
+        return
     with _lock:
         batch = {k: {**m, "series": dict(m["series"])} for k, m in _batch.items()}
         for m in _batch.values():
             m["series"].clear()
         _timer = None
     batch = {k: m for k, m in batch.items() if m["series"]}
-    if not batch or not rtml.is_initialized():
+    if not batch:
         return
     try:
         try:
