@@ -6,7 +6,8 @@
   2000x2000 in 250x250), and
 - groupby: ``ddf.groupby("k").v.mean()`` of a 16-partition dataframe (2M rows; quick: 400k),
 
-each computed by ``rtml.util.dask.ray_dask_get``, Dask's ``threads`` and ``processes``
+each computed by ``rtml.util.dask.ray_dask_get`` (and with ``fuse=False``: one rtml task per
+Dask task, as Dask-on-Ray submits them), Dask's ``threads`` and ``processes``
 schedulers (2 workers) and ``ray.util.dask.ray_dask_get`` (run by bench/.peers-venv's Python
 in a subprocess when that venv has Ray; else the row says why it is missing). Each figure is
 the median wall time of the repeats after one warm-up run (which starts the workers and loads
@@ -69,6 +70,7 @@ def _local_rows(quick: bool, repeats: int) -> dict[str, Any]:
     try:
         for name, coll in work.items():
             out.setdefault(name, {})["rtml"] = _time(coll, ray_dask_get, repeats)
+            out[name]["rtml unfused"] = _time(coll, ray_dask_get, repeats, fuse=False)
     finally:
         rtml.shutdown()
     for name, coll in work.items():
