@@ -7,6 +7,7 @@
             ── GET /api/{nodes,tasks,actors,...} ─────────────▶   (one thread: the source's)
             ── GET /api/logs/{node_id}/{pid}?tail=N ──────────▶
             ── GET /api/trace.json (Chrome trace, all events) ─▶
+            ── GET /metrics (Prometheus text, register_metrics) ▶
     Guard (outermost): bound to loopback, only Host: localhost/127.0.0.1/[::1] (no DNS
     rebinding); bound elsewhere, the cluster token (``?token=<hex>`` once, then a cookie; or
     ``Authorization: Bearer <hex>``), else 401.
@@ -36,6 +37,7 @@ from starlette.routing import Route
 
 from rtml.dashboard._hosts import is_loopback
 from rtml.dashboard._model import DashboardModel
+from rtml.dashboard._panels import metrics_text
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "rtml_dashboard"
@@ -250,8 +252,15 @@ def build_app(backend: Backend, token: bytes | None = None, open_: bool = True) 
         resp.headers["Content-Disposition"] = 'attachment; filename="rtml-timeline.json"'
         return resp
 
+    async def metrics(request: Request) -> Response:
+        text = await backend.call(metrics_text)
+        return Response(
+            text, media_type="text/plain; version=0.0.4; charset=utf-8", headers=_HEADERS
+        )
+
     routes = [
         Route("/", page, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
         Route("/api/snapshot", snapshot, methods=["GET"]),
         *[

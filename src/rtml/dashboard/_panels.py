@@ -16,7 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ObjectPanel", "panels_view", "register_panel", "unregister_panel"]
+__all__ = [
+    "ObjectPanel",
+    "metrics_text",
+    "panels_view",
+    "register_metrics",
+    "register_panel",
+    "unregister_panel",
+]
 
 _MAX_ROWS = 200
 _lock = threading.Lock()
@@ -43,6 +50,38 @@ def register_panel(name: str, title: str, rows: Callable[[], list[dict[str, Any]
 def unregister_panel(name: str) -> None:
     with _lock:
         _PANELS.pop(name, None)
+        _METRICS.pop(name, None)
+
+
+_METRICS: dict[str, Callable[[], str]] = {}
+
+
+def register_metrics(name: str, text: Callable[[], str]) -> None:
+    """Add ``text()`` (Prometheus exposition text) to what ``GET /metrics`` answers.
+
+    Raises:
+        ValueError: ``text`` is not callable or ``name`` is empty.
+    """
+    if not name or not callable(text):
+        raise ValueError("register_metrics(name, text) needs a name and a callable")
+    with _lock:
+        _METRICS[name] = text
+
+
+def metrics_text() -> str:
+    """Every registered source's text, one after another; a failing source is a comment."""
+    with _lock:
+        items = sorted(_METRICS.items())
+    out = []
+    for name, text in items:
+        try:
+            body = text()
+        except Exception as e:
+            body = f"# {name} failed: {type(e).__name__}: {e}".replace("\n", " ") + "\n"
+        if body and not body.endswith("\n"):
+            body += "\n"
+        out.append(body)
+    return "".join(out)
 
 
 def panels_view() -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """Utilities (as ``ray.util``): ``ActorPool``, ``queue.Queue``, ``progress`` /
 ``progress_get`` to watch many refs finish, ``state`` to list tasks, actors and objects, and
-placement groups (``placement_group`` and friends, as ``ray.util`` exports them).
+placement groups (``placement_group`` and friends, as ``ray.util`` exports them). Imported by
+name, as in Ray: ``rtml.util.dask`` (a Dask scheduler; needs ``rtml[frontends]``) and
+``rtml.util.metrics`` (Counter, Gauge, Histogram).
 
 Floor 9, a user of the public API (docs/architecture.md): imports public rtml only, but for
 ``state``, ``scheduling_strategies`` and ``placement_group``, faces of private modules (see tests/unit/test_layers.py).
