@@ -236,12 +236,7 @@ class Worker:
             and (host is None or not host.concurrent)
             and threading.current_thread() is threading.main_thread()
         ):
-            self.in_user = False
-            try:
-                for m in self.chan.receive_nowait():
-                    self.handle(m)
-            finally:
-                self.in_user = True
+            self._drain_channel()
             if host is None:
                 self.check_cancelled()  # a task is interrupted when cancelled, as by the signal
         return tid in self.cancels or tid in self.cancel_seen
@@ -258,13 +253,17 @@ class Worker:
     def take_interrupt(self) -> None:
         """Read what the node sent (a cancel, typically) and raise if it cancels this task."""
         self.interrupt_pending = False
+        self._drain_channel()
+        self.check_cancelled()
+
+    def _drain_channel(self) -> None:
+        """Handle what the node has sent, from inside user code (not re-entered meanwhile)."""
         self.in_user = False
         try:
             for m in self.chan.receive_nowait():
                 self.handle(m)
         finally:
             self.in_user = True
-        self.check_cancelled()
 
     # ------------------------------------------------------------------ execution
     def set_omp_threads(self, spec: Any) -> None:
